@@ -1,0 +1,31 @@
+"""Configuration of one festival: money rules, clock and the comparison baseline."""
+
+from __future__ import annotations
+
+import msgspec
+
+from double11 import limits
+
+
+class PreviousFestival(msgspec.Struct, frozen=True):
+    """The festival we compare against ("growth against last year")."""
+
+    year: int = 2016
+    gmv_fen: int = 120_700_000_000 * 100
+    # share of the day's GMV by hour of the festival day (UTC+8), in per mille;
+    # used for "growth at the same moment".  Sums to 1000.
+    hourly_permille: tuple[int, ...] = (
+        330, 40, 20, 12, 8, 6, 8, 14, 24, 34, 38, 38,
+        36, 34, 32, 30, 30, 30, 32, 36, 40, 44, 38, 50,
+    )
+
+
+class FestivalConfig(msgspec.Struct, frozen=True):
+    payment_timeout_ms: int = limits.payment_timeout_ms_default
+    commission_bps: int = 200  # platform commission on settlement, basis points
+    # CNY per USD as an exact fraction (6.65 = 665 / 100), so no float touches money
+    cny_per_usd_num: int = 665
+    cny_per_usd_den: int = 100
+    previous: PreviousFestival = PreviousFestival()
+    # the festival day starts at this instant (ms since the Unix epoch); 2017-11-11 00:00 UTC+8
+    festival_start_ms: int = 1_510_329_600_000

@@ -1,0 +1,125 @@
+"""Result codes: every outcome a command can have, with a stable number.
+
+Numbers are part of the compact wire format and of the command log's
+idempotency table, so they never change; new codes are appended.
+Each code carries its HTTP status and a message template.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Result(enum.IntEnum):
+    ok = 0
+    # malformed or out-of-bounds input (nothing about state)
+    invalid_request = 1
+    invalid_quantity = 2
+    invalid_country = 3
+    invalid_channel = 4
+    too_many_lines = 5
+    empty_checkout = 6
+    invalid_amount = 7
+    invalid_idempotency_key = 8
+    batch_too_large = 9
+    body_too_large = 10
+    unknown_op = 11
+    # references to things that do not exist
+    unknown_sku = 20
+    unknown_checkout = 21
+    unknown_order = 22
+    # state conflicts
+    out_of_stock = 30
+    amount_mismatch = 31
+    already_paid = 32
+    expired = 33
+    cancelled = 34
+    not_paid = 35
+    already_settled = 36
+    already_refunded = 37
+    idempotency_key_reused = 38
+    # platform
+    overloaded = 50
+    not_found = 51
+    method_not_allowed = 52
+
+
+HTTP_STATUS: dict[Result, int] = {
+    Result.ok: 200,
+    Result.invalid_request: 400,
+    Result.invalid_quantity: 400,
+    Result.invalid_country: 400,
+    Result.invalid_channel: 400,
+    Result.too_many_lines: 400,
+    Result.empty_checkout: 400,
+    Result.invalid_amount: 400,
+    Result.invalid_idempotency_key: 400,
+    Result.batch_too_large: 413,
+    Result.body_too_large: 413,
+    Result.unknown_op: 400,
+    Result.unknown_sku: 404,
+    Result.unknown_checkout: 404,
+    Result.unknown_order: 404,
+    Result.out_of_stock: 409,
+    Result.amount_mismatch: 409,
+    Result.already_paid: 409,
+    Result.expired: 409,
+    Result.cancelled: 409,
+    Result.not_paid: 409,
+    Result.already_settled: 409,
+    Result.already_refunded: 409,
+    Result.idempotency_key_reused: 409,
+    Result.overloaded: 429,
+    Result.not_found: 404,
+    Result.method_not_allowed: 405,
+}
+
+MESSAGES: dict[Result, str] = {
+    Result.invalid_request: "the request is malformed",
+    Result.invalid_quantity: "quantity must be a whole number from 1 to the limit",
+    Result.invalid_country: "country must be an ISO 3166 alpha-2 code",
+    Result.invalid_channel: "channel must be 'mobile' or 'pc'",
+    Result.too_many_lines: "a checkout has too many lines",
+    Result.empty_checkout: "a checkout needs at least one line",
+    Result.invalid_amount: "amount_fen must be a positive whole number of fen",
+    Result.invalid_idempotency_key: "idempotency_key must be a non-empty string within the limit",
+    Result.batch_too_large: "the batch has too many commands",
+    Result.body_too_large: "the request body is too large",
+    Result.unknown_op: "op must be one of checkout, pay, cancel, confirm, refund, restock",
+    Result.unknown_sku: "no such sku",
+    Result.unknown_checkout: "no such checkout",
+    Result.unknown_order: "no such order",
+    Result.out_of_stock: "not enough stock for a line of the checkout; nothing was reserved",
+    Result.amount_mismatch: "amount_fen does not equal the checkout's total",
+    Result.already_paid: "the checkout is already paid",
+    Result.expired: "the checkout expired before it was paid; its stock went back on sale",
+    Result.cancelled: "the checkout was cancelled",
+    Result.not_paid: "the order is not paid",
+    Result.already_settled: "the order is already settled to the merchant",
+    Result.already_refunded: "the order is already refunded",
+    Result.idempotency_key_reused: "this idempotency_key was used with a different request",
+    Result.overloaded: "the platform is at capacity; retry with the same idempotency_key",
+    Result.not_found: "no such resource",
+    Result.method_not_allowed: "method not allowed",
+}
+
+
+def error_body(code: Result, detail: str | None = None) -> dict:
+    message = MESSAGES[code] if detail is None else f"{MESSAGES[code]}: {detail}"
+    return {"error": {"code": code.name, "message": message}}
+
+
+class Double11Error(Exception):
+    """Raised at the edges (catalog files, HTTP bodies) for input that is refused."""
+
+    def __init__(self, code: Result, detail: str | None = None):
+        self.code = code
+        self.detail = detail
+        super().__init__(error_body(code, detail)["error"]["message"])
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def body(self) -> dict:
+        return error_body(self.code, self.detail)

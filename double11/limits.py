@@ -1,0 +1,31 @@
+"""Every limit of the platform, in one place, with its unit in its name.
+
+Bad input past any of these gets a 4xx with a clear code; nothing is ever
+truncated silently.  TigerBeetle's rule: put a limit on everything.
+"""
+
+# Requests
+http_body_bytes_max = 32 * 1024 * 1024
+checkout_lines_max = 16
+batch_commands_max = 65_536
+batch_lines_max = 4 * batch_commands_max
+line_qty_max = 999
+restock_qty_max = 1_000_000_000
+idempotency_key_chars_max = 128
+id_max = 2**63 - 1
+
+# Group commit: single requests are gathered for at most this long, or until
+# this many commands are waiting, then applied and made durable together.
+group_commit_window_ms = 1.0
+group_commit_commands_max = 16_384
+pending_commands_max = 1_000_000  # back-pressure: past this, 503 overloaded
+
+# Time
+payment_timeout_ms_default = 15 * 60 * 1000
+
+# Catalog
+catalog_skus_max = 50_000_000
+catalog_merchants_max = 10_000_000
+
+# Stats
+stats_top_n = 10
