@@ -2,54 +2,305 @@
 
 `Festival` is the in-process Python API; the HTTP adapter is a thin layer on
 top of `submit` / `submit_binary` and the read methods.
-(Interface fixed first so the adapters can be built beside it.)
+
+Group commit: callers of `submit` queue their commands; one committer task
+takes everything queued, applies it as one batch, appends it to the log and
+fsyncs once for all of them, then answers them all.  While one batch is being
+fsynced the next one is already being gathered and applied (two in flight),
+so the disk's latency sets the batch size, not the throughput.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from double11 import limits
 from double11.catalog import Catalog
+from double11.clock import FestivalClock
 from double11.config import FestivalConfig
+from double11.engine import views
+from double11.engine.batch import CommandBatch
+from double11.engine.encode import encode_commands
+from double11.engine.machine import Engine
+from double11.engine.wire import encode_results
+from double11.errors import Double11Error, Result
+from double11.storage import log as command_log
+from double11.storage import snapshot as snapshots
 
 
 class Festival:
+    def __init__(self, engine: Engine, data_dir: Path | None, log: command_log.CommandLog | None,
+                 clock: FestivalClock):
+        self.engine = engine
+        self.data_dir = data_dir
+        self.log = log
+        self.clock = clock
+        self._lock = threading.Lock()  # one batch at a time: apply + append
+        self._pending: list[tuple[Any, asyncio.Future]] = []
+        self._pending_commands = 0
+        self._wake: asyncio.Event | None = None
+        self._committer: asyncio.Task | None = None
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-fsync")
+        self.batches = 0
+        self.commands = 0
+        self.batch_ms = collections.deque(maxlen=4096)  # apply + fsync, per batch
+        self.snapshot_seq = 0
+
+    # ---------------------------------------------------------------- opening
     @classmethod
-    def open(
-        cls,
-        catalog: Catalog | None = None,
-        data_dir: str | Path | None = None,
-        config: FestivalConfig | None = None,
-        speedup: float = 1.0,
-        clock_start_ms: int | None = None,
-    ) -> "Festival":
+    def open(cls, catalog: Catalog | None = None, data_dir: str | Path | None = None,
+             config: FestivalConfig | None = None, speedup: float = 1.0,
+             clock_start_ms: int | None = None) -> "Festival":
         """Open (or recover) a festival.  With data_dir, every command is logged
         and fsynced before it is answered; without, state is in memory only."""
-        raise NotImplementedError
+        if data_dir is None:
+            if catalog is None:
+                raise ValueError("an in-memory festival needs a catalog")
+            return cls(Engine(catalog, config or FestivalConfig()), None, None,
+                       FestivalClock(clock_start_ms, speedup))
+        directory = Path(data_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        found = snapshots.latest(directory)
+        if found:
+            seq, path = found
+            engine = snapshots.read(path)
+        else:
+            if catalog is None:
+                raise ValueError(f"{directory} holds no festival yet: a catalog is needed to start one")
+            seq, engine = 0, Engine(catalog, config or FestivalConfig())
+        for seq, now_ms, payload in command_log.replay(directory, seq):
+            engine.apply(CommandBatch.from_bytes(payload, trusted=True), now_ms)
+        clock = cls._clock(directory, speedup, clock_start_ms)
+        festival = cls(engine, directory, command_log.CommandLog(directory, seq + 1), clock)
+        festival.snapshot_seq = found[0] if found else 0
+        if not found:
+            festival.snapshot()  # the catalog and config live in the snapshot from now on
+        return festival
 
-    # writes ---------------------------------------------------------------
+    @staticmethod
+    def _clock(directory: Path, speedup: float, clock_start_ms: int | None) -> FestivalClock:
+        """A restarted festival keeps its clock unless told otherwise."""
+        path = directory / "clock.json"
+        if path.exists() and clock_start_ms is None:
+            saved = json.loads(path.read_text())
+            return FestivalClock(saved["start_ms"], saved["speedup"], saved["real_start_ms"])
+        clock = FestivalClock(clock_start_ms, speedup)
+        path.write_text(json.dumps(clock.to_dict()))
+        return clock
+
+    # ------------------------------------------------------------------ writes
+    def _apply(self, batch: CommandBatch, now_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        with self._lock:
+            code, ref = self.engine.apply(batch, now)
+            if self.log is not None:
+                self.log.append(self.engine.now_ms, batch.to_bytes())
+        self.batches += 1
+        self.commands += len(batch)
+        return code, ref
+
+    def _results(self, batch: CommandBatch, code: np.ndarray, ref: np.ndarray, start: int = 0,
+                 stop: int | None = None) -> list[dict[str, Any]]:
+        stop = len(code) if stop is None else stop
+        return [views.result(self.engine, batch, i, int(code[i]), int(ref[i])) for i in range(start, stop)]
+
     def execute(self, commands: list[dict[str, Any]], now_ms: int | None = None) -> list[dict[str, Any]]:
         """Apply commands in order as one batch, durable on return.
         Each result is {"status": int, "body": dict}."""
-        raise NotImplementedError
+        _check_batch_size(len(commands))
+        batch = encode_commands(commands)
+        code, ref = self._apply(batch, now_ms)
+        if self.log is not None:
+            self.log.sync()
+        return self._results(batch, code, ref)
+
+    def execute_binary(self, body: bytes, now_ms: int | None = None) -> bytes:
+        batch = CommandBatch.from_bytes(body)
+        code, ref = self._apply(batch, now_ms)
+        if self.log is not None:
+            self.log.sync()
+        return encode_results(self.engine, batch, code, ref)
 
     async def submit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Same as execute, but gathered with other callers' commands into one
         group-committed batch; resolves once the batch is on disk."""
-        raise NotImplementedError
+        _check_batch_size(len(commands))
+        return await self._enqueue(commands, len(commands))
 
     async def submit_binary(self, body: bytes) -> bytes:
-        """The compact columnar batch format (double11.engine.wire)."""
-        raise NotImplementedError
+        """The compact columnar batch format (double11.engine.batch / wire)."""
+        batch = CommandBatch.from_bytes(body)
+        return await self._enqueue(batch, len(batch))
 
-    # reads ----------------------------------------------------------------
-    def sku(self, sku: int) -> dict[str, Any] | None: ...
-    def checkout(self, checkout: int) -> dict[str, Any] | None: ...
-    def order(self, order: int) -> dict[str, Any] | None: ...
-    def ledger(self) -> dict[str, Any]: ...
-    def stats(self) -> dict[str, Any]: ...
-    def metrics(self) -> dict[str, int | float]: ...
+    async def _enqueue(self, item: Any, count: int) -> Any:
+        if self._pending_commands + count > limits.pending_commands_max:
+            raise Double11Error(Result.overloaded, f"{self._pending_commands} commands waiting")
+        loop = asyncio.get_running_loop()
+        if self._committer is None or self._committer.done():
+            self._wake = asyncio.Event()
+            self._committer = loop.create_task(self._commit_loop())
+        future = loop.create_future()
+        self._pending.append((item, future))
+        self._pending_commands += count
+        self._wake.set()
+        return await future
 
-    def snapshot(self) -> None: ...
-    def close(self) -> None: ...
+    def _take_pending(self) -> tuple[CommandBatch, list] | None:
+        if not self._pending:
+            return None
+        items, self._pending = self._pending, []
+        self._pending_commands = 0
+        parts, spans, dicts = [], [], []
+        # single JSON requests are encoded together: one pass, one batch
+        for item, future in items:
+            if isinstance(item, CommandBatch):
+                if dicts:
+                    parts.append(encode_commands(dicts))
+                    dicts = []
+                parts.append(item)
+                spans.append((future, True, len(item)))
+            else:
+                dicts.extend(item)
+                spans.append((future, False, len(item)))
+        if dicts:
+            parts.append(encode_commands(dicts))
+        return CommandBatch.concat(parts), spans
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        in_flight = None  # (durable future, batch, code, ref, spans, started)
+        while True:
+            taken = self._take_pending()
+            current = None
+            if taken is not None:
+                batch, spans = taken
+                started = time.perf_counter()
+                try:
+                    code, ref = self._apply(batch, None)
+                except Exception as exc:  # a bug: fail these callers, keep serving
+                    for future, _, _ in spans:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                durable = loop.run_in_executor(self._io, self.log.sync) if self.log else None
+                current = (durable, batch, code, ref, spans, started)
+            if in_flight is not None:
+                await self._answer(in_flight)
+                in_flight = None
+            if current is not None:
+                if self._pending:
+                    in_flight = current  # gather the next batch while this one syncs
+                else:
+                    await self._answer(current)
+                continue
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _answer(self, committed) -> None:
+        durable, batch, code, ref, spans, started = committed
+        if durable is not None:
+            await durable
+        self.batch_ms.append((time.perf_counter() - started) * 1000)
+        offset = 0
+        for future, binary, count in spans:
+            if not future.done():
+                if binary:
+                    part = _slice(batch, offset, count)
+                    future.set_result(encode_results(self.engine, part, code[offset:offset + count],
+                                                     ref[offset:offset + count]))
+                else:
+                    future.set_result(self._results(batch, code, ref, offset, offset + count))
+            offset += count
+
+    # ------------------------------------------------------------------- reads
+    def sku(self, sku: int) -> dict[str, Any] | None:
+        return views.sku(self.engine, sku)
+
+    def checkout(self, checkout: int) -> dict[str, Any] | None:
+        return views.checkout(self.engine, checkout)
+
+    def order(self, order: int) -> dict[str, Any] | None:
+        return views.order(self.engine, order)
+
+    def ledger(self) -> dict[str, Any]:
+        return self.engine.ledger.view()
+
+    def stats(self) -> dict[str, Any]:
+        now = max(self.clock.now_ms(), self.engine.now_ms)
+        return self.engine.stats.view(self.engine.catalog, now)
+
+    def metrics(self) -> dict[str, int | float]:
+        e = self.engine
+        latencies = sorted(self.batch_ms)
+        p = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0)
+        return {
+            "double11_batches_total": self.batches,
+            "double11_commands_total": self.commands,
+            "double11_checkouts_total": e.stats.checkouts,
+            "double11_orders_total": e.stats.orders,
+            "double11_payments_total": e.stats.payments,
+            "double11_gmv_fen": e.stats.gmv_fen,
+            "double11_pending_commands": self._pending_commands,
+            "double11_log_bytes_total": self.log.bytes_written if self.log else 0,
+            "double11_fsyncs_total": self.log.syncs if self.log else 0,
+            "double11_batch_ms_p50": p(0.50),
+            "double11_batch_ms_p99": p(0.99),
+            "double11_state_bytes": self.state_bytes(),
+        }
+
+    def state_bytes(self) -> int:
+        """Memory held by the engine's growing tables (for bytes per order)."""
+        total = 0
+        for value in vars(self.engine).values():
+            if hasattr(value, "nbytes") and not isinstance(value, np.ndarray):
+                total += value.nbytes
+        total += self.engine.idem_index.nbytes + self.engine.buyer_index.nbytes
+        total += sum(c.nbytes for c in (self.engine.ledger.buyer_balance, self.engine.ledger.journal_kind,
+                                        self.engine.ledger.journal_ref, self.engine.ledger.journal_amount))
+        return total
+
+    # --------------------------------------------------------------- lifecycle
+    def snapshot(self) -> None:
+        """Writes the whole state and starts a new log segment; older segments go."""
+        if self.data_dir is None or self.log is None:
+            return
+        with self._lock:
+            self.log.sync()
+            seq = self.log.next_seq - 1
+            snapshots.write(self.data_dir, seq, self.engine)
+            self.log.start_segment(seq + 1)
+            self.log.drop_segments_before(seq + 1)
+            self.snapshot_seq = seq
+
+    def close(self) -> None:
+        if self.log is not None:
+            with self._lock:
+                self.log.close()
+        self._io.shutdown(wait=True)
+
+
+def _check_batch_size(n: int) -> None:
+    if n > limits.batch_commands_max:
+        raise Double11Error(Result.batch_too_large, f"{n} commands, limit {limits.batch_commands_max}")
+
+
+def _slice(batch: CommandBatch, start: int, count: int) -> CommandBatch:
+    line_start = batch.line_start
+    l0 = int(line_start[start]) if count else 0
+    l1 = l0 + int(batch.lines[start:start + count].sum(dtype=np.int64))
+    return CommandBatch(
+        op=batch.op[start:start + count], invalid=batch.invalid[start:start + count],
+        channel=batch.channel[start:start + count], lines=batch.lines[start:start + count],
+        country=batch.country[start:start + count], key=batch.key[start:start + count],
+        target=batch.target[start:start + count], amount=batch.amount[start:start + count],
+        sku=batch.sku[l0:l1], qty=batch.qty[l0:l1],
+    )

@@ -1,0 +1,191 @@
+"""A batch of commands as columns: the unit the engine applies and the log stores.
+
+One row per command and one row per checkout line.  The same layout is the
+compact wire format for gateways (`application/x-double11-batch`) and the
+payload of a command-log record, so a gateway's bytes go to disk as they came.
+
+Wire layout (little endian): magic "D11B", u16 version, u16 flags, u32 commands,
+u32 lines, then the columns in the order of COMMAND_COLUMNS and LINE_COLUMNS.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from double11 import limits
+from double11.errors import Double11Error, Result
+
+
+class Op(enum.IntEnum):
+    checkout = 1
+    pay = 2
+    cancel = 3
+    confirm = 4
+    refund = 5
+    restock = 6
+
+
+class Channel(enum.IntEnum):
+    mobile = 1
+    pc = 2
+
+
+# name, dtype; `target` is the buyer of a checkout, the checkout of pay/cancel,
+# the order of confirm/refund and the sku of restock; `amount` is amount_fen of
+# pay and qty of restock.  `invalid` is the edge's verdict on the command's shape.
+COMMAND_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("op", "<u1"),
+    ("invalid", "<u1"),
+    ("channel", "<u1"),
+    ("lines", "<u1"),
+    ("country", "<u2"),
+    ("key", "<u8"),
+    ("target", "<i8"),
+    ("amount", "<i8"),
+)
+LINE_COLUMNS: tuple[tuple[str, str], ...] = (("sku", "<i8"), ("qty", "<i4"))
+
+_HEADER = struct.Struct("<4sHHII")
+_MAGIC = b"D11B"
+_VERSION = 1
+
+
+@dataclass
+class CommandBatch:
+    op: np.ndarray
+    invalid: np.ndarray
+    channel: np.ndarray
+    lines: np.ndarray
+    country: np.ndarray
+    key: np.ndarray
+    target: np.ndarray
+    amount: np.ndarray
+    sku: np.ndarray
+    qty: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.op)
+
+    @property
+    def line_start(self) -> np.ndarray:
+        starts = np.zeros(len(self.op), dtype=np.int64)
+        np.cumsum(self.lines[:-1], out=starts[1:])
+        return starts
+
+    @classmethod
+    def empty(cls) -> "CommandBatch":
+        return cls(**{name: np.zeros(0, dtype=dt) for name, dt in COMMAND_COLUMNS + LINE_COLUMNS})
+
+    @classmethod
+    def concat(cls, batches: list["CommandBatch"]) -> "CommandBatch":
+        if len(batches) == 1:
+            return batches[0]
+        return cls(**{
+            name: np.concatenate([getattr(b, name) for b in batches])
+            for name, _ in COMMAND_COLUMNS + LINE_COLUMNS
+        })
+
+    def to_bytes(self) -> bytes:
+        parts = [_HEADER.pack(_MAGIC, _VERSION, 0, len(self.op), len(self.sku))]
+        for name, dt in COMMAND_COLUMNS + LINE_COLUMNS:
+            parts.append(np.ascontiguousarray(getattr(self, name), dtype=dt).tobytes())
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview, trusted: bool = False) -> "CommandBatch":
+        """Decodes the wire form.  Untrusted input (a request) gets its shape
+        checked and every command's `invalid` column set by `validate`."""
+        if len(data) < _HEADER.size:
+            raise Double11Error(Result.invalid_request, "binary batch shorter than its header")
+        magic, version, _flags, n, n_lines = _HEADER.unpack_from(data)
+        if magic != _MAGIC or version != _VERSION:
+            raise Double11Error(Result.invalid_request, "not a double11 binary batch (magic/version)")
+        if not trusted and n > limits.batch_commands_max:
+            raise Double11Error(Result.batch_too_large, f"{n} commands, limit {limits.batch_commands_max}")
+        expected = _HEADER.size + n * _row_bytes(COMMAND_COLUMNS) + n_lines * _row_bytes(LINE_COLUMNS)
+        if len(data) != expected:
+            raise Double11Error(Result.invalid_request, f"binary batch is {len(data)} bytes, header says {expected}")
+        offset = _HEADER.size
+        columns = {}
+        for cols, count in ((COMMAND_COLUMNS, n), (LINE_COLUMNS, n_lines)):
+            for name, dt in cols:
+                arr = np.frombuffer(data, dtype=dt, count=count, offset=offset)
+                offset += arr.nbytes
+                columns[name] = arr.astype(np.dtype(dt).newbyteorder("="), copy=not trusted)
+        batch = cls(**columns)
+        if not trusted:
+            if int(batch.lines.sum(dtype=np.int64)) != n_lines:
+                raise Double11Error(Result.invalid_request, "line counts do not add up to the lines given")
+            batch.invalid[:] = 0
+            validate(batch)
+        return batch
+
+    def fingerprints(self) -> np.ndarray:
+        """A 64-bit digest of each command's body (all but its key): a retry
+        with the same key must carry the same body."""
+        h = _mix(self.op.astype(np.uint64) ^ (self.channel.astype(np.uint64) << np.uint64(8))
+                 ^ (self.country.astype(np.uint64) << np.uint64(16)))
+        h = _mix(h ^ self.target.astype(np.uint64))
+        h = _mix(h ^ self.amount.astype(np.uint64))
+        if len(self.sku):
+            pos = np.arange(len(self.sku), dtype=np.uint64) - np.repeat(self.line_start, self.lines).astype(np.uint64)
+            per_line = _mix(_mix(self.sku.astype(np.uint64) ^ pos) ^ self.qty.astype(np.uint64))
+            has = self.lines > 0
+            folded = np.bitwise_xor.reduceat(per_line, self.line_start[has])
+            h[has] = _mix(h[has] ^ folded)
+        return h
+
+
+def _row_bytes(cols) -> int:
+    return sum(np.dtype(dt).itemsize for _, dt in cols)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    # splitmix64's finalizer: every input bit affects every output bit
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def validate(batch: CommandBatch) -> None:
+    """Marks commands whose shape is wrong (the engine never sees them).
+    Precedence: the first failing rule of each command wins."""
+    from double11 import geo
+
+    inv = batch.invalid
+    op = batch.op
+
+    def mark(mask: np.ndarray, code: Result) -> None:
+        inv[mask & (inv == 0)] = code
+
+    mark((op < Op.checkout) | (op > Op.restock), Result.unknown_op)
+    mark(batch.key == 0, Result.invalid_idempotency_key)
+    is_checkout = op == Op.checkout
+    mark(is_checkout & (batch.target <= 0), Result.invalid_request)
+    mark(is_checkout & ~geo.VALID[np.minimum(batch.country, geo.COUNTRY_SLOTS - 1)]
+         | is_checkout & (batch.country >= geo.COUNTRY_SLOTS), Result.invalid_country)
+    mark(is_checkout & ~np.isin(batch.channel, (Channel.mobile, Channel.pc)), Result.invalid_channel)
+    mark(is_checkout & (batch.lines == 0), Result.empty_checkout)
+    mark(is_checkout & (batch.lines > limits.checkout_lines_max), Result.too_many_lines)
+    mark(~is_checkout & (batch.lines != 0), Result.invalid_request)
+    if len(batch.sku):
+        bad_line = (batch.qty < 1) | (batch.qty > limits.line_qty_max)
+        bad_sku = batch.sku <= 0
+        owner = np.repeat(np.arange(len(op)), batch.lines)
+        bad_qty_cmd = np.zeros(len(op), dtype=bool)
+        bad_qty_cmd[owner[bad_line]] = True
+        bad_sku_cmd = np.zeros(len(op), dtype=bool)
+        bad_sku_cmd[owner[bad_sku]] = True
+        mark(bad_sku_cmd, Result.invalid_request)
+        mark(bad_qty_cmd, Result.invalid_quantity)
+    mark(((op == Op.pay) | (op == Op.cancel)) & (batch.target <= 0), Result.invalid_request)
+    mark(((op == Op.confirm) | (op == Op.refund)) & (batch.target <= 0), Result.invalid_request)
+    mark((op == Op.pay) & (batch.amount <= 0), Result.invalid_amount)
+    mark((op == Op.restock) & (batch.target <= 0), Result.invalid_request)
+    mark((op == Op.restock) & ((batch.amount < 1) | (batch.amount > limits.restock_qty_max)), Result.invalid_quantity)

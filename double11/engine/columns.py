@@ -1,0 +1,36 @@
+"""Growable NumPy columns: append in bulk, index and update in place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Column:
+    """One field of an entity table.  `data` is the live view of the first `size` rows."""
+
+    __slots__ = ("_buf", "size")
+
+    def __init__(self, dtype: np.dtype | type, capacity: int = 1024):
+        self._buf = np.zeros(max(capacity, 16), dtype=dtype)
+        self.size = 0
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._buf[: self.size]
+
+    def extend(self, values: np.ndarray) -> int:
+        """Appends values; returns the row of the first one."""
+        start = self.size
+        end = start + len(values)
+        if end > len(self._buf):
+            # doubling keeps appends amortized O(1); the copy is the only pause
+            grown = np.zeros(max(end, 2 * len(self._buf)), dtype=self._buf.dtype)
+            grown[:start] = self._buf[:start]
+            self._buf = grown
+        self._buf[start:end] = values
+        self.size = end
+        return start
+
+    @property
+    def nbytes(self) -> int:
+        return self._buf.nbytes

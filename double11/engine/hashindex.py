@@ -1,0 +1,100 @@
+"""A vectorized hash index from uint64 keys to dense rows 0, 1, 2, ...
+
+External ids (SKUs, buyers) and idempotency keys are arbitrary 64-bit numbers;
+the engine works on dense rows so that every per-entity figure is a plain
+array.  Open addressing with linear probing at load factor <= 1/2; every
+operation handles a whole batch of keys with a few NumPy passes (one pass per
+probe step, and the number of keys still probing halves each step).
+Key 0 marks an empty slot, so callers never insert 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+class HashIndex:
+    def __init__(self, capacity: int = 1024):
+        bits = max(10, int(capacity * 2 - 1).bit_length())
+        self._alloc(bits)
+        self.size = 0
+
+    def _alloc(self, bits: int) -> None:
+        self._bits = bits
+        self._mask = np.int64((1 << bits) - 1)
+        self._shift = np.uint64(64 - bits)
+        self._keys = np.zeros(1 << bits, dtype=np.uint64)
+        self._rows = np.zeros(1 << bits, dtype=np.int64)
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * _GOLDEN) >> self._shift).astype(np.int64)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each key, or -1 where the key is absent."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        out = np.full(len(keys), -1, dtype=np.int64)
+        pending = np.arange(len(keys))
+        slot = self._slots(keys)
+        while pending.size:
+            found = self._keys[slot]
+            wanted = keys[pending]
+            hit = found == wanted
+            if hit.any():
+                out[pending[hit]] = self._rows[slot[hit]]
+            go_on = (found != 0) & ~hit
+            pending = pending[go_on]
+            slot = (slot[go_on] + 1) & self._mask
+        return out
+
+    def insert(self, keys: np.ndarray) -> np.ndarray:
+        """Adds keys that are absent and distinct; returns their new rows."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        rows = np.arange(self.size, self.size + len(keys), dtype=np.int64)
+        if (self.size + len(keys)) * 2 > len(self._keys):
+            self._grow(self.size + len(keys))
+        self._place(keys, rows)
+        self.size += len(keys)
+        return rows
+
+    def lookup_or_insert(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of keys, adding the absent ones (duplicates share a row).
+        Returns (rows, added) where added marks each key's first appearance as new."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        rows = self.lookup(keys)
+        added = np.zeros(len(keys), dtype=bool)
+        missing = np.flatnonzero(rows < 0)
+        if missing.size:
+            fresh, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
+            new_rows = self.insert(fresh)
+            rows[missing] = new_rows[inverse]
+            added[missing[first]] = True
+        return rows, added
+
+    def _grow(self, needed: int) -> None:
+        live = self._keys != 0
+        old_keys, old_rows = self._keys[live], self._rows[live]
+        bits = self._bits
+        while (1 << bits) < needed * 2:
+            bits += 1
+        self._alloc(bits + 1)
+        self._place(old_keys, old_rows)
+
+    def _place(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        slot = self._slots(keys)
+        while keys.size:
+            free = np.flatnonzero(self._keys[slot] == 0)
+            # several keys may want one free slot: the first of each takes it
+            _, first = np.unique(slot[free], return_index=True)
+            winners = free[first]
+            self._keys[slot[winners]] = keys[winners]
+            self._rows[slot[winners]] = rows[winners]
+            losers = np.ones(keys.size, dtype=bool)
+            losers[winners] = False
+            keys, rows = keys[losers], rows[losers]
+            slot = (slot[losers] + 1) & self._mask
+
+    @property
+    def nbytes(self) -> int:
+        return self._keys.nbytes + self._rows.nbytes

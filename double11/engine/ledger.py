@@ -1,0 +1,72 @@
+"""The money ledger: double entry in integer fen, summing to zero at every moment.
+
+Accounts: one funding account per buyer (it goes negative as the buyer pays:
+the money came from outside), platform escrow, one account per merchant, and
+the platform's commission revenue.  Every movement is a transfer recorded in
+the journal; balances are the journal's running sums.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from double11.engine.columns import Column
+
+
+class TransferKind(enum.IntEnum):
+    payment = 1  # buyer -> escrow
+    settlement = 2  # escrow -> merchant
+    commission = 3  # escrow -> platform
+    refund = 4  # escrow -> buyer
+
+
+class Ledger:
+    def __init__(self, merchants: int):
+        self.buyer_balance = Column(np.int64)
+        self.merchant_balance = np.zeros(merchants, dtype=np.int64)
+        self.escrow = 0
+        self.platform = 0
+        # journal: kind, the checkout or order it belongs to, amount
+        self.journal_kind = Column(np.uint8)
+        self.journal_ref = Column(np.int64)
+        self.journal_amount = Column(np.int64)
+
+    def add_buyers(self, count: int) -> None:
+        self.buyer_balance.extend(np.zeros(count, dtype=np.int64))
+
+    def _journal(self, kind: TransferKind, refs: np.ndarray, amounts: np.ndarray) -> None:
+        self.journal_kind.extend(np.full(len(refs), kind, dtype=np.uint8))
+        self.journal_ref.extend(refs)
+        self.journal_amount.extend(amounts)
+
+    def payments(self, buyer_rows: np.ndarray, checkout_ids: np.ndarray, amounts: np.ndarray) -> None:
+        np.subtract.at(self.buyer_balance.data, buyer_rows, amounts)
+        self.escrow += int(amounts.sum())
+        self._journal(TransferKind.payment, checkout_ids, amounts)
+
+    def settlements(self, merchant_rows, order_ids, amounts, commissions) -> None:
+        np.add.at(self.merchant_balance, merchant_rows, amounts - commissions)
+        self.escrow -= int(amounts.sum())
+        self.platform += int(commissions.sum())
+        self._journal(TransferKind.settlement, order_ids, amounts - commissions)
+        self._journal(TransferKind.commission, order_ids, commissions)
+
+    def refunds(self, buyer_rows, order_ids, amounts) -> None:
+        np.add.at(self.buyer_balance.data, buyer_rows, amounts)
+        self.escrow -= int(amounts.sum())
+        self._journal(TransferKind.refund, order_ids, amounts)
+
+    def balances(self) -> dict[str, int]:
+        accounts = {
+            "buyers": int(self.buyer_balance.data.sum()),
+            "escrow": self.escrow,
+            "merchants": int(self.merchant_balance.sum()),
+            "platform": self.platform,
+        }
+        return accounts
+
+    def view(self) -> dict:
+        accounts = self.balances()
+        return {"accounts": accounts, "sum": sum(accounts.values()), "transfers": self.journal_kind.size}

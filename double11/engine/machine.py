@@ -1,0 +1,416 @@
+"""The state machine: applies a CommandBatch at a given time, deterministically.
+
+Pure domain: NumPy and the standard library, no clock, no files, no HTTP.
+The same batches at the same times give the same state, byte for byte, which
+is what makes recovery (snapshot + log replay) exact.
+
+A batch is applied as if its commands ran one by one, in order:
+1. checkouts whose payment window has closed expire (time is the batch's);
+2. idempotency: a key seen before answers its first result; a key repeated
+   inside the batch follows its first occurrence;
+3. the rest is cut into segments in which reordering cannot change any
+   result (no command touches a checkout twice, nothing returns stock after
+   a checkout was taken), and each segment runs one vectorized pass per op:
+   pays, confirms, refunds, cancels, restocks, then checkouts.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from double11.catalog.model import Catalog
+from double11.config import FestivalConfig
+from double11.engine.batch import Channel, CommandBatch, Op
+from double11.engine.columns import Column
+from double11.engine.counters import ScarceCounters
+from double11.engine.hashindex import HashIndex
+from double11.engine.ledger import Ledger
+from double11.engine.stats import FestivalStats
+from double11.errors import Result
+
+
+class Status(enum.IntEnum):
+    reserved = 1
+    paid = 2
+    cancelled = 3
+    expired = 4
+    settled = 5
+    refunded = 6
+
+
+_RELEASES = (Op.cancel, Op.refund, Op.restock)
+
+
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(start, start + count) for each pair."""
+    counts = counts.astype(np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = starts.astype(np.int64) - (np.cumsum(counts) - counts)
+    return np.repeat(first, counts) + np.arange(total, dtype=np.int64)
+
+
+class Engine:
+    def __init__(self, catalog: Catalog, config: FestivalConfig):
+        self.catalog = catalog
+        self.config = config
+        self.now_ms = 0
+        # catalog, as rows
+        self.sku_index = HashIndex(catalog.skus)
+        self.sku_index.insert(catalog.sku_id.astype(np.uint64))
+        merchant_index = HashIndex(catalog.merchants)
+        merchant_index.insert(catalog.merchant_id.astype(np.uint64))
+        brand_index = HashIndex(catalog.brands)
+        brand_index.insert(catalog.brand_id.astype(np.uint64))
+        self.sku_merchant = merchant_index.lookup(catalog.sku_merchant.astype(np.uint64))
+        self.sku_brand = brand_index.lookup(catalog.sku_brand.astype(np.uint64))
+        self.sku_merchant_id = catalog.sku_merchant.astype(np.int64)
+        self.sku_price = catalog.sku_price_fen.astype(np.int64)
+        # stock: available units live in the scarce counters
+        self.counters = ScarceCounters()
+        self.stock_offset = self.counters.add_kind("sku_stock", catalog.sku_stock)
+        self.sku_reserved = np.zeros(catalog.skus, dtype=np.int64)
+        self.sku_sold = np.zeros(catalog.skus, dtype=np.int64)
+        self.sku_stocked = catalog.sku_stock.astype(np.int64).copy()
+        # checkouts (row = id - 1)
+        self.c_buyer = Column(np.int64)  # buyer row
+        self.c_country = Column(np.uint16)
+        self.c_channel = Column(np.uint8)
+        self.c_status = Column(np.uint8)
+        self.c_amount = Column(np.int64)
+        self.c_created = Column(np.int64)
+        self.c_line_start = Column(np.int64)
+        self.c_lines = Column(np.uint8)
+        self.c_order_start = Column(np.int64)
+        self.c_orders = Column(np.uint8)
+        # lines, grouped by checkout, then by order (merchant ascending)
+        self.l_sku = Column(np.int64)  # sku row
+        self.l_qty = Column(np.int64)
+        self.l_amount = Column(np.int64)
+        self.l_order = Column(np.int64)  # order row
+        # orders (row = id - 1): one per merchant of a checkout
+        self.o_checkout = Column(np.int64)  # checkout row
+        self.o_merchant = Column(np.int64)  # merchant row
+        self.o_amount = Column(np.int64)
+        self.o_status = Column(np.uint8)
+        self.o_line_start = Column(np.int64)
+        self.o_lines = Column(np.uint8)
+        # buyers
+        self.buyer_index = HashIndex()
+        self.b_id = Column(np.int64)
+        self.b_has_paid = Column(np.bool_)
+        self.b_returning = Column(np.bool_)
+        self.returning_sorted = np.unique(catalog.returning_buyers.astype(np.int64))
+        # idempotency: what each remembered command answered
+        self.idem_index = HashIndex()
+        self.i_fingerprint = Column(np.uint64)
+        self.i_code = Column(np.uint8)
+        self.i_ref = Column(np.int64)
+        self.expire_cursor = 0
+        self.ledger = Ledger(catalog.merchants)
+        self.stats = FestivalStats(catalog, config)
+
+    @property
+    def available(self) -> np.ndarray:
+        return self.counters.available[self.stock_offset: self.stock_offset + self.catalog.skus]
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, batch: CommandBatch, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """Applies the batch; returns (result code, reference id) per command."""
+        now = max(int(now_ms), self.now_ms)
+        self.now_ms = now
+        self._expire(now)
+        code = batch.invalid.astype(np.uint8)
+        ref = np.zeros(len(batch), dtype=np.int64)
+        valid = np.flatnonzero(code == 0)
+        if valid.size == 0:
+            return code, ref
+        fingerprint = batch.fingerprints()
+        keys = batch.key[valid]
+        rows = self.idem_index.lookup(keys)
+        seen = rows >= 0
+        if seen.any():
+            idx, r = valid[seen], rows[seen]
+            same = self.i_fingerprint.data[r] == fingerprint[idx]
+            code[idx[same]] = self.i_code.data[r[same]]
+            ref[idx[same]] = self.i_ref.data[r[same]]
+            code[idx[~same]] = Result.idempotency_key_reused
+        fresh = valid[~seen]
+        unique_keys, first, inverse = np.unique(batch.key[fresh], return_index=True, return_inverse=True)
+        leaders = fresh[np.sort(first)]
+        self._run(batch, leaders, code, ref)
+        if len(unique_keys) < len(fresh):
+            leader_of = fresh[first][inverse]
+            followers = fresh != leader_of
+            f, lead = fresh[followers], leader_of[followers]
+            same = fingerprint[f] == fingerprint[lead]
+            code[f] = np.where(same, code[lead], Result.idempotency_key_reused)
+            ref[f] = np.where(same, ref[lead], 0)
+        self.idem_index.insert(batch.key[leaders])
+        self.i_fingerprint.extend(fingerprint[leaders])
+        self.i_code.extend(code[leaders])
+        self.i_ref.extend(ref[leaders])
+        return code, ref
+
+    def _run(self, batch: CommandBatch, idx: np.ndarray, code: np.ndarray, ref: np.ndarray) -> None:
+        line_start = batch.line_start
+        for segment in self._segments(batch, idx):
+            op = batch.op[segment]
+            for kind, step in (
+                (Op.pay, self._pay), (Op.confirm, self._confirm), (Op.refund, self._refund),
+                (Op.cancel, self._cancel), (Op.restock, self._restock),
+            ):
+                chosen = segment[op == kind]
+                if chosen.size:
+                    step(batch, chosen, code, ref)
+            chosen = segment[op == Op.checkout]
+            if chosen.size:
+                self._checkout(batch, line_start, chosen, code, ref)
+
+    def _segments(self, batch: CommandBatch, idx: np.ndarray) -> list[np.ndarray]:
+        op = batch.op[idx]
+        target = batch.target[idx]
+        is_checkout = op == Op.checkout
+        n_checkouts, n_orders = self.c_status.size, self.o_status.size
+        on_checkout = (op == Op.pay) | (op == Op.cancel)
+        on_order = (op == Op.confirm) | (op == Op.refund)
+        # the checkout each command touches (-1 - i: touches nothing shared)
+        entity = -1 - np.arange(len(idx), dtype=np.int64)
+        known = on_checkout & (target >= 1) & (target <= n_checkouts)
+        entity[known] = target[known]
+        known_order = on_order & (target >= 1) & (target <= n_orders)
+        entity[known_order] = self.o_checkout.data[target[known_order] - 1] + 1
+        future = (on_checkout & (target > n_checkouts)) | (on_order & (target > n_orders))
+        is_release = np.isin(op, _RELEASES)
+        first_checkout = int(np.argmax(is_checkout)) if is_checkout.any() else len(idx)
+        touching = entity[~is_checkout & (op != Op.restock)]
+        if (
+            len(np.unique(touching)) == len(touching)
+            and not is_release[first_checkout:].any()
+            and not future[first_checkout:].any()
+        ):
+            return [idx]
+        # rare: cut where reordering would matter, one command at a time
+        segments, start, seen, has_checkout = [], 0, set(), False
+        for j in range(len(idx)):
+            o = op[j]
+            if o == Op.checkout:
+                has_checkout = True
+                continue
+            e = int(entity[j])
+            if e in seen or (has_checkout and (is_release[j] or future[j])):
+                segments.append(idx[start:j])
+                start, seen, has_checkout = j, set(), False
+            if o != Op.restock:
+                seen.add(e)
+        segments.append(idx[start:])
+        return segments
+
+    # ------------------------------------------------------------- commands
+    def _checkout(self, batch, line_start, idx, code, ref) -> None:
+        n = len(idx)
+        counts = batch.lines[idx].astype(np.int64)
+        line = ranges(line_start[idx], counts)
+        claim_of_line = np.repeat(np.arange(n), counts)
+        sku_rows = self.sku_index.lookup(batch.sku[line].astype(np.uint64))
+        qty = batch.qty[line].astype(np.int64)
+        ok = np.ones(n, dtype=bool)
+        unknown = sku_rows < 0
+        if unknown.any():
+            bad, first = np.unique(claim_of_line[unknown], return_index=True)
+            ok[bad] = False
+            code[idx[bad]] = Result.unknown_sku
+            ref[idx[bad]] = batch.sku[line[unknown][first]]
+        alive = ok[claim_of_line]
+        served = self.counters.claim(
+            sku_rows[alive] + self.stock_offset, qty[alive], claim_of_line[alive], n
+        )
+        short = ok & ~served
+        code[idx[short]] = Result.out_of_stock
+        ok &= served
+        accepted = np.flatnonzero(ok)
+        if accepted.size == 0:
+            return
+        # accepted lines, ordered by checkout, then merchant id, then as given
+        keep = ok[claim_of_line]
+        l_claim, l_sku, l_qty = claim_of_line[keep], sku_rows[keep], qty[keep]
+        l_merchant_id = self.sku_merchant_id[l_sku]
+        order = np.lexsort((np.arange(len(l_claim)), l_merchant_id, l_claim))
+        l_claim, l_sku, l_qty, l_merchant_id = l_claim[order], l_sku[order], l_qty[order], l_merchant_id[order]
+        l_amount = self.sku_price[l_sku] * l_qty
+        n_lines = len(l_claim)
+        new_claim = np.r_[True, l_claim[1:] != l_claim[:-1]]
+        new_order = new_claim | np.r_[True, l_merchant_id[1:] != l_merchant_id[:-1]]
+        claim_first_line = np.flatnonzero(new_claim)
+        order_first_line = np.flatnonzero(new_order)
+        n_new_orders = len(order_first_line)
+        line_order = np.cumsum(new_order) - 1  # local order index of each line
+        c_base, o_base, l_base = self.c_status.size, self.o_status.size, self.l_sku.size
+        checkout_ids = np.arange(c_base + 1, c_base + 1 + len(accepted), dtype=np.int64)
+        # buyers: rows, registered on first sight
+        buyer_ids = batch.target[idx[accepted]]
+        buyer_rows, added = self.buyer_index.lookup_or_insert(buyer_ids.astype(np.uint64))
+        if added.any():
+            new_ids = buyer_ids[added]
+            self.b_id.extend(new_ids)
+            self.b_has_paid.extend(np.zeros(len(new_ids), dtype=bool))
+            pos = np.searchsorted(self.returning_sorted, new_ids)
+            pos = np.minimum(pos, max(len(self.returning_sorted) - 1, 0))
+            returning = (self.returning_sorted[pos] == new_ids) if len(self.returning_sorted) else np.zeros(len(new_ids), dtype=bool)
+            self.b_returning.extend(returning)
+            self.ledger.add_buyers(len(new_ids))
+        cmd = idx[accepted]
+        self.c_buyer.extend(buyer_rows)
+        self.c_country.extend(batch.country[cmd])
+        self.c_channel.extend(batch.channel[cmd])
+        self.c_status.extend(np.full(len(accepted), Status.reserved, dtype=np.uint8))
+        self.c_amount.extend(np.add.reduceat(l_amount, claim_first_line))
+        self.c_created.extend(np.full(len(accepted), self.now_ms, dtype=np.int64))
+        self.c_line_start.extend(l_base + claim_first_line)
+        self.c_lines.extend(np.diff(np.r_[claim_first_line, n_lines]))
+        orders_of_claim = np.add.reduceat(new_order.astype(np.int64), claim_first_line)
+        self.c_order_start.extend(o_base + line_order[claim_first_line])
+        self.c_orders.extend(orders_of_claim)
+        self.l_sku.extend(l_sku)
+        self.l_qty.extend(l_qty)
+        self.l_amount.extend(l_amount)
+        self.l_order.extend(o_base + line_order)
+        claim_checkout_row = np.full(n, -1, dtype=np.int64)
+        claim_checkout_row[accepted] = checkout_ids - 1
+        self.o_checkout.extend(claim_checkout_row[l_claim[order_first_line]])
+        self.o_merchant.extend(self.sku_merchant[l_sku[order_first_line]])
+        self.o_amount.extend(np.add.reduceat(l_amount, order_first_line))
+        self.o_status.extend(np.full(n_new_orders, Status.reserved, dtype=np.uint8))
+        self.o_line_start.extend(l_base + order_first_line)
+        self.o_lines.extend(np.diff(np.r_[order_first_line, n_lines]))
+        np.add.at(self.sku_reserved, l_sku, l_qty)
+        code[cmd] = Result.ok
+        ref[cmd] = checkout_ids
+        self.stats.on_checkouts(self.now_ms, len(accepted), n_new_orders)
+
+    def _checkout_rows(self, batch, idx, code, ref) -> tuple[np.ndarray, np.ndarray]:
+        """Splits commands on a checkout into (command, checkout row) that exist."""
+        target = batch.target[idx]
+        ref[idx] = target
+        exists = (target >= 1) & (target <= self.c_status.size)
+        code[idx[~exists]] = Result.unknown_checkout
+        return idx[exists], target[exists] - 1
+
+    def _reserved_only(self, idx, rows, code) -> tuple[np.ndarray, np.ndarray]:
+        status = self.c_status.data[rows]
+        for st, err in ((Status.paid, Result.already_paid), (Status.cancelled, Result.cancelled),
+                        (Status.expired, Result.expired)):
+            code[idx[status == st]] = err
+        ok = status == Status.reserved
+        return idx[ok], rows[ok]
+
+    def _pay(self, batch, idx, code, ref) -> None:
+        idx, rows = self._checkout_rows(batch, idx, code, ref)
+        idx, rows = self._reserved_only(idx, rows, code)
+        amounts = self.c_amount.data[rows]
+        wrong = batch.amount[idx] != amounts
+        code[idx[wrong]] = Result.amount_mismatch
+        idx, rows, amounts = idx[~wrong], rows[~wrong], amounts[~wrong]
+        if idx.size == 0:
+            return
+        code[idx] = Result.ok
+        self.c_status.data[rows] = Status.paid
+        orders = ranges(self.c_order_start.data[rows], self.c_orders.data[rows])
+        self.o_status.data[orders] = Status.paid
+        lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
+        l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
+        np.subtract.at(self.sku_reserved, l_sku, l_qty)
+        np.add.at(self.sku_sold, l_sku, l_qty)
+        buyers = self.c_buyer.data[rows]
+        self.ledger.payments(buyers, rows + 1, amounts)
+        first_time = np.unique(buyers[~self.b_has_paid.data[buyers]])
+        self.b_has_paid.data[first_time] = True
+        self.stats.on_payments(
+            self.now_ms, amounts,
+            mobile=self.c_channel.data[rows] == Channel.mobile,
+            countries=self.c_country.data[rows],
+            order_merchants=self.o_merchant.data[orders], order_amounts=self.o_amount.data[orders],
+            line_brands=self.sku_brand[l_sku], line_amounts=self.l_amount.data[lines],
+            buyers=len(first_time), new_buyers=int(np.count_nonzero(~self.b_returning.data[first_time])),
+        )
+
+    def _cancel(self, batch, idx, code, ref) -> None:
+        idx, rows = self._checkout_rows(batch, idx, code, ref)
+        idx, rows = self._reserved_only(idx, rows, code)
+        code[idx] = Result.ok
+        self._release_reserved(rows, Status.cancelled)
+
+    def _expire(self, now: int) -> None:
+        # checkouts are created in time order, so those due form a prefix
+        start = self.expire_cursor
+        created = self.c_created.data
+        end = start + int(np.searchsorted(created[start:], now - self.config.payment_timeout_ms, side="right"))
+        if end == start:
+            return
+        rows = np.arange(start, end)
+        rows = rows[self.c_status.data[rows] == Status.reserved]
+        self._release_reserved(rows, Status.expired)
+        self.expire_cursor = end
+
+    def _release_reserved(self, rows: np.ndarray, status: Status) -> None:
+        if rows.size == 0:
+            return
+        self.c_status.data[rows] = status
+        self.o_status.data[ranges(self.c_order_start.data[rows], self.c_orders.data[rows])] = status
+        lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
+        l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
+        np.subtract.at(self.sku_reserved, l_sku, l_qty)
+        self.counters.release(l_sku + self.stock_offset, l_qty)
+
+    def _order_rows(self, batch, idx, code, ref) -> tuple[np.ndarray, np.ndarray]:
+        target = batch.target[idx]
+        ref[idx] = target
+        exists = (target >= 1) & (target <= self.o_status.size)
+        code[idx[~exists]] = Result.unknown_order
+        idx, rows = idx[exists], target[exists] - 1
+        status = self.o_status.data[rows]
+        for st, err in ((Status.settled, Result.already_settled), (Status.refunded, Result.already_refunded)):
+            code[idx[status == st]] = err
+        unpaid = (status == Status.reserved) | (status == Status.cancelled) | (status == Status.expired)
+        code[idx[unpaid]] = Result.not_paid
+        ok = status == Status.paid
+        code[idx[ok]] = Result.ok
+        return idx[ok], rows[ok]
+
+    def _confirm(self, batch, idx, code, ref) -> None:
+        idx, rows = self._order_rows(batch, idx, code, ref)
+        if rows.size == 0:
+            return
+        self.o_status.data[rows] = Status.settled
+        amounts = self.o_amount.data[rows]
+        commissions = amounts * self.config.commission_bps // 10_000
+        self.ledger.settlements(self.o_merchant.data[rows], rows + 1, amounts, commissions)
+        self.stats.settled_fen += int(amounts.sum())
+
+    def _refund(self, batch, idx, code, ref) -> None:
+        idx, rows = self._order_rows(batch, idx, code, ref)
+        if rows.size == 0:
+            return
+        self.o_status.data[rows] = Status.refunded
+        amounts = self.o_amount.data[rows]
+        lines = ranges(self.o_line_start.data[rows], self.o_lines.data[rows])
+        l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
+        np.subtract.at(self.sku_sold, l_sku, l_qty)
+        self.counters.release(l_sku + self.stock_offset, l_qty)
+        buyers = self.c_buyer.data[self.o_checkout.data[rows]]
+        self.ledger.refunds(buyers, rows + 1, amounts)
+        self.stats.refunded_fen += int(amounts.sum())
+
+    def _restock(self, batch, idx, code, ref) -> None:
+        skus = batch.target[idx]
+        ref[idx] = skus
+        rows = self.sku_index.lookup(skus.astype(np.uint64))
+        known = rows >= 0
+        code[idx[~known]] = Result.unknown_sku
+        code[idx[known]] = Result.ok
+        qty = batch.amount[idx[known]]
+        self.counters.release(rows[known] + self.stock_offset, qty)
+        np.add.at(self.sku_stocked, rows[known], qty)

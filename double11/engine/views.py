@@ -1,0 +1,138 @@
+"""What the engine's state looks like from outside: result bodies and entity views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from double11 import geo
+from double11.engine.batch import Channel, CommandBatch, Op
+from double11.engine.machine import Engine, Status
+from double11.errors import HTTP_STATUS, Result, error_body
+
+_CREATED = {Op.checkout}
+_DETAIL = {
+    Result.unknown_sku: "sku {}",
+    Result.unknown_checkout: "checkout {}",
+    Result.unknown_order: "order {}",
+    Result.already_paid: "checkout {}",
+    Result.expired: "checkout {}",
+    Result.cancelled: "checkout {}",
+    Result.amount_mismatch: "checkout {}",
+    Result.not_paid: "order {}",
+    Result.already_settled: "order {}",
+    Result.already_refunded: "order {}",
+}
+
+
+def result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) -> dict[str, Any]:
+    """The {"status", "body"} answer to command i of a batch."""
+    code = Result(code)
+    if code != Result.ok:
+        template = _DETAIL.get(code)
+        detail = template.format(ref) if template and ref else None
+        return {"status": HTTP_STATUS[code], "body": error_body(code, detail)}
+    op = Op(int(batch.op[i]))
+    if op == Op.checkout:
+        return {"status": 201, "body": checkout_created(engine, ref)}
+    if op == Op.pay:
+        row = ref - 1
+        return {"status": 200, "body": {"checkout": ref, "status": "paid", "amount_fen": int(engine.c_amount.data[row])}}
+    if op == Op.cancel:
+        return {"status": 200, "body": {"checkout": ref, "status": "cancelled"}}
+    if op == Op.confirm:
+        amount = int(engine.o_amount.data[ref - 1])
+        commission = amount * engine.config.commission_bps // 10_000
+        return {"status": 200, "body": {"order": ref, "status": "settled", "merchant_fen": amount - commission,
+                                        "commission_fen": commission}}
+    if op == Op.refund:
+        return {"status": 200, "body": {"order": ref, "status": "refunded", "amount_fen": int(engine.o_amount.data[ref - 1])}}
+    return {"status": 200, "body": {"sku": ref, "qty": int(batch.amount[i])}}
+
+
+def checkout_created(engine: Engine, checkout: int) -> dict[str, Any]:
+    row = checkout - 1
+    start, count = int(engine.c_order_start.data[row]), int(engine.c_orders.data[row])
+    merchant_id = engine.catalog.merchant_id
+    return {
+        "checkout": checkout,
+        "amount_fen": int(engine.c_amount.data[row]),
+        "orders": [
+            {"order": o + 1, "merchant": int(merchant_id[engine.o_merchant.data[o]]), "amount_fen": int(engine.o_amount.data[o])}
+            for o in range(start, start + count)
+        ],
+        "status": "reserved",
+        "expires_at": int(engine.c_created.data[row]) + engine.config.payment_timeout_ms,
+    }
+
+
+def _lines(engine: Engine, start: int, count: int, with_order: bool) -> list[dict[str, Any]]:
+    out = []
+    sku_id = engine.catalog.sku_id
+    for ln in range(start, start + count):
+        sku = int(engine.l_sku.data[ln])
+        qty = int(engine.l_qty.data[ln])
+        line = {"sku": int(sku_id[sku]), "qty": qty, "price_fen": int(engine.l_amount.data[ln]) // qty,
+                "amount_fen": int(engine.l_amount.data[ln])}
+        if with_order:
+            line["order"] = int(engine.l_order.data[ln]) + 1
+        out.append(line)
+    return out
+
+
+def checkout(engine: Engine, checkout_id: int) -> dict[str, Any] | None:
+    if not 1 <= checkout_id <= engine.c_status.size:
+        return None
+    row = checkout_id - 1
+    start, count = int(engine.c_order_start.data[row]), int(engine.c_orders.data[row])
+    created = int(engine.c_created.data[row])
+    return {
+        "checkout": checkout_id,
+        "buyer": int(engine.b_id.data[engine.c_buyer.data[row]]),
+        "country": geo.decode(int(engine.c_country.data[row])),
+        "channel": Channel(int(engine.c_channel.data[row])).name,
+        "status": Status(int(engine.c_status.data[row])).name,
+        "amount_fen": int(engine.c_amount.data[row]),
+        "created_at": created,
+        "expires_at": created + engine.config.payment_timeout_ms,
+        "lines": _lines(engine, int(engine.c_line_start.data[row]), int(engine.c_lines.data[row]), True),
+        "orders": [
+            {"order": o + 1, "merchant": int(engine.catalog.merchant_id[engine.o_merchant.data[o]]),
+             "amount_fen": int(engine.o_amount.data[o]), "status": Status(int(engine.o_status.data[o])).name}
+            for o in range(start, start + count)
+        ],
+    }
+
+
+def order(engine: Engine, order_id: int) -> dict[str, Any] | None:
+    if not 1 <= order_id <= engine.o_status.size:
+        return None
+    row = order_id - 1
+    return {
+        "order": order_id,
+        "checkout": int(engine.o_checkout.data[row]) + 1,
+        "merchant": int(engine.catalog.merchant_id[engine.o_merchant.data[row]]),
+        "status": Status(int(engine.o_status.data[row])).name,
+        "amount_fen": int(engine.o_amount.data[row]),
+        "lines": _lines(engine, int(engine.o_line_start.data[row]), int(engine.o_lines.data[row]), False),
+    }
+
+
+def sku(engine: Engine, sku_id: int) -> dict[str, Any] | None:
+    if not 0 < sku_id < 2**63:
+        return None
+    row = int(engine.sku_index.lookup(np.array([sku_id], dtype=np.uint64))[0])
+    if row < 0:
+        return None
+    cat = engine.catalog
+    return {
+        "sku": sku_id,
+        "merchant": int(cat.sku_merchant[row]),
+        "brand": int(cat.sku_brand[row]),
+        "price_fen": int(engine.sku_price[row]),
+        "stock": int(engine.available[row]),
+        "reserved": int(engine.sku_reserved[row]),
+        "sold": int(engine.sku_sold[row]),
+        "stocked": int(engine.sku_stocked[row]),
+    }

@@ -1,0 +1,1 @@
+"""Durability: the command log (group commit) and snapshots."""
