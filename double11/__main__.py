@@ -1,0 +1,3 @@
+from double11.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""`double11 bench`: the transaction core at festival peak, measured end to end.
+
+1. engine: batches applied in-process, no HTTP (engine_commands_per_s);
+2. batch load: the real server (durability on: fsync before every answer)
+   and a gateway-like client posting binary batches of checkouts, then pays
+   for the accepted ones, over loopback HTTP (orders_per_s, payments_per_s,
+   batch_p99_ms);
+3. single requests: one checkout per HTTP request (JSON, as a phone sends it)
+   from wrk, against the same server, then against the same server answering
+   from an empty handler (single_orders_per_s, empty_handler_per_s);
+4. the server is stopped and its data folder recovered in-process: the
+   invariants are checked on the recovered state (invariants_ok).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from double11.bench.workload import Workload
+from double11.catalog.files import save_catalog
+from double11.catalog.generate import generate_catalog, popularity_weights
+from double11.config import FestivalConfig
+from double11.engine.batch import Op
+from double11.engine.machine import Engine, Status
+from double11.engine.wire import decode_results
+from double11.errors import Result
+
+BINARY = "application/x-double11-batch"
+FESTIVAL_START_MS = FestivalConfig().festival_start_ms
+FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell out mid-run
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def bench_catalog(args: argparse.Namespace):
+    """The generated catalog, stocked for the run: the flash deals sell out
+    about halfway, everything else lasts."""
+    catalog = generate_catalog(merchants=args.merchants, skus=args.skus, seed=11)
+    expected_lines = 1_000_000 * 1.5 * args.seconds  # demand at 1M checkouts/s, 1.5 lines each
+    demand_units = popularity_weights(args.skus) * expected_lines * 1.6
+    stock = np.ceil(demand_units * 2).astype(np.int64) + 10
+    stock[:FLASH_DEALS] = np.ceil(demand_units[:FLASH_DEALS] * 0.5).astype(np.int64)
+    catalog.sku_stock = stock
+    return catalog
+
+
+def engine_rate(catalog, seconds: float, batch: int) -> float:
+    engine = Engine(catalog, FestivalConfig())
+    work = Workload(catalog.sku_id, seed=5)
+    batches = [work.checkouts(batch) for _ in range(8)]
+    now, commands, started = FESTIVAL_START_MS, 0, time.perf_counter()
+    k = 0
+    while time.perf_counter() - started < seconds:
+        b = batches[k % len(batches)]
+        b.key = work._keys(len(b))  # fresh keys: each round is new work, not retries
+        code, ref = engine.apply(b, now)
+        ok = code == Result.ok
+        pays = work.pays(ref[ok], engine.c_amount.data[ref[ok] - 1])
+        engine.apply(pays, now)
+        commands += len(b) + len(pays)
+        now += 10
+        k += 1
+    return commands / (time.perf_counter() - started)
+
+
+class Server:
+    def __init__(self, catalog_dir: Path, data_dir: Path, port: int, empty: bool = False):
+        cmd = [sys.executable, "-m", "double11", "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
+               "--port", str(port), "--clock-start", str(FESTIVAL_START_MS)]
+        if empty:
+            cmd.append("--empty")
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + self.proc.stderr.read().decode()[-2000:])
+            try:
+                urllib.request.urlopen(self.url + "/v1/ledger", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("server did not start")
+
+    def get(self, path: str) -> dict:
+        return json.loads(urllib.request.urlopen(self.url + path, timeout=30).read())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def batch_load(server: Server, catalog, args: argparse.Namespace) -> dict:
+    counts = {"checkouts": 0, "payments": 0, "paid_fen": 0, "commands": 0}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + args.seconds
+    port = int(server.url.rsplit(":", 1)[1])
+
+    def post(conn, body: bytes) -> dict:
+        t = time.perf_counter()
+        conn.request("POST", "/v1/batch", body=body, headers={"Content-Type": BINARY})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"batch answered {resp.status}: {data[:300]!r}")
+        with lock:
+            latencies.append((time.perf_counter() - t) * 1000)
+        return decode_results(data)
+
+    def client(k: int) -> None:
+        work = Workload(catalog.sku_id, seed=100 + k, key_space=k + 1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while time.perf_counter() < stop_at:
+            checkouts = work.checkouts(args.batch)
+            res = post(conn, checkouts.to_bytes())
+            ok = res["code"] == Result.ok
+            pays = work.pays(res["ref"][ok], res["amount_fen"][ok])
+            paid = post(conn, pays.to_bytes())
+            paid_ok = paid["code"] == Result.ok
+            with lock:
+                counts["checkouts"] += int(ok.sum())
+                counts["payments"] += int(paid_ok.sum())
+                counts["paid_fen"] += int(paid["amount_fen"][paid_ok].sum())
+                counts["commands"] += len(checkouts) + len(pays)
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(args.connections)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    last = (started, 0, 0)
+    while any(t.is_alive() for t in threads):
+        time.sleep(min(5.0, max(0.1, stop_at - time.perf_counter())))
+        now = time.perf_counter()
+        with lock:
+            c, p = counts["checkouts"], counts["payments"]
+        say(f"  {now - started:5.1f} s  orders/s {(c - last[1]) / (now - last[0]):>10,.0f}"
+            f"  payments/s {(p - last[2]) / (now - last[0]):>10,.0f}")
+        last = (now, c, p)
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    lat = np.array(latencies) if latencies else np.zeros(1)
+    return {
+        "orders_per_s": counts["checkouts"] / elapsed,
+        "payments_per_s": counts["payments"] / elapsed,
+        "batch_p50_ms": float(np.percentile(lat, 50)),
+        "batch_p99_ms": float(np.percentile(lat, 99)),
+        "batch_commands": args.batch,
+        "checkouts": counts["checkouts"],
+        "payments": counts["payments"],
+        "paid_fen": counts["paid_fen"],
+        "seconds": elapsed,
+    }
+
+
+WRK_SCRIPT = """
+local skus = {%(skus)s}
+local countries = {%(countries)s}
+local n = 0
+local id = 0
+function setup(thread) thread:set("id", %(run)d) end
+function request()
+  n = n + 1
+  local channel = "mobile"
+  if math.random() < 0.1 then channel = "pc" end
+  local body = string.format('{"buyer":%%d,"country":"%%s","channel":"%%s","lines":[{"sku":%%d,"qty":1}],"idempotency_key":"wrk-%%d-%%d"}',
+    math.random(1, 50000000), countries[math.random(#countries)], channel, skus[math.random(#skus)], id, n)
+  return wrk.format("POST", "/v1/checkouts", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def _wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        say("  installing wrk (Debian package) for the single-request load ...")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, stdout=subprocess.DEVNULL)
+        path = shutil.which("wrk")
+    if path is None:
+        raise RuntimeError("wrk is needed for the single-request load: apt-get install wrk")
+    return path
+
+
+def single_load(url: str, catalog, seconds: float, run: int, workdir: Path) -> float:
+    rng = np.random.default_rng(run)
+    rows = rng.choice(len(catalog.sku_id), size=2000, p=popularity_weights(len(catalog.sku_id)))
+    script = workdir / f"single-{run}.lua"
+    script.write_text(WRK_SCRIPT % {
+        "skus": ",".join(str(int(s)) for s in catalog.sku_id[rows]),
+        "countries": ",".join(f'"{c}"' for c in ["CN"] * 17 + ["US", "RU", "ES", "FR", "HK", "TW", "JP", "KR", "SG", "MY"]),
+        "run": run,
+    })
+    out = subprocess.run([_wrk(), "-t1", "-c64", f"-d{max(1, int(seconds))}s", "-s", str(script), url + "/v1/checkouts"],
+                         capture_output=True, text=True, check=True).stdout
+    rate = next(float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec"))
+    errors = next((int(line.split()[-1]) for line in out.splitlines() if "Non-2xx" in line), 0)
+    total = next(int(line.split()[0]) for line in out.splitlines() if "requests in" in line)
+    # answers that were not 2xx (sold out items: 409) are real work too, but only accepted orders count
+    return rate * (total - errors) / total if total else 0.0
+
+
+def check_invariants(data_dir: Path, paid_fen_seen: int) -> dict:
+    from double11.service import Festival
+
+    started = time.perf_counter()
+    festival = Festival.open(data_dir=data_dir)
+    recovery_s = time.perf_counter() - started
+    e = festival.engine
+    stock_ok = bool((e.available >= 0).all() and (e.sku_reserved >= 0).all() and (e.sku_sold >= 0).all()
+                    and (e.available + e.sku_reserved + e.sku_sold == e.sku_stocked).all())
+    ledger = festival.ledger()
+    paid = np.isin(e.c_status.data, (Status.paid,))
+    gmv_ok = e.stats.gmv_fen == int(e.c_amount.data[paid].sum())
+    checks = {
+        "no_oversell_and_units_conserved": stock_ok,
+        "ledger_sums_to_zero": ledger["sum"] == 0,
+        "gmv_equals_paid_checkouts": gmv_ok,
+        "client_saw_every_payment": e.stats.gmv_fen >= paid_fen_seen,
+    }
+    state_bytes = festival.state_bytes()
+    orders = max(1, e.stats.checkouts)
+    festival.close()
+    return {"checks": checks, "recovery_s": recovery_s, "bytes_per_order": state_bytes / orders,
+            "recovered_checkouts": e.stats.checkouts}
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="double11-bench-"))
+    try:
+        say(f"double11 bench: {args.skus:,} skus of {args.merchants:,} merchants, {os.cpu_count()} cores")
+        catalog = bench_catalog(args)
+        catalog_dir = workdir / "catalog"
+        save_catalog(catalog, catalog_dir, fmt="parquet")
+        say("engine, in-process (no HTTP, no disk):")
+        engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
+        say(f"  {engine_cps:,.0f} commands/s")
+        say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
+        server = Server(catalog_dir, workdir / "data", args.port)
+        try:
+            load = batch_load(server, catalog, args)
+            say(f"single checkouts per HTTP request (wrk, 64 connections, {args.single_seconds:.0f} s):")
+            single = single_load(server.url, catalog, args.single_seconds, 1, workdir)
+            say(f"  {single:,.0f} accepted orders/s")
+        finally:
+            server.stop()
+        say("recovering the data folder and checking invariants ...")
+        audit = check_invariants(workdir / "data", load["paid_fen"])
+        say(f"  recovered {audit['recovered_checkouts']:,} checkouts in {audit['recovery_s']:.1f} s: {audit['checks']}")
+        empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
+        try:
+            empty = single_load(empty_server.url, catalog, args.single_seconds, 2, workdir)
+            say(f"empty handler, same server and client: {empty:,.0f} requests/s")
+        finally:
+            empty_server.stop()
+        result = {
+            "orders_per_s": round(load["orders_per_s"]),
+            "payments_per_s": round(load["payments_per_s"]),
+            "batch_p99_ms": round(load["batch_p99_ms"], 1),
+            "batch_p50_ms": round(load["batch_p50_ms"], 1),
+            "single_orders_per_s": round(single),
+            "empty_handler_per_s": round(empty),
+            "single_vs_empty": round(single / empty, 3) if empty else 0.0,
+            "engine_commands_per_s": round(engine_cps),
+            "bytes_per_order": round(audit["bytes_per_order"]),
+            "orders_in_24_gb": int(24 * 2**30 / audit["bytes_per_order"]),
+            "invariants_ok": all(audit["checks"].values()),
+            "invariants": audit["checks"],
+            "checkouts": load["checkouts"],
+            "payments": load["payments"],
+            "seconds": round(load["seconds"], 1),
+            "recovery_s": round(audit["recovery_s"], 1),
+            "cores": os.cpu_count(),
+        }
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for k, v in result.items():
+                print(f"{k:>24}: {v}")
+        return 0 if result["invariants_ok"] else 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
