@@ -10,7 +10,8 @@ class Column:
 
     __slots__ = ("_buf", "size")
 
-    def __init__(self, dtype: np.dtype | type, capacity: int = 1024):
+    def __init__(self, dtype: np.dtype | type, capacity: int = 1 << 20):
+        # untouched capacity costs address space only: the OS maps pages on first write
         self._buf = np.zeros(max(capacity, 16), dtype=dtype)
         self.size = 0
 
@@ -24,7 +25,7 @@ class Column:
         end = start + len(values)
         if end > len(self._buf):
             # doubling keeps appends amortized O(1); the copy is the only pause
-            grown = np.zeros(max(end, 2 * len(self._buf)), dtype=self._buf.dtype)
+            grown = np.empty(max(end, 2 * len(self._buf)), dtype=self._buf.dtype)
             grown[:start] = self._buf[:start]
             self._buf = grown
         self._buf[start:end] = values

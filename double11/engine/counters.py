@@ -43,25 +43,13 @@ class ScarceCounters:
             return ok
         available = self.available
         ok[claim_of_line[qty > available[counters]]] = False
-        alive = ok[claim_of_line]
-        line = np.flatnonzero(alive)
-        c, q = counters[line], qty[line]
-        order = np.argsort(c, kind="stable")
-        c_sorted, q_sorted = c[order], q[order]
-        starts = np.flatnonzero(np.r_[True, c_sorted[1:] != c_sorted[:-1]])
-        totals = np.add.reduceat(q_sorted, starts)
-        distinct = c_sorted[starts]
+        line = np.flatnonzero(ok[claim_of_line])
+        distinct, totals = _totals(counters[line], qty[line])
         contended = totals > available[distinct]
         if contended.any():
-            self._decide_contended(ok, line, c, q, claim_of_line, distinct[contended])
-            alive = ok[claim_of_line]
-            line = np.flatnonzero(alive)
-            c, q = counters[line], qty[line]
-            order = np.argsort(c, kind="stable")
-            c_sorted, q_sorted = c[order], q[order]
-            starts = np.flatnonzero(np.r_[True, c_sorted[1:] != c_sorted[:-1]])
-            totals = np.add.reduceat(q_sorted, starts) if len(line) else totals[:0]
-            distinct = c_sorted[starts]
+            self._decide_contended(ok, line, counters[line], qty[line], claim_of_line, distinct[contended])
+            line = np.flatnonzero(ok[claim_of_line])
+            distinct, totals = _totals(counters[line], qty[line])
         available[distinct] -= totals
         assert len(distinct) == 0 or available[distinct].min() >= 0, "a scarce counter went negative"
         return ok
@@ -89,3 +77,13 @@ class ScarceCounters:
             else:
                 ok[claim] = False
             i = j
+
+
+def _totals(counters: np.ndarray, qty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct counters and the total quantity asked of each."""
+    if counters.size == 0:
+        return counters, qty
+    order = np.argsort(counters, kind="stable")
+    c_sorted, q_sorted = counters[order], qty[order]
+    starts = np.flatnonzero(np.r_[True, c_sorted[1:] != c_sorted[:-1]])
+    return c_sorted[starts], np.add.reduceat(q_sorted, starts)

@@ -18,7 +18,6 @@ from double11.errors import Result
 
 OPS = {op.name: op for op in Op}
 CHANNELS = {ch.name: ch for ch in Channel}
-_BAD_COUNTRY = geo.COUNTRY_SLOTS  # out of range: validate marks it invalid_country
 _TARGET_FIELD = {Op.pay: "checkout", Op.cancel: "checkout", Op.confirm: "order", Op.refund: "order", Op.restock: "sku"}
 
 
@@ -96,9 +95,15 @@ def _encode_checkout(cmd, i, invalid, channel, nlines, country, target, skus, qt
     target[i] = buyer
     c = cmd.get("country")
     code = geo.encode(c) if isinstance(c, str) else -1
-    country[i] = code if code >= 0 else _BAD_COUNTRY
+    if code < 0:
+        invalid[i] = Result.invalid_country
+        return
+    country[i] = code
     ch = cmd.get("channel")
-    channel[i] = CHANNELS[ch] if isinstance(ch, str) and ch in CHANNELS else 0
+    if not (isinstance(ch, str) and ch in CHANNELS):
+        invalid[i] = Result.invalid_channel
+        return
+    channel[i] = CHANNELS[ch]
     lines = cmd.get("lines")
     if not isinstance(lines, list):
         invalid[i] = Result.invalid_request

@@ -60,7 +60,8 @@ class HashIndex:
 
     def lookup_or_insert(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of keys, adding the absent ones (duplicates share a row).
-        Returns (rows, added) where added marks each key's first appearance as new."""
+        Returns (rows, added) where added marks each key's first appearance as new;
+        new keys get their rows in ascending key order."""
         keys = np.asarray(keys, dtype=np.uint64)
         rows = self.lookup(keys)
         added = np.zeros(len(keys), dtype=bool)

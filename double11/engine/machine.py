@@ -68,6 +68,10 @@ class Engine:
         self.sku_merchant = merchant_index.lookup(catalog.sku_merchant.astype(np.uint64))
         self.sku_brand = brand_index.lookup(catalog.sku_brand.astype(np.uint64))
         self.sku_merchant_id = catalog.sku_merchant.astype(np.int64)
+        # orders of a checkout go in ascending merchant id: sort by the id's rank
+        merchant_rank = np.empty(catalog.merchants, dtype=np.int64)
+        merchant_rank[np.argsort(catalog.merchant_id, kind="stable")] = np.arange(catalog.merchants)
+        self.sku_merchant_rank = merchant_rank[self.sku_merchant]
         self.sku_price = catalog.sku_price_fen.astype(np.int64)
         # stock: available units live in the scarce counters
         self.counters = ScarceCounters()
@@ -91,6 +95,7 @@ class Engine:
         self.l_qty = Column(np.int64)
         self.l_amount = Column(np.int64)
         self.l_order = Column(np.int64)  # order row
+        self.l_position = Column(np.uint8)  # where the line stood in its checkout
         # orders (row = id - 1): one per merchant of a checkout
         self.o_checkout = Column(np.int64)  # checkout row
         self.o_merchant = Column(np.int64)  # merchant row
@@ -193,18 +198,22 @@ class Engine:
             and not future[first_checkout:].any()
         ):
             return [idx]
-        # rare: cut where reordering would matter, one command at a time
-        segments, start, seen, has_checkout = [], 0, set(), False
+        # rare: cut where reordering would matter, one command at a time.  A
+        # command on a checkout or order that did not exist when the batch
+        # began (made earlier in this batch) runs alone, after all before it.
+        segments, start, seen, has_checkout, isolate_next = [], 0, set(), False, False
         for j in range(len(idx)):
             o = op[j]
-            if o == Op.checkout:
-                has_checkout = True
-                continue
             e = int(entity[j])
-            if e in seen or (has_checkout and (is_release[j] or future[j])):
+            cut = isolate_next or (o != Op.checkout and (
+                e in seen or future[j] or (has_checkout and is_release[j])))
+            if cut and j > start:
                 segments.append(idx[start:j])
                 start, seen, has_checkout = j, set(), False
-            if o != Op.restock:
+            isolate_next = bool(future[j])
+            if o == Op.checkout:
+                has_checkout = True
+            elif o != Op.restock:
                 seen.add(e)
         segments.append(idx[start:])
         return segments
@@ -236,10 +245,13 @@ class Engine:
             return
         # accepted lines, ordered by checkout, then merchant id, then as given
         keep = ok[claim_of_line]
-        l_claim, l_sku, l_qty = claim_of_line[keep], sku_rows[keep], qty[keep]
+        position = np.arange(len(line)) - np.repeat(np.cumsum(counts) - counts, counts)
+        l_claim, l_sku, l_qty, l_position = claim_of_line[keep], sku_rows[keep], qty[keep], position[keep]
         l_merchant_id = self.sku_merchant_id[l_sku]
-        order = np.lexsort((np.arange(len(l_claim)), l_merchant_id, l_claim))
+        # one int64 sort key (claim, merchant row): a stable argsort keeps line order
+        order = np.argsort((l_claim << 32) | self.sku_merchant_rank[l_sku], kind="stable")
         l_claim, l_sku, l_qty, l_merchant_id = l_claim[order], l_sku[order], l_qty[order], l_merchant_id[order]
+        l_position = l_position[order]
         l_amount = self.sku_price[l_sku] * l_qty
         n_lines = len(l_claim)
         new_claim = np.r_[True, l_claim[1:] != l_claim[:-1]]
@@ -254,7 +266,8 @@ class Engine:
         buyer_ids = batch.target[idx[accepted]]
         buyer_rows, added = self.buyer_index.lookup_or_insert(buyer_ids.astype(np.uint64))
         if added.any():
-            new_ids = buyer_ids[added]
+            # new rows were given in ascending id order (HashIndex.lookup_or_insert)
+            new_ids = np.unique(buyer_ids[added])
             self.b_id.extend(new_ids)
             self.b_has_paid.extend(np.zeros(len(new_ids), dtype=bool))
             pos = np.searchsorted(self.returning_sorted, new_ids)
@@ -278,6 +291,7 @@ class Engine:
         self.l_qty.extend(l_qty)
         self.l_amount.extend(l_amount)
         self.l_order.extend(o_base + line_order)
+        self.l_position.extend(l_position)
         claim_checkout_row = np.full(n, -1, dtype=np.int64)
         claim_checkout_row[accepted] = checkout_ids - 1
         self.o_checkout.extend(claim_checkout_row[l_claim[order_first_line]])

@@ -70,7 +70,10 @@ def checkout_created(engine: Engine, checkout: int) -> dict[str, Any]:
 def _lines(engine: Engine, start: int, count: int, with_order: bool) -> list[dict[str, Any]]:
     out = []
     sku_id = engine.catalog.sku_id
-    for ln in range(start, start + count):
+    rows = range(start, start + count)
+    if with_order:  # a checkout lists its lines as they were given
+        rows = sorted(rows, key=lambda ln: int(engine.l_position.data[ln]))
+    for ln in rows:
         sku = int(engine.l_sku.data[ln])
         qty = int(engine.l_qty.data[ln])
         line = {"sku": int(sku_id[sku]), "qty": qty, "price_fen": int(engine.l_amount.data[ln]) // qty,

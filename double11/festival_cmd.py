@@ -1,0 +1,144 @@
+"""`double11 festival`: replay a festival day live on this machine.
+
+Starts the server in a subprocess (its festival clock a few real seconds before
+midnight, running --speedup times real time), prints the big screen's address,
+sends the simulated day over HTTP with a progress bar, then prints the
+end-of-day report.  Ctrl-C stops sending, waits for the answers to what is in
+flight, and stops the server with SIGTERM, which makes everything acknowledged
+durable before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from double11.config import FestivalConfig
+from double11.simulator import mixes, plan as plans
+from double11.simulator.cli import add_traffic_options, load_view, simulate
+from double11.simulator.progress import ProgressBar
+from double11.simulator.years import profile
+
+DEFAULT_SPEEDUP = 60.0  # 24 hours in 24 minutes
+DEFAULT_PORT = 1111
+# The generated catalog: enough merchants for the clubs of 2017 to form.
+CATALOG_MERCHANTS, CATALOG_SKUS = 10_000, 100_000
+# The server's clock starts this many real seconds before midnight, so it is
+# listening before the midnight rush (which peaks 5 minutes 22 seconds in).
+PREROLL_REAL_S = 5.0
+SERVER_READY_S = 60.0
+SERVER_STOP_S = 30.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="double11 festival", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--speedup", type=float, default=DEFAULT_SPEEDUP,
+                        help="festival seconds per real second (default 60: the day in 24 minutes)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--data", help="folder for the catalog, the command log and the report "
+                                       "(default: a new folder under ./data)")
+    parser.add_argument("--report", help="write the HTML report here (default DATA/report.html)")
+    parser.add_argument("--linger", action="store_true",
+                        help="keep the server and big screen up after the day, until Ctrl-C")
+    add_traffic_options(parser)
+    return parser
+
+
+def _catalog(args, data: Path) -> tuple[plans.CatalogView, str]:
+    if args.catalog:
+        return load_view(args.catalog), args.catalog
+    from double11.catalog.files import save_catalog
+    from double11.catalog.generate import generate_catalog
+
+    year = profile(args.year)
+    # past buyers: about as many as the day's buyers, so most buyers return and some are new
+    returning = int(year.payments * args.scale / year.conversion / mixes.CHECKOUTS_PER_BUYER)
+    catalog = generate_catalog(merchants=CATALOG_MERCHANTS, skus=CATALOG_SKUS, seed=args.seed,
+                               returning_buyers=returning)
+    folder = data / "catalog"
+    save_catalog(catalog, folder)
+    return plans.CatalogView.of(catalog), str(folder)
+
+
+def _start_server(args, data: Path, catalog_dir: str) -> subprocess.Popen:
+    start_ms = FestivalConfig().festival_start_ms - int(PREROLL_REAL_S * args.speedup * 1000)
+    cmd = [sys.executable, "-m", "double11", "serve", "--port", str(args.port),
+           "--data", str(data / "log"), "--speedup", f"{args.speedup:g}",
+           "--clock-start", str(start_ms), "--catalog", catalog_dir]
+    log = open(data / "server.log", "ab")
+    # its own session: Ctrl-C in the terminal reaches only us, and we stop the
+    # server ourselves once the answers to everything in flight are in
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_ready(server: subprocess.Popen, url: str, data: Path) -> None:
+    deadline = time.monotonic() + SERVER_READY_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            tail = (data / "server.log").read_text(errors="replace")[-2000:]
+            raise SystemExit(f"the server exited ({server.returncode}):\n{tail}")
+        try:
+            if httpx.get(url + "/v1/stats", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"the server did not answer within {SERVER_READY_S:.0f} s")
+
+
+def stop_server(server: subprocess.Popen) -> int:
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(SERVER_STOP_S)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    return server.returncode
+
+
+async def _linger(url: str) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    print(f"the day is over; the big screen stays up at {url}/ until Ctrl-C", file=sys.stderr)
+    await stop.wait()
+
+
+def festival_main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    data = Path(args.data or Path("data") / time.strftime("festival-%Y%m%d-%H%M%S"))
+    data.mkdir(parents=True, exist_ok=True)
+    year = profile(args.year)
+    view, catalog_dir = _catalog(args, data)
+    plan = plans.build(year, args.scale, args.seed, view)  # before the server's clock runs
+    url = f"http://127.0.0.1:{args.port}"
+    server = _start_server(args, data, catalog_dir)
+    try:
+        _wait_ready(server, url, data)
+        print(f"big screen: {url}/?scale={args.scale:g}&year={args.year}", flush=True)
+        print(f"replaying {args.year} at scale {args.scale:g} ({len(plan):,} checkouts), "
+              f"{args.speedup:g}x real time; Ctrl-C stops cleanly", file=sys.stderr, flush=True)
+        bar = ProgressBar(args.scale)
+        tally, stats = asyncio.run(simulate(url, view, plan, args.speedup, bar, hours=args.hours))
+        bar.finish()
+        summary = tally.summary(args.scale)
+        (data / "simulator.json").write_text(json.dumps(summary, indent=2))
+        from double11.report.cli import write_report
+
+        write_report(stats, summary, args.scale, args.year, Path(args.report or data / "report.html"))
+        if args.linger:
+            asyncio.run(_linger(url))
+    finally:
+        code = stop_server(server)
+        print(f"server stopped ({code}); data in {data}{os.sep}", file=sys.stderr)
+    return 0

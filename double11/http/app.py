@@ -1,0 +1,389 @@
+"""The ASGI app: a tiny hand-written router over `Festival`.
+
+Transport only: bodies are decoded untyped (msgspec) and handed to the engine,
+which validates every command field.  The HTTP layer answers for: a body that
+is not a JSON object (400 invalid_request), a body over
+limits.http_body_bytes_max (413 body_too_large, from Content-Length and while
+streaming), a batch over limits.batch_commands_max (413 batch_too_large), a
+path id that is not a positive integer (400 invalid_request), unknown paths
+(404 not_found) and wrong methods (405 method_not_allowed).  A request refused
+here never reaches the engine, so a rejected batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+from pathlib import Path
+from time import perf_counter
+from typing import Any, Awaitable, Callable
+
+import msgspec
+
+from double11 import limits
+from double11.errors import HTTP_STATUS, Double11Error, Result, error_body
+from double11.http.metrics import HttpMetrics
+from double11.http.openapi import build_openapi
+
+log = logging.getLogger("double11.http")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "screen" / "static"
+BINARY_BATCH_TYPE = b"application/x-double11-batch"
+SSE_INTERVAL_S = 0.5
+
+_ENC = msgspec.json.Encoder()
+_DEC = msgspec.json.Decoder()
+
+_H_JSON = [(b"content-type", b"application/json")]
+_H_BINARY = [(b"content-type", BINARY_BATCH_TYPE)]
+_H_TEXT = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+_H_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+          (b"x-accel-buffering", b"no")]
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+          ".svg": "image/svg+xml", ".json": "application/json", ".png": "image/png",
+          ".ico": "image/x-icon", ".woff2": "font/woff2", ".map": "application/json",
+          ".txt": "text/plain; charset=utf-8", ".webp": "image/webp", ".jpg": "image/jpeg"}
+
+_ID_MAX = limits.id_max
+_BODY_MAX = limits.http_body_bytes_max
+_BATCH_MAX = limits.batch_commands_max
+
+# route labels (also the metric label and the OpenAPI path)
+R_CHECKOUTS = "/v1/checkouts"
+R_BATCH = "/v1/batch"
+ROUTES: tuple[str, ...] = (
+    "/v1/checkouts",
+    "/v1/checkouts/{checkout}/pay",
+    "/v1/checkouts/{checkout}/cancel",
+    "/v1/orders/{order}/confirm",
+    "/v1/orders/{order}/refund",
+    "/v1/skus/{sku}/restock",
+    "/v1/checkouts/{checkout}",
+    "/v1/orders/{order}",
+    "/v1/skus/{sku}",
+    "/v1/ledger",
+    "/v1/stats",
+    "/v1/batch",
+    "/v1/stats/stream",
+    "/metrics",
+    "/openapi.json",
+    "/",
+    "/static/{file}",
+)
+R_UNMATCHED = "unmatched"
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _error(code: Result, detail: str | None = None) -> tuple[int, bytes, list]:
+    return HTTP_STATUS[code], _ENC.encode(error_body(code, detail)), _H_JSON
+
+
+async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]]) -> bytes:
+    """The whole request body, refused with body_too_large past the limit
+    (from Content-Length before reading, and while streaming)."""
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            try:
+                n = int(v)
+            except ValueError:
+                raise Double11Error(Result.invalid_request, "bad Content-Length") from None
+            if n > _BODY_MAX:
+                raise Double11Error(Result.body_too_large, f"{n} bytes > {_BODY_MAX}")
+            break
+    msg = await receive()
+    body = msg.get("body", b"")
+    if not msg.get("more_body"):
+        if msg["type"] != "http.request":
+            raise _Disconnected
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            raise _Disconnected
+        b = msg.get("body", b"")
+        if b:
+            size += len(b)
+            if size > _BODY_MAX:
+                raise Double11Error(Result.body_too_large, f"more than {_BODY_MAX} bytes")
+            chunks.append(b)
+        if not msg.get("more_body"):
+            break
+    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def _decode_object(body: bytes) -> dict:
+    try:
+        obj = _DEC.decode(body)
+    except msgspec.DecodeError as e:
+        raise Double11Error(Result.invalid_request, f"body is not JSON ({e})") from None
+    if type(obj) is not dict:
+        raise Double11Error(Result.invalid_request, "body must be a JSON object")
+    return obj
+
+
+def _parse_id(s: str) -> int:
+    if s.isascii() and s.isdigit() and len(s) <= 19:
+        n = int(s)
+        if 1 <= n <= _ID_MAX:
+            return n
+    raise Double11Error(Result.invalid_request, f"path id must be a positive integer up to {_ID_MAX}")
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        msg = await receive()
+        t = msg["type"]
+        if t == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif t == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class App:
+    """The double11 HTTP API as an ASGI 3 callable."""
+
+    def __init__(self, festival: Any, static_dir: str | Path | None = None) -> None:
+        self.festival = festival
+        self.static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
+        self.metrics = HttpMetrics()
+        self.closing = False
+        self._openapi: bytes | None = None
+        self._streams: set[asyncio.Future] = set()
+        submit = festival.submit
+
+        async def checkout(scope, receive, send, _id):
+            cmd = _decode_object(await read_body(scope, receive))
+            cmd["op"] = "checkout"
+            res = (await submit([cmd]))[0]
+            return res["status"], _ENC.encode(res["body"]), _H_JSON
+
+        def command(op: str, field: str):
+            async def handler(scope, receive, send, id_):
+                cmd = _decode_object(await read_body(scope, receive))
+                cmd["op"] = op
+                cmd[field] = id_
+                res = (await submit([cmd]))[0]
+                return res["status"], _ENC.encode(res["body"]), _H_JSON
+            return handler
+
+        def view(get: Callable[[int], Any], missing: Result):
+            async def handler(scope, receive, send, id_):
+                v = get(id_)
+                if v is None:
+                    return _error(missing)
+                return 200, _ENC.encode(v), _H_JSON
+            return handler
+
+        def whole(get: Callable[[], Any]):
+            async def handler(scope, receive, send, _id):
+                return 200, _ENC.encode(get()), _H_JSON
+            return handler
+
+        # exact path -> (route label, {method: handler})
+        self._exact: dict[str, tuple[str, dict[str, Callable]]] = {
+            "/v1/checkouts": (R_CHECKOUTS, {"POST": checkout}),
+            "/v1/batch": (R_BATCH, {"POST": self._batch}),
+            "/v1/ledger": ("/v1/ledger", {"GET": whole(festival.ledger)}),
+            "/v1/stats": ("/v1/stats", {"GET": whole(festival.stats)}),
+            "/v1/stats/stream": ("/v1/stats/stream", {"GET": self._stream}),
+            "/metrics": ("/metrics", {"GET": self._metrics}),
+            "/openapi.json": ("/openapi.json", {"GET": self._openapi_doc}),
+            "/": ("/", {"GET": self._index}),
+        }
+        # /v1/<collection>/<id>[/<action>] -> (route label, {method: handler})
+        self._by_id: dict[Any, tuple[str, dict[str, Callable]]] = {
+            ("checkouts", "pay"): ("/v1/checkouts/{checkout}/pay", {"POST": command("pay", "checkout")}),
+            ("checkouts", "cancel"): ("/v1/checkouts/{checkout}/cancel",
+                                      {"POST": command("cancel", "checkout")}),
+            ("orders", "confirm"): ("/v1/orders/{order}/confirm", {"POST": command("confirm", "order")}),
+            ("orders", "refund"): ("/v1/orders/{order}/refund", {"POST": command("refund", "order")}),
+            ("skus", "restock"): ("/v1/skus/{sku}/restock", {"POST": command("restock", "sku")}),
+            "checkouts": ("/v1/checkouts/{checkout}",
+                          {"GET": view(festival.checkout, Result.unknown_checkout)}),
+            "orders": ("/v1/orders/{order}", {"GET": view(festival.order, Result.unknown_order)}),
+            "skus": ("/v1/skus/{sku}", {"GET": view(festival.sku, Result.unknown_sku)}),
+        }
+        self._static_route = ("/static/{file}", {"GET": self._static})
+
+    # ------------------------------------------------------------------ entry
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        t0 = perf_counter()
+        path = scope["path"]
+        route = self._exact.get(path)
+        id_: Any = None
+        try:
+            if route is None:
+                route, id_ = self._match(path)
+            label, methods = route
+            handler = methods.get(scope["method"])
+            if handler is None:
+                status, body, headers = _error(Result.method_not_allowed, f"{scope['method']} {label}")
+                headers = headers + [(b"allow", ", ".join(methods).encode())]
+            else:
+                if type(id_) is str:
+                    id_ = _parse_id(id_)
+                r = await handler(scope, receive, send, id_)
+                if r is None:  # streamed its own response
+                    self.metrics.observe(label, 200, perf_counter() - t0)
+                    return
+                status, body, headers = r
+        except Double11Error as e:
+            status, body, headers = e.http_status, _ENC.encode(e.body()), _H_JSON
+            label = route[0] if route is not None else R_UNMATCHED
+        except _Disconnected:
+            return
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], path)
+            status, headers = 500, _H_JSON
+            body = b'{"error":{"code":"internal","message":"internal error"}}'
+            label = route[0] if route is not None else R_UNMATCHED
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(label, status, perf_counter() - t0)
+
+    def _match(self, path: str) -> tuple[tuple[str, dict], str | None]:
+        parts = path.split("/")
+        n = len(parts)
+        if (n == 4 or n == 5) and parts[1] == "v1" and parts[3]:
+            route = self._by_id.get(parts[2] if n == 4 else (parts[2], parts[4]))
+            if route is not None:
+                return route, parts[3]
+        elif n >= 3 and parts[1] == "static" and parts[2]:
+            return self._static_route, None
+        raise Double11Error(Result.not_found, path[:200])
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _batch(self, scope, receive, send, _id):
+        ctype = b""
+        for k, v in scope["headers"]:
+            if k == b"content-type":
+                ctype = v
+                break
+        body = await read_body(scope, receive)
+        if ctype.startswith(BINARY_BATCH_TYPE):
+            return 200, await self.festival.submit_binary(body), _H_BINARY
+        obj = _decode_object(body)
+        commands = obj.get("commands")
+        if type(commands) is not list:
+            raise Double11Error(Result.invalid_request, 'body must be {"commands": [...]}')
+        if len(commands) > _BATCH_MAX:
+            raise Double11Error(Result.batch_too_large, f"{len(commands)} commands > {_BATCH_MAX}")
+        if not commands:
+            return 200, b'{"results":[]}', _H_JSON
+        # the engine answers each command on its own, a non-object one included
+        results = await self.festival.submit(commands)
+        return 200, _ENC.encode({"results": results}), _H_JSON
+
+    async def _metrics(self, scope, receive, send, _id):
+        try:
+            fm = self.festival.metrics()
+        except Exception:
+            log.exception("festival.metrics() failed")
+            fm = {}
+        return 200, self.metrics.render(fm).encode(), _H_TEXT
+
+    async def _openapi_doc(self, scope, receive, send, _id):
+        if self._openapi is None:
+            self._openapi = _ENC.encode(build_openapi())
+        return 200, self._openapi, _H_JSON
+
+    async def _index(self, scope, receive, send, _id):
+        return self._file("index.html")
+
+    async def _static(self, scope, receive, send, _id):
+        return self._file(scope["path"][len("/static/"):])
+
+    def _file(self, name: str):
+        parts = name.split("/")
+        if (not name or "\\" in name or "\x00" in name
+                or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
+            raise Double11Error(Result.not_found, "no such file")
+        root = self.static_dir.resolve()
+        p = (root / name).resolve()
+        if not p.is_relative_to(root) or not p.is_file():
+            raise Double11Error(Result.not_found, "no such file")
+        ctype = _TYPES.get(p.suffix.lower()) or mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+        return 200, p.read_bytes(), [(b"content-type", ctype.encode()), (b"cache-control", b"no-cache")]
+
+    def shutdown(self) -> None:
+        """End open event streams (call before stopping the server)."""
+        self.closing = True
+        for f in list(self._streams):
+            if not f.done():
+                f.set_result(None)
+
+    async def _stream(self, scope, receive, send, _id):
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        self._streams.add(stop)
+
+        async def watch_disconnect():
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+
+        watcher = asyncio.ensure_future(watch_disconnect())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _H_SSE})
+            while not self.closing:
+                try:
+                    stats = self.festival.stats()
+                    chunk = b"data: " + _ENC.encode(stats) + b"\n\n"
+                except Exception:
+                    log.exception("festival.stats() failed")
+                    chunk = b": stats unavailable\n\n"
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                done, _ = await asyncio.wait((watcher, stop), timeout=SSE_INTERVAL_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    break
+            if not watcher.done():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception:  # client went away mid-write
+            pass
+        finally:
+            watcher.cancel()
+            self._streams.discard(stop)
+
+
+class EmptyApp:
+    """The benchmark baseline: every request is read and answered 201 `{}`."""
+
+    closing = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        try:
+            await read_body(scope, receive)
+        except (_Disconnected, Double11Error):
+            pass
+        await send({"type": "http.response.start", "status": 201, "headers": _H_JSON})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def shutdown(self) -> None:
+        self.closing = True
+
+
+def build_app(festival: Any, empty: bool = False, static_dir: str | Path | None = None):
+    """The ASGI app over `festival`; with empty=True, the empty-handler baseline."""
+    if empty:
+        return EmptyApp()
+    return App(festival, static_dir)

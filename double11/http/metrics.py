@@ -1,0 +1,95 @@
+"""HTTP request metrics and the Prometheus text exposition (format 0.0.4).
+
+Recording is a couple of dict operations and a bisect per request; all the
+formatting happens when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from typing import Any
+
+# request latency histogram bucket upper bounds, seconds
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+
+
+def metric_name(name: str) -> str:
+    name = _NAME_BAD.sub("_", name)
+    if not name.startswith("double11_"):
+        name = "double11_" + name
+    return name
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    v = float(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+class HttpMetrics:
+    __slots__ = ("requests", "hist", "sums")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        # route -> per-bucket counts (not cumulative; last slot is +Inf)
+        self.hist: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        req = self.requests
+        req[key] = req.get(key, 0) + 1
+        h = self.hist.get(route)
+        if h is None:
+            h = self.hist[route] = [0] * (len(LATENCY_BUCKETS_S) + 1)
+            self.sums[route] = 0.0
+        h[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.sums[route] += seconds
+
+    def render(self, festival_metrics: dict[str, Any] | None) -> str:
+        out: list[str] = []
+        for name, value in sorted((festival_metrics or {}).items()):
+            if not isinstance(value, (int, float)):
+                continue
+            n = metric_name(name)
+            kind = "counter" if n.endswith("_total") else "gauge"
+            out.append(f"# TYPE {n} {kind}")
+            out.append(f"{n} {_num(value)}")
+        n = "double11_http_requests_total"
+        out.append(f"# HELP {n} HTTP requests answered, by route and status.")
+        out.append(f"# TYPE {n} counter")
+        for (route, status), count in sorted(self.requests.items()):
+            out.append(f'{n}{{route="{_label(route)}",status="{status}"}} {count}')
+        n = "double11_http_request_duration_seconds"
+        out.append(f"# HELP {n} HTTP request latency, from the request's arrival to the last byte handed to the server.")
+        out.append(f"# TYPE {n} histogram")
+        for route in sorted(self.hist):
+            h = self.hist[route]
+            lab = _label(route)
+            acc = 0
+            for le, c in zip(LATENCY_BUCKETS_S, h):
+                acc += c
+                out.append(f'{n}_bucket{{route="{lab}",le="{le!r}"}} {acc}')
+            acc += h[-1]
+            out.append(f'{n}_bucket{{route="{lab}",le="+Inf"}} {acc}')
+            out.append(f'{n}_sum{{route="{lab}"}} {self.sums[route]!r}')
+            out.append(f'{n}_count{{route="{lab}"}} {acc}')
+        out.append("")
+        return "\n".join(out)

@@ -1,0 +1,124 @@
+"""`double11 simulate --url URL`: send a simulated festival day to a running server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+
+import httpx
+import numpy as np
+
+from double11.simulator import plan as plans
+from double11.simulator.client import Simulation, measure_speedup
+from double11.simulator.progress import ProgressBar
+from double11.simulator.tally import Tally
+from double11.simulator.years import YEARS, profile
+
+# At 1/10,000 of 2017 the day is ~190,000 checkouts, ~150,000 payments and a peak of
+# ~25 payments per festival second: 24 hours in 24 minutes (speed-up 60) keeps a
+# 2-core laptop running the server, the simulator and a browser comfortably busy.
+DEFAULT_SCALE = 1e-4
+DEFAULT_SEED = 11
+DEFAULT_YEAR = 2017
+# `double11 serve` without --catalog generates this demo catalog (http/server.py)
+SERVER_DEMO_CATALOG = {"merchants": 2000, "skus": 20000, "seed": 11}
+
+
+def add_traffic_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE,
+                        help=f"share of the real festival's traffic to simulate (default {DEFAULT_SCALE:g})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the same seed gives the same day")
+    parser.add_argument("--year", type=int, default=DEFAULT_YEAR, choices=sorted(YEARS),
+                        help="the festival to imitate (default 2017)")
+    parser.add_argument("--catalog", help="the catalog folder the server was started with")
+    parser.add_argument("--hours", type=float, default=24.0,
+                        help="replay only the first HOURS of the day (default 24)")
+
+
+def load_view(catalog_dir: str | None) -> plans.CatalogView:
+    if catalog_dir:
+        from double11.catalog.files import load_catalog
+
+        return plans.CatalogView.of(load_catalog(catalog_dir))
+    from double11.catalog.generate import generate_catalog
+
+    return plans.CatalogView.of(generate_catalog(**SERVER_DEMO_CATALOG))
+
+
+async def check_same_catalog(http: httpx.AsyncClient, view: plans.CatalogView) -> None:
+    """The plan names SKUs by id and expects the server's prices: refuse a mismatch early."""
+    sku = int(view.sku_id[0])
+    r = await http.get(f"/v1/skus/{sku}")
+    if r.status_code != 200 or r.json().get("price_fen") != int(view.price_fen[0]):
+        raise SystemExit("the server's catalog is not the one given to the simulator: pass the same --catalog")
+
+
+async def simulate(url: str, view: plans.CatalogView, plan: plans.Plan, speedup: float | None,
+                   on_progress=None, stop: asyncio.Event | None = None,
+                   hours: float = 24.0) -> tuple[Tally, dict]:
+    """Replay the plan against the server at url; (tally, the server's last stats).
+    SIGINT sets `stop`: nothing new is sent, and what is in flight is answered."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    except (NotImplementedError, RuntimeError):  # not the main thread: the caller stops us
+        pass
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
+        await check_same_catalog(http, view)
+        speedup = speedup or await measure_speedup(http)
+        sim = Simulation(plan, view, http, speedup, on_progress, hours)
+        try:
+            tally = await sim.run(stop)
+        finally:
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (NotImplementedError, RuntimeError):
+                pass
+        return tally, sim.stats
+
+
+def simulate_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="double11 simulate", description=__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:1111", help="the server (default http://127.0.0.1:1111)")
+    parser.add_argument("--speedup", type=float,
+                        help="the server's --speedup (default: measured from its clock)")
+    parser.add_argument("--summary", help="write what the server acknowledged to this JSON file")
+    add_traffic_options(parser)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    view = load_view(args.catalog)
+    plan = plans.build(profile(args.year), args.scale, args.seed, view)
+    print(f"plan: {len(plan):,} checkouts, {int((plan.fate == 0).sum()):,} to be paid "
+          f"({args.year} at scale {args.scale:g}, seed {args.seed})", file=sys.stderr)
+    bar = ProgressBar(args.scale)
+    tally, stats = asyncio.run(simulate(args.url.rstrip("/"), view, plan, args.speedup, bar, hours=args.hours))
+    bar.finish()
+    summary = tally.summary(args.scale)
+    summary["real_seconds"] = round(time.monotonic() - started, 1)
+    print(json.dumps(summary, indent=2))
+    if args.summary:
+        with open(args.summary, "w") as f:
+            json.dump(summary, f, indent=2)
+    return 0
+
+
+def expected_main(argv: list[str]) -> int:
+    """The plan's figures without a server (python -m double11.simulator.cli)."""
+    parser = argparse.ArgumentParser(prog="double11.simulator.cli")
+    add_traffic_options(parser)
+    args = parser.parse_args(argv)
+    view = load_view(args.catalog)
+    plan = plans.build(profile(args.year), args.scale, args.seed, view)
+    figures = plans.expected_figures(plan, view)
+    print(json.dumps(figures, indent=2, default=lambda x: x.item() if isinstance(x, np.generic) else str(x)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(expected_main(sys.argv[1:]))

@@ -1,0 +1,73 @@
+"""What the server acknowledged, counted as the answers come back."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from double11.simulator.years import CLUB_THRESHOLDS_FEN
+
+
+@dataclass
+class Tally:
+    sent: Counter = field(default_factory=Counter)  # op -> commands sent (first tries)
+    answers: Counter = field(default_factory=Counter)  # "op status code" -> count
+    checkouts: int = 0
+    payments: int = 0
+    gmv_fen: int = 0
+    mobile_gmv_fen: int = 0
+    refunded_fen: int = 0
+    settled_orders: int = 0
+    gmv_by_hour_fen: list[int] = field(default_factory=lambda: [0] * 24)
+    merchant_gmv_fen: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    countries: set[str] = field(default_factory=set)
+    buyers: set[int] = field(default_factory=set)
+    substitutions: int = 0  # checkouts retried with other items after out_of_stock
+    lost_checkouts: int = 0  # out of stock even after substitutions
+    retries: int = 0  # requests or commands sent again (overload, transport errors)
+    transport_errors: int = 0
+    skipped: int = 0  # planned checkouts already in the past when the run began
+    max_lag_ms: int = 0  # festival ms between a command's due time and its sending
+
+    def answer(self, op: str, status: int, body: dict) -> None:
+        code = body.get("error", {}).get("code", "ok") if isinstance(body, dict) else "?"
+        self.answers[f"{op} {status} {code}"] += 1
+
+    def paid(self, amount_fen: int, mobile: bool, country: str, buyer: int, hour: int,
+             orders: list[dict]) -> None:
+        self.payments += 1
+        self.gmv_fen += amount_fen
+        self.mobile_gmv_fen += amount_fen if mobile else 0
+        self.gmv_by_hour_fen[min(max(hour, 0), 23)] += amount_fen
+        self.countries.add(country)
+        self.buyers.add(buyer)
+        for o in orders:
+            self.merchant_gmv_fen[int(o["merchant"])] += int(o["amount_fen"])
+
+    def merchant_clubs(self, scale: float) -> list[int]:
+        """Merchants above the press release's thresholds, scaled like the traffic."""
+        values = self.merchant_gmv_fen.values()
+        return [sum(1 for v in values if v >= t * scale) for t in CLUB_THRESHOLDS_FEN]
+
+    def summary(self, scale: float) -> dict:
+        return {
+            "scale": scale,
+            "sent": dict(self.sent),
+            "answers": dict(sorted(self.answers.items())),
+            "checkouts": self.checkouts,
+            "payments": self.payments,
+            "gmv_fen": self.gmv_fen,
+            "mobile_share": self.mobile_gmv_fen / self.gmv_fen if self.gmv_fen else 0.0,
+            "refunded_fen": self.refunded_fen,
+            "settled_orders": self.settled_orders,
+            "gmv_by_hour_fen": list(self.gmv_by_hour_fen),
+            "countries": len(self.countries),
+            "buyers": len(self.buyers),
+            "merchant_clubs_scaled_thresholds": self.merchant_clubs(scale),
+            "substitutions": self.substitutions,
+            "lost_checkouts": self.lost_checkouts,
+            "retries": self.retries,
+            "transport_errors": self.transport_errors,
+            "skipped": self.skipped,
+            "max_lag_ms": self.max_lag_ms,
+        }

@@ -1,0 +1,73 @@
+"""End to end: the real server, a short simulated rush, and the big screen in Chromium.
+The figures on the screen must move while traffic flows and, once it stops, equal
+GET /v1/stats exactly (each element keeps its raw figure in data-value)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+SIMULATE = "import sys; from double11.simulator.cli import simulate_main; sys.exit(simulate_main(sys.argv[1:]))"
+# element id -> the stats field it shows
+RAW_FIGURES = {
+    "gmv-cny": lambda s: s["gmv_fen"],
+    "gmv-usd": lambda s: s["gmv_usd_cents"],
+    "checkouts": lambda s: s["checkouts"],
+    "payments": lambda s: s["payments"],
+    "countries": lambda s: s["countries"],
+    "buyers": lambda s: s["buyers"],
+    "new-buyers": lambda s: s["new_buyers"],
+    "peak-payments": lambda s: s["peak_payments_per_s"]["value"],
+    "peak-payments-at": lambda s: s["peak_payments_per_s"]["at"],
+    "peak-orders": lambda s: s["peak_orders_per_s"]["value"],
+    "club-0": lambda s: s["merchant_clubs"][0]["merchants"],
+}
+
+
+def data_value(page, element_id: str) -> str:
+    return page.get_attribute(f"#{element_id}", "data-value")
+
+
+def test_screen_moves_with_the_traffic_and_agrees_with_the_stats(browser, live_server, tmp_path):
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    outside, errors = [], []
+    page.on("request", lambda r: None if r.url.startswith(live_server.url) else outside.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server.url + "/?scale=0.00001")
+    page.wait_for_function("document.getElementById('stats-at').dataset.value !== ''", timeout=15_000)
+
+    sim = subprocess.Popen(
+        [sys.executable, "-c", SIMULATE, "--url", live_server.url, "--speedup", "600", "--scale", "1e-5",
+         "--seed", "5", "--hours", "0.3", "--catalog", str(live_server.catalog),
+         "--summary", str(tmp_path / "summary.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    while sim.poll() is None and len(seen) < 400:
+        seen.append(int(data_value(page, "gmv-cny")))
+        time.sleep(0.05)
+    out, _ = sim.communicate(timeout=120)
+    assert sim.returncode == 0, out[-3000:]
+    assert len(set(v for v in seen if v > 0)) >= 3, f"the GMV did not move on screen: {sorted(set(seen))[:10]}"
+
+    # traffic has stopped: after the next events the screen shows exactly the stats
+    time.sleep(1.5)
+    stats = live_server.stats()
+    assert stats["payments"] > 100
+    for element_id, field in RAW_FIGURES.items():
+        assert data_value(page, element_id) == str(field(stats)), element_id
+    assert float(data_value(page, "mobile-share")) == pytest.approx(stats["mobile_share"])
+    assert data_value(page, "gmv-by-hour") == ",".join(str(v) for v in stats["gmv_by_hour_fen"])
+    # the big counter has finished counting up to the figure
+    page.wait_for_function("document.getElementById('gmv-cny').textContent === "
+                           f"'{int(stats['gmv_fen']) // 100:,}'", timeout=5_000)
+    brands = page.locator("#top-brands li")
+    assert brands.count() == len(stats["top_brands"]) > 0
+    assert page.locator("#top-brands .intl").count() == sum(b["international"] for b in stats["top_brands"])
+    assert page.get_attribute("#connection", "data-state") == "live"
+    assert outside == [] and errors == []
+    page.screenshot(path=str(tmp_path / "screen.png"))
+    page.close()

@@ -1,0 +1,121 @@
+"""The HTTP client against a tiny in-process fake of POST /v1/batch and GET /v1/stats
+(httpx.MockTransport): what it sends follows from what the server accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import httpx
+import numpy as np
+
+from double11.simulator import mixes, plan as plans
+from double11.simulator.client import Simulation
+from double11.simulator.years import profile
+
+START = 1_510_329_600_000
+SPEEDUP = 5_000.0  # the fake's clock: a festival hour in 0.72 s
+
+
+class FakeServer:
+    """Just enough of the platform: stock, checkouts, pay/cancel/confirm/refund, keys."""
+
+    def __init__(self, view: plans.CatalogView):
+        self.stock = dict(zip(view.sku_id.tolist(), view.stock.tolist()))
+        self.price = dict(zip(view.sku_id.tolist(), view.price_fen.tolist()))
+        self.merchant = dict(zip(view.sku_id.tolist(), view.merchant.tolist()))
+        self.checkouts: dict[int, dict] = {}
+        self.orders: dict[int, str] = {}
+        self.keys: dict[str, dict] = {}
+        self.ops = Counter()
+        self.t0: float | None = None  # the clock starts a festival second before midnight, on first look
+
+    def at(self) -> int:
+        now = asyncio.get_running_loop().time()
+        self.t0 = now if self.t0 is None else self.t0
+        return START - 1000 + int((now - self.t0) * 1000 * SPEEDUP)
+
+    def apply(self, c: dict) -> dict:
+        if c["idempotency_key"] in self.keys:
+            return self.keys[c["idempotency_key"]]
+        self.ops[c["op"]] += 1
+        res = getattr(self, c["op"])(c)
+        self.keys[c["idempotency_key"]] = res
+        return res
+
+    def checkout(self, c):
+        lines = c["lines"]
+        if any(self.stock[l["sku"]] < l["qty"] for l in lines):
+            return {"status": 409, "body": {"error": {"code": "out_of_stock"}}}
+        for l in lines:
+            self.stock[l["sku"]] -= l["qty"]
+        by_merchant = Counter()
+        for l in lines:
+            by_merchant[self.merchant[l["sku"]]] += self.price[l["sku"]] * l["qty"]
+        orders = []
+        for m in sorted(by_merchant):
+            oid = len(self.orders) + 1
+            self.orders[oid] = "reserved"
+            orders.append({"order": oid, "merchant": m, "amount_fen": by_merchant[m]})
+        cid = len(self.checkouts) + 1
+        self.checkouts[cid] = {"status": "reserved", "amount": sum(by_merchant.values()), "orders": orders}
+        return {"status": 201, "body": {"checkout": cid, "amount_fen": sum(by_merchant.values()),
+                                        "orders": orders, "status": "reserved"}}
+
+    def pay(self, c):
+        ck = self.checkouts[c["checkout"]]
+        assert ck["status"] == "reserved" and c["amount_fen"] == ck["amount"]
+        ck["status"] = "paid"
+        for o in ck["orders"]:
+            self.orders[o["order"]] = "paid"
+        return {"status": 200, "body": {"checkout": c["checkout"], "status": "paid", "amount_fen": ck["amount"]}}
+
+    def cancel(self, c):
+        self.checkouts[c["checkout"]]["status"] = "cancelled"
+        return {"status": 200, "body": {"checkout": c["checkout"], "status": "cancelled"}}
+
+    def confirm(self, c):
+        assert self.orders[c["order"]] == "paid"
+        self.orders[c["order"]] = "settled"
+        return {"status": 200, "body": {"order": c["order"], "status": "settled"}}
+
+    def refund(self, c):
+        assert self.orders[c["order"]] == "paid"
+        self.orders[c["order"]] = "refunded"
+        return {"status": 200, "body": {"order": c["order"], "status": "refunded", "amount_fen": 1}}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/stats":
+            return httpx.Response(200, json={"at": self.at(), "festival_start": START})
+        commands = json.loads(request.content)["commands"]
+        return httpx.Response(200, json={"results": [self.apply(c) for c in commands]})
+
+
+def test_the_client_follows_up_only_what_the_server_accepted():
+    rng = np.random.default_rng(0)
+    n = 400
+    view = plans.CatalogView(sku_id=np.arange(1, n + 1), price_fen=rng.integers(1000, 30000, n),
+                             merchant=rng.integers(1, 40, n), stock=np.where(np.arange(n) < 5, 3, 10_000))
+    plan = plans.build(profile(2017), 2e-6, 1, view)
+
+    async def run():
+        fake = FakeServer(view)
+        async with httpx.AsyncClient(base_url="http://fake", transport=httpx.MockTransport(fake.handle)) as http:
+            tally = await Simulation(plan, view, http, SPEEDUP, hours=2).run(asyncio.Event())
+        return fake, tally
+
+    fake, tally = asyncio.run(run())
+    in_two_hours = int((plan.at_ms < 2 * 3_600_000).sum())
+    assert tally.skipped == 0
+    assert tally.sent["checkout"] == in_two_hours + tally.substitutions
+    assert tally.substitutions > 0  # the five hot SKUs sold out, and buyers took other items
+    assert tally.checkouts == len(fake.checkouts)
+    paid = [c for c in fake.checkouts.values() if c["status"] == "paid"]
+    assert tally.payments == len(paid) and tally.gmv_fen == sum(c["amount"] for c in paid)
+    assert 0.7 < tally.payments / tally.checkouts < 0.85  # 2017's conversion
+    assert fake.ops["cancel"] > 0 and fake.ops["confirm"] > 0
+    assert tally.settled_orders == fake.ops["confirm"]
+    assert sum(v for k, v in tally.answers.items() if " ok" not in k and "out_of_stock" not in k) == 0
+    assert tally.merchant_clubs(1.0) == [0, 0, 0]
+    assert sum(tally.merchant_gmv_fen.values()) == tally.gmv_fen
