@@ -86,9 +86,9 @@ def html_report(stats: dict, year: int = 2017, scale: float | None = None, summa
 <style>
 body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:960px;padding:0 1rem;color:#222}}
 h1{{font-size:1.5rem}} table{{border-collapse:collapse;width:100%}}
-th,td{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:right}} th{{text-align:left}}
+th,td{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:right}} td{{white-space:nowrap}} th{{text-align:left}}
 thead th{{text-align:right}} thead th:first-child{{text-align:left}}
-.note{{color:#777;font-size:.85em;text-align:left}} .intl{{color:#ff5000;font-size:.8em}}
+.note{{color:#777;font-size:.85em;text-align:left;white-space:normal}} .intl{{color:#ff5000;font-size:.8em}}
 .chart{{width:100%;height:auto}} .cols{{display:flex;gap:2rem;flex-wrap:wrap}} .cols>div{{flex:1}}
 </style></head><body>
 <h1>{e(headline(stats, s))}</h1>

@@ -81,7 +81,7 @@ class Pending:
     kind: str  # checkout, pay, cancel, confirm, refund
     index: int  # checkout index in the plan
     command: dict
-    extra: Any = None  # substitution round (checkout) or order body (confirm/refund)
+    extra: Any = None  # (substitution round, SKU rows or None) of a checkout; the order of a confirm/refund
     tries: int = 0
 
 

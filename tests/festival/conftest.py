@@ -28,7 +28,9 @@ def chromium() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# module scope: the sync Playwright API keeps an event loop running in this thread until it
+# stops, and tests elsewhere call asyncio.run()
+@pytest.fixture(scope="module")
 def browser(chromium):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
