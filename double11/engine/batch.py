@@ -170,7 +170,7 @@ def validate(batch: CommandBatch) -> None:
     mark(is_checkout & (batch.target <= 0), Result.invalid_request)
     mark(is_checkout & ~geo.VALID[np.minimum(batch.country, geo.COUNTRY_SLOTS - 1)]
          | is_checkout & (batch.country >= geo.COUNTRY_SLOTS), Result.invalid_country)
-    mark(is_checkout & ~np.isin(batch.channel, (Channel.mobile, Channel.pc)), Result.invalid_channel)
+    mark(is_checkout & (batch.channel != Channel.mobile) & (batch.channel != Channel.pc), Result.invalid_channel)
     mark(is_checkout & (batch.lines == 0), Result.empty_checkout)
     mark(is_checkout & (batch.lines > limits.checkout_lines_max), Result.too_many_lines)
     mark(~is_checkout & (batch.lines != 0), Result.invalid_request)

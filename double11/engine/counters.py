@@ -83,7 +83,11 @@ def _totals(counters: np.ndarray, qty: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Distinct counters and the total quantity asked of each."""
     if counters.size == 0:
         return counters, qty
-    order = np.argsort(counters, kind="stable")
-    c_sorted, q_sorted = counters[order], qty[order]
+    # sort (counter, line) packed in one int64: a value sort is several times
+    # faster than an argsort
+    line_bits = max(1, int(len(counters) - 1).bit_length())
+    packed = np.sort((counters.astype(np.int64) << line_bits) | np.arange(len(counters)))
+    c_sorted = packed >> line_bits
+    q_sorted = qty[packed & ((1 << line_bits) - 1)]
     starts = np.flatnonzero(np.r_[True, c_sorted[1:] != c_sorted[:-1]])
     return c_sorted[starts], np.add.reduceat(q_sorted, starts)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from double11.engine.sorting import group_first
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -67,7 +69,7 @@ class HashIndex:
         added = np.zeros(len(keys), dtype=bool)
         missing = np.flatnonzero(rows < 0)
         if missing.size:
-            fresh, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
+            fresh, first, inverse = group_first(keys[missing])
             new_rows = self.insert(fresh)
             rows[missing] = new_rows[inverse]
             added[missing[first]] = True
@@ -83,16 +85,17 @@ class HashIndex:
         self._place(old_keys, old_rows)
 
     def _place(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        # keys are distinct: when several want one free slot, all write it and
+        # the one whose key stayed there won; the others probe on
         slot = self._slots(keys)
         while keys.size:
             free = np.flatnonzero(self._keys[slot] == 0)
-            # several keys may want one free slot: the first of each takes it
-            _, first = np.unique(slot[free], return_index=True)
-            winners = free[first]
-            self._keys[slot[winners]] = keys[winners]
-            self._rows[slot[winners]] = rows[winners]
+            target = slot[free]
+            self._keys[target] = keys[free]
+            won = self._keys[target] == keys[free]
+            self._rows[target[won]] = rows[free[won]]
             losers = np.ones(keys.size, dtype=bool)
-            losers[winners] = False
+            losers[free[won]] = False
             keys, rows = keys[losers], rows[losers]
             slot = (slot[losers] + 1) & self._mask
 

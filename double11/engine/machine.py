@@ -27,6 +27,7 @@ from double11.engine.columns import Column
 from double11.engine.counters import ScarceCounters
 from double11.engine.hashindex import HashIndex
 from double11.engine.ledger import Ledger
+from double11.engine.sorting import distinct, group_first, has_duplicates
 from double11.engine.stats import FestivalStats
 from double11.errors import Result
 
@@ -40,9 +41,6 @@ class Status(enum.IntEnum):
     refunded = 6
 
 
-_RELEASES = (Op.cancel, Op.refund, Op.restock)
-
-
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenation of arange(start, start + count) for each pair."""
     counts = counts.astype(np.int64)
@@ -51,6 +49,17 @@ def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     first = starts.astype(np.int64) - (np.cumsum(counts) - counts)
     return np.repeat(first, counts) + np.arange(total, dtype=np.int64)
+
+
+def _order_lines(claim: np.ndarray, merchant_rank: np.ndarray, merchants: int) -> np.ndarray:
+    """Line order by (claim, merchant rank, position): packed into one int64 and
+    value-sorted when it fits (several times faster than a stable argsort)."""
+    line_bits = max(1, int(len(claim) - 1).bit_length())
+    merchant_bits = max(1, int(merchants - 1).bit_length())
+    if int(claim[-1]).bit_length() + merchant_bits + line_bits > 62:
+        return np.lexsort((np.arange(len(claim)), merchant_rank, claim))
+    packed = np.sort((((claim << merchant_bits) | merchant_rank) << line_bits) | np.arange(len(claim)))
+    return packed & ((1 << line_bits) - 1)
 
 
 class Engine:
@@ -144,10 +153,14 @@ class Engine:
             ref[idx[same]] = self.i_ref.data[r[same]]
             code[idx[~same]] = Result.idempotency_key_reused
         fresh = valid[~seen]
-        unique_keys, first, inverse = np.unique(batch.key[fresh], return_index=True, return_inverse=True)
-        leaders = fresh[np.sort(first)]
+        repeated = has_duplicates(batch.key[fresh])
+        if repeated:
+            _, first, inverse = group_first(batch.key[fresh])
+            leaders = fresh[np.sort(first)]
+        else:
+            leaders = fresh
         self._run(batch, leaders, code, ref)
-        if len(unique_keys) < len(fresh):
+        if repeated:
             leader_of = fresh[first][inverse]
             followers = fresh != leader_of
             f, lead = fresh[followers], leader_of[followers]
@@ -189,11 +202,11 @@ class Engine:
         known_order = on_order & (target >= 1) & (target <= n_orders)
         entity[known_order] = self.o_checkout.data[target[known_order] - 1] + 1
         future = (on_checkout & (target > n_checkouts)) | (on_order & (target > n_orders))
-        is_release = np.isin(op, _RELEASES)
+        is_release = (op == Op.cancel) | (op == Op.refund) | (op == Op.restock)
         first_checkout = int(np.argmax(is_checkout)) if is_checkout.any() else len(idx)
         touching = entity[~is_checkout & (op != Op.restock)]
         if (
-            len(np.unique(touching)) == len(touching)
+            not has_duplicates(touching)
             and not is_release[first_checkout:].any()
             and not future[first_checkout:].any()
         ):
@@ -249,7 +262,7 @@ class Engine:
         l_claim, l_sku, l_qty, l_position = claim_of_line[keep], sku_rows[keep], qty[keep], position[keep]
         l_merchant_id = self.sku_merchant_id[l_sku]
         # one int64 sort key (claim, merchant row): a stable argsort keeps line order
-        order = np.argsort((l_claim << 32) | self.sku_merchant_rank[l_sku], kind="stable")
+        order = _order_lines(l_claim, self.sku_merchant_rank[l_sku], self.catalog.merchants)
         l_claim, l_sku, l_qty, l_merchant_id = l_claim[order], l_sku[order], l_qty[order], l_merchant_id[order]
         l_position = l_position[order]
         l_amount = self.sku_price[l_sku] * l_qty
@@ -267,7 +280,7 @@ class Engine:
         buyer_rows, added = self.buyer_index.lookup_or_insert(buyer_ids.astype(np.uint64))
         if added.any():
             # new rows were given in ascending id order (HashIndex.lookup_or_insert)
-            new_ids = np.unique(buyer_ids[added])
+            new_ids = distinct(buyer_ids[added])
             self.b_id.extend(new_ids)
             self.b_has_paid.extend(np.zeros(len(new_ids), dtype=bool))
             pos = np.searchsorted(self.returning_sorted, new_ids)
@@ -340,7 +353,9 @@ class Engine:
         np.add.at(self.sku_sold, l_sku, l_qty)
         buyers = self.c_buyer.data[rows]
         self.ledger.payments(buyers, rows + 1, amounts)
-        first_time = np.unique(buyers[~self.b_has_paid.data[buyers]])
+        first_time = buyers[~self.b_has_paid.data[buyers]]
+        if has_duplicates(first_time):
+            first_time = distinct(first_time)
         self.b_has_paid.data[first_time] = True
         self.stats.on_payments(
             self.now_ms, amounts,
