@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     from double11.http.server import serve_main
 
     serve_main(args.catalog, args.data, args.port, args.speedup, _clock_start(args.clock_start),
-               host=args.host, empty=args.empty)
+               host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts)
     return 0
 
 
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--speedup", type=float, default=1.0, help="festival clock runs this many times real time")
     serve.add_argument("--clock-start", help="festival clock start: epoch ms or ISO time (default: now)")
+    serve.add_argument("--expected-checkouts", type=int, help="size the tables for this many checkouts up front")
     serve.add_argument("--empty", action="store_true", help=argparse.SUPPRESS)  # bench: empty handler
     serve.set_defaults(run=_serve)
 

@@ -27,5 +27,8 @@ class FestivalConfig(msgspec.Struct, frozen=True):
     cny_per_usd_num: int = 665
     cny_per_usd_den: int = 100
     previous: PreviousFestival = PreviousFestival()
+    # tables are sized for this many checkouts up front (untouched capacity is
+    # address space only); past it they grow by doubling, which pauses a batch
+    expected_checkouts: int = 1 << 20
     # the festival day starts at this instant (ms since the Unix epoch); 2017-11-11 00:00 UTC+8
     festival_start_ms: int = 1_510_329_600_000

@@ -61,7 +61,7 @@ def bench_catalog(args: argparse.Namespace):
 
 
 def engine_rate(catalog, seconds: float, batch: int) -> float:
-    engine = Engine(catalog, FestivalConfig())
+    engine = Engine(catalog, FestivalConfig(expected_checkouts=int(2_000_000 * seconds)))
     work = Workload(catalog.sku_id, seed=5)
     batches = [work.checkouts(batch) for _ in range(8)]
     now, commands, started = FESTIVAL_START_MS, 0, time.perf_counter()
@@ -80,9 +80,11 @@ def engine_rate(catalog, seconds: float, batch: int) -> float:
 
 
 class Server:
-    def __init__(self, catalog_dir: Path, data_dir: Path, port: int, empty: bool = False):
+    def __init__(self, catalog_dir: Path, data_dir: Path, port: int, empty: bool = False,
+                 expected_checkouts: int = 1 << 20):
         cmd = [sys.executable, "-m", "double11", "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
-               "--port", str(port), "--clock-start", str(FESTIVAL_START_MS)]
+               "--port", str(port), "--clock-start", str(FESTIVAL_START_MS),
+               "--expected-checkouts", str(expected_checkouts)]
         if empty:
             cmd.append("--empty")
         self.url = f"http://127.0.0.1:{port}"
@@ -257,7 +259,9 @@ def bench_main(args: argparse.Namespace) -> int:
         engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
         say(f"  {engine_cps:,.0f} commands/s")
         say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
-        server = Server(catalog_dir, workdir / "data", args.port)
+        # sized for the run at the target rate, so no table grows mid-run
+        server = Server(catalog_dir, workdir / "data", args.port,
+                        expected_checkouts=int(1_000_000 * args.seconds) + 2_000_000)
         try:
             load = batch_load(server, catalog, args)
             say(f"single checkouts per HTTP request (wrk, 64 connections, {args.single_seconds:.0f} s):")

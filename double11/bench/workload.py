@@ -20,7 +20,11 @@ class Workload:
     def __init__(self, sku_ids: np.ndarray, seed: int = 11, buyers: int = 50_000_000, key_space: int = 0):
         self.rng = np.random.default_rng(seed)
         self.sku_ids = sku_ids.astype(np.int64)
-        self.cdf = np.cumsum(popularity_weights(len(sku_ids)))
+        # a pool of Zipf draws, made once: a batch then costs one gather, not a
+        # binary search per line over a million-entry CDF
+        cdf = np.cumsum(popularity_weights(len(sku_ids)))
+        pool = np.searchsorted(cdf, self.rng.random(1 << 22) * cdf[-1])
+        self.sku_pool = self.sku_ids[np.minimum(pool, len(sku_ids) - 1)]
         self.buyers = buyers
         cn = geo.encode("CN")
         countries = np.array(sorted(set(_COUNTRY_CODES.tolist()) - {cn}), dtype=np.uint16)[:191]
@@ -39,8 +43,7 @@ class Workload:
         rng = self.rng
         lines = rng.choice(np.array([1, 2, 3], dtype=np.uint8), size=n, p=[0.6, 0.3, 0.1])
         total = int(lines.sum())
-        rows = np.searchsorted(self.cdf, rng.random(total) * self.cdf[-1])
-        rows = np.minimum(rows, len(self.sku_ids) - 1)
+        skus = self.sku_pool[rng.integers(0, len(self.sku_pool), size=total)]
         return CommandBatch(
             op=np.full(n, Op.checkout, dtype=np.uint8),
             invalid=np.zeros(n, dtype=np.uint8),
@@ -50,7 +53,7 @@ class Workload:
             key=self._keys(n),
             target=rng.integers(1, self.buyers, size=n, dtype=np.int64),
             amount=np.zeros(n, dtype=np.int64),
-            sku=self.sku_ids[rows],
+            sku=skus,
             qty=rng.choice(np.array([1, 1, 1, 2, 3], dtype=np.int32), size=total),
         )
 

@@ -32,6 +32,17 @@ class Column:
         self.size = end
         return start
 
+    def __getstate__(self):
+        # a snapshot holds the rows, not the spare capacity
+        return {"data": self.data.copy(), "capacity": len(self._buf)}
+
+    def __setstate__(self, state) -> None:
+        data = state["data"]
+        self._buf = np.zeros(max(state["capacity"], len(data), 16), dtype=data.dtype)
+        self._buf[: len(data)] = data
+        self.size = len(data)
+
     @property
     def nbytes(self) -> int:
-        return self._buf.nbytes
+        """Bytes of rows in use (capacity never written is not resident)."""
+        return self.size * self._buf.itemsize

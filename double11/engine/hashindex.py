@@ -5,6 +5,7 @@ the engine works on dense rows so that every per-entity figure is a plain
 array.  Open addressing with linear probing at load factor <= 1/2; every
 operation handles a whole batch of keys with a few NumPy passes (one pass per
 probe step, and the number of keys still probing halves each step).
+A slot holds its key and row side by side, so a probe touches one cache line.
 Key 0 marks an empty slot, so callers never insert 0.
 """
 
@@ -19,6 +20,8 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 class HashIndex:
     def __init__(self, capacity: int = 1024):
+        """capacity: keys expected; the table is sized for it up front because
+        growing means rehashing everything (a pause at the worst moment)."""
         bits = max(10, int(capacity * 2 - 1).bit_length())
         self._alloc(bits)
         self.size = 0
@@ -27,8 +30,8 @@ class HashIndex:
         self._bits = bits
         self._mask = np.int64((1 << bits) - 1)
         self._shift = np.uint64(64 - bits)
-        self._keys = np.zeros(1 << bits, dtype=np.uint64)
-        self._rows = np.zeros(1 << bits, dtype=np.int64)
+        # untouched slots cost address space only: pages are mapped on first write
+        self._slots_kv = np.zeros((1 << bits, 2), dtype=np.uint64)
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
         return ((keys * _GOLDEN) >> self._shift).astype(np.int64)
@@ -39,12 +42,12 @@ class HashIndex:
         out = np.full(len(keys), -1, dtype=np.int64)
         pending = np.arange(len(keys))
         slot = self._slots(keys)
+        table = self._slots_kv
         while pending.size:
-            found = self._keys[slot]
-            wanted = keys[pending]
-            hit = found == wanted
+            found = table[slot, 0]
+            hit = found == keys[pending]
             if hit.any():
-                out[pending[hit]] = self._rows[slot[hit]]
+                out[pending[hit]] = table[slot[hit], 1].astype(np.int64)
             go_on = (found != 0) & ~hit
             pending = pending[go_on]
             slot = (slot[go_on] + 1) & self._mask
@@ -54,9 +57,9 @@ class HashIndex:
         """Adds keys that are absent and distinct; returns their new rows."""
         keys = np.asarray(keys, dtype=np.uint64)
         rows = np.arange(self.size, self.size + len(keys), dtype=np.int64)
-        if (self.size + len(keys)) * 2 > len(self._keys):
+        if (self.size + len(keys)) * 2 > len(self._slots_kv):
             self._grow(self.size + len(keys))
-        self._place(keys, rows)
+        self._place(keys, rows.astype(np.uint64))
         self.size += len(keys)
         return rows
 
@@ -76,24 +79,25 @@ class HashIndex:
         return rows, added
 
     def _grow(self, needed: int) -> None:
-        live = self._keys != 0
-        old_keys, old_rows = self._keys[live], self._rows[live]
+        live = self._slots_kv[:, 0] != 0
+        old = self._slots_kv[live]
         bits = self._bits
         while (1 << bits) < needed * 2:
             bits += 1
         self._alloc(bits + 1)
-        self._place(old_keys, old_rows)
+        self._place(old[:, 0].copy(), old[:, 1].copy())
 
     def _place(self, keys: np.ndarray, rows: np.ndarray) -> None:
         # keys are distinct: when several want one free slot, all write it and
         # the one whose key stayed there won; the others probe on
+        table = self._slots_kv
         slot = self._slots(keys)
         while keys.size:
-            free = np.flatnonzero(self._keys[slot] == 0)
+            free = np.flatnonzero(table[slot, 0] == 0)
             target = slot[free]
-            self._keys[target] = keys[free]
-            won = self._keys[target] == keys[free]
-            self._rows[target[won]] = rows[free[won]]
+            table[target, 0] = keys[free]
+            won = table[target, 0] == keys[free]
+            table[target[won], 1] = rows[free[won]]
             losers = np.ones(keys.size, dtype=bool)
             losers[free[won]] = False
             keys, rows = keys[losers], rows[losers]
@@ -101,4 +105,4 @@ class HashIndex:
 
     @property
     def nbytes(self) -> int:
-        return self._keys.nbytes + self._rows.nbytes
+        return self._slots_kv.nbytes

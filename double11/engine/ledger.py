@@ -23,15 +23,15 @@ class TransferKind(enum.IntEnum):
 
 
 class Ledger:
-    def __init__(self, merchants: int):
-        self.buyer_balance = Column(np.int64)
+    def __init__(self, merchants: int, expected_checkouts: int = 1 << 20):
+        self.buyer_balance = Column(np.int64, expected_checkouts)
         self.merchant_balance = np.zeros(merchants, dtype=np.int64)
         self.escrow = 0
         self.platform = 0
         # journal: kind, the checkout or order it belongs to, amount
-        self.journal_kind = Column(np.uint8)
-        self.journal_ref = Column(np.int64)
-        self.journal_amount = Column(np.int64)
+        self.journal_kind = Column(np.uint8, 2 * expected_checkouts)
+        self.journal_ref = Column(np.int64, 2 * expected_checkouts)
+        self.journal_amount = Column(np.int64, 2 * expected_checkouts)
 
     def add_buyers(self, count: int) -> None:
         self.buyer_balance.extend(np.zeros(count, dtype=np.int64))

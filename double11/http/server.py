@@ -110,7 +110,8 @@ def run_server(festival: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 
 
 def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup: float,
-               clock_start_ms: int | None, host: str = DEFAULT_HOST, empty: bool = False) -> None:
+               clock_start_ms: int | None, host: str = DEFAULT_HOST, empty: bool = False,
+               expected_checkouts: int | None = None) -> None:
     """Open (or recover) the festival and serve it over HTTP."""
     from double11.service import Festival
 
@@ -123,6 +124,9 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
 
         catalog = generate_catalog(merchants=2000, skus=20000, seed=11)
     data_dir = data_dir if data_dir is not None else "./data"
-    festival = Festival.open(catalog, data_dir=data_dir, speedup=speedup, clock_start_ms=clock_start_ms)
+    from double11.config import FestivalConfig
+
+    config = FestivalConfig() if expected_checkouts is None else FestivalConfig(expected_checkouts=expected_checkouts)
+    festival = Festival.open(catalog, data_dir=data_dir, config=config, speedup=speedup, clock_start_ms=clock_start_ms)
     print(f"double11 listening on http://{host}:{port}/ (data: {data_dir})", file=sys.stderr, flush=True)
     run_server(festival, host=host, port=port, empty=empty)
