@@ -30,5 +30,8 @@ class FestivalConfig(msgspec.Struct, frozen=True):
     # tables are sized for this many checkouts up front (untouched capacity is
     # address space only); past it they grow by doubling, which pauses a batch
     expected_checkouts: int = 1 << 20
+    # write every page of those tables at start: a first write to a fresh page
+    # costs a page fault, several times the cost of the write itself
+    prefault_memory: bool = False
     # the festival day starts at this instant (ms since the Unix epoch); 2017-11-11 00:00 UTC+8
     festival_start_ms: int = 1_510_329_600_000

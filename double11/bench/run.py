@@ -61,7 +61,7 @@ def bench_catalog(args: argparse.Namespace):
 
 
 def engine_rate(catalog, seconds: float, batch: int) -> float:
-    engine = Engine(catalog, FestivalConfig(expected_checkouts=int(2_000_000 * seconds)))
+    engine = Engine(catalog, FestivalConfig(expected_checkouts=int(2_000_000 * seconds), prefault_memory=True))
     work = Workload(catalog.sku_id, seed=5)
     batches = [work.checkouts(batch) for _ in range(8)]
     now, commands, started = FESTIVAL_START_MS, 0, time.perf_counter()

@@ -10,9 +10,11 @@ class Column:
 
     __slots__ = ("_buf", "size")
 
-    def __init__(self, dtype: np.dtype | type, capacity: int = 1 << 20):
+    def __init__(self, dtype: np.dtype | type, capacity: int = 1 << 20, prefault: bool = False):
         # untouched capacity costs address space only: the OS maps pages on first write
         self._buf = np.zeros(max(capacity, 16), dtype=dtype)
+        if prefault:
+            self._buf.fill(0)
         self.size = 0
 
     @property

@@ -19,11 +19,13 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 class HashIndex:
-    def __init__(self, capacity: int = 1024):
+    def __init__(self, capacity: int = 1024, prefault: bool = False):
         """capacity: keys expected; the table is sized for it up front because
         growing means rehashing everything (a pause at the worst moment)."""
         bits = max(10, int(capacity * 2 - 1).bit_length())
         self._alloc(bits)
+        if prefault:
+            self._slots_kv.fill(0)
         self.size = 0
 
     def _alloc(self, bits: int) -> None:

@@ -23,15 +23,15 @@ class TransferKind(enum.IntEnum):
 
 
 class Ledger:
-    def __init__(self, merchants: int, expected_checkouts: int = 1 << 20):
-        self.buyer_balance = Column(np.int64, expected_checkouts)
+    def __init__(self, merchants: int, expected_checkouts: int = 1 << 20, prefault: bool = False):
+        self.buyer_balance = Column(np.int64, expected_checkouts, prefault)
         self.merchant_balance = np.zeros(merchants, dtype=np.int64)
         self.escrow = 0
         self.platform = 0
         # journal: kind, the checkout or order it belongs to, amount
-        self.journal_kind = Column(np.uint8, 2 * expected_checkouts)
-        self.journal_ref = Column(np.int64, 2 * expected_checkouts)
-        self.journal_amount = Column(np.int64, 2 * expected_checkouts)
+        self.journal_kind = Column(np.uint8, 2 * expected_checkouts, prefault)
+        self.journal_ref = Column(np.int64, 2 * expected_checkouts, prefault)
+        self.journal_amount = Column(np.int64, 2 * expected_checkouts, prefault)
 
     def add_buyers(self, count: int) -> None:
         self.buyer_balance.extend(np.zeros(count, dtype=np.int64))

@@ -88,44 +88,44 @@ class Engine:
         self.sku_reserved = np.zeros(catalog.skus, dtype=np.int64)
         self.sku_sold = np.zeros(catalog.skus, dtype=np.int64)
         self.sku_stocked = catalog.sku_stock.astype(np.int64).copy()
-        cap = config.expected_checkouts
+        cap, pf = config.expected_checkouts, config.prefault_memory
         # checkouts (row = id - 1)
-        self.c_buyer = Column(np.int64, cap)  # buyer row
-        self.c_country = Column(np.uint16, cap)
-        self.c_channel = Column(np.uint8, cap)
-        self.c_status = Column(np.uint8, cap)
-        self.c_amount = Column(np.int64, cap)
-        self.c_created = Column(np.int64, cap)
-        self.c_line_start = Column(np.int64, cap)
-        self.c_lines = Column(np.uint8, cap)
-        self.c_order_start = Column(np.int64, cap)
-        self.c_orders = Column(np.uint8, cap)
+        self.c_buyer = Column(np.int64, cap, pf)  # buyer row
+        self.c_country = Column(np.uint16, cap, pf)
+        self.c_channel = Column(np.uint8, cap, pf)
+        self.c_status = Column(np.uint8, cap, pf)
+        self.c_amount = Column(np.int64, cap, pf)
+        self.c_created = Column(np.int64, cap, pf)
+        self.c_line_start = Column(np.int64, cap, pf)
+        self.c_lines = Column(np.uint8, cap, pf)
+        self.c_order_start = Column(np.int64, cap, pf)
+        self.c_orders = Column(np.uint8, cap, pf)
         # lines, grouped by checkout, then by order (merchant ascending)
-        self.l_sku = Column(np.int64, 2 * cap)  # sku row
-        self.l_qty = Column(np.int64, 2 * cap)
-        self.l_amount = Column(np.int64, 2 * cap)
-        self.l_order = Column(np.int64, 2 * cap)  # order row
-        self.l_position = Column(np.uint8, 2 * cap)  # where the line stood in its checkout
+        self.l_sku = Column(np.int64, 2 * cap, pf)  # sku row
+        self.l_qty = Column(np.int64, 2 * cap, pf)
+        self.l_amount = Column(np.int64, 2 * cap, pf)
+        self.l_order = Column(np.int64, 2 * cap, pf)  # order row
+        self.l_position = Column(np.uint8, 2 * cap, pf)  # where the line stood in its checkout
         # orders (row = id - 1): one per merchant of a checkout
-        self.o_checkout = Column(np.int64, 2 * cap)  # checkout row
-        self.o_merchant = Column(np.int64, 2 * cap)  # merchant row
-        self.o_amount = Column(np.int64, 2 * cap)
-        self.o_status = Column(np.uint8, 2 * cap)
-        self.o_line_start = Column(np.int64, 2 * cap)
-        self.o_lines = Column(np.uint8, 2 * cap)
+        self.o_checkout = Column(np.int64, 2 * cap, pf)  # checkout row
+        self.o_merchant = Column(np.int64, 2 * cap, pf)  # merchant row
+        self.o_amount = Column(np.int64, 2 * cap, pf)
+        self.o_status = Column(np.uint8, 2 * cap, pf)
+        self.o_line_start = Column(np.int64, 2 * cap, pf)
+        self.o_lines = Column(np.uint8, 2 * cap, pf)
         # buyers
-        self.buyer_index = HashIndex(cap)
-        self.b_id = Column(np.int64, cap)
-        self.b_has_paid = Column(np.bool_, cap)
-        self.b_returning = Column(np.bool_, cap)
+        self.buyer_index = HashIndex(cap, pf)
+        self.b_id = Column(np.int64, cap, pf)
+        self.b_has_paid = Column(np.bool_, cap, pf)
+        self.b_returning = Column(np.bool_, cap, pf)
         self.returning_sorted = np.unique(catalog.returning_buyers.astype(np.int64))
         # idempotency: what each remembered command answered
-        self.idem_index = HashIndex(3 * cap)
-        self.i_fingerprint = Column(np.uint64, 3 * cap)
-        self.i_code = Column(np.uint8, 3 * cap)
-        self.i_ref = Column(np.int64, 3 * cap)
+        self.idem_index = HashIndex(3 * cap, pf)
+        self.i_fingerprint = Column(np.uint64, 3 * cap, pf)
+        self.i_code = Column(np.uint8, 3 * cap, pf)
+        self.i_ref = Column(np.int64, 3 * cap, pf)
         self.expire_cursor = 0
-        self.ledger = Ledger(catalog.merchants, cap)
+        self.ledger = Ledger(catalog.merchants, cap, pf)
         self.stats = FestivalStats(catalog, config)
 
     @property
