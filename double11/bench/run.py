@@ -61,7 +61,7 @@ def bench_catalog(args: argparse.Namespace):
 
 
 def engine_rate(catalog, seconds: float, batch: int) -> float:
-    engine = Engine(catalog, FestivalConfig(expected_checkouts=int(2_000_000 * seconds), prefault_memory=True))
+    engine = Engine(catalog, FestivalConfig(expected_checkouts=int(1_500_000 * seconds) + 1_000_000, prefault_memory=True))
     work = Workload(catalog.sku_id, seed=5)
     batches = [work.checkouts(batch) for _ in range(8)]
     now, commands, started = FESTIVAL_START_MS, 0, time.perf_counter()
@@ -261,7 +261,7 @@ def bench_main(args: argparse.Namespace) -> int:
         say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
         # sized for the run at the target rate, so no table grows mid-run
         server = Server(catalog_dir, workdir / "data", args.port,
-                        expected_checkouts=int(1_000_000 * args.seconds) + 2_000_000)
+                        expected_checkouts=int(700_000 * args.seconds) + 1_000_000)
         try:
             load = batch_load(server, catalog, args)
             say(f"single checkouts per HTTP request (wrk, 64 connections, {args.single_seconds:.0f} s):")

@@ -29,9 +29,9 @@ class Ledger:
         self.escrow = 0
         self.platform = 0
         # journal: kind, the checkout or order it belongs to, amount
-        self.journal_kind = Column(np.uint8, 2 * expected_checkouts, prefault)
-        self.journal_ref = Column(np.int64, 2 * expected_checkouts, prefault)
-        self.journal_amount = Column(np.int64, 2 * expected_checkouts, prefault)
+        self.journal_kind = Column(np.uint8, expected_checkouts * 6 // 5, prefault)
+        self.journal_ref = Column(np.int64, expected_checkouts * 6 // 5, prefault)
+        self.journal_amount = Column(np.int64, expected_checkouts * 6 // 5, prefault)
 
     def add_buyers(self, count: int) -> None:
         self.buyer_balance.extend(np.zeros(count, dtype=np.int64))

@@ -101,18 +101,18 @@ class Engine:
         self.c_order_start = Column(np.int64, cap, pf)
         self.c_orders = Column(np.uint8, cap, pf)
         # lines, grouped by checkout, then by order (merchant ascending)
-        self.l_sku = Column(np.int64, 2 * cap, pf)  # sku row
-        self.l_qty = Column(np.int64, 2 * cap, pf)
-        self.l_amount = Column(np.int64, 2 * cap, pf)
-        self.l_order = Column(np.int64, 2 * cap, pf)  # order row
-        self.l_position = Column(np.uint8, 2 * cap, pf)  # where the line stood in its checkout
+        self.l_sku = Column(np.int32, cap * 8 // 5, pf)  # sku row
+        self.l_qty = Column(np.int16, cap * 8 // 5, pf)
+        self.l_amount = Column(np.int64, cap * 8 // 5, pf)
+        self.l_order = Column(np.int64, cap * 8 // 5, pf)  # order row
+        self.l_position = Column(np.uint8, cap * 8 // 5, pf)  # where the line stood in its checkout
         # orders (row = id - 1): one per merchant of a checkout
-        self.o_checkout = Column(np.int64, 2 * cap, pf)  # checkout row
-        self.o_merchant = Column(np.int64, 2 * cap, pf)  # merchant row
-        self.o_amount = Column(np.int64, 2 * cap, pf)
-        self.o_status = Column(np.uint8, 2 * cap, pf)
-        self.o_line_start = Column(np.int64, 2 * cap, pf)
-        self.o_lines = Column(np.uint8, 2 * cap, pf)
+        self.o_checkout = Column(np.int64, cap * 3 // 2, pf)  # checkout row
+        self.o_merchant = Column(np.int32, cap * 3 // 2, pf)  # merchant row
+        self.o_amount = Column(np.int64, cap * 3 // 2, pf)
+        self.o_status = Column(np.uint8, cap * 3 // 2, pf)
+        self.o_line_start = Column(np.int64, cap * 3 // 2, pf)
+        self.o_lines = Column(np.uint8, cap * 3 // 2, pf)
         # buyers
         self.buyer_index = HashIndex(cap, pf)
         self.b_id = Column(np.int64, cap, pf)
@@ -120,10 +120,10 @@ class Engine:
         self.b_returning = Column(np.bool_, cap, pf)
         self.returning_sorted = np.unique(catalog.returning_buyers.astype(np.int64))
         # idempotency: what each remembered command answered
-        self.idem_index = HashIndex(3 * cap, pf)
-        self.i_fingerprint = Column(np.uint64, 3 * cap, pf)
-        self.i_code = Column(np.uint8, 3 * cap, pf)
-        self.i_ref = Column(np.int64, 3 * cap, pf)
+        self.idem_index = HashIndex(cap * 11 // 5, pf)
+        self.i_fingerprint = Column(np.uint64, cap * 11 // 5, pf)
+        self.i_code = Column(np.uint8, cap * 11 // 5, pf)
+        self.i_ref = Column(np.int64, cap * 11 // 5, pf)
         self.expire_cursor = 0
         self.ledger = Ledger(catalog.merchants, cap, pf)
         self.stats = FestivalStats(catalog, config)
@@ -393,7 +393,7 @@ class Engine:
         lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
         l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
         np.subtract.at(self.sku_reserved, l_sku, l_qty)
-        self.counters.release(l_sku + self.stock_offset, l_qty)
+        self.counters.release(l_sku.astype(np.int64) + self.stock_offset, l_qty)
 
     def _order_rows(self, batch, idx, code, ref) -> tuple[np.ndarray, np.ndarray]:
         target = batch.target[idx]
@@ -429,7 +429,7 @@ class Engine:
         lines = ranges(self.o_line_start.data[rows], self.o_lines.data[rows])
         l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
         np.subtract.at(self.sku_sold, l_sku, l_qty)
-        self.counters.release(l_sku + self.stock_offset, l_qty)
+        self.counters.release(l_sku.astype(np.int64) + self.stock_offset, l_qty)
         buyers = self.c_buyer.data[self.o_checkout.data[rows]]
         self.ledger.refunds(buyers, rows + 1, amounts)
         self.stats.refunded_fen += int(amounts.sum())
