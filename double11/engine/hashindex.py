@@ -105,6 +105,19 @@ class HashIndex:
             keys, rows = keys[losers], rows[losers]
             slot = (slot[losers] + 1) & self._mask
 
+    def __getstate__(self):
+        # a snapshot holds the entries, not the empty slots
+        live = self._slots_kv[:, 0] != 0
+        return {"bits": self._bits, "entries": self._slots_kv[live].copy(), "size": self.size}
+
+    def __setstate__(self, state) -> None:
+        self._alloc(state["bits"])
+        entries = state["entries"]
+        self._place(entries[:, 0].copy(), entries[:, 1].copy())
+        self.size = state["size"]
+
     @property
     def nbytes(self) -> int:
-        return self._slots_kv.nbytes
+        """Bytes the entries need at the table's load factor of 1/2 (the table
+        itself is a power of two: up to twice this)."""
+        return 2 * 16 * self.size
