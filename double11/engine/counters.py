@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from double11.engine.sorting import starts_of_runs
+
 
 class ScarceCounters:
     def __init__(self) -> None:
@@ -89,5 +91,5 @@ def _totals(counters: np.ndarray, qty: np.ndarray) -> tuple[np.ndarray, np.ndarr
     packed = np.sort((counters.astype(np.int64) << line_bits) | np.arange(len(counters)))
     c_sorted = packed >> line_bits
     q_sorted = qty[packed & ((1 << line_bits) - 1)]
-    starts = np.flatnonzero(np.r_[True, c_sorted[1:] != c_sorted[:-1]])
+    starts = np.flatnonzero(starts_of_runs(c_sorted))
     return c_sorted[starts], np.add.reduceat(q_sorted, starts)

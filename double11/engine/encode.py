@@ -2,7 +2,9 @@
 
 Type errors are caught here, per command, with the same result codes the
 binary path gets from `batch.validate`; range checks are left to `validate`
-so both paths share one set of rules.
+so both paths share one set of rules.  This loop runs once per command of
+every JSON request, so it stays plain: lists of Python ints, turned into
+arrays once at the end.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from double11 import geo, limits
 from double11.engine.batch import Channel, CommandBatch, Op, validate
 from double11.errors import Result
 
-OPS = {op.name: op for op in Op}
-CHANNELS = {ch.name: ch for ch in Channel}
+OPS = {op.name: int(op) for op in Op}
+CHANNELS = {ch.name: int(ch) for ch in Channel}
+COUNTRIES = {alpha2: geo.encode(alpha2) for alpha2 in geo.ALPHA2}
 _TARGET_FIELD = {Op.pay: "checkout", Op.cancel: "checkout", Op.confirm: "order", Op.refund: "order", Op.restock: "sku"}
+_CHECKOUT, _PAY, _RESTOCK = int(Op.checkout), int(Op.pay), int(Op.restock)
+_KEY_CHARS_MAX = limits.idempotency_key_chars_max
+_LINES_MAX = limits.checkout_lines_max
+_QTY_MAX = limits.line_qty_max
+_INT_MIN, _INT_MAX = -(2**63), 2**63
 
 
 def key_hash(key: str) -> int:
@@ -28,99 +36,97 @@ def key_hash(key: str) -> int:
 
 
 def _is_int(v: Any) -> bool:
-    return type(v) is int and -(2**63) <= v < 2**63
+    return type(v) is int and _INT_MIN <= v < _INT_MAX
 
 
 def encode_commands(commands: list[Any]) -> CommandBatch:
     n = len(commands)
-    op = np.zeros(n, dtype=np.uint8)
-    invalid = np.zeros(n, dtype=np.uint8)
-    channel = np.zeros(n, dtype=np.uint8)
-    nlines = np.zeros(n, dtype=np.uint8)
-    country = np.zeros(n, dtype=np.uint16)
-    key = np.zeros(n, dtype=np.uint64)
-    target = np.zeros(n, dtype=np.int64)
-    amount = np.zeros(n, dtype=np.int64)
+    op, invalid, channel, nlines = [0] * n, [0] * n, [0] * n, [0] * n
+    country, key, target, amount = [0] * n, [0] * n, [0] * n, [0] * n
     skus: list[int] = []
     qtys: list[int] = []
     for i, cmd in enumerate(commands):
-        if not isinstance(cmd, dict):
+        if type(cmd) is not dict:
             invalid[i] = Result.invalid_request
             continue
-        o = OPS.get(cmd.get("op")) if isinstance(cmd.get("op"), str) else None
+        name = cmd.get("op")
+        o = OPS.get(name) if type(name) is str else None
         if o is None:
             invalid[i] = Result.unknown_op
             continue
         op[i] = o
         k = cmd.get("idempotency_key")
-        if isinstance(k, str) and 0 < len(k) <= limits.idempotency_key_chars_max:
+        if type(k) is str and 0 < len(k) <= _KEY_CHARS_MAX:
             key[i] = key_hash(k)
         else:
             invalid[i] = Result.invalid_idempotency_key
             continue
-        if o == Op.checkout:
-            _encode_checkout(cmd, i, invalid, channel, nlines, country, target, skus, qtys)
+        if o == _CHECKOUT:
+            invalid[i] = _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys)
             continue
         t = cmd.get(_TARGET_FIELD[o])
         if not _is_int(t):
             invalid[i] = Result.invalid_request
             continue
         target[i] = t
-        if o == Op.pay:
+        if o == _PAY:
             a = cmd.get("amount_fen")
             if not _is_int(a):
                 invalid[i] = Result.invalid_amount
                 continue
             amount[i] = a
-        elif o == Op.restock:
+        elif o == _RESTOCK:
             q = cmd.get("qty")
             if not _is_int(q):
                 invalid[i] = Result.invalid_quantity
                 continue
             amount[i] = q
     batch = CommandBatch(
-        op=op, invalid=invalid, channel=channel, lines=nlines, country=country, key=key,
-        target=target, amount=amount,
+        op=np.array(op, dtype=np.uint8), invalid=np.array(invalid, dtype=np.uint8),
+        channel=np.array(channel, dtype=np.uint8), lines=np.array(nlines, dtype=np.uint8),
+        country=np.array(country, dtype=np.uint16), key=np.array(key, dtype=np.uint64),
+        target=np.array(target, dtype=np.int64), amount=np.array(amount, dtype=np.int64),
         sku=np.array(skus, dtype=np.int64), qty=np.array(qtys, dtype=np.int32),
     )
     validate(batch)
     return batch
 
 
-def _encode_checkout(cmd, i, invalid, channel, nlines, country, target, skus, qtys) -> None:
+def _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys) -> int:
+    """Fills command i's checkout fields; returns its shape error (0 if none)."""
     buyer = cmd.get("buyer")
     if not _is_int(buyer):
-        invalid[i] = Result.invalid_request
-        return
+        return Result.invalid_request
     target[i] = buyer
     c = cmd.get("country")
-    code = geo.encode(c) if isinstance(c, str) else -1
+    code = COUNTRIES.get(c, -1) if type(c) is str else -1
     if code < 0:
-        invalid[i] = Result.invalid_country
-        return
+        return Result.invalid_country
     country[i] = code
     ch = cmd.get("channel")
-    if not (isinstance(ch, str) and ch in CHANNELS):
-        invalid[i] = Result.invalid_channel
-        return
-    channel[i] = CHANNELS[ch]
+    ch_code = CHANNELS.get(ch) if type(ch) is str else None
+    if ch_code is None:
+        return Result.invalid_channel
+    channel[i] = ch_code
     lines = cmd.get("lines")
-    if not isinstance(lines, list):
-        invalid[i] = Result.invalid_request
-        return
-    if len(lines) > limits.checkout_lines_max:
-        invalid[i] = Result.too_many_lines
-        return
+    if type(lines) is not list:
+        return Result.invalid_request
+    if len(lines) > _LINES_MAX:
+        return Result.too_many_lines
+    line_skus, line_qtys = [], []
     for line in lines:
-        if not isinstance(line, dict) or not _is_int(line.get("sku")):
-            invalid[i] = Result.invalid_request
-            return
+        if type(line) is not dict:
+            return Result.invalid_request
+        sku = line.get("sku")
+        if not _is_int(sku):
+            return Result.invalid_request
         q = line.get("qty")
-        if not _is_int(q) or not 0 < q <= limits.line_qty_max:
-            invalid[i] = Result.invalid_quantity
-            return
+        if not (type(q) is int and 0 < q <= _QTY_MAX):
+            return Result.invalid_quantity
+        line_skus.append(sku)
+        line_qtys.append(q)
     # only well-formed lines enter the batch, so line counts always add up
-    nlines[i] = len(lines)
-    for line in lines:
-        skus.append(line["sku"])
-        qtys.append(line["qty"])
+    nlines[i] = len(line_skus)
+    skus.extend(line_skus)
+    qtys.extend(line_qtys)
+    return 0

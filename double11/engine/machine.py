@@ -27,7 +27,7 @@ from double11.engine.columns import Column
 from double11.engine.counters import ScarceCounters
 from double11.engine.hashindex import HashIndex
 from double11.engine.ledger import Ledger
-from double11.engine.sorting import distinct, group_first, has_duplicates
+from double11.engine.sorting import distinct, group_first, has_duplicates, run_lengths, starts_of_runs
 from double11.engine.stats import FestivalStats
 from double11.errors import Result
 
@@ -268,8 +268,8 @@ class Engine:
         l_position = l_position[order]
         l_amount = self.sku_price[l_sku] * l_qty
         n_lines = len(l_claim)
-        new_claim = np.r_[True, l_claim[1:] != l_claim[:-1]]
-        new_order = new_claim | np.r_[True, l_merchant_id[1:] != l_merchant_id[:-1]]
+        new_claim = starts_of_runs(l_claim)
+        new_order = new_claim | starts_of_runs(l_merchant_id)
         claim_first_line = np.flatnonzero(new_claim)
         order_first_line = np.flatnonzero(new_order)
         n_new_orders = len(order_first_line)
@@ -297,7 +297,7 @@ class Engine:
         self.c_amount.extend(np.add.reduceat(l_amount, claim_first_line))
         self.c_created.extend(np.full(len(accepted), self.now_ms, dtype=np.int64))
         self.c_line_start.extend(l_base + claim_first_line)
-        self.c_lines.extend(np.diff(np.r_[claim_first_line, n_lines]))
+        self.c_lines.extend(run_lengths(claim_first_line, n_lines))
         orders_of_claim = np.add.reduceat(new_order.astype(np.int64), claim_first_line)
         self.c_order_start.extend(o_base + line_order[claim_first_line])
         self.c_orders.extend(orders_of_claim)
@@ -313,7 +313,7 @@ class Engine:
         self.o_amount.extend(np.add.reduceat(l_amount, order_first_line))
         self.o_status.extend(np.full(n_new_orders, Status.reserved, dtype=np.uint8))
         self.o_line_start.extend(l_base + order_first_line)
-        self.o_lines.extend(np.diff(np.r_[order_first_line, n_lines]))
+        self.o_lines.extend(run_lengths(order_first_line, n_lines))
         np.add.at(self.sku_reserved, l_sku, l_qty)
         code[cmd] = Result.ok
         ref[cmd] = checkout_ids

@@ -11,6 +11,24 @@ from __future__ import annotations
 import numpy as np
 
 
+def starts_of_runs(values: np.ndarray) -> np.ndarray:
+    """True where a run of equal neighbours begins (np.r_ costs ~25 us a call)."""
+    new = np.empty(len(values), dtype=bool)
+    if len(values):
+        new[0] = True
+        np.not_equal(values[1:], values[:-1], out=new[1:])
+    return new
+
+
+def run_lengths(starts: np.ndarray, total: int) -> np.ndarray:
+    """Lengths of the runs beginning at the given (ascending) positions."""
+    ends = np.empty(len(starts), dtype=np.int64)
+    ends[:-1] = starts[1:]
+    if len(starts):
+        ends[-1] = total
+    return ends - starts
+
+
 def has_duplicates(values: np.ndarray) -> bool:
     if len(values) < 2:
         return False
