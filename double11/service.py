@@ -111,7 +111,7 @@ class Festival:
     def _results(self, batch: CommandBatch, code: np.ndarray, ref: np.ndarray, start: int = 0,
                  stop: int | None = None) -> list[dict[str, Any]]:
         stop = len(code) if stop is None else stop
-        return [views.result(self.engine, batch, i, int(code[i]), int(ref[i])) for i in range(start, stop)]
+        return views.results(self.engine, batch, code, ref, start, stop)
 
     def execute(self, commands: list[dict[str, Any]], now_ms: int | None = None) -> list[dict[str, Any]]:
         """Apply commands in order as one batch, durable on return.
