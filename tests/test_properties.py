@@ -247,6 +247,14 @@ def check_invariants(v: dict) -> None:
     assert stats["gmv_fen"] == sum(stats["gmv_by_hour_fen"])
     for c in checkouts:
         assert c["amount_fen"] == sum(line["amount_fen"] for line in c["lines"]) == sum(o["amount_fen"] for o in c["orders"])
+    # reserved units, recounted from the unpaid checkouts themselves
+    held: dict[int, int] = {}
+    for c in checkouts:
+        if c["status"] == "reserved":
+            for line in c["lines"]:
+                held[line["sku"]] = held.get(line["sku"], 0) + line["qty"]
+    for s in SKUS:
+        assert v[f"sku({s})"]["reserved"] == held.get(s, 0), (s, v[f"sku({s})"], held)
 
 
 # --- properties ---------------------------------------------------------------------

@@ -85,7 +85,6 @@ class Engine:
         # stock: available units live in the scarce counters
         self.counters = ScarceCounters()
         self.stock_offset = self.counters.add_kind("sku_stock", catalog.sku_stock)
-        self.sku_reserved = np.zeros(catalog.skus, dtype=np.int64)
         self.sku_sold = np.zeros(catalog.skus, dtype=np.int64)
         self.sku_stocked = catalog.sku_stock.astype(np.int64).copy()
         cap, pf = config.expected_checkouts, config.prefault_memory
@@ -127,6 +126,20 @@ class Engine:
         self.expire_cursor = 0
         self.ledger = Ledger(catalog.merchants, cap, pf)
         self.stats = FestivalStats(catalog, config)
+
+    @property
+    def sku_reserved(self) -> np.ndarray:
+        """Units held by unpaid checkouts.  Derived, not kept: every unit is for
+        sale, reserved or sold, so keeping it would be a third write per line
+        (`reserved_by_checkouts` recounts it from the checkouts, for audits)."""
+        return self.sku_stocked - self.available - self.sku_sold
+
+    def reserved_by_checkouts(self) -> np.ndarray:
+        """Units per SKU on the lines of checkouts still reserved, counted afresh."""
+        rows = np.flatnonzero(self.c_status.data == Status.reserved)
+        lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
+        return np.bincount(self.l_sku.data[lines], weights=self.l_qty.data[lines],
+                           minlength=self.catalog.skus).astype(np.int64)
 
     @property
     def available(self) -> np.ndarray:
@@ -314,7 +327,6 @@ class Engine:
         self.o_status.extend(np.full(n_new_orders, Status.reserved, dtype=np.uint8))
         self.o_line_start.extend(l_base + order_first_line)
         self.o_lines.extend(run_lengths(order_first_line, n_lines))
-        np.add.at(self.sku_reserved, l_sku, l_qty)
         code[cmd] = Result.ok
         ref[cmd] = checkout_ids
         self.stats.on_checkouts(self.now_ms, len(accepted), n_new_orders)
@@ -350,7 +362,6 @@ class Engine:
         self.o_status.data[orders] = Status.paid
         lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
         l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
-        np.subtract.at(self.sku_reserved, l_sku, l_qty)
         np.add.at(self.sku_sold, l_sku, l_qty)
         buyers = self.c_buyer.data[rows]
         self.ledger.payments(buyers, rows + 1, amounts)
@@ -392,7 +403,6 @@ class Engine:
         self.o_status.data[ranges(self.c_order_start.data[rows], self.c_orders.data[rows])] = status
         lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
         l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
-        np.subtract.at(self.sku_reserved, l_sku, l_qty)
         self.counters.release(l_sku.astype(np.int64) + self.stock_offset, l_qty)
 
     def _order_rows(self, batch, idx, code, ref) -> tuple[np.ndarray, np.ndarray]:
