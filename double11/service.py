@@ -281,7 +281,11 @@ class Festival:
             self.log.drop_segments_before(seq + 1)
             self.snapshot_seq = seq
 
-    def close(self) -> None:
+    def close(self, snapshot: bool = False) -> None:
+        """Closes the log.  With snapshot, writes one first if commands came in
+        since the last: a restart then loads it instead of replaying the log."""
+        if snapshot and self.log is not None and self.log.next_seq - 1 > self.snapshot_seq:
+            self.snapshot()
         if self.log is not None:
             with self._lock:
                 self.log.close()

@@ -70,7 +70,7 @@ class HttpServer:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             if close_festival:
-                self.festival.close()
+                self.festival.close(snapshot=True)
 
     def _stop(self) -> None:
         self._stop_requested = True

@@ -226,9 +226,9 @@ def test_stop_ends_open_streams_and_closes_festival(festival, static_dir):
     closed = []
     orig_close = festival.close
 
-    def spy_close():
-        closed.append(True)
-        orig_close()
+    def spy_close(snapshot=False):
+        closed.append(snapshot)
+        orig_close(snapshot=snapshot)
 
     festival.close = spy_close
     srv = ThreadServer(festival, static_dir=static_dir)
@@ -242,7 +242,7 @@ def test_stop_ends_open_streams_and_closes_festival(festival, static_dir):
                 assert all(line == "" or line.startswith("data: ") for line in rest)
     finally:
         srv.stop()
-    assert closed == [True]
+    assert closed == [True]  # closed once, with a snapshot
 
 
 def test_empty_mode_answers_201_empty_object(festival):
