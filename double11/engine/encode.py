@@ -1,10 +1,10 @@
 """JSON-shaped commands (dicts) into a CommandBatch: the edge of the engine.
 
-Type errors are caught here, per command, with the same result codes the
-binary path gets from `batch.validate`; range checks are left to `validate`
-so both paths share one set of rules.  This loop runs once per command of
-every JSON request, so it stays plain: lists of Python ints, turned into
-arrays once at the end.
+Every shape rule is checked here, per command, in the order docs/api.md
+gives, with the same result codes the binary path gets from the vectorized
+`batch.validate` (a batch of a few JSON commands would pay more for those
+NumPy passes than for this loop).  The loop stays plain: lists of Python
+ints, turned into arrays once at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from double11 import geo, limits
-from double11.engine.batch import Channel, CommandBatch, Op, validate
+from double11.engine.batch import Channel, CommandBatch, Op
 from double11.errors import Result
 
 OPS = {op.name: int(op) for op in Op}
@@ -26,6 +26,7 @@ _CHECKOUT, _PAY, _RESTOCK = int(Op.checkout), int(Op.pay), int(Op.restock)
 _KEY_CHARS_MAX = limits.idempotency_key_chars_max
 _LINES_MAX = limits.checkout_lines_max
 _QTY_MAX = limits.line_qty_max
+_RESTOCK_MAX = limits.restock_qty_max
 _INT_MIN, _INT_MAX = -(2**63), 2**63
 
 
@@ -65,19 +66,19 @@ def encode_commands(commands: list[Any]) -> CommandBatch:
             invalid[i] = _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys)
             continue
         t = cmd.get(_TARGET_FIELD[o])
-        if not _is_int(t):
+        if not _is_int(t) or t <= 0:
             invalid[i] = Result.invalid_request
             continue
         target[i] = t
         if o == _PAY:
             a = cmd.get("amount_fen")
-            if not _is_int(a):
+            if not _is_int(a) or a <= 0:
                 invalid[i] = Result.invalid_amount
                 continue
             amount[i] = a
         elif o == _RESTOCK:
             q = cmd.get("qty")
-            if not _is_int(q):
+            if not (type(q) is int and 0 < q <= _RESTOCK_MAX):
                 invalid[i] = Result.invalid_quantity
                 continue
             amount[i] = q
@@ -88,14 +89,13 @@ def encode_commands(commands: list[Any]) -> CommandBatch:
         target=np.array(target, dtype=np.int64), amount=np.array(amount, dtype=np.int64),
         sku=np.array(skus, dtype=np.int64), qty=np.array(qtys, dtype=np.int32),
     )
-    validate(batch)
     return batch
 
 
 def _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys) -> int:
     """Fills command i's checkout fields; returns its shape error (0 if none)."""
     buyer = cmd.get("buyer")
-    if not _is_int(buyer):
+    if not _is_int(buyer) or buyer <= 0:
         return Result.invalid_request
     target[i] = buyer
     c = cmd.get("country")
@@ -111,6 +111,8 @@ def _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys) -> in
     lines = cmd.get("lines")
     if type(lines) is not list:
         return Result.invalid_request
+    if not lines:
+        return Result.empty_checkout
     if len(lines) > _LINES_MAX:
         return Result.too_many_lines
     line_skus, line_qtys = [], []
@@ -118,7 +120,7 @@ def _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys) -> in
         if type(line) is not dict:
             return Result.invalid_request
         sku = line.get("sku")
-        if not _is_int(sku):
+        if not _is_int(sku) or sku <= 0:
             return Result.invalid_request
         q = line.get("qty")
         if not (type(q) is int and 0 < q <= _QTY_MAX):

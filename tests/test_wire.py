@@ -1,0 +1,96 @@
+"""The compact binary batch: round trips, and the same verdicts as the JSON path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from double11 import Festival
+from double11.engine.batch import CommandBatch
+from double11.engine.encode import encode_commands
+from double11.engine.wire import decode_results
+from double11.errors import Double11Error, Result
+from model import small_catalog
+
+T0 = 1_510_329_600_000
+
+
+def co(key, lines, **kw):
+    return {"op": "checkout", "buyer": kw.get("buyer", 7), "country": kw.get("country", "CN"),
+            "channel": kw.get("channel", "mobile"), "lines": [{"sku": s, "qty": q} for s, q in lines],
+            "idempotency_key": key}
+
+
+# commands whose shape is wrong in a way both encodings can carry
+RANGE_ERRORS = [
+    co("q0", [(101, 0)]),
+    co("q1000", [(101, 1000)]),
+    co("sku0", [(0, 1)]),
+    co("buyer0", [(101, 1)], buyer=0),
+    co("empty", []),
+    co("many", [(101, 1)] * 17),
+    {"op": "pay", "checkout": 0, "amount_fen": 5, "idempotency_key": "p0"},
+    {"op": "pay", "checkout": 1, "amount_fen": 0, "idempotency_key": "pa0"},
+    {"op": "cancel", "checkout": -3, "idempotency_key": "c"},
+    {"op": "refund", "order": 0, "idempotency_key": "r"},
+    {"op": "restock", "sku": 101, "qty": 0, "idempotency_key": "s0"},
+    {"op": "restock", "sku": 101, "qty": 2_000_000_000, "idempotency_key": "s1"},
+    co("fine", [(101, 1), (102, 2)]),
+]
+
+
+def _columns(commands) -> CommandBatch:
+    """The commands as a gateway would pack them: every field, every line, no verdicts."""
+    from double11 import geo
+    from double11.engine.batch import Channel, Op
+
+    target_field = {"checkout": "buyer", "pay": "checkout", "cancel": "checkout", "confirm": "order",
+                    "refund": "order", "restock": "sku"}
+    lines = [line for c in commands for line in c.get("lines", [])]
+    return CommandBatch(
+        op=np.array([Op[c["op"]] for c in commands], dtype=np.uint8),
+        invalid=np.zeros(len(commands), dtype=np.uint8),
+        channel=np.array([Channel[c["channel"]] if "channel" in c else 0 for c in commands], dtype=np.uint8),
+        lines=np.array([len(c.get("lines", [])) for c in commands], dtype=np.uint8),
+        country=np.array([geo.encode(c["country"]) if "country" in c else 0 for c in commands], dtype=np.uint16),
+        key=np.arange(1, len(commands) + 1, dtype=np.uint64),
+        target=np.array([c[target_field[c["op"]]] for c in commands], dtype=np.int64),
+        amount=np.array([c.get("amount_fen", c.get("qty", 0)) for c in commands], dtype=np.int64),
+        sku=np.array([line["sku"] for line in lines], dtype=np.int64),
+        qty=np.array([line["qty"] for line in lines], dtype=np.int32),
+    )
+
+
+def test_binary_validation_agrees_with_the_json_path():
+    from_json = encode_commands(RANGE_ERRORS)
+    assert from_json.invalid[:-1].all() and from_json.invalid[-1] == 0
+    from_binary = CommandBatch.from_bytes(_columns(RANGE_ERRORS).to_bytes())
+    assert [Result(c).name for c in from_binary.invalid] == [Result(c).name for c in from_json.invalid]
+
+
+def test_a_binary_batch_round_trips_and_answers_like_json():
+    commands = [co("a", [(101, 1), (102, 2)]), co("b", [(106, 1)]), co("c", [(999, 1)])]
+    json_festival = Festival.open(small_catalog())
+    expected = json_festival.execute(commands, T0)
+    binary_festival = Festival.open(small_catalog())
+    answer = decode_results(binary_festival.execute_binary(encode_commands(commands).to_bytes(), T0))
+    assert [Result(c).name for c in answer["code"]] == ["ok", "out_of_stock", "unknown_sku"]
+    assert answer["ref"][0] == expected[0]["body"]["checkout"]
+    assert answer["amount_fen"][0] == expected[0]["body"]["amount_fen"]
+    orders = expected[0]["body"]["orders"]
+    assert (answer["first_order"][0], answer["orders"][0]) == (orders[0]["order"], len(orders))
+    assert answer["expires_at"][0] == expected[0]["body"]["expires_at"]
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda b: b[:10],  # shorter than its header
+    lambda b: b"XXXX" + b[4:],  # not our magic
+    lambda b: b + b"\0",  # longer than its header says
+])
+def test_a_malformed_binary_batch_is_refused_whole(mangle):
+    festival = Festival.open(small_catalog())
+    body = encode_commands([co("a", [(101, 1)])]).to_bytes()
+    with pytest.raises(Double11Error) as refused:
+        festival.execute_binary(mangle(body), T0)
+    assert refused.value.code == Result.invalid_request
+    assert festival.sku(101)["stock"] == 3  # nothing was applied
