@@ -17,6 +17,7 @@ A batch is applied as if its commands ran one by one, in order:
 from __future__ import annotations
 
 import enum
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -39,6 +40,15 @@ class Status(enum.IntEnum):
     expired = 4
     settled = 5
     refunded = 6
+
+
+def _plain_ints(enum_type) -> SimpleNamespace:
+    # NumPy compares an array with an IntEnum member ~10x slower than with an
+    # int (it converts the member every time): the hot path uses plain ints
+    return SimpleNamespace(**{member.name: int(member) for member in enum_type})
+
+
+OP, ST, R = _plain_ints(Op), _plain_ints(Status), _plain_ints(Result)
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -136,7 +146,7 @@ class Engine:
 
     def reserved_by_checkouts(self) -> np.ndarray:
         """Units per SKU on the lines of checkouts still reserved, counted afresh."""
-        rows = np.flatnonzero(self.c_status.data == Status.reserved)
+        rows = np.flatnonzero(self.c_status.data == ST.reserved)
         lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
         return np.bincount(self.l_sku.data[lines], weights=self.l_qty.data[lines],
                            minlength=self.catalog.skus).astype(np.int64)
@@ -165,7 +175,7 @@ class Engine:
             same = self.i_fingerprint.data[r] == fingerprint[idx]
             code[idx[same]] = self.i_code.data[r[same]]
             ref[idx[same]] = self.i_ref.data[r[same]]
-            code[idx[~same]] = Result.idempotency_key_reused
+            code[idx[~same]] = R.idempotency_key_reused
         fresh = valid[~seen]
         repeated = has_duplicates(batch.key[fresh])
         if repeated:
@@ -179,7 +189,7 @@ class Engine:
             followers = fresh != leader_of
             f, lead = fresh[followers], leader_of[followers]
             same = fingerprint[f] == fingerprint[lead]
-            code[f] = np.where(same, code[lead], Result.idempotency_key_reused)
+            code[f] = np.where(same, code[lead], R.idempotency_key_reused)
             ref[f] = np.where(same, ref[lead], 0)
         self.idem_index.insert(batch.key[leaders])
         self.i_fingerprint.extend(fingerprint[leaders])
@@ -192,23 +202,23 @@ class Engine:
         for segment in self._segments(batch, idx):
             op = batch.op[segment]
             for kind, step in (
-                (Op.pay, self._pay), (Op.confirm, self._confirm), (Op.refund, self._refund),
-                (Op.cancel, self._cancel), (Op.restock, self._restock),
+                (OP.pay, self._pay), (OP.confirm, self._confirm), (OP.refund, self._refund),
+                (OP.cancel, self._cancel), (OP.restock, self._restock),
             ):
                 chosen = segment[op == kind]
                 if chosen.size:
                     step(batch, chosen, code, ref)
-            chosen = segment[op == Op.checkout]
+            chosen = segment[op == OP.checkout]
             if chosen.size:
                 self._checkout(batch, line_start, chosen, code, ref)
 
     def _segments(self, batch: CommandBatch, idx: np.ndarray) -> list[np.ndarray]:
         op = batch.op[idx]
         target = batch.target[idx]
-        is_checkout = op == Op.checkout
+        is_checkout = op == OP.checkout
         n_checkouts, n_orders = self.c_status.size, self.o_status.size
-        on_checkout = (op == Op.pay) | (op == Op.cancel)
-        on_order = (op == Op.confirm) | (op == Op.refund)
+        on_checkout = (op == OP.pay) | (op == OP.cancel)
+        on_order = (op == OP.confirm) | (op == OP.refund)
         # the checkout each command touches (-1 - i: touches nothing shared)
         entity = -1 - np.arange(len(idx), dtype=np.int64)
         known = on_checkout & (target >= 1) & (target <= n_checkouts)
@@ -216,9 +226,9 @@ class Engine:
         known_order = on_order & (target >= 1) & (target <= n_orders)
         entity[known_order] = self.o_checkout.data[target[known_order] - 1] + 1
         future = (on_checkout & (target > n_checkouts)) | (on_order & (target > n_orders))
-        is_release = (op == Op.cancel) | (op == Op.refund) | (op == Op.restock)
+        is_release = (op == OP.cancel) | (op == OP.refund) | (op == OP.restock)
         first_checkout = int(np.argmax(is_checkout)) if is_checkout.any() else len(idx)
-        touching = entity[~is_checkout & (op != Op.restock)]
+        touching = entity[~is_checkout & (op != OP.restock)]
         if (
             not has_duplicates(touching)
             and not is_release[first_checkout:].any()
@@ -232,15 +242,15 @@ class Engine:
         for j in range(len(idx)):
             o = op[j]
             e = int(entity[j])
-            cut = isolate_next or (o != Op.checkout and (
+            cut = isolate_next or (o != OP.checkout and (
                 e in seen or future[j] or (has_checkout and is_release[j])))
             if cut and j > start:
                 segments.append(idx[start:j])
                 start, seen, has_checkout = j, set(), False
             isolate_next = bool(future[j])
-            if o == Op.checkout:
+            if o == OP.checkout:
                 has_checkout = True
-            elif o != Op.restock:
+            elif o != OP.restock:
                 seen.add(e)
         segments.append(idx[start:])
         return segments
@@ -258,14 +268,14 @@ class Engine:
         if unknown.any():
             bad, first = np.unique(claim_of_line[unknown], return_index=True)
             ok[bad] = False
-            code[idx[bad]] = Result.unknown_sku
+            code[idx[bad]] = R.unknown_sku
             ref[idx[bad]] = batch.sku[line[unknown][first]]
         alive = ok[claim_of_line]
         served = self.counters.claim(
             sku_rows[alive] + self.stock_offset, qty[alive], claim_of_line[alive], n
         )
         short = ok & ~served
-        code[idx[short]] = Result.out_of_stock
+        code[idx[short]] = R.out_of_stock
         ok &= served
         accepted = np.flatnonzero(ok)
         if accepted.size == 0:
@@ -306,7 +316,7 @@ class Engine:
         self.c_buyer.extend(buyer_rows)
         self.c_country.extend(batch.country[cmd])
         self.c_channel.extend(batch.channel[cmd])
-        self.c_status.extend(np.full(len(accepted), Status.reserved, dtype=np.uint8))
+        self.c_status.extend(np.full(len(accepted), ST.reserved, dtype=np.uint8))
         self.c_amount.extend(np.add.reduceat(l_amount, claim_first_line))
         self.c_created.extend(np.full(len(accepted), self.now_ms, dtype=np.int64))
         self.c_line_start.extend(l_base + claim_first_line)
@@ -324,10 +334,10 @@ class Engine:
         self.o_checkout.extend(claim_checkout_row[l_claim[order_first_line]])
         self.o_merchant.extend(self.sku_merchant[l_sku[order_first_line]])
         self.o_amount.extend(np.add.reduceat(l_amount, order_first_line))
-        self.o_status.extend(np.full(n_new_orders, Status.reserved, dtype=np.uint8))
+        self.o_status.extend(np.full(n_new_orders, ST.reserved, dtype=np.uint8))
         self.o_line_start.extend(l_base + order_first_line)
         self.o_lines.extend(run_lengths(order_first_line, n_lines))
-        code[cmd] = Result.ok
+        code[cmd] = R.ok
         ref[cmd] = checkout_ids
         self.stats.on_checkouts(self.now_ms, len(accepted), n_new_orders)
 
@@ -336,15 +346,15 @@ class Engine:
         target = batch.target[idx]
         ref[idx] = target
         exists = (target >= 1) & (target <= self.c_status.size)
-        code[idx[~exists]] = Result.unknown_checkout
+        code[idx[~exists]] = R.unknown_checkout
         return idx[exists], target[exists] - 1
 
     def _reserved_only(self, idx, rows, code) -> tuple[np.ndarray, np.ndarray]:
         status = self.c_status.data[rows]
-        for st, err in ((Status.paid, Result.already_paid), (Status.cancelled, Result.cancelled),
-                        (Status.expired, Result.expired)):
+        for st, err in ((ST.paid, R.already_paid), (ST.cancelled, R.cancelled),
+                        (ST.expired, R.expired)):
             code[idx[status == st]] = err
-        ok = status == Status.reserved
+        ok = status == ST.reserved
         return idx[ok], rows[ok]
 
     def _pay(self, batch, idx, code, ref) -> None:
@@ -352,14 +362,14 @@ class Engine:
         idx, rows = self._reserved_only(idx, rows, code)
         amounts = self.c_amount.data[rows]
         wrong = batch.amount[idx] != amounts
-        code[idx[wrong]] = Result.amount_mismatch
+        code[idx[wrong]] = R.amount_mismatch
         idx, rows, amounts = idx[~wrong], rows[~wrong], amounts[~wrong]
         if idx.size == 0:
             return
-        code[idx] = Result.ok
-        self.c_status.data[rows] = Status.paid
+        code[idx] = R.ok
+        self.c_status.data[rows] = ST.paid
         orders = ranges(self.c_order_start.data[rows], self.c_orders.data[rows])
-        self.o_status.data[orders] = Status.paid
+        self.o_status.data[orders] = ST.paid
         lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
         l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
         np.add.at(self.sku_sold, l_sku, l_qty)
@@ -381,8 +391,8 @@ class Engine:
     def _cancel(self, batch, idx, code, ref) -> None:
         idx, rows = self._checkout_rows(batch, idx, code, ref)
         idx, rows = self._reserved_only(idx, rows, code)
-        code[idx] = Result.ok
-        self._release_reserved(rows, Status.cancelled)
+        code[idx] = R.ok
+        self._release_reserved(rows, ST.cancelled)
 
     def _expire(self, now: int) -> None:
         # checkouts are created in time order, so those due form a prefix
@@ -392,11 +402,11 @@ class Engine:
         if end == start:
             return
         rows = np.arange(start, end)
-        rows = rows[self.c_status.data[rows] == Status.reserved]
-        self._release_reserved(rows, Status.expired)
+        rows = rows[self.c_status.data[rows] == ST.reserved]
+        self._release_reserved(rows, ST.expired)
         self.expire_cursor = end
 
-    def _release_reserved(self, rows: np.ndarray, status: Status) -> None:
+    def _release_reserved(self, rows: np.ndarray, status: int) -> None:
         if rows.size == 0:
             return
         self.c_status.data[rows] = status
@@ -409,22 +419,22 @@ class Engine:
         target = batch.target[idx]
         ref[idx] = target
         exists = (target >= 1) & (target <= self.o_status.size)
-        code[idx[~exists]] = Result.unknown_order
+        code[idx[~exists]] = R.unknown_order
         idx, rows = idx[exists], target[exists] - 1
         status = self.o_status.data[rows]
-        for st, err in ((Status.settled, Result.already_settled), (Status.refunded, Result.already_refunded)):
+        for st, err in ((ST.settled, R.already_settled), (ST.refunded, R.already_refunded)):
             code[idx[status == st]] = err
-        unpaid = (status == Status.reserved) | (status == Status.cancelled) | (status == Status.expired)
-        code[idx[unpaid]] = Result.not_paid
-        ok = status == Status.paid
-        code[idx[ok]] = Result.ok
+        unpaid = (status == ST.reserved) | (status == ST.cancelled) | (status == ST.expired)
+        code[idx[unpaid]] = R.not_paid
+        ok = status == ST.paid
+        code[idx[ok]] = R.ok
         return idx[ok], rows[ok]
 
     def _confirm(self, batch, idx, code, ref) -> None:
         idx, rows = self._order_rows(batch, idx, code, ref)
         if rows.size == 0:
             return
-        self.o_status.data[rows] = Status.settled
+        self.o_status.data[rows] = ST.settled
         amounts = self.o_amount.data[rows]
         commissions = amounts * self.config.commission_bps // 10_000
         self.ledger.settlements(self.o_merchant.data[rows], rows + 1, amounts, commissions)
@@ -434,7 +444,7 @@ class Engine:
         idx, rows = self._order_rows(batch, idx, code, ref)
         if rows.size == 0:
             return
-        self.o_status.data[rows] = Status.refunded
+        self.o_status.data[rows] = ST.refunded
         amounts = self.o_amount.data[rows]
         lines = ranges(self.o_line_start.data[rows], self.o_lines.data[rows])
         l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
@@ -449,8 +459,8 @@ class Engine:
         ref[idx] = skus
         rows = self.sku_index.lookup(skus.astype(np.uint64))
         known = rows >= 0
-        code[idx[~known]] = Result.unknown_sku
-        code[idx[known]] = Result.ok
+        code[idx[~known]] = R.unknown_sku
+        code[idx[known]] = R.ok
         qty = batch.amount[idx[known]]
         self.counters.release(rows[known] + self.stock_offset, qty)
         np.add.at(self.sku_stocked, rows[known], qty)
