@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from double11.simulator.curve import format_clock
-from double11.simulator.years import CLUB_THRESHOLDS_FEN, YearProfile, profile
+from double11.simulator.years import CLUB_THRESHOLDS_FEN, TOP_INTERNATIONAL_2017, YearProfile, profile
 
 FEN_PER_BN = 100 * 1_000_000_000
 
@@ -128,8 +128,6 @@ def rows(stats: dict, year: int | YearProfile = 2017, scale: float | None = None
     return out
 
 
-def top_brands(stats: dict, year: int | YearProfile = 2017) -> list[dict]:
+def top_brands(stats: dict) -> list[dict]:
     """The day's top brands; international ones marked, and whether 2017 named them."""
-    from double11.simulator.years import TOP_INTERNATIONAL_2017
-
     return [dict(b, named_in_2017=b.get("name") in TOP_INTERNATIONAL_2017) for b in stats.get("top_brands") or []]

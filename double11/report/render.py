@@ -34,7 +34,7 @@ def text_report(stats: dict, year: int = 2017, scale: float | None = None, summa
     lines = [headline(stats, s), ""]
     for c in cells:
         lines.append("  ".join(c[i].ljust(widths[i]) if i == 0 else c[i].rjust(widths[i]) for i in range(5)))
-    brands = top_brands(stats, year)
+    brands = top_brands(stats)
     if brands:
         lines += ["", "top brands: " + ", ".join(
             b["name"] + (" (intl)" if b.get("international") else "") for b in brands)]
@@ -77,7 +77,8 @@ def html_report(stats: dict, year: int = 2017, scale: float | None = None, summa
 
     brands = "".join(
         f'<li>{e(b["name"])}{" <span class=intl>international</span>" if b.get("international") else ""}'
-        f' RMB {int(b.get("gmv_fen", 0)) / 100:,.0f}</li>' for b in top_brands(stats, year))
+        f'{" <small>(a 2017 top seller)</small>" if b.get("named_in_2017") else ""}'
+        f' RMB {int(b.get("gmv_fen", 0)) / 100:,.0f}</li>' for b in top_brands(stats))
     merchants = "".join(f'<li>{e(m["name"])} <small>{e(m.get("marketplace", ""))}</small> '
                         f'RMB {int(m.get("gmv_fen", 0)) / 100:,.0f}</li>' for m in stats.get("top_merchants") or [])
     return f"""<!doctype html>

@@ -2,9 +2,3 @@
 the HTTP layer at / and /static/<file>.  It reads GET /v1/stats/stream (server-sent
 events) and draws every figure from the event it last received; no network other
 than its own server, no third-party code."""
-
-from pathlib import Path
-
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-
-__all__ = ["STATIC_DIR"]

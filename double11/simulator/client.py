@@ -33,6 +33,7 @@ SUBSTITUTIONS_MAX = 2  # a buyer who finds an item sold out tries this many othe
 RETRIES_MAX = 20
 RETRY_BACKOFF_S = 0.05
 SPARE_ROWS = 65_536
+SPARE_LOOKS = 8  # candidates compared by price for one substitute
 assert BATCH_COMMANDS_MAX <= limits.batch_commands_max
 
 _ENC = msgspec.json.Encoder()
@@ -136,16 +137,40 @@ class Simulation:
         # and the hottest items are the flash deals that run out).
         known = [j for j, r in enumerate(rows) if int(r) in self.sold_out]
         for j in known or [int(np.argmin(rows))]:
-            rows[j] = self._spare(i * 31 + round_ * 7 + j)
+            rows[j] = self._spare(i * 31 + round_ * 7 + j, int(rows[j]))
         rows = self._dedupe(rows)
         return self._checkout(i, pending.due_ms, round_ + 1, rows)
 
-    def _spare(self, k: int) -> int:
+    def _in_stock_rows(self, i: int) -> np.ndarray | None:
+        """The plan's items, with those already seen sold out swapped for others: the
+        buyer sees "sold out" on the item's page and never checks it out."""
+        if not self.sold_out:
+            return None
+        rows = self.plan.line_rows[self.plan.line_offsets[i]:self.plan.line_offsets[i + 1]]
+        gone = [j for j, r in enumerate(rows) if int(r) in self.sold_out]
+        if not gone:
+            return None
+        rows = rows.copy()
+        for j in gone:
+            rows[j] = self._spare(i * 31 + j, int(rows[j]))
+        self.tally.sold_out_avoided += 1
+        return self._dedupe(rows)
+
+    def _spare(self, k: int, instead_of: int) -> int:
+        """Another popular item still on sale, as close in price as a few looks find:
+        a buyer who misses a deal takes a similar one, so the day's GMV holds."""
+        price = self.view.price_fen
+        best, best_gap = None, None
         for step in range(64):
             r = int(self.spare_rows[(k * 2654435761 + step) % SPARE_ROWS])
-            if r not in self.sold_out:
-                return r
-        return int(self.spare_rows[k % SPARE_ROWS])
+            if r in self.sold_out:
+                continue
+            gap = abs(int(price[r]) - int(price[instead_of]))
+            if best is None or gap < best_gap:
+                best, best_gap = r, gap
+            if step >= SPARE_LOOKS:
+                break
+        return best if best is not None else int(self.spare_rows[k % SPARE_ROWS])
 
     @staticmethod
     def _dedupe(rows: np.ndarray) -> np.ndarray:
@@ -252,8 +277,17 @@ class Simulation:
 
     # -------------------------------------------------------------- the day
 
+    async def _warm_up(self) -> None:
+        """Open the connections and walk the batch path once before midnight: an empty
+        batch changes nothing, and the first real one then does not stall the rush."""
+        async def empty() -> None:
+            await self.http.post("/v1/batch", content=b'{"commands":[]}',
+                                 headers={"content-type": "application/json"})
+        await asyncio.gather(*(empty() for _ in range(IN_FLIGHT_MAX)))
+
     async def run(self, stop: asyncio.Event) -> Tally:
         self.failure: BaseException | None = None
+        await self._warm_up()
         stats, real_s = await read_stats(self.http)
         self.stats = stats
         self.start_ms = int(stats["festival_start"])
@@ -271,7 +305,7 @@ class Simulation:
             now = self.clock.now_ms()
             due: list[Pending] = []
             while i < len(at) and self.start_ms + at[i] <= now:
-                due.append(self._checkout(i, self.start_ms + int(at[i])))
+                due.append(self._checkout(i, self.start_ms + int(at[i]), rows=self._in_stock_rows(i)))
                 self.tally.sent["checkout"] += 1
                 i += 1
             while self.heap and self.heap[0][0] <= now:

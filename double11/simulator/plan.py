@@ -14,22 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from double11.catalog.generate import popularity_weights as catalog_popularity
 from double11.catalog.model import Catalog
 from double11.simulator import curve, mixes
 from double11.simulator.years import CLUB_THRESHOLDS_FEN, YearProfile
 
-ZIPF_EXPONENT_FALLBACK = 1.0
-
-
 def popularity_weights(n: int) -> np.ndarray:
-    """The catalog's own popularity law when it has one (SKU rows are in rank order)."""
-    try:
-        from double11.catalog.generate import popularity_weights as catalog_weights
-    except ImportError:
-        w = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** ZIPF_EXPONENT_FALLBACK
-        return w / w.sum()
-    w = np.asarray(catalog_weights(n), dtype=np.float64)
-    return w / w.sum()
+    """The catalog's own popularity law (SKU rows are in rank order)."""
+    w = np.asarray(catalog_popularity(n), dtype=np.float64)
+    return w / w.sum() if n else w
 
 
 @dataclass

@@ -23,6 +23,7 @@ class Tally:
     countries: set[str] = field(default_factory=set)
     buyers: set[int] = field(default_factory=set)
     substitutions: int = 0  # checkouts retried with other items after out_of_stock
+    sold_out_avoided: int = 0  # checkouts sent with other items in place of ones seen sold out
     lost_checkouts: int = 0  # out of stock even after substitutions
     retries: int = 0  # requests or commands sent again (overload, transport errors)
     transport_errors: int = 0
@@ -65,6 +66,7 @@ class Tally:
             "buyers": len(self.buyers),
             "merchant_clubs_scaled_thresholds": self.merchant_clubs(scale),
             "substitutions": self.substitutions,
+            "sold_out_avoided": self.sold_out_avoided,
             "lost_checkouts": self.lost_checkouts,
             "retries": self.retries,
             "transport_errors": self.transport_errors,

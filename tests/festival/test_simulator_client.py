@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 
-from double11.simulator import mixes, plan as plans
+from double11.simulator import plan as plans
 from double11.simulator.client import Simulation
 from double11.simulator.years import profile
 
@@ -113,6 +113,7 @@ def test_the_client_follows_up_only_what_the_server_accepted():
     assert tally.skipped == 0
     assert tally.sent["checkout"] == in_two_hours + tally.substitutions
     assert tally.substitutions > 0  # the five hot SKUs sold out, and buyers took other items
+    assert tally.sold_out_avoided > 0  # later buyers saw them sold out and chose others at once
     assert tally.checkouts == len(fake.checkouts)
     paid = [c for c in fake.checkouts.values() if c["status"] == "paid"]
     assert tally.payments == len(paid) and tally.gmv_fen == sum(c["amount"] for c in paid)
