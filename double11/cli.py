@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     from double11.http.server import serve_main
 
     serve_main(args.catalog, args.data, args.port, args.speedup, _clock_start(args.clock_start),
-               host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts)
+               host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts, scale=args.scale)
     return 0
 
 
@@ -46,14 +46,6 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
-def _delegate(module: str, function: str):
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return importlib.import_module(module).__dict__[function](args.rest) or 0
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="double11", description="A Singles' Day-scale shopping festival platform.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--speedup", type=float, default=1.0, help="festival clock runs this many times real time")
     serve.add_argument("--clock-start", help="festival clock start: epoch ms or ISO time (default: now)")
+    serve.add_argument("--scale", help="a simulated festival at this fraction of real size (merchant clubs scale)")
     serve.add_argument("--expected-checkouts", type=int, help="size the tables for this many checkouts up front")
     serve.add_argument("--empty", action="store_true", help=argparse.SUPPRESS)  # bench: empty handler
     serve.set_defaults(run=_serve)
@@ -90,17 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     bench.set_defaults(run=_bench)
 
-    for name, module, function, text in (
-        ("festival", "double11.festival_cmd", "festival_main", "replay a festival day live: server, simulator, big screen"),
-        ("simulate", "double11.simulator.cli", "simulate_main", "send a simulated festival day to a running server"),
-        ("report", "double11.report.cli", "report_main", "write the end-of-day report"),
+    # listed here for --help; `main` hands their arguments to them untouched
+    for name, text in (
+        ("festival", "replay a festival day live: server, simulator, big screen"),
+        ("simulate", "send a simulated festival day to a running server"),
+        ("report", "write the end-of-day report"),
     ):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(run=_delegate(module, function))
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
+_DELEGATED = {
+    "festival": ("double11.festival_cmd", "festival_main"),
+    "simulate": ("double11.simulator.cli", "simulate_main"),
+    "report": ("double11.report.cli", "report_main"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _DELEGATED:
+        # these parse their own options (argparse's REMAINDER would not pass them on)
+        import importlib
+
+        module, function = _DELEGATED[argv[0]]
+        return int(getattr(importlib.import_module(module), function)(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
     return int(args.run(args) or 0)

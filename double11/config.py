@@ -16,7 +16,7 @@ class PreviousFestival(msgspec.Struct, frozen=True):
     # used for "growth at the same moment".  Sums to 1000.
     hourly_permille: tuple[int, ...] = (
         330, 40, 20, 12, 8, 6, 8, 14, 24, 34, 38, 38,
-        36, 34, 32, 30, 30, 30, 32, 36, 40, 44, 38, 50,
+        36, 34, 32, 30, 30, 30, 32, 36, 40, 44, 38, 46,
     )
 
 
@@ -27,6 +27,14 @@ class FestivalConfig(msgspec.Struct, frozen=True):
     cny_per_usd_num: int = 665
     cny_per_usd_den: int = 100
     previous: PreviousFestival = PreviousFestival()
+
+    @property
+    def scale(self) -> float:
+        return self.scale_num / self.scale_den
+    # a simulated festival at a fraction of real size (scale_num / scale_den):
+    # merchant clubs are counted at thresholds times that fraction
+    scale_num: int = 1
+    scale_den: int = 1
     # tables are sized for this many checkouts up front (untouched capacity is
     # address space only); past it they grow by doubling, which pauses a batch
     expected_checkouts: int = 1 << 20

@@ -74,7 +74,7 @@ def _start_server(args, data: Path, catalog_dir: str) -> subprocess.Popen:
     start_ms = FestivalConfig().festival_start_ms - int(PREROLL_REAL_S * args.speedup * 1000)
     cmd = [sys.executable, "-m", "double11", "serve", "--port", str(args.port),
            "--data", str(data / "log"), "--speedup", f"{args.speedup:g}",
-           "--clock-start", str(start_ms), "--catalog", catalog_dir]
+           "--clock-start", str(start_ms), "--catalog", catalog_dir, "--scale", f"{args.scale:g}"]
     log = open(data / "server.log", "ab")
     # its own session: Ctrl-C in the terminal reaches only us, and we stop the
     # server ourselves once the answers to everything in flight are in

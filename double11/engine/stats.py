@@ -95,9 +95,10 @@ class FestivalStats:
             "peak_payments_per_s": _peak(self.payments_per_s),
             "mobile_gmv_fen": self.mobile_gmv_fen,
             "mobile_share": self.mobile_gmv_fen / self.gmv_fen if self.gmv_fen else 0.0,
+            "scale": cfg.scale,
             "merchant_clubs": [
                 {"threshold_fen": t, "merchants": int(np.count_nonzero(self.merchant_gmv >= t))}
-                for t in CLUB_THRESHOLDS_FEN
+                for t in (t * cfg.scale_num // cfg.scale_den for t in CLUB_THRESHOLDS_FEN)
             ],
             "top_brands": [
                 {"brand": int(catalog.brand_id[r]), "name": catalog.brand_name[r],
