@@ -94,3 +94,12 @@ def test_a_malformed_binary_batch_is_refused_whole(mangle):
         festival.execute_binary(mangle(body), T0)
     assert refused.value.code == Result.invalid_request
     assert festival.sku(101)["stock"] == 3  # nothing was applied
+
+
+def test_sparse_and_dense_catalog_ids_find_the_same_skus():
+    from double11.engine.hashindex import StaticIndex
+
+    dense = StaticIndex(np.array([3, 1, 2, 7], dtype=np.int64))
+    sparse = StaticIndex(np.array([3 << 40, 1, 2 << 50, 7], dtype=np.int64))
+    assert dense.lookup(np.array([7, 3, 5, 0, -1, 99])).tolist() == [3, 0, -1, -1, -1, -1]
+    assert sparse.lookup(np.array([7, 3 << 40, 5, 2 << 50])).tolist() == [3, 0, -1, 2]

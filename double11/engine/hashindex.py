@@ -121,3 +121,35 @@ class HashIndex:
         """Bytes the entries need at the table's load factor of 1/2 (the table
         itself is a power of two: up to twice this)."""
         return 2 * 16 * self.size
+
+
+class StaticIndex:
+    """Rows of a fixed set of ids (the catalog's).  When the ids are dense
+    enough, a plain array from id to row answers with one gather; otherwise
+    a HashIndex does."""
+
+    DENSE_SLACK = 4  # an id array at most this many times the count of ids
+
+    def __init__(self, ids: np.ndarray):
+        ids = np.asarray(ids, dtype=np.int64)
+        top = int(ids.max()) if len(ids) else 0
+        if len(ids) and int(ids.min()) > 0 and top <= self.DENSE_SLACK * len(ids) + 1024:
+            self._dense = np.full(top + 1, -1, dtype=np.int64)
+            self._dense[ids] = np.arange(len(ids))
+            self._hash = None
+        else:
+            self._dense = None
+            self._hash = HashIndex(len(ids))
+            self._hash.insert(ids.astype(np.uint64))
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id, or -1 where the id is not in the set."""
+        if self._dense is None:
+            return self._hash.lookup(np.asarray(ids).astype(np.uint64))
+        ids = np.asarray(ids, dtype=np.int64)
+        inside = (ids > 0) & (ids < len(self._dense))
+        if inside.all():
+            return self._dense[ids]
+        rows = np.full(len(ids), -1, dtype=np.int64)
+        rows[inside] = self._dense[ids[inside]]
+        return rows

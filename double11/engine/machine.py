@@ -26,7 +26,7 @@ from double11.config import FestivalConfig
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.engine.columns import Column
 from double11.engine.counters import ScarceCounters
-from double11.engine.hashindex import HashIndex
+from double11.engine.hashindex import HashIndex, StaticIndex
 from double11.engine.ledger import Ledger
 from double11.engine.sorting import distinct, group_first, has_duplicates, run_lengths, starts_of_runs
 from double11.engine.stats import FestivalStats
@@ -78,8 +78,7 @@ class Engine:
         self.config = config
         self.now_ms = 0
         # catalog, as rows
-        self.sku_index = HashIndex(catalog.skus)
-        self.sku_index.insert(catalog.sku_id.astype(np.uint64))
+        self.sku_index = StaticIndex(catalog.sku_id)
         merchant_index = HashIndex(catalog.merchants)
         merchant_index.insert(catalog.merchant_id.astype(np.uint64))
         brand_index = HashIndex(catalog.brands)
@@ -261,7 +260,7 @@ class Engine:
         counts = batch.lines[idx].astype(np.int64)
         line = ranges(line_start[idx], counts)
         claim_of_line = np.repeat(np.arange(n), counts)
-        sku_rows = self.sku_index.lookup(batch.sku[line].astype(np.uint64))
+        sku_rows = self.sku_index.lookup(batch.sku[line])
         qty = batch.qty[line].astype(np.int64)
         ok = np.ones(n, dtype=bool)
         unknown = sku_rows < 0
@@ -457,7 +456,7 @@ class Engine:
     def _restock(self, batch, idx, code, ref) -> None:
         skus = batch.target[idx]
         ref[idx] = skus
-        rows = self.sku_index.lookup(skus.astype(np.uint64))
+        rows = self.sku_index.lookup(skus)
         known = rows >= 0
         code[idx[~known]] = R.unknown_sku
         code[idx[known]] = R.ok

@@ -125,7 +125,7 @@ def order(engine: Engine, order_id: int) -> dict[str, Any] | None:
 def sku(engine: Engine, sku_id: int) -> dict[str, Any] | None:
     if not 0 < sku_id < 2**63:
         return None
-    row = int(engine.sku_index.lookup(np.array([sku_id], dtype=np.uint64))[0])
+    row = int(engine.sku_index.lookup(np.array([sku_id], dtype=np.int64))[0])
     if row < 0:
         return None
     cat = engine.catalog
