@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from double11.engine.columns import add_at
+
 from double11.engine.sorting import starts_of_runs
 
 
@@ -34,7 +36,7 @@ class ScarceCounters:
         return offset
 
     def release(self, counters: np.ndarray, qty: np.ndarray) -> None:
-        np.add.at(self.available, counters, qty)
+        add_at(self.available, counters, qty)
 
     def claim(self, counters: np.ndarray, qty: np.ndarray, claim_of_line: np.ndarray, claims: int) -> np.ndarray:
         """Serves claims in order.  Lines are given in claim order

@@ -12,7 +12,7 @@ import enum
 
 import numpy as np
 
-from double11.engine.columns import Column
+from double11.engine.columns import Column, add_at, subtract_at
 
 
 class TransferKind(enum.IntEnum):
@@ -42,19 +42,19 @@ class Ledger:
         self.journal_amount.extend(amounts)
 
     def payments(self, buyer_rows: np.ndarray, checkout_ids: np.ndarray, amounts: np.ndarray) -> None:
-        np.subtract.at(self.buyer_balance.data, buyer_rows, amounts)
+        subtract_at(self.buyer_balance.data, buyer_rows, amounts)
         self.escrow += int(amounts.sum())
         self._journal(TransferKind.payment, checkout_ids, amounts)
 
     def settlements(self, merchant_rows, order_ids, amounts, commissions) -> None:
-        np.add.at(self.merchant_balance, merchant_rows, amounts - commissions)
+        add_at(self.merchant_balance, merchant_rows, amounts - commissions)
         self.escrow -= int(amounts.sum())
         self.platform += int(commissions.sum())
         self._journal(TransferKind.settlement, order_ids, amounts - commissions)
         self._journal(TransferKind.commission, order_ids, commissions)
 
     def refunds(self, buyer_rows, order_ids, amounts) -> None:
-        np.add.at(self.buyer_balance.data, buyer_rows, amounts)
+        add_at(self.buyer_balance.data, buyer_rows, amounts)
         self.escrow -= int(amounts.sum())
         self._journal(TransferKind.refund, order_ids, amounts)
 

@@ -24,7 +24,7 @@ import numpy as np
 from double11.catalog.model import Catalog
 from double11.config import FestivalConfig
 from double11.engine.batch import Channel, CommandBatch, Op
-from double11.engine.columns import Column
+from double11.engine.columns import Column, add_at, subtract_at
 from double11.engine.counters import ScarceCounters
 from double11.engine.hashindex import HashIndex, StaticIndex
 from double11.engine.ledger import Ledger
@@ -371,7 +371,7 @@ class Engine:
         self.o_status.data[orders] = ST.paid
         lines = ranges(self.c_line_start.data[rows], self.c_lines.data[rows])
         l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
-        np.add.at(self.sku_sold, l_sku, l_qty)
+        add_at(self.sku_sold, l_sku, l_qty)
         buyers = self.c_buyer.data[rows]
         self.ledger.payments(buyers, rows + 1, amounts)
         first_time = buyers[~self.b_has_paid.data[buyers]]
@@ -447,7 +447,7 @@ class Engine:
         amounts = self.o_amount.data[rows]
         lines = ranges(self.o_line_start.data[rows], self.o_lines.data[rows])
         l_sku, l_qty = self.l_sku.data[lines], self.l_qty.data[lines]
-        np.subtract.at(self.sku_sold, l_sku, l_qty)
+        subtract_at(self.sku_sold, l_sku, l_qty)
         self.counters.release(l_sku.astype(np.int64) + self.stock_offset, l_qty)
         buyers = self.c_buyer.data[self.o_checkout.data[rows]]
         self.ledger.refunds(buyers, rows + 1, amounts)
@@ -462,4 +462,4 @@ class Engine:
         code[idx[known]] = R.ok
         qty = batch.amount[idx[known]]
         self.counters.release(rows[known] + self.stock_offset, qty)
-        np.add.at(self.sku_stocked, rows[known], qty)
+        add_at(self.sku_stocked, rows[known], qty)

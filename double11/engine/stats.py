@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from double11.engine.columns import add_at
+
 from double11 import geo, limits
 from double11.catalog.model import MARKETPLACES, Catalog
 from double11.config import FestivalConfig
@@ -68,9 +70,9 @@ class FestivalStats:
         self.gmv_fen += total
         self.mobile_gmv_fen += int(amounts[mobile].sum())
         self.payments += len(amounts)
-        np.add.at(self.country_gmv, countries, amounts)
-        np.add.at(self.merchant_gmv, order_merchants, order_amounts)
-        np.add.at(self.brand_gmv, line_brands, line_amounts)
+        add_at(self.country_gmv, countries, amounts)
+        add_at(self.merchant_gmv, order_merchants, order_amounts)
+        add_at(self.brand_gmv, line_brands, line_amounts)
         self.gmv_by_hour[((now_ms + UTC8_MS) // HOUR_MS) % 24] += total
         self.buyers += buyers
         self.new_buyers += new_buyers
