@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from double11.engine.sorting import group_first
-
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -65,20 +63,66 @@ class HashIndex:
         self.size += len(keys)
         return rows
 
+    def find_or_claim(self, keys: np.ndarray, distinct: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The row of each key, adding the absent ones in one probing pass
+        (repeated keys share a row; `distinct` promises there are none).
+        Returns (rows, added) where added marks one occurrence of each new
+        key; new rows follow the order of those."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        n = len(keys)
+        if (self.size + n) * 2 > len(self._slots_kv):
+            self._grow(self.size + n)
+        table = self._slots_kv
+        rows = np.full(n, -1, dtype=np.int64)
+        claimed = np.zeros(n, dtype=bool)
+        claimed_slot = np.zeros(n, dtype=np.int64)
+        pending = np.arange(n)
+        slot = self._slots(keys)
+        while pending.size:
+            wanted = keys[pending]
+            found = table[slot, 0]
+            done = found == wanted
+            if done.any():
+                rows[pending[done]] = table[slot[done], 1].astype(np.int64)
+            empty = np.flatnonzero(found == 0)
+            if empty.size:
+                # the first empty slot on a key's chain is its place; when several
+                # keys want one slot, all write it and the key left there won
+                target = slot[empty]
+                table[target, 0] = wanted[empty]
+                won = empty[table[target, 0] == wanted[empty]]
+                claimed[pending[won]] = True
+                claimed_slot[pending[won]] = slot[won]
+                done[won] = True
+            pending = pending[~done]
+            slot = (slot[~done] + 1) & self._mask
+        new = np.flatnonzero(claimed)
+        if distinct:
+            new_rows = np.arange(self.size, self.size + len(new), dtype=np.int64)
+            table[claimed_slot[new], 1] = new_rows.astype(np.uint64)
+            rows[new] = new_rows
+            self.size += len(new)
+            return rows, claimed
+        # equal keys move in lockstep and claim the same slot: one owns it
+        where = claimed_slot[new]
+        table[where, 1] = new.astype(np.uint64)
+        owner = table[where, 1].astype(np.int64)
+        owns = owner == new
+        owners = new[owns]
+        new_rows = np.arange(self.size, self.size + len(owners), dtype=np.int64)
+        table[claimed_slot[owners], 1] = new_rows.astype(np.uint64)
+        rows[owners] = new_rows
+        rows[new[~owns]] = rows[owner[~owns]]
+        claimed[new[~owns]] = False
+        self.size += len(owners)
+        return rows, claimed
+
     def lookup_or_insert(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of keys, adding the absent ones (duplicates share a row).
-        Returns (rows, added) where added marks each key's first appearance as new;
-        new keys get their rows in ascending key order."""
+        Returns (rows, new_keys): the keys added, in the order of their rows."""
         keys = np.asarray(keys, dtype=np.uint64)
-        rows = self.lookup(keys)
-        added = np.zeros(len(keys), dtype=bool)
-        missing = np.flatnonzero(rows < 0)
-        if missing.size:
-            fresh, first, inverse = group_first(keys[missing])
-            new_rows = self.insert(fresh)
-            rows[missing] = new_rows[inverse]
-            added[missing[first]] = True
-        return rows, added
+        rows, added = self.find_or_claim(keys)
+        return rows, keys[added]
 
     def _grow(self, needed: int) -> None:
         live = self._slots_kv[:, 0] != 0

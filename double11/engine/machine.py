@@ -167,8 +167,15 @@ class Engine:
             return code, ref
         fingerprint = batch.fingerprints()
         keys = batch.key[valid]
-        rows = self.idem_index.lookup(keys)
-        seen = rows >= 0
+        repeated = has_duplicates(keys)
+        if repeated:
+            rows = self.idem_index.lookup(keys)
+            seen = rows >= 0
+        else:
+            # the common case: find the keys seen before and take slots for the
+            # new ones in one pass (their rows follow in batch order)
+            rows, added = self.idem_index.find_or_claim(keys, distinct=True)
+            seen = ~added
         if seen.any():
             idx, r = valid[seen], rows[seen]
             same = self.i_fingerprint.data[r] == fingerprint[idx]
@@ -176,21 +183,21 @@ class Engine:
             ref[idx[same]] = self.i_ref.data[r[same]]
             code[idx[~same]] = R.idempotency_key_reused
         fresh = valid[~seen]
-        repeated = has_duplicates(batch.key[fresh])
-        if repeated:
+        if repeated and has_duplicates(batch.key[fresh]):
             _, first, inverse = group_first(batch.key[fresh])
             leaders = fresh[np.sort(first)]
         else:
-            leaders = fresh
+            leaders, first = fresh, None
         self._run(batch, leaders, code, ref)
-        if repeated:
+        if first is not None:
             leader_of = fresh[first][inverse]
             followers = fresh != leader_of
             f, lead = fresh[followers], leader_of[followers]
             same = fingerprint[f] == fingerprint[lead]
             code[f] = np.where(same, code[lead], R.idempotency_key_reused)
             ref[f] = np.where(same, ref[lead], 0)
-        self.idem_index.insert(batch.key[leaders])
+        if repeated:
+            self.idem_index.insert(batch.key[leaders])
         self.i_fingerprint.extend(fingerprint[leaders])
         self.i_code.extend(code[leaders])
         self.i_ref.extend(ref[leaders])
@@ -300,15 +307,15 @@ class Engine:
         checkout_ids = np.arange(c_base + 1, c_base + 1 + len(accepted), dtype=np.int64)
         # buyers: rows, registered on first sight
         buyer_ids = batch.target[idx[accepted]]
-        buyer_rows, added = self.buyer_index.lookup_or_insert(buyer_ids.astype(np.uint64))
-        if added.any():
-            # new rows were given in ascending id order (HashIndex.lookup_or_insert)
-            new_ids = distinct(buyer_ids[added])
+        buyer_rows, new_ids = self.buyer_index.lookup_or_insert(buyer_ids.astype(np.uint64))
+        if len(new_ids):
+            new_ids = new_ids.astype(np.int64)  # in the order of their new rows
             self.b_id.extend(new_ids)
             self.b_has_paid.extend(np.zeros(len(new_ids), dtype=bool))
-            pos = np.searchsorted(self.returning_sorted, new_ids)
-            pos = np.minimum(pos, max(len(self.returning_sorted) - 1, 0))
-            returning = (self.returning_sorted[pos] == new_ids) if len(self.returning_sorted) else np.zeros(len(new_ids), dtype=bool)
+            returning = np.zeros(len(new_ids), dtype=bool)
+            if len(self.returning_sorted):
+                pos = np.minimum(np.searchsorted(self.returning_sorted, new_ids), len(self.returning_sorted) - 1)
+                returning = self.returning_sorted[pos] == new_ids
             self.b_returning.extend(returning)
             self.ledger.add_buyers(len(new_ids))
         cmd = idx[accepted]
