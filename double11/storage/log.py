@@ -16,6 +16,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from double11.storage import numbered
+
 _RECORD = struct.Struct("<IIQq")
 
 
@@ -24,13 +26,7 @@ def _segment_name(first_seq: int) -> str:
 
 
 def segments(directory: Path) -> list[tuple[int, Path]]:
-    out = []
-    for p in directory.glob("log-*.d11"):
-        try:
-            out.append((int(p.stem.split("-")[1]), p))
-        except ValueError:
-            continue
-    return sorted(out)
+    return numbered(directory, "log", ".d11")
 
 
 class CommandLog:

@@ -13,19 +13,16 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from double11.storage import numbered
+
 
 def _name(seq: int) -> str:
     return f"snapshot-{seq:016d}.pickle"
 
 
 def latest(directory: Path) -> tuple[int, Path] | None:
-    found = []
-    for p in directory.glob("snapshot-*.pickle"):
-        try:
-            found.append((int(p.stem.split("-")[1]), p))
-        except ValueError:
-            continue
-    return max(found) if found else None
+    found = numbered(directory, "snapshot", ".pickle")
+    return found[-1] if found else None
 
 
 def write(directory: Path, seq: int, state: Any) -> Path:
