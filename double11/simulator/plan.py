@@ -82,7 +82,10 @@ def build(profile: YearProfile, scale: float, seed: int, view: CatalogView) -> P
     if not 0 < scale <= 1:
         raise ValueError("scale must be in (0, 1]")
     rng = np.random.default_rng(seed)
-    weights, mean_units = mixes.shopping_weights(profile, view.price_fen, view.weights)
+    weights, _ = mixes.shopping_weights(profile, view.price_fen, view.weights)
+    weights = mixes.cap_merchants(weights, view.price_fen, view.merchant)
+    # units per checkout refitted so the mean checkout is still the year's mean payment
+    mean_units = float(np.clip(profile.mean_payment_fen / np.dot(view.price_fen, weights), 1.0, 4.0))
     n_paid = paid_checkouts_for(profile, scale, mean_units * float(np.dot(view.price_fen, weights)))
     n_unpaid = int(round(n_paid * (1 - profile.conversion) / profile.conversion))
     n = n_paid + n_unpaid

@@ -140,3 +140,33 @@ def test_order_fates_are_stable_and_in_proportion():
 def test_scale_must_be_a_share(view):
     with pytest.raises(ValueError):
         plans.build(Y2017, 0, 1, view)
+
+
+def test_no_merchant_takes_more_of_the_day_than_2017s_law_allows():
+    rng = np.random.default_rng(5)
+    merchant = rng.integers(1, 20_001, size=50_000)  # enough merchants to hold a day under the law
+    weights = np.asarray(plans.popularity_weights(50_000))  # Zipf over SKUs: a few giants
+    prices = rng.integers(1_000, 100_000, size=50_000)
+    capped = mixes.cap_merchants(weights, prices, merchant)
+    _, owner = np.unique(merchant, return_inverse=True)
+    before = np.bincount(owner, weights=weights * prices)
+    after = np.bincount(owner, weights=capped * prices)
+    after_share = np.sort(after / after.sum())[::-1]
+    law = mixes.MERCHANT_GMV_TOP_SHARE * np.arange(1, len(after) + 1) ** -mixes.MERCHANT_GMV_EXPONENT
+    assert np.sort(before / before.sum())[::-1][0] > 4 * law[0]  # the catalog alone breaks the law ...
+    assert (after_share <= law * (1 + 1e-9)).all()  # ... and no rank exceeds it once capped
+    assert capped.sum() == pytest.approx(1.0)
+    # within a merchant, the SKUs keep their relative popularity
+    m = owner[0]
+    mine = owner == m
+    assert np.allclose(capped[mine] / capped[mine].sum(), weights[mine] / weights[mine].sum())
+
+
+def test_the_festival_catalog_gives_merchant_clubs_near_2017():
+    from double11 import festival_cmd
+
+    catalog = generate_catalog(merchants=festival_cmd.CATALOG_MERCHANTS, skus=festival_cmd.CATALOG_SKUS, seed=11)
+    view = plans.CatalogView.of(catalog)
+    figures = plans.expected_figures(plans.build(Y2017, 1e-4, 11, view), view)
+    above_100m, above_500m, above_1b = figures["merchant_clubs_scaled_thresholds"]
+    assert 120 <= above_100m <= 240 and 10 <= above_500m <= 25 and 3 <= above_1b <= 9  # 2017: 167, 17, 6
