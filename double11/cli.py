@@ -20,7 +20,8 @@ def _serve(args: argparse.Namespace) -> int:
     from double11.http.server import serve_main
 
     serve_main(args.catalog, args.data, args.port, args.speedup, _clock_start(args.clock_start),
-               host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts, scale=args.scale)
+               host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts, scale=args.scale,
+               config_path=args.config)
     return 0
 
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--speedup", type=float, default=1.0, help="festival clock runs this many times real time")
     serve.add_argument("--clock-start", help="festival clock start: epoch ms or ISO time (default: now)")
+    serve.add_argument("--config", help="festival configuration, TOML or JSON (see double11/config.py)")
     serve.add_argument("--scale", help="a simulated festival at this fraction of real size (merchant clubs scale)")
     serve.add_argument("--expected-checkouts", type=int, help="size the tables for this many checkouts up front")
     serve.add_argument("--empty", action="store_true", help=argparse.SUPPRESS)  # bench: empty handler

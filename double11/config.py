@@ -43,3 +43,29 @@ class FestivalConfig(msgspec.Struct, frozen=True):
     prefault_memory: bool = False
     # the festival day starts at this instant (ms since the Unix epoch); 2017-11-11 00:00 UTC+8
     festival_start_ms: int = 1_510_329_600_000
+
+
+def load_config(path: str | None = None, **overrides) -> FestivalConfig:
+    """A festival's configuration from a TOML or JSON file (any field may be
+    left out), with overrides from the command line on top."""
+    from pathlib import Path
+
+    from double11.errors import Double11Error, Result
+
+    config = FestivalConfig()
+    if path:
+        text = Path(path).read_bytes()
+        try:
+            decode = msgspec.toml.decode if str(path).endswith(".toml") else msgspec.json.decode
+            config = decode(text, type=FestivalConfig)
+        except msgspec.ValidationError as exc:
+            raise Double11Error(Result.invalid_request, f"{path}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise Double11Error(Result.invalid_request, f"{path}: not valid TOML or JSON: {exc}") from None
+    if sum(config.previous.hourly_permille) != 1000 or len(config.previous.hourly_permille) != 24:
+        raise Double11Error(Result.invalid_request, "previous.hourly_permille needs 24 values adding up to 1000")
+    if config.payment_timeout_ms <= 0 or not 0 <= config.commission_bps <= 10_000:
+        raise Double11Error(Result.invalid_request, "payment_timeout_ms must be > 0 and commission_bps in 0..10000")
+    if config.cny_per_usd_num <= 0 or config.cny_per_usd_den <= 0:
+        raise Double11Error(Result.invalid_request, "cny_per_usd_num and cny_per_usd_den must be positive")
+    return msgspec.structs.replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -111,7 +111,8 @@ def run_server(festival: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 
 def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup: float,
                clock_start_ms: int | None, host: str = DEFAULT_HOST, empty: bool = False,
-               expected_checkouts: int | None = None, scale: str | None = None) -> None:
+               expected_checkouts: int | None = None, scale: str | None = None,
+               config_path: str | None = None) -> None:
     """Open (or recover) the festival and serve it over HTTP."""
     from double11.service import Festival
 
@@ -124,15 +125,17 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
 
         catalog = generate_catalog(merchants=2000, skus=20000, seed=11)
     data_dir = data_dir if data_dir is not None else "./data"
-    from double11.config import FestivalConfig
-
     from fractions import Fraction
 
-    sizing = {} if expected_checkouts is None else {"expected_checkouts": expected_checkouts}
-    fraction = Fraction(scale or "1").limit_denominator(10**12)
-    # a server writes its tables' pages at start: first touches mid-festival cost more than the work
-    config = FestivalConfig(prefault_memory=True, scale_num=fraction.numerator, scale_den=fraction.denominator,
-                            **sizing)
+    from double11.config import load_config
+
+    scaled = {}
+    if scale:
+        fraction = Fraction(scale).limit_denominator(10**12)
+        scaled = {"scale_num": fraction.numerator, "scale_den": fraction.denominator}
+    # a server writes its tables' pages at start: first touches mid-festival cost more than the work.
+    # The configuration is the festival's from its first start on (it lives in the snapshot).
+    config = load_config(config_path, prefault_memory=True, expected_checkouts=expected_checkouts, **scaled)
     festival = Festival.open(catalog, data_dir=data_dir, config=config, speedup=speedup, clock_start_ms=clock_start_ms)
     print(f"double11 listening on http://{host}:{port}/ (data: {data_dir})", file=sys.stderr, flush=True)
     run_server(festival, host=host, port=port, empty=empty)
