@@ -247,8 +247,8 @@ class App:
             return
         except Exception:
             log.exception("unhandled error in %s %s", scope["method"], path)
-            status, headers = 500, _H_JSON
-            body = b'{"error":{"code":"internal","message":"internal error"}}'
+            status, headers = HTTP_STATUS[Result.internal], _H_JSON
+            body = _ENC.encode(error_body(Result.internal))
             label = route[0] if route is not None else R_UNMATCHED
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -142,3 +142,20 @@ def test_asgi_app_directly(festival):
             assert error_code(r, 404) == "not_found"
 
     asyncio.run(go())
+
+
+def test_a_bug_of_ours_is_a_500_with_the_error_shape_and_is_logged(festival, caplog):
+    """Never the answer to bad input: only an exception inside the platform gets here."""
+    async def broken(commands):
+        raise RuntimeError("a bug")
+
+    festival.submit = broken
+
+    async def go():
+        transport = httpx.ASGITransport(app=build_app(festival))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.post("/v1/checkouts", json={**CO, "idempotency_key": "a"})
+            assert error_code(r, 500) == "internal"
+
+    asyncio.run(go())
+    assert any("unhandled error" in rec.message for rec in caplog.records)
