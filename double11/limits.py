@@ -14,9 +14,9 @@ restock_qty_max = 1_000_000_000
 idempotency_key_chars_max = 128
 id_max = 2**63 - 1
 
-# Group commit: single requests are gathered for at most this long, or until
-# this many commands are waiting, then applied and made durable together.
-group_commit_window_ms = 1.0
+# Group commit: whatever is waiting when the previous batch is applied goes
+# into the next one (no timer: the disk's latency sets the batch size), up to
+# this many commands (a single binary batch may be larger: it is never split).
 group_commit_commands_max = 16_384
 pending_commands_max = 1_000_000  # back-pressure: past this, 503 overloaded
 

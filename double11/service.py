@@ -155,10 +155,17 @@ class Festival:
         return await future
 
     def _take_pending(self) -> tuple[CommandBatch, list] | None:
+        """The next batch: what is waiting, up to group_commit_commands_max
+        (always at least one caller's commands)."""
         if not self._pending:
             return None
-        items, self._pending = self._pending, []
-        self._pending_commands = 0
+        taken, count = 0, 0
+        while taken < len(self._pending) and (taken == 0 or count + len(self._pending[taken][0])
+                                               <= limits.group_commit_commands_max):
+            count += len(self._pending[taken][0])
+            taken += 1
+        items, self._pending = self._pending[:taken], self._pending[taken:]
+        self._pending_commands -= count
         parts, spans, dicts = [], [], []
         # single JSON requests are encoded together: one pass, one batch
         for item, future in items:
