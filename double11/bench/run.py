@@ -69,7 +69,7 @@ def engine_rate(catalog, seconds: float, batch: int) -> float:
     k = 0
     while time.perf_counter() - started < seconds:
         b = batches[k % len(batches)]
-        b.key = work._keys(len(b))  # fresh keys: each round is new work, not retries
+        b.key = work.fresh_keys(len(b))  # fresh keys: each round is new work, not retries
         code, ref = engine.apply(b, now)
         ok = code == Result.ok
         pays = work.pays(ref[ok], engine.c_amount.data[ref[ok] - 1])

@@ -34,7 +34,7 @@ class Workload:
         # idempotency keys: unique per generator (seeded high bits keep several clients apart)
         self.next_key = (key_space << 40) + 1
 
-    def _keys(self, n: int) -> np.ndarray:
+    def fresh_keys(self, n: int) -> np.ndarray:
         keys = np.arange(self.next_key, self.next_key + n, dtype=np.uint64)
         self.next_key += n
         return keys
@@ -50,7 +50,7 @@ class Workload:
             channel=np.where(rng.random(n) < 0.9, Channel.mobile, Channel.pc).astype(np.uint8),
             lines=lines,
             country=self.countries[np.searchsorted(self.country_cdf, rng.random(n) * self.country_cdf[-1])],
-            key=self._keys(n),
+            key=self.fresh_keys(n),
             target=rng.integers(1, self.buyers, size=n, dtype=np.int64),
             amount=np.zeros(n, dtype=np.int64),
             sku=skus,
@@ -65,7 +65,7 @@ class Workload:
             channel=np.zeros(n, dtype=np.uint8),
             lines=np.zeros(n, dtype=np.uint8),
             country=np.zeros(n, dtype=np.uint16),
-            key=self._keys(n),
+            key=self.fresh_keys(n),
             target=checkout_ids.astype(np.int64),
             amount=amounts.astype(np.int64),
             sku=np.zeros(0, dtype=np.int64),
