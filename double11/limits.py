@@ -24,6 +24,8 @@ pending_commands_max = 1_000_000  # back-pressure: past this, 503 overloaded
 payment_timeout_ms_default = 15 * 60 * 1000
 
 # Catalog
+# a price cap that keeps every total in int64: price * line_qty_max * checkout_lines_max
+sku_price_fen_max = 10**12
 catalog_skus_max = 50_000_000
 catalog_merchants_max = 10_000_000
 

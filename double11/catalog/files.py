@@ -249,6 +249,8 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
     sku_price_fen = s.integers("price_fen")
     s.check("price_fen", sku_price_fen >= 1, lambda v: f"price {v} is not a positive number of fen",
             sku_price_fen)
+    s.check("price_fen", sku_price_fen <= limits.sku_price_fen_max,
+            lambda v: f"price {v} is over the limit of {limits.sku_price_fen_max} fen", sku_price_fen)
     sku_stock = s.integers("stock")
     s.check("stock", sku_stock >= 0, lambda v: f"stock {v} is negative", sku_stock)
 

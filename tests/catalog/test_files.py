@@ -139,6 +139,7 @@ BAD = [
     ("skus.csv", "102,3,12", "100,3,12", ["skus.csv", "'sku'", "row 3", "duplicate id 100"]),
     ("skus.csv", "9900,0", "0,0", ["skus.csv", "'price_fen'", "row 2", "positive"]),
     ("skus.csv", "9900,0", "-9900,0", ["skus.csv", "'price_fen'", "row 2", "positive"]),
+    ("skus.csv", "9900,0", "1000000000001,0", ["skus.csv", "'price_fen'", "row 2", "over the limit"]),
     ("skus.csv", "9900,0", "99.00,0", ["skus.csv", "'price_fen'", "row 2", "'99.00'"]),
     ("skus.csv", "12900,300", "12900,-1", ["skus.csv", "'stock'", "row 3", "negative"]),
     ("skus.csv", "12900,300", "12900,2.5", ["skus.csv", "'stock'", "row 3", "not an integer"]),
