@@ -237,7 +237,7 @@ def check_invariants(data_dir: Path, paid_fen_seen: int) -> dict:
     stock_ok = bool((e.available >= 0).all() and (e.sku_sold >= 0).all()
                     and (e.available + reserved + e.sku_sold == e.sku_stocked).all())
     ledger = festival.ledger()
-    paid = np.isin(e.c_status.data, (Status.paid,))
+    paid = e.c_status.data == Status.paid
     gmv_ok = e.stats.gmv_fen == int(e.c_amount.data[paid].sum())
     checks = {
         "no_oversell_and_units_conserved": stock_ok,

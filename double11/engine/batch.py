@@ -77,10 +77,6 @@ class CommandBatch:
         return starts
 
     @classmethod
-    def empty(cls) -> "CommandBatch":
-        return cls(**{name: np.zeros(0, dtype=dt) for name, dt in COMMAND_COLUMNS + LINE_COLUMNS})
-
-    @classmethod
     def concat(cls, batches: list["CommandBatch"]) -> "CommandBatch":
         if len(batches) == 1:
             return batches[0]

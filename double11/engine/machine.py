@@ -85,7 +85,6 @@ class Engine:
         brand_index.insert(catalog.brand_id.astype(np.uint64))
         self.sku_merchant = merchant_index.lookup(catalog.sku_merchant.astype(np.uint64))
         self.sku_brand = brand_index.lookup(catalog.sku_brand.astype(np.uint64))
-        self.sku_merchant_id = catalog.sku_merchant.astype(np.int64)
         # orders of a checkout go in ascending merchant id: sort by the id's rank
         merchant_rank = np.empty(catalog.merchants, dtype=np.int64)
         merchant_rank[np.argsort(catalog.merchant_id, kind="stable")] = np.arange(catalog.merchants)
@@ -135,6 +134,10 @@ class Engine:
         self.expire_cursor = 0
         self.ledger = Ledger(catalog.merchants, cap, pf)
         self.stats = FestivalStats(catalog, config)
+
+    def commission(self, amounts):
+        """The platform's cut of a settlement: floor(amount * bps / 10,000) fen."""
+        return amounts * self.config.commission_bps // 10_000
 
     @property
     def sku_reserved(self) -> np.ndarray:
@@ -290,15 +293,14 @@ class Engine:
         keep = ok[claim_of_line]
         position = np.arange(len(line)) - np.repeat(np.cumsum(counts) - counts, counts)
         l_claim, l_sku, l_qty, l_position = claim_of_line[keep], sku_rows[keep], qty[keep], position[keep]
-        l_merchant_id = self.sku_merchant_id[l_sku]
-        # one int64 sort key (claim, merchant row): a stable argsort keeps line order
-        order = _order_lines(l_claim, self.sku_merchant_rank[l_sku], self.catalog.merchants)
-        l_claim, l_sku, l_qty, l_merchant_id = l_claim[order], l_sku[order], l_qty[order], l_merchant_id[order]
+        l_merchant_rank = self.sku_merchant_rank[l_sku]
+        order = _order_lines(l_claim, l_merchant_rank, self.catalog.merchants)
+        l_claim, l_sku, l_qty, l_merchant_rank = l_claim[order], l_sku[order], l_qty[order], l_merchant_rank[order]
         l_position = l_position[order]
         l_amount = self.sku_price[l_sku] * l_qty
         n_lines = len(l_claim)
         new_claim = starts_of_runs(l_claim)
-        new_order = new_claim | starts_of_runs(l_merchant_id)
+        new_order = new_claim | starts_of_runs(l_merchant_rank)
         claim_first_line = np.flatnonzero(new_claim)
         order_first_line = np.flatnonzero(new_order)
         n_new_orders = len(order_first_line)
@@ -442,7 +444,7 @@ class Engine:
             return
         self.o_status.data[rows] = ST.settled
         amounts = self.o_amount.data[rows]
-        commissions = amounts * self.config.commission_bps // 10_000
+        commissions = self.commission(amounts)
         self.ledger.settlements(self.o_merchant.data[rows], rows + 1, amounts, commissions)
         self.stats.settled_fen += int(amounts.sum())
 

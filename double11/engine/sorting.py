@@ -52,12 +52,6 @@ def group_first(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return s[starts], first, inverse
 
 
-def count_distinct(values: np.ndarray) -> int:
-    if len(values) == 0:
-        return 0
-    s = np.sort(values)
-    return int(np.count_nonzero(s[1:] != s[:-1])) + 1
-
 
 def distinct(values: np.ndarray) -> np.ndarray:
     """The distinct values, ascending (np.unique without its hashing cost)."""

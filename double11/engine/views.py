@@ -26,16 +26,15 @@ _DETAIL = {
 }
 
 
-def result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) -> dict[str, Any]:
-    """The {"status", "body"} answer to command i of a batch."""
+def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) -> dict[str, Any]:
+    """The {"status", "body"} answer to command i of a batch, but a created
+    checkout (`results` builds those for the whole batch at once)."""
     code = Result(code)
     if code != Result.ok:
         template = _DETAIL.get(code)
         detail = template.format(ref) if template and ref else None
         return {"status": HTTP_STATUS[code], "body": error_body(code, detail)}
     op = Op(int(batch.op[i]))
-    if op == Op.checkout:
-        return {"status": 201, "body": checkout_created(engine, ref)}
     if op == Op.pay:
         row = ref - 1
         return {"status": 200, "body": {"checkout": ref, "status": "paid", "amount_fen": int(engine.c_amount.data[row])}}
@@ -43,28 +42,12 @@ def result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) -> 
         return {"status": 200, "body": {"checkout": ref, "status": "cancelled"}}
     if op == Op.confirm:
         amount = int(engine.o_amount.data[ref - 1])
-        commission = amount * engine.config.commission_bps // 10_000
+        commission = engine.commission(amount)
         return {"status": 200, "body": {"order": ref, "status": "settled", "merchant_fen": amount - commission,
                                         "commission_fen": commission}}
     if op == Op.refund:
         return {"status": 200, "body": {"order": ref, "status": "refunded", "amount_fen": int(engine.o_amount.data[ref - 1])}}
     return {"status": 200, "body": {"sku": ref, "qty": int(batch.amount[i])}}
-
-
-def checkout_created(engine: Engine, checkout: int) -> dict[str, Any]:
-    row = checkout - 1
-    start, count = int(engine.c_order_start.data[row]), int(engine.c_orders.data[row])
-    merchant_id = engine.catalog.merchant_id
-    return {
-        "checkout": checkout,
-        "amount_fen": int(engine.c_amount.data[row]),
-        "orders": [
-            {"order": o + 1, "merchant": int(merchant_id[engine.o_merchant.data[o]]), "amount_fen": int(engine.o_amount.data[o])}
-            for o in range(start, start + count)
-        ],
-        "status": "reserved",
-        "expires_at": int(engine.c_created.data[row]) + engine.config.payment_timeout_ms,
-    }
 
 
 def _lines(engine: Engine, start: int, count: int, with_order: bool) -> list[dict[str, Any]]:
@@ -178,5 +161,5 @@ def results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
         if body is not None:
             out.append({"status": 201, "body": body})
         else:
-            out.append(result(engine, batch, start + i, codes[i], refs[i]))
+            out.append(_result(engine, batch, start + i, codes[i], refs[i]))
     return out
