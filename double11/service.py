@@ -186,6 +186,8 @@ class Festival:
         loop = asyncio.get_running_loop()
         in_flight = None  # (durable future, batch, code, ref, spans, started)
         while True:
+            if 0 < self._pending_commands < limits.group_commit_gather_commands:
+                await self._gather()
             taken = self._take_pending()
             current = None
             if taken is not None:
@@ -211,6 +213,17 @@ class Festival:
                 continue
             self._wake.clear()
             await self._wake.wait()
+
+    async def _gather(self) -> None:
+        """Waits for more single requests while they keep arriving."""
+        step_s = limits.group_commit_gather_step_us / 1e6
+        waited_us = 0
+        while waited_us < limits.group_commit_gather_us:
+            before = self._pending_commands
+            await asyncio.sleep(step_s)
+            waited_us += limits.group_commit_gather_step_us
+            if self._pending_commands == before or self._pending_commands >= limits.group_commit_gather_commands:
+                return
 
     async def _answer(self, committed) -> None:
         durable, batch, code, ref, spans, started = committed

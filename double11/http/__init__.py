@@ -1,4 +1,4 @@
-"""The HTTP adapter: ASGI app over `Festival`, served by embedded granian."""
+"""The HTTP adapter: an RSGI app over `Festival`, served by embedded granian."""
 
 from double11.http.app import App, EmptyApp, build_app
 

@@ -1,4 +1,7 @@
-"""The ASGI app: a tiny hand-written router over `Festival`.
+"""The HTTP app: a tiny hand-written router over `Festival`, on granian's RSGI
+interface (a request is one `await proto()` for the body and one
+`proto.response_bytes(...)`: about a third less Python per request than ASGI's
+message dicts, measured with the same server and client).
 
 Transport only: bodies are decoded untyped (msgspec) and handed to the engine,
 which validates every command field.  The HTTP layer answers for: a body that
@@ -17,9 +20,10 @@ import logging
 import mimetypes
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import msgspec
+from granian.rsgi import ProtocolClosed
 
 from double11 import limits
 from double11.errors import HTTP_STATUS, Double11Error, Result, error_body
@@ -29,17 +33,16 @@ from double11.http.openapi import build_openapi
 log = logging.getLogger("double11.http")
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "screen" / "static"
-BINARY_BATCH_TYPE = b"application/x-double11-batch"
+BINARY_BATCH_TYPE = "application/x-double11-batch"
 SSE_INTERVAL_S = 0.5
 
 _ENC = msgspec.json.Encoder()
 _DEC = msgspec.json.Decoder()
 
-_H_JSON = [(b"content-type", b"application/json")]
-_H_BINARY = [(b"content-type", BINARY_BATCH_TYPE)]
-_H_TEXT = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
-_H_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-          (b"x-accel-buffering", b"no")]
+_H_JSON = [("content-type", "application/json")]
+_H_BINARY = [("content-type", BINARY_BATCH_TYPE)]
+_H_TEXT = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
+_H_SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".svg": "image/svg+xml", ".json": "application/json", ".png": "image/png",
@@ -83,39 +86,30 @@ def _error(code: Result, detail: str | None = None) -> tuple[int, bytes, list]:
     return HTTP_STATUS[code], _ENC.encode(error_body(code, detail)), _H_JSON
 
 
-async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]]) -> bytes:
+async def read_body(scope: Any, proto: Any) -> bytes:
     """The whole request body, refused with body_too_large past the limit
-    (from Content-Length before reading, and while streaming)."""
-    for k, v in scope["headers"]:
-        if k == b"content-length":
+    (from Content-Length before reading; a body without one is streamed and
+    counted)."""
+    length = scope.headers.get("content-length")
+    try:
+        if length is not None:
             try:
-                n = int(v)
+                n = int(length)
             except ValueError:
                 raise Double11Error(Result.invalid_request, "bad Content-Length") from None
             if n > _BODY_MAX:
                 raise Double11Error(Result.body_too_large, f"{n} bytes > {_BODY_MAX}")
-            break
-    msg = await receive()
-    body = msg.get("body", b"")
-    if not msg.get("more_body"):
-        if msg["type"] != "http.request":
-            raise _Disconnected
-        return body
-    chunks = [body]
-    size = len(body)
-    while True:
-        msg = await receive()
-        if msg["type"] != "http.request":
-            raise _Disconnected
-        b = msg.get("body", b"")
-        if b:
-            size += len(b)
+            return await proto()
+        chunks = []
+        size = 0
+        async for chunk in proto:
+            size += len(chunk)
             if size > _BODY_MAX:
                 raise Double11Error(Result.body_too_large, f"more than {_BODY_MAX} bytes")
-            chunks.append(b)
-        if not msg.get("more_body"):
-            break
-    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except ProtocolClosed:
+        raise _Disconnected from None
 
 
 def _decode_object(body: bytes) -> dict:
@@ -136,19 +130,8 @@ def _parse_id(s: str) -> int:
     raise Double11Error(Result.invalid_request, f"path id must be a positive integer up to {_ID_MAX}")
 
 
-async def _lifespan(receive, send) -> None:
-    while True:
-        msg = await receive()
-        t = msg["type"]
-        if t == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif t == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 class App:
-    """The double11 HTTP API as an ASGI 3 callable."""
+    """The double11 HTTP API as an RSGI application."""
 
     def __init__(self, festival: Any, static_dir: str | Path | None = None) -> None:
         self.festival = festival
@@ -159,15 +142,15 @@ class App:
         self._streams: set[asyncio.Future] = set()
         submit = festival.submit
 
-        async def checkout(scope, receive, send, _id):
-            cmd = _decode_object(await read_body(scope, receive))
+        async def checkout(scope, proto, _id):
+            cmd = _decode_object(await read_body(scope, proto))
             cmd["op"] = "checkout"
             res = (await submit([cmd]))[0]
             return res["status"], _ENC.encode(res["body"]), _H_JSON
 
         def command(op: str, field: str):
-            async def handler(scope, receive, send, id_):
-                cmd = _decode_object(await read_body(scope, receive))
+            async def handler(scope, proto, id_):
+                cmd = _decode_object(await read_body(scope, proto))
                 cmd["op"] = op
                 cmd[field] = id_
                 res = (await submit([cmd]))[0]
@@ -175,7 +158,7 @@ class App:
             return handler
 
         def view(get: Callable[[int], Any], missing: Result):
-            async def handler(scope, receive, send, id_):
+            async def handler(scope, proto, id_):
                 v = get(id_)
                 if v is None:
                     return _error(missing)
@@ -183,7 +166,7 @@ class App:
             return handler
 
         def whole(get: Callable[[], Any]):
-            async def handler(scope, receive, send, _id):
+            async def handler(scope, proto, _id):
                 return 200, _ENC.encode(get()), _H_JSON
             return handler
 
@@ -215,27 +198,25 @@ class App:
 
     # ------------------------------------------------------------------ entry
 
-    async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
             return
         t0 = perf_counter()
-        path = scope["path"]
+        path = scope.path
         route = self._exact.get(path)
         id_: Any = None
         try:
             if route is None:
                 route, id_ = self._match(path)
             label, methods = route
-            handler = methods.get(scope["method"])
+            handler = methods.get(scope.method)
             if handler is None:
-                status, body, headers = _error(Result.method_not_allowed, f"{scope['method']} {label}")
-                headers = headers + [(b"allow", ", ".join(methods).encode())]
+                status, body, headers = _error(Result.method_not_allowed, f"{scope.method} {label}")
+                headers = headers + [("allow", ", ".join(methods))]
             else:
                 if type(id_) is str:
                     id_ = _parse_id(id_)
-                r = await handler(scope, receive, send, id_)
+                r = await handler(scope, proto, id_)
                 if r is None:  # streamed its own response
                     self.metrics.observe(label, 200, perf_counter() - t0)
                     return
@@ -246,12 +227,14 @@ class App:
         except _Disconnected:
             return
         except Exception:
-            log.exception("unhandled error in %s %s", scope["method"], path)
+            log.exception("unhandled error in %s %s", scope.method, path)
             status, headers = HTTP_STATUS[Result.internal], _H_JSON
             body = _ENC.encode(error_body(Result.internal))
             label = route[0] if route is not None else R_UNMATCHED
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        try:
+            proto.response_bytes(status, headers, body)
+        except ProtocolClosed:  # the client went away: nothing to answer
+            return
         self.metrics.observe(label, status, perf_counter() - t0)
 
     def _match(self, path: str) -> tuple[tuple[str, dict], str | None]:
@@ -267,13 +250,9 @@ class App:
 
     # ------------------------------------------------------------------ handlers
 
-    async def _batch(self, scope, receive, send, _id):
-        ctype = b""
-        for k, v in scope["headers"]:
-            if k == b"content-type":
-                ctype = v
-                break
-        body = await read_body(scope, receive)
+    async def _batch(self, scope, proto, _id):
+        ctype = scope.headers.get("content-type") or ""
+        body = await read_body(scope, proto)
         if ctype.startswith(BINARY_BATCH_TYPE):
             return 200, await self.festival.submit_binary(body), _H_BINARY
         obj = _decode_object(body)
@@ -288,7 +267,7 @@ class App:
         results = await self.festival.submit(commands)
         return 200, _ENC.encode({"results": results}), _H_JSON
 
-    async def _metrics(self, scope, receive, send, _id):
+    async def _metrics(self, scope, proto, _id):
         try:
             fm = self.festival.metrics()
         except Exception:
@@ -296,16 +275,16 @@ class App:
             fm = {}
         return 200, self.metrics.render(fm).encode(), _H_TEXT
 
-    async def _openapi_doc(self, scope, receive, send, _id):
+    async def _openapi_doc(self, scope, proto, _id):
         if self._openapi is None:
             self._openapi = _ENC.encode(build_openapi())
         return 200, self._openapi, _H_JSON
 
-    async def _index(self, scope, receive, send, _id):
+    async def _index(self, scope, proto, _id):
         return self._file("index.html")
 
-    async def _static(self, scope, receive, send, _id):
-        return self._file(scope["path"][len("/static/"):])
+    async def _static(self, scope, proto, _id):
+        return self._file(scope.path[len("/static/"):])
 
     def _file(self, name: str):
         parts = name.split("/")
@@ -317,7 +296,7 @@ class App:
         if not p.is_relative_to(root) or not p.is_file():
             raise Double11Error(Result.not_found, "no such file")
         ctype = _TYPES.get(p.suffix.lower()) or mimetypes.guess_type(p.name)[0] or "application/octet-stream"
-        return 200, p.read_bytes(), [(b"content-type", ctype.encode()), (b"cache-control", b"no-cache")]
+        return 200, p.read_bytes(), [("content-type", ctype), ("cache-control", "no-cache")]
 
     def shutdown(self) -> None:
         """End open event streams (call before stopping the server)."""
@@ -326,20 +305,17 @@ class App:
             if not f.done():
                 f.set_result(None)
 
-    async def _stream(self, scope, receive, send, _id):
+    async def _stream(self, scope, proto, _id):
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         self._streams.add(stop)
 
         async def watch_disconnect():
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    return
+            await proto.client_disconnect()
 
         watcher = asyncio.ensure_future(watch_disconnect())
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _H_SSE})
+            transport = proto.response_stream(200, _H_SSE)
             while not self.closing:
                 try:
                     stats = self.festival.stats()
@@ -347,13 +323,11 @@ class App:
                 except Exception:
                     log.exception("festival.stats() failed")
                     chunk = b": stats unavailable\n\n"
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await transport.send_bytes(chunk)
                 done, _ = await asyncio.wait((watcher, stop), timeout=SSE_INTERVAL_S,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if done:
                     break
-            if not watcher.done():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception:  # client went away mid-write
             pass
         finally:
@@ -366,24 +340,23 @@ class EmptyApp:
 
     closing = False
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+    async def __rsgi__(self, scope, proto) -> None:
+        if scope.proto != "http":
             return
         try:
-            await read_body(scope, receive)
-        except (_Disconnected, Double11Error):
+            await read_body(scope, proto)
+        except _Disconnected:
+            return
+        except Double11Error:
             pass
-        await send({"type": "http.response.start", "status": 201, "headers": _H_JSON})
-        await send({"type": "http.response.body", "body": b"{}"})
+        proto.response_bytes(201, _H_JSON, b"{}")
 
     def shutdown(self) -> None:
         self.closing = True
 
 
 def build_app(festival: Any, empty: bool = False, static_dir: str | Path | None = None):
-    """The ASGI app over `festival`; with empty=True, the empty-handler baseline."""
+    """The RSGI app over `festival`; with empty=True, the empty-handler baseline."""
     if empty:
         return EmptyApp()
     return App(festival, static_dir)

@@ -1,4 +1,4 @@
-"""The HTTP server: granian's embedded server (ASGI, uvloop, one worker, no
+"""The HTTP server: granian's embedded server (RSGI, uvloop, one worker, no
 access log) over the double11 app, with graceful shutdown on SIGINT/SIGTERM
 that ends event streams, lets in-flight requests finish, then closes the
 festival.  Everything acknowledged was durable before it was acknowledged.
@@ -48,7 +48,7 @@ class HttpServer:
             self.app,
             address=self.host,
             port=self.port,
-            interface=Interfaces.ASGINL,
+            interface=Interfaces.RSGI,
             http=HTTPModes.http1,
             websockets=False,
             backlog=LISTEN_BACKLOG,

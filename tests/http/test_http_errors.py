@@ -3,7 +3,6 @@ and a refused request changes nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import httpx
@@ -11,7 +10,6 @@ import msgspec
 import pytest
 
 from double11 import limits
-from double11.http.app import build_app
 
 CO = {"op": "checkout", "buyer": 7, "country": "CN", "channel": "pc", "lines": [{"sku": 102, "qty": 1}]}
 
@@ -127,35 +125,13 @@ def test_binary_batch_decode_error_is_json_4xx(shared_client):
     nothing_changed(shared_client)
 
 
-def test_asgi_app_directly(festival):
-    """The app as a plain ASGI callable (no server): errors and one success."""
-    async def go():
-        transport = httpx.ASGITransport(app=build_app(festival))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.post("/v1/checkouts", content=b"[]")
-            assert error_code(r, 400) == "invalid_request"
-            r = await c.get("/v1/checkouts/0")
-            assert error_code(r, 400) == "invalid_request"
-            r = await c.post("/v1/checkouts", json={**CO, "idempotency_key": "a"})
-            assert r.status_code == 201, r.text
-            r = await c.get("/static/%2e%2e/%2e%2e/errors.py")
-            assert error_code(r, 404) == "not_found"
-
-    asyncio.run(go())
-
-
-def test_a_bug_of_ours_is_a_500_with_the_error_shape_and_is_logged(festival, caplog):
+def test_a_bug_of_ours_is_a_500_with_the_error_shape_and_is_logged(festival, caplog, request):
     """Never the answer to bad input: only an exception inside the platform gets here."""
     async def broken(commands):
         raise RuntimeError("a bug")
 
     festival.submit = broken
-
-    async def go():
-        transport = httpx.ASGITransport(app=build_app(festival))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.post("/v1/checkouts", json={**CO, "idempotency_key": "a"})
-            assert error_code(r, 500) == "internal"
-
-    asyncio.run(go())
+    client = request.getfixturevalue("client")  # the server starts over the broken festival
+    r = client.post("/v1/checkouts", json={**CO, "idempotency_key": "a"})
+    assert error_code(r, 500) == "internal"
     assert any("unhandled error" in rec.message for rec in caplog.records)
