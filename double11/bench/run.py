@@ -4,7 +4,9 @@
 2. batch load: the real server (durability on: fsync before every answer)
    and a gateway-like client posting binary batches of checkouts, then pays
    for the accepted ones, over loopback HTTP (orders_per_s, payments_per_s,
-   batch_p99_ms);
+   batch_p99_ms).  The flash deals sell out mid-run; like the app, which
+   greys out an item whose product page reads zero stock, the clients stop
+   ordering a hot item once a poll of its stock reads zero;
 3. single requests: one checkout per HTTP request (JSON, as a phone sends it)
    from wrk, against the same server, then against the same server answering
    from an empty handler (single_orders_per_s, empty_handler_per_s);
@@ -43,6 +45,8 @@ BINARY = "application/x-double11-batch"
 FESTIVAL_START_MS = FestivalConfig().festival_start_ms
 FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell out mid-run
 SINGLE_CONNECTIONS = 256  # phones: many connections, one checkout each
+HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
+HOT_ITEMS_POLL_S = 0.5
 
 
 def say(text: str) -> None:
@@ -132,10 +136,32 @@ def batch_load(server: Server, catalog, args: argparse.Namespace) -> dict:
             latencies.append((time.perf_counter() - t) * 1000)
         return decode_results(data)
 
+    sold_out: list[int] = []  # hot SKUs seen at zero stock, shared by the clients
+
+    def watch_hot_items() -> None:
+        # what a phone's product page shows: the hottest items' stock, polled
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        hot = [int(s) for s in catalog.sku_id[:HOT_ITEMS_WATCHED]]
+        while time.perf_counter() < stop_at:
+            for sku in hot:
+                if sku not in sold_out:
+                    conn.request("GET", f"/v1/skus/{sku}")
+                    resp = conn.getresponse()
+                    if resp.status == 200 and json.loads(resp.read())["stock"] == 0:
+                        sold_out.append(sku)
+                    else:
+                        resp.read()
+            time.sleep(HOT_ITEMS_POLL_S)
+        conn.close()
+
     def client(k: int) -> None:
         work = Workload(catalog.sku_id, seed=100 + k, key_space=k + 1)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        known_sold_out = 0
         while time.perf_counter() < stop_at:
+            if len(sold_out) > known_sold_out:
+                known_sold_out = len(sold_out)
+                work.drop_skus(np.array(sold_out[:known_sold_out], dtype=np.int64))
             checkouts = work.checkouts(args.batch)
             res = post(conn, checkouts.to_bytes())
             ok = res["code"] == Result.ok
@@ -150,6 +176,7 @@ def batch_load(server: Server, catalog, args: argparse.Namespace) -> dict:
         conn.close()
 
     threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(args.connections)]
+    threads.append(threading.Thread(target=watch_hot_items, daemon=True))
     started = time.perf_counter()
     for t in threads:
         t.start()

@@ -34,6 +34,13 @@ class Workload:
         # idempotency keys: unique per generator (seeded high bits keep several clients apart)
         self.next_key = (key_space << 40) + 1
 
+    def drop_skus(self, sku_ids: np.ndarray) -> None:
+        """Stops drawing these SKUs (sold out: the app shows them greyed out);
+        the rest keep their relative popularity."""
+        keep = ~np.isin(self.sku_pool, sku_ids)
+        if keep.any():
+            self.sku_pool = self.sku_pool[keep]
+
     def fresh_keys(self, n: int) -> np.ndarray:
         keys = np.arange(self.next_key, self.next_key + n, dtype=np.uint64)
         self.next_key += n

@@ -112,15 +112,16 @@ def sku(engine: Engine, sku_id: int) -> dict[str, Any] | None:
     if row < 0:
         return None
     cat = engine.catalog
+    stock, sold, stocked = int(engine.available[row]), int(engine.sku_sold[row]), int(engine.sku_stocked[row])
     return {
         "sku": sku_id,
         "merchant": int(cat.sku_merchant[row]),
         "brand": int(cat.sku_brand[row]),
         "price_fen": int(engine.sku_price[row]),
-        "stock": int(engine.available[row]),
-        "reserved": int(engine.sku_reserved[row]),
-        "sold": int(engine.sku_sold[row]),
-        "stocked": int(engine.sku_stocked[row]),
+        "stock": stock,
+        "reserved": stocked - stock - sold,  # as Engine.sku_reserved, for one row (not the whole array)
+        "sold": sold,
+        "stocked": stocked,
     }
 
 
