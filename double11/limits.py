@@ -26,6 +26,8 @@ group_commit_commands_max = 16_384
 group_commit_gather_us = 2_000
 group_commit_gather_step_us = 1_000
 group_commit_gather_commands = 256
+# a binary batch this big is decoded on a worker thread, beside the engine
+decode_on_worker_bytes_min = 256 * 1024
 pending_commands_max = 1_000_000  # back-pressure: past this, 503 overloaded
 
 # Time

@@ -50,6 +50,7 @@ class Festival:
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-fsync")
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-decode")
         self.batches = 0
         self.commands = 0
         self.batch_ms = collections.deque(maxlen=4096)  # apply + fsync, per batch
@@ -137,8 +138,13 @@ class Festival:
         return await self._enqueue(commands, len(commands))
 
     async def submit_binary(self, body: bytes) -> bytes:
-        """The compact columnar batch format (double11.engine.batch / wire)."""
-        batch = CommandBatch.from_bytes(body)
+        """The compact columnar batch format (double11.engine.batch / wire).
+        A big batch is decoded and checked on a worker thread (NumPy lets go
+        of the GIL), beside the engine applying the one before it."""
+        if len(body) >= limits.decode_on_worker_bytes_min:
+            batch = await asyncio.get_running_loop().run_in_executor(self._decoder, CommandBatch.from_bytes, body)
+        else:
+            batch = CommandBatch.from_bytes(body)
         return await self._enqueue(batch, len(batch))
 
     async def _enqueue(self, item: Any, count: int) -> Any:
@@ -322,6 +328,7 @@ class Festival:
             with self._lock:
                 self.log.close()
         self._io.shutdown(wait=True)
+        self._decoder.shutdown(wait=True)
 
 
 def _check_batch_size(n: int) -> None:
