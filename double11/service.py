@@ -192,8 +192,8 @@ class Festival:
         loop = asyncio.get_running_loop()
         in_flight = None  # (durable future, batch, code, ref, spans, started)
         while True:
-            if 0 < self._pending_commands < limits.group_commit_gather_commands:
-                await self._gather()
+            if in_flight is None and 0 < self._pending_commands < limits.group_commit_gather_commands:
+                await self._gather()  # (with a batch in flight, its answers come first)
             taken = self._take_pending()
             current = None
             if taken is not None:
