@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+from double11.engine.compiled import inline, kernel
 
 from double11 import limits
 from double11.errors import Double11Error, Result
@@ -123,30 +124,49 @@ class CommandBatch:
     def fingerprints(self) -> np.ndarray:
         """A 64-bit digest of each command's body (all but its key): a retry
         with the same key must carry the same body."""
-        h = _mix(self.op.astype(np.uint64) ^ (self.channel.astype(np.uint64) << np.uint64(8))
-                 ^ (self.country.astype(np.uint64) << np.uint64(16)))
-        h = _mix(h ^ self.target.astype(np.uint64))
-        h = _mix(h ^ self.amount.astype(np.uint64))
-        if len(self.sku):
-            pos = np.arange(len(self.sku), dtype=np.uint64) - np.repeat(self.line_start, self.lines).astype(np.uint64)
-            per_line = _mix(_mix(self.sku.astype(np.uint64) ^ pos) ^ self.qty.astype(np.uint64))
-            has = self.lines > 0
-            folded = np.bitwise_xor.reduceat(per_line, self.line_start[has])
-            h[has] = _mix(h[has] ^ folded)
-        return h
+        out = np.empty(len(self.op), dtype=np.uint64)
+        _fingerprints(self.op, self.channel, self.country, self.lines, self.target, self.amount,
+                      self.sku, self.qty, out)
+        return out
 
 
-def _row_bytes(cols) -> int:
-    return sum(np.dtype(dt).itemsize for _, dt in cols)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
+@inline
+def _mix(x):
     # splitmix64's finalizer: every input bit affects every output bit
     x = x ^ (x >> np.uint64(30))
     x = x * np.uint64(0xBF58476D1CE4E5B9)
     x = x ^ (x >> np.uint64(27))
     x = x * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+@kernel
+def command_fingerprint(op, channel, country, target, amount, sku, qty, line_start, lines):
+    """The fingerprint of one command whose lines are sku/qty[line_start:
+    line_start + lines]: op, channel, country, target, amount and every
+    (position, sku, qty) go in."""
+    h = _mix(np.uint64(op) ^ (np.uint64(channel) << np.uint64(8)) ^ (np.uint64(country) << np.uint64(16)))
+    h = _mix(h ^ np.uint64(target))
+    h = _mix(h ^ np.uint64(amount))
+    if lines > 0:
+        folded = np.uint64(0)
+        for p in range(lines):
+            j = line_start + p
+            folded ^= _mix(_mix(np.uint64(sku[j]) ^ np.uint64(p)) ^ np.uint64(np.int64(qty[j])))
+        h = _mix(h ^ folded)
+    return h
+
+
+@kernel
+def _fingerprints(op, channel, country, lines, target, amount, sku, qty, out):
+    start = 0
+    for i in range(len(op)):
+        out[i] = command_fingerprint(op[i], channel[i], country[i], target[i], amount[i], sku, qty, start, lines[i])
+        start += lines[i]
+
+
+def _row_bytes(cols) -> int:
+    return sum(np.dtype(dt).itemsize for _, dt in cols)
 
 
 def validate(batch: CommandBatch) -> None:

@@ -21,16 +21,22 @@ class Column:
     def data(self) -> np.ndarray:
         return self._buf[: self.size]
 
+    def reserve(self, extra: int) -> np.ndarray:
+        """Room for `extra` more rows; returns the whole buffer, for a compiled
+        loop that appends in place and then sets `size`."""
+        end = self.size + extra
+        if end > len(self._buf):
+            # doubling keeps appends amortized O(1); the copy is the only pause
+            grown = np.zeros(max(end, 2 * len(self._buf)), dtype=self._buf.dtype)
+            grown[: self.size] = self._buf[: self.size]
+            self._buf = grown
+        return self._buf
+
     def extend(self, values: np.ndarray) -> int:
         """Appends values; returns the row of the first one."""
         start = self.size
         end = start + len(values)
-        if end > len(self._buf):
-            # doubling keeps appends amortized O(1); the copy is the only pause
-            grown = np.empty(max(end, 2 * len(self._buf)), dtype=self._buf.dtype)
-            grown[:start] = self._buf[:start]
-            self._buf = grown
-        self._buf[start:end] = values
+        self.reserve(len(values))[start:end] = values
         self.size = end
         return start
 
@@ -48,13 +54,3 @@ class Column:
     def nbytes(self) -> int:
         """Bytes of rows in use (capacity never written is not resident)."""
         return self.size * self._buf.itemsize
-
-
-def add_at(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
-    """target[index] += values, repeated indexes adding up.  The values are cast
-    to the target's dtype first: on a mismatch np.add.at takes a path ~20x slower."""
-    np.add.at(target, index, np.asarray(values, dtype=target.dtype))
-
-
-def subtract_at(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
-    np.subtract.at(target, index, np.asarray(values, dtype=target.dtype))

@@ -3,7 +3,9 @@
 Accounts: one funding account per buyer (it goes negative as the buyer pays:
 the money came from outside), platform escrow, one account per merchant, and
 the platform's commission revenue.  Every movement is a transfer recorded in
-the journal; balances are the journal's running sums.
+the journal; balances are the journal's running sums.  The transfers are
+made by the engine's compiled loop (`transitions.py`: _pay, _confirm,
+_refund), which adds to these arrays in place.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import enum
 
 import numpy as np
 
-from double11.engine.columns import Column, add_at, subtract_at
+from double11.engine.columns import Column
 
 
 class TransferKind(enum.IntEnum):
@@ -32,31 +34,6 @@ class Ledger:
         self.journal_kind = Column(np.uint8, expected_checkouts * 6 // 5, prefault)
         self.journal_ref = Column(np.int64, expected_checkouts * 6 // 5, prefault)
         self.journal_amount = Column(np.int64, expected_checkouts * 6 // 5, prefault)
-
-    def add_buyers(self, count: int) -> None:
-        self.buyer_balance.extend(np.zeros(count, dtype=np.int64))
-
-    def _journal(self, kind: TransferKind, refs: np.ndarray, amounts: np.ndarray) -> None:
-        self.journal_kind.extend(np.full(len(refs), kind, dtype=np.uint8))
-        self.journal_ref.extend(refs)
-        self.journal_amount.extend(amounts)
-
-    def payments(self, buyer_rows: np.ndarray, checkout_ids: np.ndarray, amounts: np.ndarray) -> None:
-        subtract_at(self.buyer_balance.data, buyer_rows, amounts)
-        self.escrow += int(amounts.sum())
-        self._journal(TransferKind.payment, checkout_ids, amounts)
-
-    def settlements(self, merchant_rows, order_ids, amounts, commissions) -> None:
-        add_at(self.merchant_balance, merchant_rows, amounts - commissions)
-        self.escrow -= int(amounts.sum())
-        self.platform += int(commissions.sum())
-        self._journal(TransferKind.settlement, order_ids, amounts - commissions)
-        self._journal(TransferKind.commission, order_ids, commissions)
-
-    def refunds(self, buyer_rows, order_ids, amounts) -> None:
-        add_at(self.buyer_balance.data, buyer_rows, amounts)
-        self.escrow -= int(amounts.sum())
-        self._journal(TransferKind.refund, order_ids, amounts)
 
     def balances(self) -> dict[str, int]:
         accounts = {

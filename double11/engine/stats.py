@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from double11.engine.columns import add_at
-
 from double11 import geo, limits
 from double11.catalog.model import MARKETPLACES, Catalog
 from double11.config import FestivalConfig
@@ -59,24 +57,24 @@ class FestivalStats:
         self.checkouts_per_s = PerSecond()
         self.payments_per_s = PerSecond()
 
-    def on_checkouts(self, now_ms: int, checkouts: int, orders: int) -> None:
-        self.checkouts += checkouts
-        self.orders += orders
-        self.checkouts_per_s.add(now_ms, checkouts)
+    def on_batch(self, now_ms: int, totals: np.ndarray) -> None:
+        """Adds what a batch added (`totals`, rows as in engine.transitions);
+        the per-merchant, brand and country figures were added in place."""
+        from double11.engine import transitions as tx
 
-    def on_payments(self, now_ms, amounts, mobile, countries, order_merchants, order_amounts,
-                    line_brands, line_amounts, buyers, new_buyers) -> None:
-        total = int(amounts.sum())
-        self.gmv_fen += total
-        self.mobile_gmv_fen += int(amounts[mobile].sum())
-        self.payments += len(amounts)
-        add_at(self.country_gmv, countries, amounts)
-        add_at(self.merchant_gmv, order_merchants, order_amounts)
-        add_at(self.brand_gmv, line_brands, line_amounts)
-        self.gmv_by_hour[((now_ms + UTC8_MS) // HOUR_MS) % 24] += total
-        self.buyers += buyers
-        self.new_buyers += new_buyers
-        self.payments_per_s.add(now_ms, len(amounts))
+        checkouts, payments, gmv = int(totals[tx.T_CHECKOUTS]), int(totals[tx.T_PAYMENTS]), int(totals[tx.T_GMV])
+        self.checkouts += checkouts
+        self.orders += int(totals[tx.T_ORDERS])
+        self.payments += payments
+        self.gmv_fen += gmv
+        self.mobile_gmv_fen += int(totals[tx.T_MOBILE_GMV])
+        self.gmv_by_hour[((now_ms + UTC8_MS) // HOUR_MS) % 24] += gmv
+        self.buyers += int(totals[tx.T_BUYERS])
+        self.new_buyers += int(totals[tx.T_NEW_BUYERS])
+        self.settled_fen += int(totals[tx.T_SETTLED])
+        self.refunded_fen += int(totals[tx.T_REFUNDED])
+        self.checkouts_per_s.add(now_ms, checkouts)
+        self.payments_per_s.add(now_ms, payments)
 
     def view(self, catalog: Catalog, now_ms: int) -> dict:
         cfg = self.config
