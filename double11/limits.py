@@ -28,6 +28,10 @@ group_commit_gather_step_us = 1_000
 group_commit_gather_commands = 256
 # a binary batch this big is decoded on a worker thread, beside the engine
 decode_on_worker_bytes_min = 256 * 1024
+# a batch this big is applied on the engine thread while the event loop takes
+# in the next requests; a smaller one is applied in place (a thread hand-off
+# costs more than applying a few hundred commands)
+apply_on_worker_commands_min = 2_048
 pending_commands_max = 1_000_000  # back-pressure: past this, 503 overloaded
 
 # Time

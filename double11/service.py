@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,13 +44,18 @@ class Festival:
         self.data_dir = data_dir
         self.log = log
         self.clock = clock
-        self._lock = threading.Lock()  # one batch at a time: apply + append
+        # one writer or reader at a time: apply + append, or a read of the state
+        self._lock = threading.Lock()
         self._pending: list[tuple[Any, asyncio.Future]] = []
         self._pending_commands = 0
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-fsync")
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-decode")
+        # big batches are applied here (the compiled loop lets go of the GIL), so
+        # the event loop takes in the next requests meanwhile; HTTP reads run
+        # here too, between batches, never on a half-applied one
+        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-engine")
         self.batches = 0
         self.commands = 0
         self.batch_ms = collections.deque(maxlen=4096)  # apply + fsync, per batch
@@ -200,7 +205,14 @@ class Festival:
                 batch, spans = taken
                 started = time.perf_counter()
                 try:
-                    code, ref = self._apply(batch, None)
+                    if len(batch) >= limits.apply_on_worker_commands_min:
+                        applying = loop.run_in_executor(self._engine, self._apply, batch, None)
+                        if in_flight is not None:  # answered while this batch applies
+                            await self._answer(in_flight)
+                            in_flight = None
+                        code, ref = await applying
+                    else:
+                        code, ref = self._apply(batch, None)
                 except Exception as exc:  # a bug: fail these callers, keep serving
                     for future, _, _ in spans:
                         if not future.done():
@@ -260,21 +272,32 @@ class Festival:
             offset += count
 
     # ------------------------------------------------------------------- reads
+    # Each read sees the state between two batches.  From the event loop, use
+    # `read`: it waits for its turn on the engine thread instead of blocking the
+    # loop while a batch applies.
+    async def read(self, view: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._engine, view, *args)
+
     def sku(self, sku: int) -> dict[str, Any] | None:
-        return views.sku(self.engine, sku)
+        with self._lock:
+            return views.sku(self.engine, sku)
 
     def checkout(self, checkout: int) -> dict[str, Any] | None:
-        return views.checkout(self.engine, checkout)
+        with self._lock:
+            return views.checkout(self.engine, checkout)
 
     def order(self, order: int) -> dict[str, Any] | None:
-        return views.order(self.engine, order)
+        with self._lock:
+            return views.order(self.engine, order)
 
     def ledger(self) -> dict[str, Any]:
-        return self.engine.ledger.view()
+        with self._lock:
+            return self.engine.ledger.view()
 
     def stats(self) -> dict[str, Any]:
-        now = max(self.clock.now_ms(), self.engine.now_ms)
-        return self.engine.stats.view(self.engine.catalog, now)
+        with self._lock:
+            now = max(self.clock.now_ms(), self.engine.now_ms)
+            return self.engine.stats.view(self.engine.catalog, now)
 
     def metrics(self) -> dict[str, int | float]:
         e = self.engine
@@ -327,8 +350,8 @@ class Festival:
         if self.log is not None:
             with self._lock:
                 self.log.close()
-        self._io.shutdown(wait=True)
-        self._decoder.shutdown(wait=True)
+        for pool in (self._io, self._decoder, self._engine):
+            pool.shutdown(wait=True)
 
 
 def _check_batch_size(n: int) -> None:

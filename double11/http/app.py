@@ -157,9 +157,11 @@ class App:
                 return res["status"], _ENC.encode(res["body"]), _H_JSON
             return handler
 
+        read = festival.read
+
         def view(get: Callable[[int], Any], missing: Result):
             async def handler(scope, proto, id_):
-                v = get(id_)
+                v = await read(get, id_)
                 if v is None:
                     return _error(missing)
                 return 200, _ENC.encode(v), _H_JSON
@@ -167,7 +169,7 @@ class App:
 
         def whole(get: Callable[[], Any]):
             async def handler(scope, proto, _id):
-                return 200, _ENC.encode(get()), _H_JSON
+                return 200, _ENC.encode(await read(get)), _H_JSON
             return handler
 
         # exact path -> (route label, {method: handler})
@@ -318,7 +320,7 @@ class App:
             transport = proto.response_stream(200, _H_SSE)
             while not self.closing:
                 try:
-                    stats = self.festival.stats()
+                    stats = await self.festival.read(self.festival.stats)
                     chunk = b"data: " + _ENC.encode(stats) + b"\n\n"
                 except Exception:
                     log.exception("festival.stats() failed")
