@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--skus", type=int, default=1_000_000)
     bench.add_argument("--merchants", type=int, default=100_000)
     bench.add_argument("--batch", type=int, default=16_384, help="commands per batch request")
-    bench.add_argument("--connections", type=int, default=2, help="batch client connections")
+    bench.add_argument("--connections", type=int, default=3, help="batch client connections (a gateway pipelining its batches)")
     bench.add_argument("--port", type=int, default=1199)
     bench.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     bench.set_defaults(run=_bench)

@@ -43,3 +43,44 @@ def test_lone_submits_are_each_committed_on_their_own(tmp_path):
         assert festival.batches == 3 and festival.log.syncs >= 3
     finally:
         festival.close()
+
+
+def test_reads_during_big_batches_see_whole_batches_only(tmp_path):
+    """Big batches apply on the engine thread while the event loop runs; a
+    read issued meanwhile sees the state between two batches, never half of one."""
+    from double11 import limits
+
+    festival = Festival.open(small_catalog({102: 1_000_000}), data_dir=tmp_path, clock_start_ms=T0)
+    size = limits.group_commit_commands_max  # one request fills a batch
+    batches = 4
+    assert size >= limits.apply_on_worker_commands_min
+    seen: list[int] = []
+
+    async def read_while_writing(done: asyncio.Event):
+        while not done.is_set():
+            stats, sku = await festival.read(lambda: (festival.stats(), festival.sku(102)))
+            seen.append(stats["checkouts"])
+            # the loop takes stock in place, the totals are added after it: a
+            # read in the middle of a batch would see more reserved than checkouts
+            assert sku["reserved"] == stats["checkouts"]
+            await asyncio.sleep(0)
+
+    async def go():
+        done = asyncio.Event()
+        reader = asyncio.create_task(read_while_writing(done))
+        answers = await asyncio.gather(*(
+            festival.submit([co(f"b{b}-{i}", [(102, 1)], buyer=10_000 + i) for i in range(size)])
+            for b in range(batches)))
+        done.set()
+        await reader
+        return answers
+
+    try:
+        answers = asyncio.run(go())
+        assert all(r["status"] == 201 for a in answers for r in a)
+        assert seen, "no read ran while the batches applied"
+        # whole batches only: the count of checkouts is always a multiple of one batch
+        assert all(n % size == 0 for n in seen), sorted(set(seen))
+        assert festival.stats()["checkouts"] == size * batches
+    finally:
+        festival.close()
