@@ -36,7 +36,6 @@ from double11.bench.workload import Workload
 from double11.catalog.files import save_catalog
 from double11.catalog.generate import generate_catalog, popularity_weights
 from double11.config import FestivalConfig
-from double11.engine.batch import Op
 from double11.engine.machine import Engine, Status
 from double11.engine.wire import decode_results
 from double11.errors import Result

@@ -32,14 +32,6 @@ class Column:
             self._buf = grown
         return self._buf
 
-    def extend(self, values: np.ndarray) -> int:
-        """Appends values; returns the row of the first one."""
-        start = self.size
-        end = start + len(values)
-        self.reserve(len(values))[start:end] = values
-        self.size = end
-        return start
-
     def __getstate__(self):
         # a snapshot holds the rows, not the spare capacity
         return {"data": self.data.copy(), "capacity": len(self._buf)}

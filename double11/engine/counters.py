@@ -12,7 +12,7 @@ earlier one.
 from __future__ import annotations
 
 import numpy as np
-from double11.engine.compiled import inline, kernel
+from double11.engine.compiled import kernel
 
 
 @kernel

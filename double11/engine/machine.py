@@ -125,10 +125,6 @@ class Engine:
                            minlength=self.catalog.skus).astype(np.int64)
 
     @property
-    def _catalog_rows(self) -> tuple:
-        return (self.sku_merchant, self.sku_merchant_rank, self.sku_brand, self.sku_price)
-
-    @property
     def available(self) -> np.ndarray:
         return self.counters.available[self.stock_offset: self.stock_offset + self.catalog.skus]
 
@@ -146,17 +142,23 @@ class Engine:
         sku_row = self.sku_index.lookup(batch.sku) if len(batch.sku) else _NO_ROWS
         restocks = batch.op == tx.RESTOCK
         target_row = self.sku_index.lookup(np.where(restocks, batch.target, 0)) if restocks.any() else _NO_ROWS
-        sizes = np.array([self.c_status.size, self.l_sku.size, self.o_status.size, self.b_id.size,
-                          self.idem_index.size, self.ledger.journal_kind.size], dtype=np.int64)
+        sizes = np.array([columns[0].size for columns in self._entity_columns()], dtype=np.int64)
         totals = np.zeros(tx.TOTALS, dtype=np.int64)
+        checkouts, lines, orders, (b_id, b_has_paid, b_returning, buyer_balance), keys, transfers = (
+            self._with_room(n, len(batch.sku)))
+        idem, buyers = self.idem_index, self.buyer_index
         tx.apply_batch(
             (batch.op, batch.channel, batch.lines, batch.country, batch.key, batch.target, batch.amount, target_row),
             (batch.sku, sku_row, batch.qty),
             now, self.config.commission_bps, sizes, totals, code, ref,
-            self._keys(n), self._catalog_rows, self._stock(), self._checkouts(n),
-            self._lines(len(batch.sku)), self._orders(len(batch.sku)), self._buyers(n), self._ledger(n),
+            (idem.table, idem.shift, idem.mask) + keys,
+            (self.sku_merchant, self.sku_merchant_rank, self.sku_brand, self.sku_price),
+            (self.available, self.sku_sold, self.sku_stocked),
+            checkouts, lines, orders,
+            (buyers.table, buyers.shift, buyers.mask, b_id, b_has_paid, b_returning, self.returning_sorted),
+            (buyer_balance, self.ledger.merchant_balance) + transfers,
             (self.stats.merchant_gmv, self.stats.brand_gmv, self.stats.country_gmv),
-            (self.idem_index.table.reshape(-1), self.buyer_index.table.reshape(-1), np.empty(limits.checkout_lines_max, dtype=np.int64)),
+            (idem.table.reshape(-1), buyers.table.reshape(-1), np.empty(limits.checkout_lines_max, dtype=np.int64)),
         )
         self._set_sizes(sizes)
         self.ledger.escrow += int(totals[tx.T_ESCROW])
@@ -165,56 +167,36 @@ class Engine:
         return code, ref
 
     # The buffers the compiled loop works on, each with room for the batch.
-    def _keys(self, n: int) -> tuple:
-        self.idem_index.reserve(n)
-        return (self.idem_index.table, self.idem_index.shift, self.idem_index.mask,
-                self.i_fingerprint.reserve(n), self.i_code.reserve(n), self.i_ref.reserve(n))
-
-    def _stock(self) -> tuple:
-        return (self.available, self.sku_sold, self.sku_stocked)
-
-    def _checkouts(self, n: int) -> tuple:
-        return tuple(column.reserve(n) for column in (
-            self.c_buyer, self.c_country, self.c_channel, self.c_status, self.c_amount, self.c_created,
-            self.c_line_start, self.c_lines, self.c_order_start, self.c_orders))
-
-    def _lines(self, n: int) -> tuple:
-        return tuple(column.reserve(n) for column in (self.l_sku, self.l_qty, self.l_amount, self.l_order,
-                                                       self.l_position))
-
-    def _orders(self, n: int) -> tuple:
-        return tuple(column.reserve(n) for column in (self.o_checkout, self.o_merchant, self.o_amount,
-                                                       self.o_status, self.o_line_start, self.o_lines))
-
-    def _buyers(self, n: int) -> tuple:
-        self.buyer_index.reserve(n)
-        return (self.buyer_index.table, self.buyer_index.shift, self.buyer_index.mask,
-                self.b_id.reserve(n), self.b_has_paid.reserve(n), self.b_returning.reserve(n),
-                self.returning_sorted)
-
-    def _ledger(self, n: int) -> tuple:
+    # Columns of one entity go together, in the order the loop unpacks them;
+    # the loop appends to them in place and reports the new counts in `sizes`.
+    def _entity_columns(self) -> tuple[tuple[Column, ...], ...]:
+        """Columns by entity, in the order of the rows of `sizes` (tx.S_*)."""
         ledger = self.ledger
-        return (ledger.buyer_balance.reserve(n), ledger.merchant_balance, ledger.journal_kind.reserve(2 * n),
-                ledger.journal_ref.reserve(2 * n), ledger.journal_amount.reserve(2 * n))
+        return (
+            (self.c_buyer, self.c_country, self.c_channel, self.c_status, self.c_amount, self.c_created,
+             self.c_line_start, self.c_lines, self.c_order_start, self.c_orders),
+            (self.l_sku, self.l_qty, self.l_amount, self.l_order, self.l_position),
+            (self.o_checkout, self.o_merchant, self.o_amount, self.o_status, self.o_line_start, self.o_lines),
+            (self.b_id, self.b_has_paid, self.b_returning, ledger.buyer_balance),
+            (self.i_fingerprint, self.i_code, self.i_ref),
+            (ledger.journal_kind, ledger.journal_ref, ledger.journal_amount),
+        )
+
+    def _with_room(self, n: int, n_lines: int) -> tuple[tuple[np.ndarray, ...], ...]:
+        """Each entity's column buffers with room for a batch of n commands and
+        n_lines lines (at most one order per line, two transfers per command)."""
+        self.idem_index.reserve(n)
+        self.buyer_index.reserve(n)
+        room = (n, n_lines, n_lines, n, n, 2 * n)
+        return tuple(tuple(column.reserve(extra) for column in columns)
+                     for columns, extra in zip(self._entity_columns(), room))
 
     def _set_sizes(self, sizes: np.ndarray) -> None:
-        checkouts, lines, orders, buyers, keys, transfers = (int(v) for v in sizes)
-        for column in (self.c_buyer, self.c_country, self.c_channel, self.c_status, self.c_amount,
-                       self.c_created, self.c_line_start, self.c_lines, self.c_order_start, self.c_orders):
-            column.size = checkouts
-        for column in (self.l_sku, self.l_qty, self.l_amount, self.l_order, self.l_position):
-            column.size = lines
-        for column in (self.o_checkout, self.o_merchant, self.o_amount, self.o_status, self.o_line_start,
-                       self.o_lines):
-            column.size = orders
-        for column in (self.b_id, self.b_has_paid, self.b_returning, self.ledger.buyer_balance):
-            column.size = buyers
-        self.buyer_index.size = buyers
-        for column in (self.i_fingerprint, self.i_code, self.i_ref):
-            column.size = keys
-        self.idem_index.size = keys
-        for column in (self.ledger.journal_kind, self.ledger.journal_ref, self.ledger.journal_amount):
-            column.size = transfers
+        for columns, size in zip(self._entity_columns(), sizes.tolist()):
+            for column in columns:
+                column.size = size
+        self.buyer_index.size = int(sizes[tx.S_BUYERS])
+        self.idem_index.size = int(sizes[tx.S_KEYS])
 
     def _expire(self, now: int) -> None:
         due = now - self.config.payment_timeout_ms

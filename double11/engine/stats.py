@@ -11,6 +11,7 @@ import numpy as np
 from double11 import geo, limits
 from double11.catalog.model import MARKETPLACES, Catalog
 from double11.config import FestivalConfig
+from double11.engine import transitions as tx
 
 HOUR_MS = 3_600_000
 UTC8_MS = 8 * HOUR_MS
@@ -60,8 +61,6 @@ class FestivalStats:
     def on_batch(self, now_ms: int, totals: np.ndarray) -> None:
         """Adds what a batch added (`totals`, rows as in engine.transitions);
         the per-merchant, brand and country figures were added in place."""
-        from double11.engine import transitions as tx
-
         checkouts, payments, gmv = int(totals[tx.T_CHECKOUTS]), int(totals[tx.T_PAYMENTS]), int(totals[tx.T_GMV])
         self.checkouts += checkouts
         self.orders += int(totals[tx.T_ORDERS])

@@ -25,9 +25,8 @@ deltas in `totals`.
 from __future__ import annotations
 
 import numpy as np
-from double11.engine.compiled import inline, kernel
+from double11.engine.compiled import kernel
 
-from double11 import limits
 from double11.engine.batch import Channel, Op, command_fingerprint
 from double11.engine.counters import claim_lines
 from double11.engine.hashindex import _home, find_or_claim_one
@@ -53,7 +52,6 @@ OUT_OF_STOCK, AMOUNT_MISMATCH, ALREADY_PAID, R_EXPIRED, R_CANCELLED, NOT_PAID = 
     int(Result.cancelled), int(Result.not_paid))
 ALREADY_SETTLED, ALREADY_REFUNDED, KEY_REUSED = (
     int(Result.already_settled), int(Result.already_refunded), int(Result.idempotency_key_reused))
-LINES_MAX = limits.checkout_lines_max
 AHEAD = 16  # commands between prefetching a command's rows and running it
 
 # what a command on a checkout (pay, cancel) or an order (confirm, refund)
@@ -65,7 +63,6 @@ CONFIRM_OR_REFUND_VERDICT[[PAID, SETTLED, REFUNDED]] = OK, ALREADY_SETTLED, ALRE
 
 # rows of `sizes`: how many of each entity exist
 S_CHECKOUTS, S_LINES, S_ORDERS, S_BUYERS, S_KEYS, S_TRANSFERS = range(6)
-SIZES = 6
 # rows of `totals`: what the batch added to each sum
 (T_ESCROW, T_PLATFORM, T_GMV, T_MOBILE_GMV, T_PAYMENTS, T_CHECKOUTS, T_ORDERS,
  T_BUYERS, T_NEW_BUYERS, T_SETTLED, T_REFUNDED) = range(11)
