@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import threading
 import time
@@ -28,8 +29,10 @@ from double11.catalog import Catalog
 from double11.clock import FestivalClock
 from double11.config import FestivalConfig
 from double11.engine import views
-from double11.engine.batch import CommandBatch
+from double11.engine.answers import answers
+from double11.engine.batch import CommandBatch, Op
 from double11.engine.encode import encode_commands
+from double11.engine.json_commands import encode_bodies
 from double11.engine.machine import Engine
 from double11.engine.wire import encode_results
 from double11.errors import Double11Error, Result
@@ -103,6 +106,13 @@ class Festival:
         path.write_text(json.dumps(clock.to_dict()))
         return clock
 
+    def warm_up(self) -> None:
+        """Loads the single-request lane's compiled parts (compiles them, the
+        first time on a machine) before a request has to wait for them."""
+        batch, _ = encode_bodies([b"{}"], np.array([Op.checkout], dtype=np.uint8), np.zeros(1, dtype=np.int64))
+        answers(self.engine, batch, np.array([Result.invalid_request], dtype=np.uint8), np.zeros(1, dtype=np.int64),
+                0, 1)
+
     # ------------------------------------------------------------------ writes
     def _apply(self, batch: CommandBatch, now_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
         now = self.clock.now_ms() if now_ms is None else now_ms
@@ -142,6 +152,13 @@ class Festival:
         _check_batch_size(len(commands))
         return await self._enqueue(commands, len(commands))
 
+    async def submit_single(self, op: Op, target: int, body: bytes) -> tuple[int, bytes]:
+        """One command of a single HTTP request, as (status, JSON answer): its
+        body as it came (parsed with the others of its group commit, in one
+        compiled pass), its op from the route, its target from the path (0 for
+        a checkout).  A body that is not a JSON object raises 400."""
+        return await self._enqueue(SingleCommand(op, target, body), 1)
+
     async def submit_binary(self, body: bytes) -> bytes:
         """The compact columnar batch format (double11.engine.batch / wire).
         A big batch is decoded and checked on a worker thread (NumPy lets go
@@ -167,31 +184,39 @@ class Festival:
 
     def _take_pending(self) -> tuple[CommandBatch, list] | None:
         """The next batch: what is waiting, up to group_commit_commands_max
-        (always at least one caller's commands)."""
-        if not self._pending:
-            return None
-        taken, count = 0, 0
-        while taken < len(self._pending) and (taken == 0 or count + len(self._pending[taken][0])
-                                               <= limits.group_commit_commands_max):
-            count += len(self._pending[taken][0])
-            taken += 1
-        items, self._pending = self._pending[:taken], self._pending[taken:]
-        self._pending_commands -= count
-        parts, spans, dicts = [], [], []
-        # single JSON requests are encoded together: one pass, one batch
-        for item, future in items:
-            if isinstance(item, CommandBatch):
-                if dicts:
-                    parts.append(encode_commands(dicts))
-                    dicts = []
-                parts.append(item)
-                spans.append((future, True, len(item)))
-            else:
-                dicts.extend(item)
-                spans.append((future, False, len(item)))
-        if dicts:
-            parts.append(encode_commands(dicts))
-        return CommandBatch.concat(parts), spans
+        (always at least one caller's commands), and who gets which answers.
+        Callers of one kind in a row are encoded together: one pass each."""
+        while self._pending:
+            taken, count = 0, 0
+            while taken < len(self._pending) and (taken == 0 or count + len(self._pending[taken][0])
+                                                   <= limits.group_commit_commands_max):
+                count += len(self._pending[taken][0])
+                taken += 1
+            items, self._pending = self._pending[:taken], self._pending[taken:]
+            self._pending_commands -= count
+            parts: list[CommandBatch] = []
+            spans: list[tuple[asyncio.Future, str, int]] = []  # (caller, kind, commands)
+            for kind, run in itertools.groupby(items, key=lambda pair: _kind(pair[0])):
+                run = list(run)
+                if kind == _BINARY:
+                    parts.extend(item for item, _ in run)
+                    spans.extend((future, kind, len(item)) for item, future in run)
+                elif kind == _DICTS:
+                    parts.append(encode_commands([cmd for item, _ in run for cmd in item]))
+                    spans.extend((future, kind, len(item)) for item, future in run)
+                else:
+                    batch, refused = encode_bodies([item.body for item, _ in run],
+                                                   np.array([item.op for item, _ in run], dtype=np.uint8),
+                                                   np.array([item.target for item, _ in run], dtype=np.int64))
+                    parts.append(batch)
+                    for k, (_, future) in enumerate(run):
+                        if k not in refused:
+                            spans.append((future, kind, 1))
+                        elif not future.done():
+                            future.set_exception(refused[k])
+            if spans:
+                return CommandBatch.concat(parts), spans
+        return None
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -249,27 +274,28 @@ class Festival:
             await durable
         self.batch_ms.append((time.perf_counter() - started) * 1000)
         offset = 0
-        # JSON answers are built once for each run of JSON callers (single
+        # the answers to a run of JSON callers are built in one pass (single
         # requests come in hundreds: one pass, not one per request)
-        answers: list[dict[str, Any]] = []
-        answers_from = 0
-        for k, (future, binary, count) in enumerate(spans):
-            if binary:
-                if not future.done():
-                    part = _slice(batch, offset, count)
-                    future.set_result(encode_results(self.engine, part, code[offset:offset + count],
-                                                     ref[offset:offset + count]))
+        for kind, run in itertools.groupby(spans, key=lambda span: span[1]):
+            run = list(run)
+            if kind == _BINARY:
+                for future, _, count in run:
+                    if not future.done():
+                        future.set_result(encode_results(self.engine, _slice(batch, offset, count),
+                                                         code[offset:offset + count], ref[offset:offset + count]))
+                    offset += count
+                continue
+            run_end = offset + sum(count for _, _, count in run)
+            if kind == _DICTS:
+                results = self._results(batch, code, ref, offset, run_end)
             else:
-                if offset >= answers_from + len(answers):
-                    run_end = offset
-                    for _, b, c in spans[k:]:
-                        if b:
-                            break
-                        run_end += c
-                    answers, answers_from = self._results(batch, code, ref, offset, run_end), offset
+                results = answers(self.engine, batch, code, ref, offset, run_end)
+            at = 0
+            for future, _, count in run:
                 if not future.done():
-                    future.set_result(answers[offset - answers_from: offset - answers_from + count])
-            offset += count
+                    future.set_result(results[at] if kind == _SINGLE else results[at:at + count])
+                at += count
+            offset = run_end
 
     # ------------------------------------------------------------------- reads
     # Each read sees the state between two batches.  From the event loop, use
@@ -352,6 +378,27 @@ class Festival:
                 self.log.close()
         for pool in (self._io, self._decoder, self._engine):
             pool.shutdown(wait=True)
+
+
+class SingleCommand:
+    """A single request's command, not yet decoded."""
+
+    __slots__ = ("op", "target", "body")
+
+    def __init__(self, op: int, target: int, body: bytes) -> None:
+        self.op, self.target, self.body = op, target, body
+
+    def __len__(self) -> int:
+        return 1
+
+
+_BINARY, _DICTS, _SINGLE = "binary", "dicts", "single"
+
+
+def _kind(item: Any) -> str:
+    if isinstance(item, CommandBatch):
+        return _BINARY
+    return _SINGLE if isinstance(item, SingleCommand) else _DICTS
 
 
 def _check_batch_size(n: int) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from double11 import geo, limits
 from double11.engine.batch import Channel, CommandBatch, Op
-from double11.errors import Result
+from double11.errors import Double11Error, Result
 
 OPS = {op.name: int(op) for op in Op}
 CHANNELS = {ch.name: int(ch) for ch in Channel}
@@ -34,6 +35,30 @@ def key_hash(key: str) -> int:
     """Idempotency keys are stored as 64-bit digests (0 is reserved for 'none')."""
     digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
     return digest or 1
+
+
+_DECODER = msgspec.json.Decoder()
+
+
+def decode_object(body: bytes) -> dict:
+    """A request body that must be one JSON object (400 invalid_request if not)."""
+    try:
+        obj = _DECODER.decode(body)
+    except msgspec.DecodeError as e:
+        raise Double11Error(Result.invalid_request, f"body is not JSON ({e})") from None
+    if type(obj) is not dict:
+        raise Double11Error(Result.invalid_request, "body must be a JSON object")
+    return obj
+
+
+def decode_single(body: bytes, op: int, target: int) -> dict:
+    """The command of a single request: its body, its op from the route and,
+    but for a checkout, its target from the path (both win over the body's)."""
+    cmd = decode_object(body)
+    cmd["op"] = Op(op).name
+    if op != _CHECKOUT:
+        cmd[_TARGET_FIELD[Op(op)]] = target
+    return cmd
 
 
 def _is_int(v: Any) -> bool:

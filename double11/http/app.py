@@ -3,9 +3,11 @@ interface (a request is one `await proto()` for the body and one
 `proto.response_bytes(...)`: about a third less Python per request than ASGI's
 message dicts, measured with the same server and client).
 
-Transport only: bodies are decoded untyped (msgspec) and handed to the engine,
-which validates every command field.  The HTTP layer answers for: a body that
-is not a JSON object (400 invalid_request), a body over
+Transport only.  A single command's body goes to the festival as it came
+(its group commit parses all of them in one compiled pass); a batch's body
+is decoded untyped (msgspec); the engine validates every command field.
+A body that is not a JSON object gets 400 invalid_request, before the
+engine.  The HTTP layer answers for: a body over
 limits.http_body_bytes_max (413 body_too_large, from Content-Length and while
 streaming), a batch over limits.batch_commands_max (413 batch_too_large), a
 path id that is not a positive integer (400 invalid_request), unknown paths
@@ -26,6 +28,8 @@ import msgspec
 from granian.rsgi import ProtocolClosed
 
 from double11 import limits
+from double11.engine.batch import Op
+from double11.engine.encode import decode_object
 from double11.errors import HTTP_STATUS, Double11Error, Result, error_body
 from double11.http.metrics import HttpMetrics
 from double11.http.openapi import build_openapi
@@ -37,7 +41,6 @@ BINARY_BATCH_TYPE = "application/x-double11-batch"
 SSE_INTERVAL_S = 0.5
 
 _ENC = msgspec.json.Encoder()
-_DEC = msgspec.json.Decoder()
 
 _H_JSON = [("content-type", "application/json")]
 _H_BINARY = [("content-type", BINARY_BATCH_TYPE)]
@@ -112,16 +115,6 @@ async def read_body(scope: Any, proto: Any) -> bytes:
         raise _Disconnected from None
 
 
-def _decode_object(body: bytes) -> dict:
-    try:
-        obj = _DEC.decode(body)
-    except msgspec.DecodeError as e:
-        raise Double11Error(Result.invalid_request, f"body is not JSON ({e})") from None
-    if type(obj) is not dict:
-        raise Double11Error(Result.invalid_request, "body must be a JSON object")
-    return obj
-
-
 def _parse_id(s: str) -> int:
     if s.isascii() and s.isdigit() and len(s) <= 19:
         n = int(s)
@@ -140,21 +133,14 @@ class App:
         self.closing = False
         self._openapi: bytes | None = None
         self._streams: set[asyncio.Future] = set()
-        submit = festival.submit
+        submit_single = festival.submit_single
 
-        async def checkout(scope, proto, _id):
-            cmd = _decode_object(await read_body(scope, proto))
-            cmd["op"] = "checkout"
-            res = (await submit([cmd]))[0]
-            return res["status"], _ENC.encode(res["body"]), _H_JSON
-
-        def command(op: str, field: str):
+        def single(op: Op):
+            # the body goes to the engine as it came: parsed there with the
+            # rest of its group commit, in one compiled pass
             async def handler(scope, proto, id_):
-                cmd = _decode_object(await read_body(scope, proto))
-                cmd["op"] = op
-                cmd[field] = id_
-                res = (await submit([cmd]))[0]
-                return res["status"], _ENC.encode(res["body"]), _H_JSON
+                status, answer = await submit_single(op, id_ or 0, await read_body(scope, proto))
+                return status, answer, _H_JSON
             return handler
 
         read = festival.read
@@ -174,7 +160,7 @@ class App:
 
         # exact path -> (route label, {method: handler})
         self._exact: dict[str, tuple[str, dict[str, Callable]]] = {
-            "/v1/checkouts": (R_CHECKOUTS, {"POST": checkout}),
+            "/v1/checkouts": (R_CHECKOUTS, {"POST": single(Op.checkout)}),
             "/v1/batch": (R_BATCH, {"POST": self._batch}),
             "/v1/ledger": ("/v1/ledger", {"GET": whole(festival.ledger)}),
             "/v1/stats": ("/v1/stats", {"GET": whole(festival.stats)}),
@@ -185,12 +171,12 @@ class App:
         }
         # /v1/<collection>/<id>[/<action>] -> (route label, {method: handler})
         self._by_id: dict[Any, tuple[str, dict[str, Callable]]] = {
-            ("checkouts", "pay"): ("/v1/checkouts/{checkout}/pay", {"POST": command("pay", "checkout")}),
+            ("checkouts", "pay"): ("/v1/checkouts/{checkout}/pay", {"POST": single(Op.pay)}),
             ("checkouts", "cancel"): ("/v1/checkouts/{checkout}/cancel",
-                                      {"POST": command("cancel", "checkout")}),
-            ("orders", "confirm"): ("/v1/orders/{order}/confirm", {"POST": command("confirm", "order")}),
-            ("orders", "refund"): ("/v1/orders/{order}/refund", {"POST": command("refund", "order")}),
-            ("skus", "restock"): ("/v1/skus/{sku}/restock", {"POST": command("restock", "sku")}),
+                                      {"POST": single(Op.cancel)}),
+            ("orders", "confirm"): ("/v1/orders/{order}/confirm", {"POST": single(Op.confirm)}),
+            ("orders", "refund"): ("/v1/orders/{order}/refund", {"POST": single(Op.refund)}),
+            ("skus", "restock"): ("/v1/skus/{sku}/restock", {"POST": single(Op.restock)}),
             "checkouts": ("/v1/checkouts/{checkout}",
                           {"GET": view(festival.checkout, Result.unknown_checkout)}),
             "orders": ("/v1/orders/{order}", {"GET": view(festival.order, Result.unknown_order)}),
@@ -257,7 +243,7 @@ class App:
         body = await read_body(scope, proto)
         if ctype.startswith(BINARY_BATCH_TYPE):
             return 200, await self.festival.submit_binary(body), _H_BINARY
-        obj = _decode_object(body)
+        obj = decode_object(body)
         commands = obj.get("commands")
         if type(commands) is not list:
             raise Double11Error(Result.invalid_request, 'body must be {"commands": [...]}')

@@ -127,10 +127,10 @@ def test_binary_batch_decode_error_is_json_4xx(shared_client):
 
 def test_a_bug_of_ours_is_a_500_with_the_error_shape_and_is_logged(festival, caplog, request):
     """Never the answer to bad input: only an exception inside the platform gets here."""
-    async def broken(commands):
+    async def broken(op, target, body):
         raise RuntimeError("a bug")
 
-    festival.submit = broken
+    festival.submit_single = broken
     client = request.getfixturevalue("client")  # the server starts over the broken festival
     r = client.post("/v1/checkouts", json={**CO, "idempotency_key": "a"})
     assert error_code(r, 500) == "internal"

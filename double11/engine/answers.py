@@ -1,0 +1,126 @@
+"""The JSON answers to single requests, written in one compiled pass.
+
+The common answers (a created checkout, a payment) are written straight
+from the engine's columns into one buffer, byte for byte what
+`views.results` + msgspec give (a test pins it); every other answer (errors,
+cancels, settlements...) is built by `views.results`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from double11.engine import views
+from double11.engine.batch import CommandBatch, Op
+from double11.engine.compiled import inline, kernel
+from double11.engine.machine import Engine
+from double11.errors import Result
+
+_ENC = msgspec.json.Encoder()
+_OK = int(Result.ok)
+_CHECKOUT, _PAY = int(Op.checkout), int(Op.pay)
+ROW_BYTES_MAX = 200  # a checkout's answer without its orders, every number at 20 digits
+ORDER_BYTES_MAX = 100  # one order of it
+
+
+def _text(s: str) -> np.ndarray:
+    return np.frombuffer(s.encode(), dtype=np.uint8).copy()
+
+
+_T_CHECKOUT = _text('{"checkout":')
+_T_AMOUNT = _text(',"amount_fen":')
+_T_ORDERS = _text(',"orders":[')
+_T_ORDER = _text('{"order":')
+_T_MERCHANT = _text(',"merchant":')
+_T_RESERVED = _text('],"status":"reserved","expires_at":')
+_T_PAID = _text(',"status":"paid","amount_fen":')
+
+
+@inline
+def _put(out, p, text):
+    for k in range(len(text)):
+        out[p + k] = text[k]
+    return p + len(text)
+
+
+@inline
+def _put_int(out, p, v):
+    if v < 0:
+        out[p] = 45
+        p += 1
+        v = -v
+    n = 1
+    t = v // 10
+    while t > 0:
+        n += 1
+        t //= 10
+    for k in range(n - 1, -1, -1):
+        out[p + k] = 48 + v % 10
+        v //= 10
+    return p + n
+
+
+@kernel
+def _write(code, ref, op, c_amount, c_order_start, c_orders, c_created, timeout_ms, o_merchant, merchant_id,
+           o_amount, out, ends):
+    """Answers of created checkouts and payments into out; ends[i] is where
+    row i's answer ends (it starts where row i-1's did), -1 for rows left to
+    Python."""
+    p = 0
+    for i in range(len(code)):
+        if code[i] != _OK or (op[i] != _CHECKOUT and op[i] != _PAY):
+            ends[i] = -1
+            continue
+        row = ref[i] - 1
+        p = _put(out, p, _T_CHECKOUT)
+        p = _put_int(out, p, ref[i])
+        if op[i] == _PAY:
+            p = _put(out, p, _T_PAID)
+            p = _put_int(out, p, c_amount[row])
+        else:
+            p = _put(out, p, _T_AMOUNT)
+            p = _put_int(out, p, c_amount[row])
+            p = _put(out, p, _T_ORDERS)
+            first = c_order_start[row]
+            for o in range(first, first + c_orders[row]):
+                if o > first:
+                    out[p] = 44
+                    p += 1
+                p = _put(out, p, _T_ORDER)
+                p = _put_int(out, p, o + 1)
+                p = _put(out, p, _T_MERCHANT)
+                p = _put_int(out, p, merchant_id[o_merchant[o]])
+                p = _put(out, p, _T_AMOUNT)
+                p = _put_int(out, p, o_amount[o])
+                out[p] = 125
+                p += 1
+            p = _put(out, p, _T_RESERVED)
+            p = _put_int(out, p, c_created[row] + timeout_ms)
+        out[p] = 125
+        p += 1
+        ends[i] = p
+
+
+def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarray,
+            start: int, stop: int) -> list[tuple[int, bytes]]:
+    """(HTTP status, JSON body) for commands start..stop of an applied batch."""
+    codes, refs, ops = code[start:stop], ref[start:stop], batch.op[start:stop]
+    created = (codes == _OK) & (ops == _CHECKOUT)
+    orders = int(engine.c_orders.data[refs[created] - 1].sum()) if created.any() else 0
+    out = np.empty(ROW_BYTES_MAX * len(codes) + ORDER_BYTES_MAX * orders, dtype=np.uint8)
+    ends = np.empty(len(codes), dtype=np.int64)
+    _write(codes, refs, ops, engine.c_amount.data, engine.c_order_start.data, engine.c_orders.data,
+           engine.c_created.data, engine.config.payment_timeout_ms, engine.o_merchant.data,
+           engine.catalog.merchant_id, engine.o_amount.data, out, ends)
+    data = out.tobytes()  # one copy; each answer is a slice of it
+    result: list[tuple[int, bytes]] = []
+    at = 0
+    for i, (end, is_created) in enumerate(zip(ends.tolist(), created.tolist())):
+        if end < 0:
+            res = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]  # the rare answers
+            result.append((res["status"], _ENC.encode(res["body"])))
+        else:
+            result.append((201 if is_created else 200, data[at:end]))
+            at = end
+    return result
