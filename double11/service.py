@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import json
 import threading
 import time
@@ -49,7 +48,7 @@ class Festival:
         self.clock = clock
         # one writer or reader at a time: apply + append, or a read of the state
         self._lock = threading.Lock()
-        self._pending: list[tuple[Any, asyncio.Future]] = []
+        self._pending: list[tuple[Any, asyncio.Future, int]] = []  # (commands, caller, how many)
         self._pending_commands = 0
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task | None = None
@@ -152,12 +151,14 @@ class Festival:
         _check_batch_size(len(commands))
         return await self._enqueue(commands, len(commands))
 
-    async def submit_single(self, op: Op, target: int, body: bytes) -> tuple[int, bytes]:
-        """One command of a single HTTP request, as (status, JSON answer): its
-        body as it came (parsed with the others of its group commit, in one
-        compiled pass), its op from the route, its target from the path (0 for
-        a checkout).  A body that is not a JSON object raises 400."""
-        return await self._enqueue(SingleCommand(op, target, body), 1)
+    def submit_single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
+        """One command of a single HTTP request; the future gives (status,
+        JSON answer) once its batch is on disk.  The body goes as it came: the
+        group commit parses all of them in one compiled pass.  The op comes
+        from the route, the target from the path (0 for a checkout).  A body
+        that is not a JSON object fails the future with 400 invalid_request.
+        (A plain function, not a coroutine: a phone's request is the hot path.)"""
+        return self._enqueue(SingleCommand(op, target, body), 1)
 
     async def submit_binary(self, body: bytes) -> bytes:
         """The compact columnar batch format (double11.engine.batch / wire).
@@ -169,7 +170,7 @@ class Festival:
             batch = CommandBatch.from_bytes(body)
         return await self._enqueue(batch, len(batch))
 
-    async def _enqueue(self, item: Any, count: int) -> Any:
+    def _enqueue(self, item: Any, count: int) -> asyncio.Future:
         if self._pending_commands + count > limits.pending_commands_max:
             raise Double11Error(Result.overloaded, f"{self._pending_commands} commands waiting")
         loop = asyncio.get_running_loop()
@@ -177,57 +178,59 @@ class Festival:
             self._wake = asyncio.Event()
             self._committer = loop.create_task(self._commit_loop())
         future = loop.create_future()
-        self._pending.append((item, future))
+        self._pending.append((item, future, count))
         self._pending_commands += count
         self._wake.set()
-        return await future
+        return future
 
     def _take_pending(self) -> tuple[CommandBatch, list] | None:
         """The next batch: what is waiting, up to group_commit_commands_max
         (always at least one caller's commands), and who gets which answers.
         Callers of one kind in a row are encoded together: one pass each."""
         while self._pending:
-            taken, count = 0, 0
-            while taken < len(self._pending) and (taken == 0 or count + len(self._pending[taken][0])
-                                                   <= limits.group_commit_commands_max):
-                count += len(self._pending[taken][0])
-                taken += 1
-            items, self._pending = self._pending[:taken], self._pending[taken:]
+            if self._pending_commands <= limits.group_commit_commands_max:
+                items, self._pending, count = self._pending, [], self._pending_commands
+            else:
+                taken, count = 0, 0
+                while taken < len(self._pending) and (taken == 0 or count + self._pending[taken][2]
+                                                       <= limits.group_commit_commands_max):
+                    count += self._pending[taken][2]
+                    taken += 1
+                items, self._pending = self._pending[:taken], self._pending[taken:]
             self._pending_commands -= count
             parts: list[CommandBatch] = []
-            spans: list[tuple[asyncio.Future, str, int]] = []  # (caller, kind, commands)
-            for kind, run in itertools.groupby(items, key=lambda pair: _kind(pair[0])):
-                run = list(run)
-                if kind == _BINARY:
-                    parts.extend(item for item, _ in run)
-                    spans.extend((future, kind, len(item)) for item, future in run)
-                elif kind == _DICTS:
-                    parts.append(encode_commands([cmd for item, _ in run for cmd in item]))
-                    spans.extend((future, kind, len(item)) for item, future in run)
-                else:
-                    batch, refused = encode_bodies([item.body for item, _ in run],
-                                                   np.array([item.op for item, _ in run], dtype=np.uint8),
-                                                   np.array([item.target for item, _ in run], dtype=np.int64))
+            runs: list[tuple[str, list[asyncio.Future], list[int]]] = []  # callers, and their commands
+            for kind, run in _runs(items):
+                if kind == _SINGLE:
+                    singles = [item for item, _, _ in run]
+                    batch, refused = encode_bodies([c.body for c in singles],
+                                                   np.fromiter([c.op for c in singles], np.uint8, len(singles)),
+                                                   np.fromiter([c.target for c in singles], np.int64, len(singles)))
+                    for k, error in refused.items():
+                        if not run[k][1].done():
+                            run[k][1].set_exception(error)
+                    run = [waiting for k, waiting in enumerate(run) if k not in refused] if refused else run
                     parts.append(batch)
-                    for k, (_, future) in enumerate(run):
-                        if k not in refused:
-                            spans.append((future, kind, 1))
-                        elif not future.done():
-                            future.set_exception(refused[k])
-            if spans:
-                return CommandBatch.concat(parts), spans
+                elif kind == _DICTS:
+                    parts.append(encode_commands([cmd for item, _, _ in run for cmd in item]))
+                else:
+                    parts.extend(item for item, _, _ in run)
+                if run:
+                    runs.append((kind, [future for _, future, _ in run], [count for _, _, count in run]))
+            if runs:
+                return CommandBatch.concat(parts), runs
         return None
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        in_flight = None  # (durable future, batch, code, ref, spans, started)
+        in_flight = None  # (durable future, batch, code, ref, runs, started)
         while True:
             if in_flight is None and 0 < self._pending_commands < limits.group_commit_gather_commands:
                 await self._gather()  # (with a batch in flight, its answers come first)
             taken = self._take_pending()
             current = None
             if taken is not None:
-                batch, spans = taken
+                batch, runs = taken
                 started = time.perf_counter()
                 try:
                     if len(batch) >= limits.apply_on_worker_commands_min:
@@ -239,12 +242,12 @@ class Festival:
                     else:
                         code, ref = self._apply(batch, None)
                 except Exception as exc:  # a bug: fail these callers, keep serving
-                    for future, _, _ in spans:
+                    for future in (f for _, futures, _ in runs for f in futures):
                         if not future.done():
                             future.set_exception(exc)
                     continue
                 durable = loop.run_in_executor(self._io, self.log.sync) if self.log else None
-                current = (durable, batch, code, ref, spans, started)
+                current = (durable, batch, code, ref, runs, started)
             if in_flight is not None:
                 await self._answer(in_flight)
                 in_flight = None
@@ -269,32 +272,33 @@ class Festival:
                 return
 
     async def _answer(self, committed) -> None:
-        durable, batch, code, ref, spans, started = committed
+        durable, batch, code, ref, runs, started = committed
         if durable is not None:
             await durable
         self.batch_ms.append((time.perf_counter() - started) * 1000)
         offset = 0
         # the answers to a run of JSON callers are built in one pass (single
         # requests come in hundreds: one pass, not one per request)
-        for kind, run in itertools.groupby(spans, key=lambda span: span[1]):
-            run = list(run)
+        for kind, futures, counts in runs:
             if kind == _BINARY:
-                for future, _, count in run:
+                for future, count in zip(futures, counts):
                     if not future.done():
                         future.set_result(encode_results(self.engine, _slice(batch, offset, count),
                                                          code[offset:offset + count], ref[offset:offset + count]))
                     offset += count
                 continue
-            run_end = offset + sum(count for _, _, count in run)
-            if kind == _DICTS:
-                results = self._results(batch, code, ref, offset, run_end)
+            run_end = offset + sum(counts)
+            if kind == _SINGLE:
+                for future, answer in zip(futures, answers(self.engine, batch, code, ref, offset, run_end)):
+                    if not future.done():
+                        future.set_result(answer)
             else:
-                results = answers(self.engine, batch, code, ref, offset, run_end)
-            at = 0
-            for future, _, count in run:
-                if not future.done():
-                    future.set_result(results[at] if kind == _SINGLE else results[at:at + count])
-                at += count
+                results = self._results(batch, code, ref, offset, run_end)
+                at = 0
+                for future, count in zip(futures, counts):
+                    if not future.done():
+                        future.set_result(results[at:at + count])
+                    at += count
             offset = run_end
 
     # ------------------------------------------------------------------- reads
@@ -388,17 +392,23 @@ class SingleCommand:
     def __init__(self, op: int, target: int, body: bytes) -> None:
         self.op, self.target, self.body = op, target, body
 
-    def __len__(self) -> int:
-        return 1
-
 
 _BINARY, _DICTS, _SINGLE = "binary", "dicts", "single"
 
 
-def _kind(item: Any) -> str:
-    if isinstance(item, CommandBatch):
-        return _BINARY
-    return _SINGLE if isinstance(item, SingleCommand) else _DICTS
+def _runs(items: list[tuple[Any, asyncio.Future, int]]) -> list[tuple[str, list]]:
+    """The waiting callers in runs of one kind (binary, JSON dicts, single)."""
+    runs: list[tuple[str, list]] = []
+    last = None
+    for waiting in items:
+        t = type(waiting[0])
+        kind = _SINGLE if t is SingleCommand else _BINARY if t is CommandBatch else _DICTS
+        if kind is last:
+            runs[-1][1].append(waiting)
+        else:
+            runs.append((kind, [waiting]))
+            last = kind
+    return runs
 
 
 def _check_batch_size(n: int) -> None:

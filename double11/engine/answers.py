@@ -63,15 +63,17 @@ def _put_int(out, p, v):
 
 @kernel
 def _write(code, ref, op, c_amount, c_order_start, c_orders, c_created, timeout_ms, o_merchant, merchant_id,
-           o_amount, out, ends):
-    """Answers of created checkouts and payments into out; ends[i] is where
-    row i's answer ends (it starts where row i-1's did), -1 for rows left to
-    Python."""
+           o_amount, out, status, ends):
+    """Answers of created checkouts and payments into out: row i's ends at
+    ends[i] and starts where row i-1's ended; status 0 (and no bytes) for the
+    rows left to Python."""
     p = 0
     for i in range(len(code)):
         if code[i] != _OK or (op[i] != _CHECKOUT and op[i] != _PAY):
-            ends[i] = -1
+            status[i] = 0
+            ends[i] = p
             continue
+        status[i] = 201 if op[i] == _CHECKOUT else 200
         row = ref[i] - 1
         p = _put(out, p, _T_CHECKOUT)
         p = _put_int(out, p, ref[i])
@@ -110,17 +112,14 @@ def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
     orders = int(engine.c_orders.data[refs[created] - 1].sum()) if created.any() else 0
     out = np.empty(ROW_BYTES_MAX * len(codes) + ORDER_BYTES_MAX * orders, dtype=np.uint8)
     ends = np.empty(len(codes), dtype=np.int64)
+    status = np.empty(len(codes), dtype=np.int64)
     _write(codes, refs, ops, engine.c_amount.data, engine.c_order_start.data, engine.c_orders.data,
            engine.c_created.data, engine.config.payment_timeout_ms, engine.o_merchant.data,
-           engine.catalog.merchant_id, engine.o_amount.data, out, ends)
+           engine.catalog.merchant_id, engine.o_amount.data, out, status, ends)
     data = out.tobytes()  # one copy; each answer is a slice of it
-    result: list[tuple[int, bytes]] = []
-    at = 0
-    for i, (end, is_created) in enumerate(zip(ends.tolist(), created.tolist())):
-        if end < 0:
-            res = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]  # the rare answers
-            result.append((res["status"], _ENC.encode(res["body"])))
-        else:
-            result.append((201 if is_created else 200, data[at:end]))
-            at = end
+    ends_list = ends.tolist()
+    result = [(s, data[a:b]) for s, a, b in zip(status.tolist(), [0] + ends_list[:-1], ends_list)]
+    for i in np.flatnonzero(status == 0).tolist():  # the rarer answers
+        res = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]
+        result[i] = (res["status"], _ENC.encode(res["body"]))
     return result
