@@ -15,13 +15,19 @@ from double11.engine import views
 from double11.engine.batch import CommandBatch, Op
 from double11.engine.compiled import inline, kernel
 from double11.engine.machine import Engine
-from double11.errors import Result
+from double11.errors import HTTP_STATUS, Result, error_body
 
 _ENC = msgspec.json.Encoder()
 _OK = int(Result.ok)
 _CHECKOUT, _PAY = int(Op.checkout), int(Op.pay)
 ROW_BYTES_MAX = 200  # a checkout's answer without its orders, every number at 20 digits
 ORDER_BYTES_MAX = 100  # one order of it
+
+
+# errors whose answer names nothing of the command (out_of_stock, when a hot
+# item sells out at midnight, above all): encoded once
+_PLAIN_ERRORS = {int(code): (HTTP_STATUS[code], _ENC.encode(error_body(code)))
+                 for code in Result if code != Result.ok and code not in views.DETAIL}
 
 
 def _text(s: str) -> np.ndarray:
@@ -120,6 +126,9 @@ def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
     ends_list = ends.tolist()
     result = [(s, data[a:b]) for s, a, b in zip(status.tolist(), [0] + ends_list[:-1], ends_list)]
     for i in np.flatnonzero(status == 0).tolist():  # the rarer answers
-        res = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]
-        result[i] = (res["status"], _ENC.encode(res["body"]))
+        plain = _PLAIN_ERRORS.get(int(codes[i]))
+        if plain is None:
+            res = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]
+            plain = (res["status"], _ENC.encode(res["body"]))
+        result[i] = plain
     return result

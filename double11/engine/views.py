@@ -12,7 +12,7 @@ from double11.engine.machine import Engine, Status
 from double11.errors import HTTP_STATUS, Result, error_body
 
 _CREATED = {Op.checkout}
-_DETAIL = {
+DETAIL = {
     Result.unknown_sku: "sku {}",
     Result.unknown_checkout: "checkout {}",
     Result.unknown_order: "order {}",
@@ -31,7 +31,7 @@ def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) ->
     checkout (`results` builds those for the whole batch at once)."""
     code = Result(code)
     if code != Result.ok:
-        template = _DETAIL.get(code)
+        template = DETAIL.get(code)
         detail = template.format(ref) if template and ref else None
         return {"status": HTTP_STATUS[code], "body": error_body(code, detail)}
     op = Op(int(batch.op[i]))
