@@ -26,6 +26,10 @@ group_commit_commands_max = 16_384
 group_commit_gather_us = 2_000
 group_commit_gather_step_us = 1_000
 group_commit_gather_commands = 256
+# batches applied and not yet answered (on their way to disk): with one
+# syncing, the next is gathered and applied; a second keeps the engine busy
+# while the first one's answers are encoded
+group_commit_batches_in_flight_max = 2
 # a binary batch this big is decoded on a worker thread, beside the engine
 decode_on_worker_bytes_min = 256 * 1024
 # a batch this big is applied on the engine thread while the event loop takes

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +39,8 @@ from double11.errors import Double11Error, Result
 from double11.storage import log as command_log
 from double11.storage import snapshot as snapshots
 
+logger = logging.getLogger("double11.service")
+
 
 class Festival:
     def __init__(self, engine: Engine, data_dir: Path | None, log: command_log.CommandLog | None,
@@ -52,7 +55,7 @@ class Festival:
         self._pending_commands = 0
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task | None = None
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-fsync")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-log")
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-decode")
         # big batches are applied here (the compiled loop lets go of the GIL), so
         # the event loop takes in the next requests meanwhile; HTTP reads run
@@ -113,15 +116,27 @@ class Festival:
                 0, 1)
 
     # ------------------------------------------------------------------ writes
-    def _apply(self, batch: CommandBatch, now_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def _apply(self, batch: CommandBatch, now_ms: int | None) -> tuple[np.ndarray, np.ndarray, Future | None]:
+        """Applies a batch; the future says when its log record is on disk.
+        The record is written (serialized, checksummed, fsynced) on the log
+        thread, in the order batches were applied (one thread, first in first
+        out), so the engine goes on to the next batch meanwhile."""
         now = self.clock.now_ms() if now_ms is None else now_ms
         with self._lock:
             code, ref = self.engine.apply(batch, now)
-            if self.log is not None:
-                self.log.append(self.engine.now_ms, batch.to_bytes())
+            written = self._io.submit(self._write, self.engine.now_ms, batch) if self.log is not None else None
         self.batches += 1
         self.commands += len(batch)
-        return code, ref
+        return code, ref, written
+
+    def _write(self, now_ms: int, batch: CommandBatch) -> None:
+        self.log.append(now_ms, batch.to_bytes())
+        self.log.sync()
+
+    def _written(self) -> None:
+        """Waits until every applied batch's record is on disk."""
+        if self.log is not None:
+            self._io.submit(self.log.sync).result()
 
     def _results(self, batch: CommandBatch, code: np.ndarray, ref: np.ndarray, start: int = 0,
                  stop: int | None = None) -> list[dict[str, Any]]:
@@ -133,16 +148,16 @@ class Festival:
         Each result is {"status": int, "body": dict}."""
         _check_batch_size(len(commands))
         batch = encode_commands(commands)
-        code, ref = self._apply(batch, now_ms)
-        if self.log is not None:
-            self.log.sync()
+        code, ref, written = self._apply(batch, now_ms)
+        if written is not None:
+            written.result()
         return self._results(batch, code, ref)
 
     def execute_binary(self, body: bytes, now_ms: int | None = None) -> bytes:
         batch = CommandBatch.from_bytes(body)
-        code, ref = self._apply(batch, now_ms)
-        if self.log is not None:
-            self.log.sync()
+        code, ref, written = self._apply(batch, now_ms)
+        if written is not None:
+            written.result()
         return encode_results(self.engine, batch, code, ref)
 
     async def submit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -223,42 +238,36 @@ class Festival:
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        in_flight = None  # (durable future, batch, code, ref, runs, started)
+        answering: set[asyncio.Task] = set()  # batches applied, waiting for the disk, then answered
         while True:
-            if in_flight is None and 0 < self._pending_commands < limits.group_commit_gather_commands:
-                await self._gather()  # (with a batch in flight, its answers come first)
-            taken = self._take_pending()
-            current = None
-            if taken is not None:
-                batch, runs = taken
-                started = time.perf_counter()
-                try:
-                    if len(batch) >= limits.apply_on_worker_commands_min:
-                        applying = loop.run_in_executor(self._engine, self._apply, batch, None)
-                        if in_flight is not None:  # answered while this batch applies
-                            await self._answer(in_flight)
-                            in_flight = None
-                        code, ref = await applying
-                    else:
-                        code, ref = self._apply(batch, None)
-                except Exception as exc:  # a bug: fail these callers, keep serving
-                    for future in (f for _, futures, _ in runs for f in futures):
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                durable = loop.run_in_executor(self._io, self.log.sync) if self.log else None
-                current = (durable, batch, code, ref, runs, started)
-            if in_flight is not None:
-                await self._answer(in_flight)
-                in_flight = None
-            if current is not None:
-                if self._pending:
-                    in_flight = current  # gather the next batch while this one syncs
-                else:
-                    await self._answer(current)
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            self._wake.clear()
-            await self._wake.wait()
+            if len(answering) >= limits.group_commit_batches_in_flight_max:
+                await asyncio.wait(answering, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if not answering and self._pending_commands < limits.group_commit_gather_commands:
+                await self._gather()  # nothing on its way to disk: wait a moment for company
+            taken = self._take_pending()
+            if taken is None:
+                continue
+            batch, runs = taken
+            started = time.perf_counter()
+            try:
+                if len(batch) >= limits.apply_on_worker_commands_min:
+                    code, ref, written = await loop.run_in_executor(self._engine, self._apply, batch, None)
+                else:
+                    code, ref, written = self._apply(batch, None)
+            except Exception as exc:  # a bug: fail these callers, keep serving
+                _fail(runs, exc)
+                continue
+            # answered by a task of its own, so the engine takes the next batch
+            # while this one's record goes to disk and its answers are encoded
+            durable = asyncio.wrap_future(written) if written is not None else None
+            task = loop.create_task(self._answer(durable, batch, code, ref, runs, started))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
 
     async def _gather(self) -> None:
         """Waits for more single requests while they keep arriving."""
@@ -271,10 +280,15 @@ class Festival:
             if self._pending_commands == before or self._pending_commands >= limits.group_commit_gather_commands:
                 return
 
-    async def _answer(self, committed) -> None:
-        durable, batch, code, ref, runs, started = committed
+    async def _answer(self, durable: asyncio.Future | None, batch: CommandBatch, code: np.ndarray,
+                      ref: np.ndarray, runs: list, started: float) -> None:
         if durable is not None:
-            await durable
+            try:
+                await durable
+            except Exception as exc:  # the disk refused: nobody may be told it is done
+                logger.exception("writing the command log failed")
+                _fail(runs, exc)
+                return
         self.batch_ms.append((time.perf_counter() - started) * 1000)
         offset = 0
         # the answers to a run of JSON callers are built in one pass (single
@@ -365,7 +379,7 @@ class Festival:
         if self.data_dir is None or self.log is None:
             return
         with self._lock:
-            self.log.sync()
+            self._written()  # the state holds every batch applied; so must the log
             seq = self.log.next_seq - 1
             snapshots.write(self.data_dir, seq, self.engine)
             self.log.start_segment(seq + 1)
@@ -375,6 +389,7 @@ class Festival:
     def close(self, snapshot: bool = False) -> None:
         """Closes the log.  With snapshot, writes one first if commands came in
         since the last: a restart then loads it instead of replaying the log."""
+        self._written()
         if snapshot and self.log is not None and self.log.next_seq - 1 > self.snapshot_seq:
             self.snapshot()
         if self.log is not None:
@@ -394,6 +409,13 @@ class SingleCommand:
 
 
 _BINARY, _DICTS, _SINGLE = "binary", "dicts", "single"
+
+
+def _fail(runs: list, exc: BaseException) -> None:
+    for _, futures, _ in runs:
+        for future in futures:
+            if not future.done():
+                future.set_exception(exc)
 
 
 def _runs(items: list[tuple[Any, asyncio.Future, int]]) -> list[tuple[str, list]]:
