@@ -65,6 +65,9 @@ class Festival:
         self.commands = 0
         self.batch_ms = collections.deque(maxlen=4096)  # apply + fsync, per batch
         self.snapshot_seq = 0
+        # set when a log record could not be written: the state then holds a
+        # batch the log does not, so no more commands until a restart recovers
+        self.log_failure: BaseException | None = None
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -122,6 +125,7 @@ class Festival:
         thread, in the order batches were applied (one thread, first in first
         out), so the engine goes on to the next batch meanwhile."""
         now = self.clock.now_ms() if now_ms is None else now_ms
+        self._refuse_after_log_failure()
         with self._lock:
             code, ref = self.engine.apply(batch, now)
             written = self._io.submit(self._write, self.engine.now_ms, batch) if self.log is not None else None
@@ -129,9 +133,19 @@ class Festival:
         self.commands += len(batch)
         return code, ref, written
 
+    def _refuse_after_log_failure(self) -> None:
+        if self.log_failure is not None:
+            raise Double11Error(Result.internal, "the command log could not be written; restart to recover")
+
     def _write(self, now_ms: int, batch: CommandBatch) -> None:
-        self.log.append(now_ms, batch.to_bytes())
-        self.log.sync()
+        if self.log_failure is not None:  # never a record after a lost one: replay would skip a batch
+            raise self.log_failure
+        try:
+            self.log.append(now_ms, batch.to_bytes())
+            self.log.sync()
+        except BaseException as exc:
+            self.log_failure = exc
+            raise
 
     def _written(self) -> None:
         """Waits until every applied batch's record is on disk."""
@@ -186,6 +200,7 @@ class Festival:
         return await self._enqueue(batch, len(batch))
 
     def _enqueue(self, item: Any, count: int) -> asyncio.Future:
+        self._refuse_after_log_failure()
         if self._pending_commands + count > limits.pending_commands_max:
             raise Double11Error(Result.overloaded, f"{self._pending_commands} commands waiting")
         loop = asyncio.get_running_loop()
@@ -286,7 +301,7 @@ class Festival:
             try:
                 await durable
             except Exception as exc:  # the disk refused: nobody may be told it is done
-                logger.exception("writing the command log failed")
+                logger.exception("writing the command log failed; no more commands until a restart")
                 _fail(runs, exc)
                 return
         self.batch_ms.append((time.perf_counter() - started) * 1000)
@@ -377,6 +392,9 @@ class Festival:
     def snapshot(self) -> None:
         """Writes the whole state and starts a new log segment; older segments go."""
         if self.data_dir is None or self.log is None:
+            return
+        if self.log_failure is not None:  # the state holds batches the log lost: keep them out
+            logger.error("no snapshot: the command log could not be written; a restart recovers from it")
             return
         with self._lock:
             self._written()  # the state holds every batch applied; so must the log

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from double11.errors import Double11Error, Result
 from double11.service import Festival
 from model import T0, co, small_catalog
 
@@ -84,3 +85,38 @@ def test_reads_during_big_batches_see_whole_batches_only(tmp_path):
         assert festival.stats()["checkouts"] == size * batches
     finally:
         festival.close()
+
+
+def test_a_failed_log_write_answers_no_one_and_stops_commands_until_a_restart(tmp_path):
+    festival = Festival.open(small_catalog({102: 100}), data_dir=tmp_path, clock_start_ms=T0)
+    append = festival.log.append
+
+    def disk_full(now_ms, payload):
+        raise OSError(28, "No space left on device")
+
+    async def go():
+        first = await festival.submit([co("before", [(102, 1)])])
+        festival.log.append = disk_full
+        results = await asyncio.gather(*(festival.submit([co(f"lost{i}", [(102, 1)])]) for i in range(5)),
+                                       return_exceptions=True)
+        festival.log.append = append  # the disk is back, but the state holds batches the log lost
+        try:
+            await festival.submit([co("after", [(102, 1)])])
+        except Double11Error as e:
+            refused = e
+        return first, results, refused
+
+    try:
+        first, results, refused = asyncio.run(go())
+        assert first[0]["status"] == 201
+        assert all(isinstance(r, OSError) for r in results)  # nobody was told "done"
+        assert refused.code == Result.internal and "restart" in str(refused)
+    finally:
+        festival.close(snapshot=True)  # as a server's stop does: no snapshot of the lost batches
+    # the restart recovers what the log holds: the acknowledged checkout only
+    again = Festival.open(data_dir=tmp_path)
+    try:
+        assert again.sku(102)["reserved"] == 1
+        assert again.execute([co("after", [(102, 1)])])[0]["status"] == 201
+    finally:
+        again.close()
