@@ -79,8 +79,10 @@ class Festival:
         if data_dir is None:
             if catalog is None:
                 raise ValueError("an in-memory festival needs a catalog")
-            return cls(Engine(catalog, config or FestivalConfig()), None, None,
-                       FestivalClock(clock_start_ms, speedup))
+            festival = cls(Engine(catalog, config or FestivalConfig()), None, None,
+                           FestivalClock(clock_start_ms, speedup))
+            festival.warm_up()
+            return festival
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         found = snapshots.latest(directory)
@@ -98,6 +100,7 @@ class Festival:
         festival.snapshot_seq = found[0] if found else 0
         if not found:
             festival.snapshot()  # the catalog and config live in the snapshot from now on
+        festival.warm_up()
         return festival
 
     @staticmethod
@@ -113,7 +116,8 @@ class Festival:
 
     def warm_up(self) -> None:
         """Loads the single-request lane's compiled parts (compiles them, the
-        first time on a machine) before a request has to wait for them."""
+        first time on a machine: seconds) before a request has to wait for
+        them; once per process, at open."""
         batch, _ = encode_bodies([b"{}"], np.array([Op.checkout], dtype=np.uint8), np.zeros(1, dtype=np.int64))
         answers(self.engine, batch, np.array([Result.invalid_request], dtype=np.uint8), np.zeros(1, dtype=np.int64),
                 0, 1)
@@ -231,20 +235,18 @@ class Festival:
             parts: list[CommandBatch] = []
             runs: list[tuple[str, list[asyncio.Future], list[int]]] = []  # callers, and their commands
             for kind, run in _runs(items):
-                if kind == _SINGLE:
-                    singles = [item for item, _, _ in run]
-                    batch, refused = encode_bodies([c.body for c in singles],
-                                                   np.fromiter([c.op for c in singles], np.uint8, len(singles)),
-                                                   np.fromiter([c.target for c in singles], np.int64, len(singles)))
-                    for k, error in refused.items():
-                        if not run[k][1].done():
-                            run[k][1].set_exception(error)
-                    run = [waiting for k, waiting in enumerate(run) if k not in refused] if refused else run
-                    parts.append(batch)
-                elif kind == _DICTS:
-                    parts.append(encode_commands([cmd for item, _, _ in run for cmd in item]))
-                else:
-                    parts.extend(item for item, _, _ in run)
+                try:
+                    if kind == _SINGLE:
+                        batch, run = _encode_singles(run)
+                        parts.append(batch)
+                    elif kind == _DICTS:
+                        parts.append(encode_commands([cmd for item, _, _ in run for cmd in item]))
+                    else:
+                        parts.extend(item for item, _, _ in run)
+                except Exception as exc:  # a bug of ours: fail these callers, keep serving
+                    logger.exception("encoding a batch failed")
+                    _fail([(kind, [future for _, future, _ in run], [])], exc)
+                    continue
                 if run:
                     runs.append((kind, [future for _, future, _ in run], [count for _, _, count in run]))
             if runs:
@@ -427,6 +429,19 @@ class SingleCommand:
 
 
 _BINARY, _DICTS, _SINGLE = "binary", "dicts", "single"
+
+
+def _encode_singles(run: list) -> tuple[CommandBatch, list]:
+    """A run of single requests as one batch, and the callers it holds: a
+    body that is not a JSON object is refused here, its caller answered."""
+    singles = [item for item, _, _ in run]
+    n = len(singles)
+    batch, refused = encode_bodies([c.body for c in singles], np.fromiter([c.op for c in singles], np.uint8, n),
+                                   np.fromiter([c.target for c in singles], np.int64, n))
+    for k, error in refused.items():
+        if not run[k][1].done():
+            run[k][1].set_exception(error)
+    return batch, [waiting for k, waiting in enumerate(run) if k not in refused] if refused else run
 
 
 def _fail(runs: list, exc: BaseException) -> None:

@@ -138,7 +138,8 @@ def test_answers_are_byte_for_byte_the_general_paths():
     first = encode_commands(commands)
     code, ref = engine.apply(first, NOW)
     created = [(int(r), int(engine.c_amount.data[r - 1])) for c, r in zip(code, ref) if c == 0][:10]
-    more = [{"op": "pay", "idempotency_key": f"p{k}", "checkout": c, "amount_fen": a} for k, (c, a) in enumerate(created)]
+    more = [{"op": "pay", "idempotency_key": f"p{k}", "checkout": c, "amount_fen": a}
+            for k, (c, a) in enumerate(created)]
     more += [{"op": "pay", "idempotency_key": "bad", "checkout": created[0][0], "amount_fen": 1},
              {"op": "cancel", "idempotency_key": "x", "checkout": created[-1][0]},
              {"op": "refund", "idempotency_key": "y", "order": 1},

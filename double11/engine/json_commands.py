@@ -22,7 +22,7 @@ from double11 import geo, limits
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.engine.blake2 import SCRATCH_WORDS as BLAKE2B_SCRATCH_WORDS
 from double11.engine.blake2 import blake2b64
-from double11.engine.compiled import inline, kernel
+from double11.engine.compiled import helper, inline, kernel
 from double11.engine.encode import decode_single, encode_commands
 from double11.errors import Double11Error
 
@@ -123,7 +123,7 @@ def _number(buf, p, end):
     return v, p
 
 
-@inline
+@helper
 def _member_name(buf, p, end):
     """The member name at p as its F_* bit (0 if unknown, -1 if not a plain
     string), and the position after its colon."""
@@ -152,7 +152,7 @@ def _next_member(buf, p, end):
     return (0 if c == 125 else -1), p
 
 
-@inline
+@helper
 def _lines(buf, p, end, slot, sku, qty):
     """The lines array at p into sku/qty[slot:]: (count, position after it),
     count -1 when it is not a plain list of 1 to LINES_MAX valid lines."""
@@ -193,7 +193,7 @@ def _lines(buf, p, end, slot, sku, qty):
             return -1, p
 
 
-@inline
+@helper
 def _command(buf, p, end, op, i, channel, lines, country, key, target, amount, sku, qty, scratch):
     """Body i (buf[p:end]) into row i; False to leave it to the general path."""
     if op != _CHECKOUT and target[i] <= 0:

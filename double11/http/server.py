@@ -137,6 +137,5 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
     # The configuration is the festival's from its first start on (it lives in the snapshot).
     config = load_config(config_path, prefault_memory=True, expected_checkouts=expected_checkouts, **scaled)
     festival = Festival.open(catalog, data_dir=data_dir, config=config, speedup=speedup, clock_start_ms=clock_start_ms)
-    festival.warm_up()
     print(f"double11 listening on http://{host}:{port}/ (data: {data_dir})", file=sys.stderr, flush=True)
     run_server(festival, host=host, port=port, empty=empty)
