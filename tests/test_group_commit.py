@@ -120,3 +120,24 @@ def test_a_failed_log_write_answers_no_one_and_stops_commands_until_a_restart(tm
         assert again.execute([co("after", [(102, 1)])])[0]["status"] == 201
     finally:
         again.close()
+
+
+def test_a_bug_while_answering_fails_the_callers_instead_of_leaving_them_waiting(tmp_path, monkeypatch):
+    festival = Festival.open(small_catalog({102: 100}), data_dir=tmp_path, clock_start_ms=T0)
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    async def go():
+        monkeypatch.setattr(festival, "_results", broken)
+        failed = await asyncio.wait_for(asyncio.gather(festival.submit([co("a", [(102, 1)])]),
+                                                       return_exceptions=True), timeout=10)
+        monkeypatch.undo()
+        return failed, await festival.submit([co("b", [(102, 1)])])
+
+    try:
+        failed, later = asyncio.run(go())
+        assert isinstance(failed[0], RuntimeError)
+        assert later[0]["status"] == 201  # the committer kept serving
+    finally:
+        festival.close()
