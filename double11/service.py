@@ -1,13 +1,15 @@
 """The composition root of the transaction core: engine + command log + clock.
 
 `Festival` is the in-process Python API; the HTTP adapter is a thin layer on
-top of `submit` / `submit_binary` and the read methods.
+top of `submit` / `submit_single` / `submit_binary` and the read methods.
 
-Group commit: callers of `submit` queue their commands; one committer task
-takes everything queued, applies it as one batch, appends it to the log and
-fsyncs once for all of them, then answers them all.  While one batch is being
-fsynced the next one is already being gathered and applied (two in flight),
-so the disk's latency sets the batch size, not the throughput.
+Group commit: callers queue their commands; one committer task takes
+everything queued, applies it as one batch, and hands the batch's log record
+to the log thread, which appends it and fsyncs once for all of them; a task
+per batch answers its callers once the record is on disk.  While one batch
+is being fsynced the next one is already being gathered and applied
+(limits.group_commit_batches_in_flight_max), so the disk's latency sets the
+batch size, not the throughput.
 """
 
 from __future__ import annotations
