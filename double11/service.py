@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import json
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -154,8 +154,9 @@ class Festival:
             raise
 
     def _written(self) -> None:
-        """Waits until every applied batch's record is on disk."""
-        if self.log is not None:
+        """Waits until every applied batch's record is on disk (after a failed
+        write nothing more goes there)."""
+        if self.log is not None and self.log_failure is None:
             self._io.submit(self.log.sync).result()
 
     def _results(self, batch: CommandBatch, code: np.ndarray, ref: np.ndarray, start: int = 0,

@@ -1,9 +1,9 @@
 """BLAKE2b (RFC 7693), unkeyed, 8-byte digest, compiled with Numba.
 
 Idempotency keys are stored as 64-bit BLAKE2b digests (`encode.key_hash`).
-Hashing them one by one through hashlib costs a Python call per key; here a
-whole batch of keys, laid out end to end in one byte buffer, is hashed in one
-compiled loop that releases the GIL.  The value is bit for bit the one
+Hashing them one by one through hashlib costs a Python call per key; here
+the single-request lane (`json_commands`) hashes each key where it lies in
+the request bodies, inside its compiled parse.  The value is bit for bit the one
 `key_hash` gives, including its rule that a zero digest becomes 1 (0 means
 'no key' in the engine).
 
@@ -11,13 +11,13 @@ The working vector and the chain value are scalar locals, so LLVM keeps them
 in registers; only the message block lives in a caller-provided scratch
 array, because the rounds index it through SIGMA and, with no reference
 counting (`compiled.py`), a kernel may not make arrays of its own.  A
-scratch array is per thread: the kernel releases the GIL.
+scratch array is per thread: the kernels that call this release the GIL.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from double11.engine.compiled import helper, inline, kernel
+from double11.engine.compiled import helper, inline
 
 IV = np.array([
     0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
@@ -138,19 +138,3 @@ def blake2b64(buf, start, end, scratch):
         if last:
             break
     return _nonzero(h0)
-
-
-@kernel
-def hash_keys(buf, starts, ends, out, scratch):
-    """out[i] <- blake2b64 of buf[starts[i]:ends[i]], for every i."""
-    for i in range(len(starts)):
-        out[i] = blake2b64(buf, starts[i], ends[i], scratch)
-
-
-def key_hash_bytes(data: bytes) -> int:
-    """One key: the same value as `encode.key_hash` gives for its string."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    out = np.empty(1, dtype=np.uint64)
-    hash_keys(buf, np.zeros(1, np.int64), np.full(1, len(data), np.int64), out,
-              np.empty(SCRATCH_WORDS, np.uint64))
-    return int(out[0])
