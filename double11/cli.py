@@ -19,10 +19,9 @@ def _clock_start(text: str | None) -> int | None:
 def _serve(args: argparse.Namespace) -> int:
     from double11.http.server import serve_main
 
-    serve_main(args.catalog, args.data, args.port, args.speedup, _clock_start(args.clock_start),
-               host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts, scale=args.scale,
-               config_path=args.config)
-    return 0
+    return serve_main(args.catalog, args.data, args.port, args.speedup, _clock_start(args.clock_start),
+                      host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts,
+                      scale=args.scale, config_path=args.config)
 
 
 def _catalog_generate(args: argparse.Namespace) -> int:
@@ -51,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="double11", description="A Singles' Day-scale shopping festival platform.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the transaction core over HTTP (embedded: one process, local data)")
+    serve = sub.add_parser("serve", help="run the transaction core over HTTP (embedded: an HTTP process and an engine process, local data)")
     serve.add_argument("--catalog", help="catalog folder (CSV or Parquet); default: a generated demo catalog")
     serve.add_argument("--data", default="./data", help="data folder: command log and snapshots (default ./data)")
     serve.add_argument("--port", type=int, default=1111)

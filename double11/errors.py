@@ -42,6 +42,7 @@ class Result(enum.IntEnum):
     overloaded = 50
     not_found = 51
     method_not_allowed = 52
+    unavailable = 53  # the engine process is not running
     internal = 60  # a bug of ours, never an answer to bad input
 
 
@@ -73,6 +74,7 @@ HTTP_STATUS: dict[Result, int] = {
     Result.overloaded: 429,
     Result.not_found: 404,
     Result.method_not_allowed: 405,
+    Result.unavailable: 503,
     Result.internal: 500,
 }
 
@@ -103,6 +105,7 @@ MESSAGES: dict[Result, str] = {
     Result.overloaded: "the platform is at capacity; retry with the same idempotency_key",
     Result.not_found: "no such resource",
     Result.method_not_allowed: "method not allowed",
+    Result.unavailable: "the engine is not running; retry with the same idempotency_key once it is back",
     Result.internal: "internal error; the request may be retried with the same idempotency_key",
 }
 

@@ -36,6 +36,9 @@ decode_on_worker_bytes_min = 256 * 1024
 # in the next requests; a smaller one is applied in place (a thread hand-off
 # costs more than applying a few hundred commands)
 apply_on_worker_commands_min = 2_048
+# a batch smaller than this has its log record written and fsynced where it
+# was applied, when no record is on its way on the log thread
+log_inline_commands_max = apply_on_worker_commands_min
 pending_commands_max = 1_000_000  # back-pressure: past this, 503 overloaded
 
 # Time
@@ -49,3 +52,9 @@ catalog_merchants_max = 10_000_000
 
 # Stats
 stats_top_n = 10
+
+# The link between the HTTP front process and the engine process
+link_call_bytes_max = http_body_bytes_max  # a call's payload is a request body
+engine_close_s_max = 600  # closing snapshots the whole state: seconds for a big festival
+engine_process_nice = -10  # the engine holds every request's latency: scheduled first
+data_dir_lock_wait_s = 120  # a restarted engine waits this long for the last one to let go

@@ -82,7 +82,9 @@ class ServerProcess:
                    str(catalog_dir), str(data_dir), str(self.port), str(CLOCK_START_MS)]
         self.log = open(log_path, "ab")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        # a session of its own: a crash kills the front and the engine process together
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -98,13 +100,17 @@ class ServerProcess:
             time.sleep(0.05)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL to every process of the server: the front and the engine."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait(10)
         self.log.close()
 
     def terminate(self, timeout_s: float = 15) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM to every process of the server, as a service manager stops it."""
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             return self.proc.wait(timeout_s)
         finally:

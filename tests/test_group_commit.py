@@ -141,3 +141,63 @@ def test_a_bug_while_answering_fails_the_callers_instead_of_leaving_them_waiting
         assert later[0]["status"] == 201  # the committer kept serving
     finally:
         festival.close()
+
+
+def test_a_run_of_single_requests_is_answered_as_each_one_alone_would_be():
+    """`submit_singles` (a front process's single requests, read in one go)
+    answers each body in order exactly as `submit_single` does, refusals
+    included; a run refused whole is answered without a batch."""
+    import json
+
+    import msgspec
+    import numpy as np
+
+    from double11.engine.batch import Op
+
+    def body(**fields) -> bytes:
+        return json.dumps(fields).encode()
+
+    checkout = {"buyer": 7, "country": "CN", "channel": "mobile", "lines": [{"sku": 102, "qty": 2}]}
+    requests = [
+        (Op.checkout, 0, body(**checkout, idempotency_key="a")),
+        (Op.checkout, 0, b"[1, 2]"),  # not an object: 400 before the engine
+        (Op.checkout, 0, body(**checkout, idempotency_key="a")),  # a retry: the first answer
+        (Op.checkout, 0, body(**{**checkout, "buyer": 8}, idempotency_key="a")),  # key reused
+        (Op.pay, 1, body(amount_fen=1, idempotency_key="p")),  # amount_mismatch
+        (Op.checkout, 0, b"{"),  # not JSON
+        (Op.checkout, 0, body(buyer=9, country="US", channel="pc", lines=[{"sku": 102, "qty": 999}],
+                              idempotency_key="big")),  # out_of_stock
+        (Op.cancel, 1, body(idempotency_key="c")),
+        (Op.restock, 102, body(qty=0, idempotency_key="r")),  # invalid_quantity
+    ]
+    ops = np.array([op for op, _, _ in requests], dtype=np.uint8)
+    targets = np.array([t for _, t, _ in requests], dtype=np.int64)
+    bodies = [b for _, _, b in requests]
+
+    def alone(festival):
+        async def go():
+            out = []
+            for op, target, b in requests:
+                try:
+                    out.append(tuple(await festival.submit_single(op, target, b)))
+                except Double11Error as e:
+                    out.append((e.http_status, msgspec.json.encode(e.body())))
+            return out
+        return asyncio.run(go())
+
+    together = Festival.open(small_catalog(), clock_start_ms=T0, speedup=0.0)
+    one_by_one = Festival.open(small_catalog(), clock_start_ms=T0, speedup=0.0)
+    got = asyncio.run(_run(lambda: together.submit_singles(ops, targets, bodies)))
+    assert [tuple(a) for a in got] == alone(one_by_one)
+    assert [status for status, _ in got] == [201, 400, 201, 409, 409, 400, 409, 200, 400]
+    assert together.batches == 1
+
+    refused_whole = asyncio.run(_run(lambda: together.submit_singles(ops[1:2], targets[1:2], [b"[]"])))
+    assert [status for status, _ in refused_whole] == [400]
+    assert together.batches == 1
+
+
+async def _run(submit):
+    return await submit()
+
+

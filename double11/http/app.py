@@ -1,18 +1,18 @@
-"""The HTTP app: a tiny hand-written router over `Festival`, on granian's RSGI
-interface (a request is one `await proto()` for the body and one
-`proto.response_bytes(...)`: about a third less Python per request than ASGI's
-message dicts, measured with the same server and client).
+"""The HTTP app: a tiny hand-written router over the festival's operations
+(`link.local.LocalFestival`), on granian's RSGI interface (a request is one
+`await proto()` for the body and one `proto.response_bytes(...)`: about a
+third less Python per request than ASGI's message dicts, measured with the
+same server and client).
 
-Transport only.  A single command's body goes to the festival as it came
-(its group commit parses all of them in one compiled pass); a batch's body
-is decoded untyped (msgspec); the engine validates every command field.
-A body that is not a JSON object gets 400 invalid_request, before the
-engine.  The HTTP layer answers for: a body over
-limits.http_body_bytes_max (413 body_too_large, from Content-Length and while
-streaming), a batch over limits.batch_commands_max (413 batch_too_large), a
-path id that is not a positive integer (400 invalid_request), unknown paths
-(404 not_found) and wrong methods (405 method_not_allowed).  A request refused
-here never reaches the engine, so a rejected batch changes nothing.
+Transport only.  Request bodies go to the festival as they came: a single
+command's is parsed with the rest of its group commit in one compiled pass,
+a batch's is decoded and checked there (not a JSON object: 400
+invalid_request; over limits.batch_commands_max: 413 batch_too_large).  The
+HTTP layer answers for: a body over limits.http_body_bytes_max (413
+body_too_large, from Content-Length and while streaming), a path id that is
+not a positive integer (400 invalid_request), unknown paths (404 not_found)
+and wrong methods (405 method_not_allowed).  A request refused anywhere
+changes nothing.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from granian.rsgi import ProtocolClosed
 
 from double11 import limits
 from double11.engine.batch import Op
-from double11.engine.encode import decode_object
 from double11.errors import HTTP_STATUS, Double11Error, Result, error_body
 from double11.http.metrics import HttpMetrics
 from double11.http.openapi import build_openapi
+from double11.link.frames import View
 
 log = logging.getLogger("double11.http")
 
@@ -54,7 +54,6 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
 
 _ID_MAX = limits.id_max
 _BODY_MAX = limits.http_body_bytes_max
-_BATCH_MAX = limits.batch_commands_max
 
 # route labels (also the metric label and the OpenAPI path)
 R_CHECKOUTS = "/v1/checkouts"
@@ -124,7 +123,9 @@ def _parse_id(s: str) -> int:
 
 
 class App:
-    """The double11 HTTP API as an RSGI application."""
+    """The double11 HTTP API as an RSGI application, over a festival with the
+    operations of `link.local.LocalFestival` (that one in-process, or
+    `link.remote.RemoteFestival` in the engine process)."""
 
     def __init__(self, festival: Any, static_dir: str | Path | None = None) -> None:
         self.festival = festival
@@ -133,37 +134,30 @@ class App:
         self.closing = False
         self._openapi: bytes | None = None
         self._streams: set[asyncio.Future] = set()
-        submit_single = festival.submit_single
+        submit_single = festival.single
 
         def single(op: Op):
             # the body goes to the engine as it came: parsed there with the
             # rest of its group commit, in one compiled pass
             async def handler(scope, proto, id_):
-                status, answer = await submit_single(op, id_ or 0, await read_body(scope, proto))
-                return status, answer, _H_JSON
+                answer = await submit_single(op, id_ or 0, await read_body(scope, proto))
+                return answer[0], answer[1], _H_JSON
             return handler
 
-        read = festival.read
+        view = festival.view
 
-        def view(get: Callable[[int], Any], missing: Result):
+        def read(which: View):
             async def handler(scope, proto, id_):
-                v = await read(get, id_)
-                if v is None:
-                    return _error(missing)
-                return 200, _ENC.encode(v), _H_JSON
-            return handler
-
-        def whole(get: Callable[[], Any]):
-            async def handler(scope, proto, _id):
-                return 200, _ENC.encode(await read(get)), _H_JSON
+                status, body = await view(which, id_ or 0)
+                return status, body, _H_JSON
             return handler
 
         # exact path -> (route label, {method: handler})
         self._exact: dict[str, tuple[str, dict[str, Callable]]] = {
             "/v1/checkouts": (R_CHECKOUTS, {"POST": single(Op.checkout)}),
             "/v1/batch": (R_BATCH, {"POST": self._batch}),
-            "/v1/ledger": ("/v1/ledger", {"GET": whole(festival.ledger)}),
-            "/v1/stats": ("/v1/stats", {"GET": whole(festival.stats)}),
+            "/v1/ledger": ("/v1/ledger", {"GET": read(View.LEDGER)}),
+            "/v1/stats": ("/v1/stats", {"GET": read(View.STATS)}),
             "/v1/stats/stream": ("/v1/stats/stream", {"GET": self._stream}),
             "/metrics": ("/metrics", {"GET": self._metrics}),
             "/openapi.json": ("/openapi.json", {"GET": self._openapi_doc}),
@@ -177,10 +171,9 @@ class App:
             ("orders", "confirm"): ("/v1/orders/{order}/confirm", {"POST": single(Op.confirm)}),
             ("orders", "refund"): ("/v1/orders/{order}/refund", {"POST": single(Op.refund)}),
             ("skus", "restock"): ("/v1/skus/{sku}/restock", {"POST": single(Op.restock)}),
-            "checkouts": ("/v1/checkouts/{checkout}",
-                          {"GET": view(festival.checkout, Result.unknown_checkout)}),
-            "orders": ("/v1/orders/{order}", {"GET": view(festival.order, Result.unknown_order)}),
-            "skus": ("/v1/skus/{sku}", {"GET": view(festival.sku, Result.unknown_sku)}),
+            "checkouts": ("/v1/checkouts/{checkout}", {"GET": read(View.CHECKOUT)}),
+            "orders": ("/v1/orders/{order}", {"GET": read(View.ORDER)}),
+            "skus": ("/v1/skus/{sku}", {"GET": read(View.SKU)}),
         }
         self._static_route = ("/static/{file}", {"GET": self._static})
 
@@ -239,27 +232,15 @@ class App:
     # ------------------------------------------------------------------ handlers
 
     async def _batch(self, scope, proto, _id):
-        ctype = scope.headers.get("content-type") or ""
-        body = await read_body(scope, proto)
-        if ctype.startswith(BINARY_BATCH_TYPE):
-            return 200, await self.festival.submit_binary(body), _H_BINARY
-        obj = decode_object(body)
-        commands = obj.get("commands")
-        if type(commands) is not list:
-            raise Double11Error(Result.invalid_request, 'body must be {"commands": [...]}')
-        if len(commands) > _BATCH_MAX:
-            raise Double11Error(Result.batch_too_large, f"{len(commands)} commands > {_BATCH_MAX}")
-        if not commands:
-            return 200, b'{"results":[]}', _H_JSON
-        # the engine answers each command on its own, a non-object one included
-        results = await self.festival.submit(commands)
-        return 200, _ENC.encode({"results": results}), _H_JSON
+        binary = (scope.headers.get("content-type") or "").startswith(BINARY_BATCH_TYPE)
+        status, body, binary = await self.festival.batch(await read_body(scope, proto), binary)
+        return status, body, _H_BINARY if binary else _H_JSON
 
     async def _metrics(self, scope, proto, _id):
         try:
-            fm = self.festival.metrics()
+            fm = await self.festival.metrics()
         except Exception:
-            log.exception("festival.metrics() failed")
+            log.exception("the festival's metrics failed")
             fm = {}
         return 200, self.metrics.render(fm).encode(), _H_TEXT
 
@@ -306,11 +287,11 @@ class App:
             transport = proto.response_stream(200, _H_SSE)
             while not self.closing:
                 try:
-                    stats = await self.festival.read(self.festival.stats)
-                    chunk = b"data: " + _ENC.encode(stats) + b"\n\n"
+                    status, stats = await self.festival.view(View.STATS)
                 except Exception:
-                    log.exception("festival.stats() failed")
-                    chunk = b": stats unavailable\n\n"
+                    log.exception("the festival's stats failed")
+                    status = 0
+                chunk = b"data: " + stats + b"\n\n" if status == 200 else b": stats unavailable\n\n"
                 await transport.send_bytes(chunk)
                 done, _ = await asyncio.wait((watcher, stop), timeout=SSE_INTERVAL_S,
                                              return_when=asyncio.FIRST_COMPLETED)

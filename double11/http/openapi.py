@@ -227,7 +227,7 @@ def _err(*codes: Result) -> dict:
 
 
 _TRANSPORT = (Result.invalid_request, Result.body_too_large, Result.not_found,
-              Result.method_not_allowed, Result.overloaded)
+              Result.method_not_allowed, Result.overloaded, Result.unavailable)
 
 
 def _id_param(name: str) -> dict:

@@ -2,6 +2,10 @@
 access log) over the double11 app, with graceful shutdown on SIGINT/SIGTERM
 that ends event streams, lets in-flight requests finish, then closes the
 festival.  Everything acknowledged was durable before it was acknowledged.
+
+`double11 serve` (serve_main) runs this server as the front process and the
+festival in an engine process beside it (double11.link); the server also
+runs over a festival in its own process (tests, embedding).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class HttpServer:
 
     def __init__(self, festival: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  empty: bool = False, static_dir: str | Path | None = None) -> None:
+        """`festival`: a link.local.LocalFestival or link.remote.RemoteFestival
+        (None for the empty handler)."""
         self.festival = festival
         self.host = host
         self.port = port
@@ -69,8 +75,8 @@ class HttpServer:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            if close_festival:
-                self.festival.close(snapshot=True)
+            if close_festival and self.festival is not None:
+                await self.festival.close()
 
     def _stop(self) -> None:
         self._stop_requested = True
@@ -94,48 +100,39 @@ class HttpServer:
             loop.call_soon_threadsafe(self._stop)
 
 
-def _run(coro) -> None:
+def _run(coro) -> Any:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - granian[uvloop] brings it
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
-
-
-def run_server(festival: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-               empty: bool = False, static_dir: str | Path | None = None) -> None:
-    """Serve until SIGINT/SIGTERM, then close the festival."""
-    _run(HttpServer(festival, host, port, empty=empty, static_dir=static_dir).serve())
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup: float,
                clock_start_ms: int | None, host: str = DEFAULT_HOST, empty: bool = False,
                expected_checkouts: int | None = None, scale: str | None = None,
-               config_path: str | None = None) -> None:
-    """Open (or recover) the festival and serve it over HTTP."""
-    from double11.service import Festival
+               config_path: str | None = None) -> int:
+    """Starts the engine process, which opens (or recovers) the festival, and
+    serves it over HTTP until SIGINT/SIGTERM, or until the engine stops (then
+    with exit status 1).  With empty=True: the empty handler, no engine."""
+    options = {"catalog_dir": catalog_dir, "data_dir": data_dir if data_dir is not None else "./data",
+               "speedup": speedup, "clock_start_ms": clock_start_ms, "expected_checkouts": expected_checkouts,
+               "scale": scale, "config_path": config_path}
+    return _run(_serve(options, host, port, empty))
 
-    if catalog_dir:
-        from double11.catalog.files import load_catalog
 
-        catalog = load_catalog(catalog_dir)
-    else:
-        from double11.catalog.generate import generate_catalog
+async def _serve(options: dict[str, Any], host: str, port: int, empty: bool) -> int:
+    from double11.link.remote import RemoteFestival
 
-        catalog = generate_catalog(merchants=2000, skus=20000, seed=11)
-    data_dir = data_dir if data_dir is not None else "./data"
-    from fractions import Fraction
-
-    from double11.config import load_config
-
-    scaled = {}
-    if scale:
-        fraction = Fraction(scale).limit_denominator(10**12)
-        scaled = {"scale_num": fraction.numerator, "scale_den": fraction.denominator}
-    # a server writes its tables' pages at start: first touches mid-festival cost more than the work.
-    # The configuration is the festival's from its first start on (it lives in the snapshot).
-    config = load_config(config_path, prefault_memory=True, expected_checkouts=expected_checkouts, **scaled)
-    festival = Festival.open(catalog, data_dir=data_dir, config=config, speedup=speedup, clock_start_ms=clock_start_ms)
-    print(f"double11 listening on http://{host}:{port}/ (data: {data_dir})", file=sys.stderr, flush=True)
-    run_server(festival, host=host, port=port, empty=empty)
+    festival = None if empty else await RemoteFestival.start(options)
+    server = HttpServer(festival, host=host, port=port, empty=empty)
+    lost = []
+    if festival is not None:
+        def engine_lost() -> None:
+            log.error("the engine process stopped: stopping the server (a restart recovers from the log)")
+            lost.append(True)
+            server.stop()
+        festival.on_lost = engine_lost
+    print(f"double11 listening on http://{host}:{port}/ (data: {options['data_dir']})", file=sys.stderr, flush=True)
+    await server.serve()
+    return 1 if lost else 0

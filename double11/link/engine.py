@@ -1,0 +1,215 @@
+"""The engine process: the festival, served to the front over the link.
+
+Started by the front (`remote.start_engine`) with its end of a socket pair.
+It opens (or recovers) the festival, says it is ready, then answers calls
+until the link closes, and closes the festival with a snapshot.  It ignores
+SIGINT and SIGTERM: Ctrl-C in a terminal, or a service manager stopping the
+whole group, reaches both processes, and the front must first finish the
+requests in flight; it then closes the link.  If the front dies, the link
+closes too.
+
+The single requests among the calls read in one go are handed to the group
+commit together (one caller for all of them), so the engine spends no
+Python per request on them beyond cutting the frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from double11 import limits
+from double11.errors import Double11Error, Result, error_body
+from double11.link.frames import ANSWER, CALL, READY_CALL, Kind, View
+from double11.link.local import LocalFestival, refusal
+
+log = logging.getLogger("double11.engine")
+_ENC = msgspec.json.Encoder()
+_INTERNAL = (500, _ENC.encode(error_body(Result.internal)))
+
+
+class EngineLink(asyncio.Protocol):
+    """The engine's end of the link: cuts calls out of the stream, answers them."""
+
+    def __init__(self, local: LocalFestival, closed: asyncio.Future) -> None:
+        self.local = local
+        self.closed = closed
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.answer(READY_CALL, 200, b"", False)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        at, n, header = 0, len(buf), CALL.size
+        calls, ops, targets, bodies = [], [], [], []
+        while n - at >= header:
+            kind, call, op, target, length = CALL.unpack_from(buf, at)
+            if length > limits.link_call_bytes_max:
+                log.error("a call of %d bytes on the link: closing it", length)
+                self.transport.close()
+                return
+            end = at + header + length
+            if end > n:
+                break
+            payload = bytes(buf[at + header:end])
+            at = end
+            if kind == Kind.SINGLE:
+                calls.append(call)
+                ops.append(op)
+                targets.append(target)
+                bodies.append(payload)
+            else:
+                task = asyncio.get_running_loop().create_task(self._other(kind, call, op, target, payload))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        del buf[:at]
+        if calls:
+            self._singles(calls, ops, targets, bodies)
+
+    def _singles(self, calls: list[int], ops: list[int], targets: list[int], bodies: list[bytes]) -> None:
+        try:
+            future = self.local.singles(np.array(ops, dtype=np.uint8), np.array(targets, dtype=np.int64), bodies)
+        except Double11Error as e:  # overloaded, or the log failed: all of them get it
+            self._answer_all(calls, [refusal(e)] * len(calls))
+            return
+        future.add_done_callback(lambda f: self._answer_all(calls, _answers_of(f, len(calls))))
+
+    def _answer_all(self, calls: list[int], answers: list[tuple[int, bytes]]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        pack = ANSWER.pack
+        self.transport.write(b"".join([part for call, (status, body) in zip(calls, answers)
+                                       for part in (pack(call, status, 0, len(body)), body)]))
+
+    def answer(self, call: int, status: int, body: bytes, binary: bool) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(ANSWER.pack(call, status, int(binary), len(body)) + body)
+
+    async def _other(self, kind: int, call: int, op: int, target: int, payload: bytes) -> None:
+        try:
+            if kind == Kind.BATCH:
+                status, body, binary = await self.local.batch(payload, binary=bool(op))
+            elif kind == Kind.VIEW:
+                (status, body), binary = await self.local.view(View(op), target), False
+            elif kind == Kind.METRICS:
+                status, body, binary = 200, _ENC.encode(await self.local.metrics()), False
+            else:
+                raise ValueError(f"unknown call kind {kind}")
+        except Exception:
+            log.exception("answering a call of kind %s failed", kind)
+            (status, body), binary = _INTERNAL, False
+        self.answer(call, status, body, binary)
+
+    def eof_received(self) -> bool:
+        self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _answers_of(future: asyncio.Future, n: int) -> list[tuple[int, bytes]]:
+    try:
+        return future.result()
+    except Double11Error as e:
+        return [refusal(e)] * n
+    except Exception:  # the festival logged it
+        return [_INTERNAL] * n
+
+
+def lock_data_dir(directory: Path) -> int:
+    """An exclusive lock on the data folder for this process's life: a second
+    engine on it (a restart while the last one still closes) waits its turn."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + limits.data_dir_lock_wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"double11: {directory} is in use by another engine") from None
+            time.sleep(0.05)
+
+
+def open_festival(options: dict[str, Any]):
+    """The festival `double11 serve` was asked for (see http.server.serve_main)."""
+    from fractions import Fraction
+
+    from double11.config import load_config
+    from double11.service import Festival
+
+    if options.get("catalog_dir"):
+        from double11.catalog.files import load_catalog
+
+        catalog = load_catalog(options["catalog_dir"])
+    else:
+        from double11.catalog.generate import generate_catalog
+
+        catalog = generate_catalog(merchants=2000, skus=20000, seed=11)
+    scaled = {}
+    if options.get("scale"):
+        fraction = Fraction(options["scale"]).limit_denominator(10**12)
+        scaled = {"scale_num": fraction.numerator, "scale_den": fraction.denominator}
+    # a server writes its tables' pages at start: first touches mid-festival cost more than the work.
+    # The configuration is the festival's from its first start on (it lives in the snapshot).
+    config = load_config(options.get("config_path"), prefault_memory=True,
+                         expected_checkouts=options.get("expected_checkouts"), **scaled)
+    return Festival.open(catalog, data_dir=options["data_dir"], config=config, speedup=options["speedup"],
+                         clock_start_ms=options.get("clock_start_ms"))
+
+
+async def serve_link(local: LocalFestival, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    closed = loop.create_future()
+    transport, _ = await loop.create_unix_connection(lambda: EngineLink(local, closed), sock=sock)
+    await closed
+    transport.close()
+    await local.close()
+
+
+def main(argv: list[str]) -> int:
+    fd, options = int(argv[0]), json.loads(argv[1])
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the front's to handle: it closes the link when done
+        signal.signal(sig, signal.SIG_IGN)
+    try:  # the engine holds every request's latency and needs little CPU: let it run first
+        os.nice(limits.engine_process_nice)
+    except OSError:
+        pass
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    lock_data_dir(Path(options["data_dir"]))
+    festival = open_festival(options)
+    sock = socket.socket(fileno=fd)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - granian[uvloop] brings it
+        asyncio.run(serve_link(LocalFestival(festival), sock))
+    else:
+        uvloop.run(serve_link(LocalFestival(festival), sock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

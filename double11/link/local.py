@@ -1,0 +1,86 @@
+"""The HTTP API's operations on a festival in this process.
+
+Each takes what an HTTP request carries (a body as it came, a path id) and
+gives what its answer carries: (status, body) with the body in JSON, or in
+the binary batch format where `binary` says so.  Refused input is answered,
+not raised, so the engine process can send every answer down the link the
+same way; only a single command's future may fail (with a Double11Error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import msgspec
+import numpy as np
+
+from double11 import limits
+from double11.engine.batch import Op
+from double11.engine.encode import decode_object
+from double11.errors import Double11Error, Result
+from double11.link.frames import View
+from double11.service import Festival
+
+_ENC = msgspec.json.Encoder()
+_EMPTY_RESULTS = b'{"results":[]}'
+
+
+def refusal(error: Double11Error) -> tuple[int, bytes]:
+    return error.http_status, _ENC.encode(error.body())
+
+
+class LocalFestival:
+    def __init__(self, festival: Festival) -> None:
+        self.festival = festival
+        f = festival
+        self._views: dict[View, tuple[Callable[..., Any], Result | None]] = {
+            View.SKU: (f.sku, Result.unknown_sku),
+            View.CHECKOUT: (f.checkout, Result.unknown_checkout),
+            View.ORDER: (f.order, Result.unknown_order),
+            View.LEDGER: (f.ledger, None),
+            View.STATS: (f.stats, None),
+        }
+
+    def single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
+        """(status, JSON answer) of one single request's command, once durable."""
+        return self.festival.submit_single(op, target, body)
+
+    def singles(self, ops: np.ndarray, targets: np.ndarray, bodies: list[bytes]) -> asyncio.Future:
+        """The same for many at once: a list of (status, JSON answer)."""
+        return self.festival.submit_singles(ops, targets, bodies)
+
+    async def batch(self, body: bytes, binary: bool) -> tuple[int, bytes, bool]:
+        """A batch request's answer: (status, body, whether it is binary)."""
+        try:
+            if binary:
+                return 200, await self.festival.submit_binary(body), True
+            obj = decode_object(body)
+            commands = obj.get("commands")
+            if type(commands) is not list:
+                raise Double11Error(Result.invalid_request, 'body must be {"commands": [...]}')
+            if len(commands) > limits.batch_commands_max:
+                raise Double11Error(Result.batch_too_large, f"{len(commands)} commands > {limits.batch_commands_max}")
+            if not commands:
+                return 200, _EMPTY_RESULTS, False
+            # the engine answers each command on its own, a non-object one included
+            return 200, _ENC.encode({"results": await self.festival.submit(commands)}), False
+        except Double11Error as e:
+            return (*refusal(e), False)
+
+    async def view(self, which: View, id_: int = 0) -> tuple[int, bytes]:
+        """A read of the state between two batches: (status, JSON)."""
+        get, missing = self._views[which]
+        value = await (self.festival.read(get, id_) if missing is not None else self.festival.read(get))
+        if value is None:
+            return refusal(Double11Error(missing))
+        return 200, _ENC.encode(value)
+
+    async def metrics(self) -> dict[str, int | float]:
+        return self.festival.metrics()
+
+    async def close(self) -> None:
+        """Makes everything durable, snapshots and closes the festival."""
+        await asyncio.get_running_loop().run_in_executor(None, self.festival.close, True)
+
+

@@ -1,0 +1,156 @@
+"""The front's end of the link: the festival in the engine process, with the
+operations of `local.LocalFestival`.
+
+Calls made in one turn of the event loop go down the socket in one write;
+answers are matched to their calls by number.  If the engine process goes
+away, every waiting call and every later one is answered 503 unavailable
+and `on_lost` is called (the server then stops: a supervisor restarts both,
+and the engine recovers from its log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import socket
+import subprocess
+import sys
+from typing import Any, Callable
+
+import msgspec
+
+from double11 import limits
+from double11.engine.batch import Op
+from double11.errors import Double11Error, Result
+from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, Kind, View
+
+log = logging.getLogger("double11.link")
+
+
+class EngineLost(Double11Error):
+    def __init__(self) -> None:
+        super().__init__(Result.unavailable, "the engine process stopped")
+
+
+class RemoteFestival(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.process: subprocess.Popen | None = None
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.lost = False
+        self.on_lost: Callable[[], None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._buffer = bytearray()
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------ operations
+    def single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
+        """Its result starts (status, JSON answer), as LocalFestival.single's."""
+        return self._call(Kind.SINGLE, op, target, body)
+
+    async def batch(self, body: bytes, binary: bool) -> tuple[int, bytes, bool]:
+        status, answer, is_binary = await self._call(Kind.BATCH, int(binary), 0, body)
+        return status, answer, bool(is_binary)
+
+    async def view(self, which: View, id_: int = 0) -> tuple[int, bytes]:
+        status, body, _ = await self._call(Kind.VIEW, which, id_, b"")
+        return status, body
+
+    async def metrics(self) -> dict[str, int | float]:
+        status, body, _ = await self._call(Kind.METRICS, 0, 0, b"")
+        return msgspec.json.decode(body) if status == 200 else {}
+
+    def _call(self, kind: Kind, op: int, target: int, payload: bytes) -> asyncio.Future:
+        if self.lost:
+            raise EngineLost()
+        call = next(self._ids) & CALL_ID_MASK or next(self._ids)
+        future = self._loop.create_future()
+        self._waiting[call] = future
+        self._out.append(CALL.pack(kind, call, op, target, len(payload)))
+        self._out.append(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if self.transport is not None and not self.lost:
+            self.transport.write(b"".join(out))
+
+    # ------------------------------------------------------------------ link
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        at, n, header = 0, len(buf), ANSWER.size
+        waiting = self._waiting
+        while n - at >= header:
+            call, status, binary, length = ANSWER.unpack_from(buf, at)
+            end = at + header + length
+            if end > n:
+                break
+            body = bytes(buf[at + header:end])
+            at = end
+            if call == READY_CALL:
+                if not self.ready.done():
+                    self.ready.set_result(None)
+                continue
+            future = waiting.pop(call, None)
+            if future is not None and not future.done():
+                future.set_result((status, body, binary))
+        del buf[:at]
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        closing, self.lost = self.lost, True
+        if not self.ready.done():
+            self.ready.set_exception(EngineLost())
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(EngineLost())
+        if self.on_lost is not None and not closing:
+            self.on_lost()
+
+    # ------------------------------------------------------------- lifecycle
+    @classmethod
+    async def start(cls, options: dict[str, Any]) -> "RemoteFestival":
+        """Starts the engine process and waits until its festival is open
+        (recovering a big one takes a while)."""
+        front_end, engine_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        remote = cls()
+        try:
+            remote.process = subprocess.Popen(
+                [sys.executable, "-m", "double11.link.engine", str(engine_end.fileno()), json.dumps(options)],
+                pass_fds=[engine_end.fileno()])
+        finally:
+            engine_end.close()
+        await asyncio.get_running_loop().create_unix_connection(lambda: remote, sock=front_end)
+        await remote.ready
+        return remote
+
+    async def close(self) -> None:
+        """Closes the link; the engine makes everything durable, snapshots and exits."""
+        self.lost = True  # from now on, calls are refused: the engine is going
+        if self.transport is not None:
+            self.transport.close()
+        if self.process is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(None, self.process.wait, limits.engine_close_s_max)
+            except subprocess.TimeoutExpired:
+                log.error("the engine did not stop in %d s: killing it (the log keeps what was acknowledged)",
+                          limits.engine_close_s_max)
+                self.process.kill()
+                await loop.run_in_executor(None, self.process.wait)

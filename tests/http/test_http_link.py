@@ -1,0 +1,204 @@
+"""`double11 serve` as it runs: an HTTP front process and an engine process
+(double11.link).  Over the link, every route answers byte for byte as the
+same app over a festival in its own process; the engine's death stops the
+front (503 meanwhile) and a restart recovers; SIGTERM to both stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from conftest import ThreadServer, free_port
+from double11 import limits
+from double11.catalog.files import save_catalog
+from double11.link.engine import lock_data_dir
+from double11.service import Festival
+from model import T0, small_catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+START_S = 60.0
+
+
+class SplitServer:
+    """`python -m double11 serve` in a session of its own (front and engine)."""
+
+    def __init__(self, catalog_dir: Path, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"serve-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "double11", "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
+                 "--port", str(self.port), "--clock-start", str(T0), "--speedup", "0"],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = time.monotonic() + START_S
+        while True:
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                if httpx.get(self.url + "/v1/ledger", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+    def engine_pid(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
+    def signal_all(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> int:
+        self.signal_all(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        finally:
+            self.signal_all(signal.SIGKILL)
+
+
+@pytest.fixture
+def catalog_dir(tmp_path):
+    d = tmp_path / "catalog"
+    save_catalog(small_catalog(), d)
+    return d
+
+
+CO = {"buyer": 7, "country": "CN", "channel": "mobile", "lines": [{"sku": 101, "qty": 1}, {"sku": 102, "qty": 2}]}
+
+
+def _binary_batch() -> bytes:
+    from double11.engine.encode import encode_commands
+
+    return encode_commands([{"op": "checkout", "idempotency_key": "bin-1", "buyer": 9, "country": "JP",
+                             "channel": "pc", "lines": [{"sku": 103, "qty": 1}]},
+                            {"op": "pay", "idempotency_key": "bin-2", "checkout": 99, "amount_fen": 5}]).to_bytes()
+
+
+def _script() -> list[tuple[str, str, bytes | None, str]]:
+    """(method, path, body, content type): every route, and refusals of each kind."""
+    j = msgspec.json.encode
+    js = "application/json"
+    return [
+        ("POST", "/v1/checkouts", j({**CO, "idempotency_key": "a"}), js),
+        ("POST", "/v1/checkouts", j({**CO, "idempotency_key": "a"}), js),  # retry
+        ("POST", "/v1/checkouts", j({**CO, "buyer": 8, "idempotency_key": "a"}), js),  # key reused
+        ("POST", "/v1/checkouts", b"[1]", js),
+        ("POST", "/v1/checkouts", b"{", js),
+        ("POST", "/v1/checkouts", j({**CO, "lines": [{"sku": 101, "qty": 999}], "idempotency_key": "b"}), js),
+        ("POST", "/v1/checkouts/1/pay", j({"amount_fen": 1, "idempotency_key": "p0"}), js),
+        ("POST", "/v1/checkouts/1/pay", j({"amount_fen": 1999 + 200, "idempotency_key": "p1"}), js),
+        ("POST", "/v1/orders/1/confirm", j({"idempotency_key": "c1"}), js),
+        ("POST", "/v1/orders/2/refund", j({"idempotency_key": "r2"}), js),
+        ("POST", "/v1/checkouts/77/cancel", j({"idempotency_key": "x"}), js),
+        ("POST", "/v1/skus/103/restock", j({"qty": 5, "idempotency_key": "s"}), js),
+        ("POST", "/v1/skus/abc/restock", j({"qty": 5, "idempotency_key": "s2"}), js),
+        ("POST", "/v1/batch", j({"commands": [{"op": "checkout", **CO, "idempotency_key": "c"}, 5, {"op": "x"}]}), js),
+        ("POST", "/v1/batch", j({"commands": []}), js),
+        ("POST", "/v1/batch", j({"commands": 3}), js),
+        ("POST", "/v1/batch", b"nope", js),
+        ("POST", "/v1/batch", _binary_batch(), "application/x-double11-batch"),
+        ("POST", "/v1/batch", b"\x00\x01", "application/x-double11-batch"),
+        ("GET", "/v1/checkouts/1", None, js),
+        ("GET", "/v1/checkouts/999", None, js),
+        ("GET", "/v1/orders/2", None, js),
+        ("GET", "/v1/orders/0", None, js),
+        ("GET", "/v1/skus/101", None, js),
+        ("GET", "/v1/skus/5", None, js),
+        ("GET", "/v1/ledger", None, js),
+        ("GET", "/v1/stats", None, js),
+        ("DELETE", "/v1/ledger", None, js),
+        ("GET", "/v1/nothing", None, js),
+    ]
+
+
+def _answers(url: str) -> list[tuple[int, str, bytes]]:
+    out = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for method, path, body, ctype in _script():
+            r = client.request(method, path, content=body, headers={"content-type": ctype})
+            out.append((r.status_code, r.headers.get("content-type"), r.content))
+    return out
+
+
+def test_over_the_link_every_route_answers_as_in_process(tmp_path, catalog_dir):
+    split = SplitServer(catalog_dir, tmp_path / "data")
+    try:
+        over_link = _answers(split.url)
+        metrics = httpx.get(split.url + "/metrics").text
+    finally:
+        assert split.stop() == 0
+    local = ThreadServer(Festival.open(small_catalog(), clock_start_ms=T0, speedup=0.0))
+    try:
+        in_process = _answers(local.url)
+    finally:
+        local.stop()
+    for request, a, b in zip(_script(), over_link, in_process):
+        assert a == b, request
+    statuses = [status for status, _, _ in over_link]
+    assert statuses[:6] == [201, 201, 409, 400, 400, 409] and 503 not in statuses and 500 not in statuses
+    assert "double11_commands_total" in metrics and 'route="/v1/checkouts"' in metrics
+
+
+def test_the_engine_dying_stops_the_front_and_a_restart_recovers(tmp_path, catalog_dir):
+    data = tmp_path / "data"
+    split = SplitServer(catalog_dir, data)
+    try:
+        r = httpx.post(split.url + "/v1/checkouts", json={**CO, "idempotency_key": "kept"})
+        assert r.status_code == 201
+        kept = r.json()
+        os.kill(split.engine_pid(), signal.SIGKILL)
+        try:  # answered 503 while the front stops, or refused once it has
+            r = httpx.post(split.url + "/v1/checkouts", json={**CO, "idempotency_key": "late"}, timeout=10)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        except httpx.TransportError:
+            pass
+        assert split.proc.wait(30) == 1
+    finally:
+        split.signal_all(signal.SIGKILL)
+    again = SplitServer(catalog_dir, data)
+    try:
+        assert httpx.post(again.url + "/v1/checkouts", json={**CO, "idempotency_key": "kept"}).json() == kept
+        assert httpx.get(again.url + "/v1/skus/102").json()["reserved"] == 2
+    finally:
+        assert again.stop() == 0
+
+
+def test_sigterm_to_both_processes_answers_what_is_in_flight_and_snapshots(tmp_path, catalog_dir):
+    data = tmp_path / "data"
+    split = SplitServer(catalog_dir, data)
+    try:
+        first = httpx.post(split.url + "/v1/checkouts", json={**CO, "idempotency_key": "k"}).json()
+    finally:
+        assert split.stop() == 0
+    snapshots = sorted(p.name for p in data.glob("snapshot-*"))
+    assert snapshots and not snapshots[-1].endswith("0000000000000000.pickle")
+    again = SplitServer(catalog_dir, data)
+    try:  # the retry finds the first answer
+        assert httpx.post(again.url + "/v1/checkouts", json={**CO, "idempotency_key": "k"}).json() == first
+    finally:
+        assert again.stop() == 0
+
+
+def test_a_second_engine_on_a_data_folder_waits_then_gives_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "data_dir_lock_wait_s", 0.2)
+    held = lock_data_dir(tmp_path)
+    try:
+        with pytest.raises(SystemExit, match="in use"):
+            lock_data_dir(tmp_path)
+    finally:
+        os.close(held)
+    os.close(lock_data_dir(tmp_path))  # free again once let go
