@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="festival-peak benchmark: server + load client on this machine")
     bench.add_argument("--seconds", type=float, default=60.0, help="how long the batch load runs")
     bench.add_argument("--single-seconds", type=float, default=10.0, help="how long each single-request load runs")
+    bench.add_argument("--single-connections", type=int,
+                       help="wrk connections of the single-request loads (default: bench.run.SINGLE_CONNECTIONS, 1024)")
     bench.add_argument("--skus", type=int, default=1_000_000)
     bench.add_argument("--merchants", type=int, default=100_000)
     bench.add_argument("--batch", type=int, default=16_384, help="commands per batch request")
