@@ -122,9 +122,13 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
 
 
 async def _serve(options: dict[str, Any], host: str, port: int, empty: bool) -> int:
-    from double11.link.remote import RemoteFestival
+    from double11.link.remote import EngineLost, RemoteFestival
 
-    festival = None if empty else await RemoteFestival.start(options)
+    try:
+        festival = None if empty else await RemoteFestival.start(options)
+    except EngineLost:  # it said why on stderr
+        print("double11: the engine process stopped before it was ready", file=sys.stderr, flush=True)
+        return 1
     server = HttpServer(festival, host=host, port=port, empty=empty)
     lost = []
     if festival is not None:

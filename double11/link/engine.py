@@ -200,7 +200,11 @@ def main(argv: list[str]) -> int:
         pass
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     lock_data_dir(Path(options["data_dir"]))
-    festival = open_festival(options)
+    try:
+        festival = open_festival(options)
+    except (Double11Error, OSError, ValueError) as e:  # a bad catalog, config or data folder
+        print(f"double11: cannot open the festival: {e}", file=sys.stderr, flush=True)
+        return 2
     sock = socket.socket(fileno=fd)
     try:
         import uvloop

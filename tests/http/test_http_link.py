@@ -202,3 +202,13 @@ def test_a_second_engine_on_a_data_folder_waits_then_gives_up(tmp_path, monkeypa
     finally:
         os.close(held)
     os.close(lock_data_dir(tmp_path))  # free again once let go
+
+
+def test_serve_with_a_catalog_it_cannot_read_says_so_and_exits(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "double11", "serve", "--catalog", str(tmp_path / "missing"),
+                        "--data", str(tmp_path / "data"), "--port", str(free_port())],
+                       cwd=ROOT, capture_output=True, text=True, timeout=START_S,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 1
+    assert "cannot open the festival" in r.stderr and "merchants.csv" in r.stderr
+    assert "Traceback" not in r.stderr
