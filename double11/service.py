@@ -1,7 +1,10 @@
 """The composition root of the transaction core: engine + command log + clock.
 
-`Festival` is the in-process Python API; the HTTP adapter is a thin layer on
-top of `submit` / `submit_single` / `submit_binary` and the read methods.
+`Festival` is the in-process Python API.  HTTP reaches it through
+`link.local.LocalFestival` (in the engine process of `double11 serve`, or in
+the HTTP server's own process): `submit_singles` for the single requests the
+engine process reads in one go, `submit_single` for one, `submit` (JSON
+batches), `submit_binary` and the read methods.
 
 Group commit: callers queue their commands; one committer task takes
 everything queued, applies it as one batch, and hands the batch's log record

@@ -68,7 +68,8 @@ class EngineLink(asyncio.Protocol):
             end = at + header + length
             if end > n:
                 break
-            payload = bytes(buf[at + header:end])
+            with memoryview(buf) as view:  # one copy, not two
+                payload = bytes(view[at + header:end])
             at = end
             if kind == Kind.SINGLE:
                 calls.append(call)

@@ -98,7 +98,8 @@ class RemoteFestival(asyncio.Protocol):
             end = at + header + length
             if end > n:
                 break
-            body = bytes(buf[at + header:end])
+            with memoryview(buf) as view:  # one copy, not two
+                body = bytes(view[at + header:end])
             at = end
             if call == READY_CALL:
                 if not self.ready.done():

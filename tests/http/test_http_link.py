@@ -80,12 +80,24 @@ def catalog_dir(tmp_path):
 CO = {"buyer": 7, "country": "CN", "channel": "mobile", "lines": [{"sku": 101, "qty": 1}, {"sku": 102, "qty": 2}]}
 
 
-def _binary_batch() -> bytes:
+def _encode(commands: list[dict]) -> bytes:
     from double11.engine.encode import encode_commands
 
-    return encode_commands([{"op": "checkout", "idempotency_key": "bin-1", "buyer": 9, "country": "JP",
-                             "channel": "pc", "lines": [{"sku": 103, "qty": 1}]},
-                            {"op": "pay", "idempotency_key": "bin-2", "checkout": 99, "amount_fen": 5}]).to_bytes()
+    return encode_commands(commands).to_bytes()
+
+
+def _binary_batch() -> bytes:
+    return _encode([{"op": "checkout", "idempotency_key": "bin-1", "buyer": 9, "country": "JP",
+                     "channel": "pc", "lines": [{"sku": 103, "qty": 1}]},
+                    {"op": "pay", "idempotency_key": "bin-2", "checkout": 99, "amount_fen": 5}])
+
+
+BIG = 20_000  # commands: a batch and its answer cross the link in many reads
+
+
+def _big_batch() -> list[dict]:
+    return [{"op": "checkout", "idempotency_key": f"big-{i}", "buyer": i, "country": "US", "channel": "mobile",
+             "lines": [{"sku": 101 + i % 6, "qty": 1}]} for i in range(BIG)]
 
 
 def _script() -> list[tuple[str, str, bytes | None, str]]:
@@ -112,6 +124,8 @@ def _script() -> list[tuple[str, str, bytes | None, str]]:
         ("POST", "/v1/batch", b"nope", js),
         ("POST", "/v1/batch", _binary_batch(), "application/x-double11-batch"),
         ("POST", "/v1/batch", b"\x00\x01", "application/x-double11-batch"),
+        ("POST", "/v1/batch", j({"commands": _big_batch()}), js),
+        ("POST", "/v1/batch", _encode(_big_batch()), "application/x-double11-batch"),  # retries, binary
         ("GET", "/v1/checkouts/1", None, js),
         ("GET", "/v1/checkouts/999", None, js),
         ("GET", "/v1/orders/2", None, js),
