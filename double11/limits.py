@@ -55,6 +55,8 @@ stats_top_n = 10
 
 # The link between the HTTP front process and the engine process
 link_call_bytes_max = http_body_bytes_max  # a call's payload is a request body
+# calls the front waits on; past this it answers 429 overloaded (the engine is behind)
+link_calls_in_flight_max = 200_000
 engine_close_s_max = 600  # closing snapshots the whole state: seconds for a big festival
 engine_process_nice = -10  # the engine holds every request's latency: scheduled first
 data_dir_lock_wait_s = 120  # a restarted engine waits this long for the last one to let go

@@ -68,6 +68,8 @@ class RemoteFestival(asyncio.Protocol):
     def _call(self, kind: Kind, op: int, target: int, payload: bytes) -> asyncio.Future:
         if self.lost:
             raise EngineLost()
+        if len(self._waiting) >= limits.link_calls_in_flight_max:
+            raise Double11Error(Result.overloaded, f"{len(self._waiting)} requests wait for the engine")
         call = next(self._ids) & CALL_ID_MASK or next(self._ids)
         future = self._loop.create_future()
         self._waiting[call] = future

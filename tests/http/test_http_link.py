@@ -226,3 +226,38 @@ def test_serve_with_a_catalog_it_cannot_read_says_so_and_exits(tmp_path):
     assert r.returncode == 1
     assert "cannot open the festival" in r.stderr and "merchants.csv" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_front_refuses_calls_past_its_limit_while_the_engine_is_behind(monkeypatch):
+    """Calls the engine has not answered are bounded: past the limit, 429
+    overloaded at once (nothing is sent), and calls resume as answers come."""
+    import asyncio
+    import socket
+
+    from double11.errors import Double11Error, Result
+    from double11.link.frames import ANSWER
+    from double11.link.remote import RemoteFestival
+
+    monkeypatch.setattr(limits, "link_calls_in_flight_max", 3)
+
+    async def go():
+        front_end, engine_end = socket.socketpair()
+        remote = RemoteFestival()
+        await asyncio.get_running_loop().create_unix_connection(lambda: remote, sock=front_end)
+        waiting = [remote.single(1, 0, b"{}") for _ in range(3)]
+        with pytest.raises(Double11Error) as refused:
+            remote.single(1, 0, b"{}")
+        assert refused.value.code == Result.overloaded
+        engine_end.sendall(ANSWER.pack(1, 201, 0, 2) + b"{}")  # the engine answers call 1
+        assert await asyncio.wait_for(waiting[0], 5) == (201, b"{}", 0)
+        later = remote.single(1, 0, b"{}")  # room again
+        assert not later.done()
+        remote.transport.close()
+        engine_end.close()
+        await asyncio.sleep(0)
+        for future in waiting[1:] + [later]:  # the link went away: 503 for whoever still waits
+            with pytest.raises(Double11Error) as lost:
+                await future
+            assert lost.value.code == Result.unavailable
+
+    asyncio.run(go())
