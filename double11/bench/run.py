@@ -48,9 +48,9 @@ FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell 
 # Phones: many connections, one checkout each.  A group commit answers a
 # request once its batch is on disk, so a server's single-request rate is at
 # most connections / latency (Little's law); at festival scale the phones are
-# millions.  Measured on 2 cores (the engine process's share of the CPU grows
-# as batches shrink): 256 connections give 0.54-0.60 of the empty handler,
-# 1024 give 0.77-0.85.
+# millions.  Measured on 2 cores, loads on their own (the engine process's
+# share of the CPU grows as batches shrink): 256 connections give 0.54-0.66
+# of the empty handler, 1024 give 0.67-0.85.
 SINGLE_CONNECTIONS = 1024
 SINGLE_ROUNDS = 2  # single and empty loads, in turn
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
@@ -321,9 +321,10 @@ def bench_main(args: argparse.Namespace) -> int:
         # at once, loaded in turn twice (single, empty, single, empty), so that a
         # drift of this shared machine's speed weighs on both alike
         single_server = Server(catalog_dir, workdir / "single-data", args.port + 2)
-        empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
+        empty_server = None
         singles, empties = [], []
         try:
+            empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
             say(f"single checkouts per HTTP request (wrk, {args.single_connections} connections, "
                 f"{args.single_seconds:.0f} s), then the same on the empty handler, twice:")
             for run in range(SINGLE_ROUNDS):
@@ -334,7 +335,8 @@ def bench_main(args: argparse.Namespace) -> int:
                 say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s")
         finally:
             single_server.stop()
-            empty_server.stop()
+            if empty_server is not None:
+                empty_server.stop()
         single, empty = sum(singles) / len(singles), sum(empties) / len(empties)
         result = {
             "orders_per_s": round(load["orders_per_s"]),
