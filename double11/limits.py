@@ -39,7 +39,8 @@ apply_on_worker_commands_min = 2_048
 # a batch smaller than this has its log record written and fsynced where it
 # was applied, when no record is on its way on the log thread
 log_inline_commands_max = apply_on_worker_commands_min
-pending_commands_max = 1_000_000  # back-pressure: past this, 503 overloaded
+pending_commands_max = 1_000_000  # back-pressure: past this, 429 overloaded
+drain_s_max = 60  # closing waits this long for the commands already queued
 
 # Time
 payment_timeout_ms_default = 15 * 60 * 1000

@@ -76,6 +76,7 @@ class Festival:
         # set when a log record could not be written: the state then holds a
         # batch the log does not, so no more commands until a restart recovers
         self.log_failure: BaseException | None = None
+        self._open_batches = 0  # taken from the queue, not yet answered (or failed)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -300,6 +301,7 @@ class Festival:
             if taken is None:
                 continue
             batch, runs = taken
+            self._open_batches += 1
             started = time.perf_counter()
             try:
                 if len(batch) >= limits.apply_on_worker_commands_min:
@@ -307,6 +309,7 @@ class Festival:
                 else:
                     code, ref, written = self._apply(batch, None)
             except Exception as exc:  # a bug: fail these callers, keep serving
+                self._open_batches -= 1
                 _fail(runs, exc)
                 continue
             # answered by a task of its own, so the engine takes the next batch
@@ -329,19 +332,34 @@ class Festival:
 
     async def _answer(self, durable: asyncio.Future | None, batch: CommandBatch, code: np.ndarray,
                       ref: np.ndarray, runs: list, started: float) -> None:
-        if durable is not None:
-            try:
-                await durable
-            except Exception as exc:  # the disk refused: nobody may be told it is done
-                logger.exception("writing the command log failed; no more commands until a restart")
-                _fail(runs, exc)
-                return
-        self.batch_ms.append((time.perf_counter() - started) * 1000)
         try:
-            self._resolve(batch, code, ref, runs)
-        except Exception as exc:  # a bug of ours: these callers get a 500, not a wait forever
-            logger.exception("answering a batch failed")
-            _fail(runs, exc)
+            if durable is not None:
+                try:
+                    await durable
+                except Exception as exc:  # the disk refused: nobody may be told it is done
+                    logger.exception("writing the command log failed; no more commands until a restart")
+                    _fail(runs, exc)
+                    return
+            self.batch_ms.append((time.perf_counter() - started) * 1000)
+            try:
+                self._resolve(batch, code, ref, runs)
+            except Exception as exc:  # a bug of ours: these callers get a 500, not a wait forever
+                logger.exception("answering a batch failed")
+                _fail(runs, exc)
+        finally:
+            self._open_batches -= 1
+
+    async def drain(self, timeout_s: float = limits.drain_s_max) -> bool:
+        """Waits until every command submitted so far is applied, on disk and
+        answered (or failed): before closing while callers may still be
+        queued (the engine process, when its front went away).  False if
+        that took longer than timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while self._pending or self._open_batches:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(limits.group_commit_gather_step_us / 1e6)
+        return True
 
     def _resolve(self, batch: CommandBatch, code: np.ndarray, ref: np.ndarray, runs: list) -> None:
         """Hands each caller of a durable batch its answers."""

@@ -201,3 +201,23 @@ async def _run(submit):
     return await submit()
 
 
+
+
+def test_drain_waits_until_everything_queued_is_durable_and_answered(tmp_path):
+    festival = Festival.open(small_catalog({102: 10_000}), data_dir=tmp_path, clock_start_ms=T0)
+
+    async def go():
+        waiting = [asyncio.ensure_future(festival.submit([co(f"d{i}", [(102, 1)], buyer=500 + i)]))
+                   for i in range(50)]
+        await asyncio.sleep(0)  # queued, not yet committed
+        assert not all(w.done() for w in waiting)
+        assert await festival.drain()
+        assert all(w.done() for w in waiting)
+        return [w.result()[0]["status"] for w in waiting]
+
+    try:
+        assert asyncio.run(go()) == [201] * 50
+        assert festival.sku(102)["reserved"] == 50
+        assert festival.log.syncs >= 1
+    finally:
+        festival.close()

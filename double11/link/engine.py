@@ -188,6 +188,9 @@ async def serve_link(local: LocalFestival, sock: socket.socket) -> None:
     transport, _ = await loop.create_unix_connection(lambda: EngineLink(local, closed), sock=sock)
     await closed
     transport.close()
+    # the front is gone; what it sent is applied and made durable (nobody
+    # hears of it: a retry after the restart finds the first answer)
+    await local.drain()
     await local.close()
 
 

@@ -10,6 +10,7 @@ same way; only a single command's future may fail (with a Double11Error).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Callable
 
 import msgspec
@@ -23,6 +24,7 @@ from double11.link.frames import View
 from double11.service import Festival
 
 _ENC = msgspec.json.Encoder()
+log = logging.getLogger("double11.engine")
 _EMPTY_RESULTS = b'{"results":[]}'
 
 
@@ -78,6 +80,11 @@ class LocalFestival:
 
     async def metrics(self) -> dict[str, int | float]:
         return self.festival.metrics()
+
+    async def drain(self) -> None:
+        """Waits for the commands already queued (applied, durable, answered)."""
+        if not await self.festival.drain():
+            log.error("commands were still queued after %d s: closing anyway", limits.drain_s_max)
 
     async def close(self) -> None:
         """Makes everything durable, snapshots and closes the festival."""
