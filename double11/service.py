@@ -211,8 +211,24 @@ class Festival:
         group commit parses all of them in one compiled pass.  The op comes
         from the route, the target from the path (0 for a checkout).  A body
         that is not a JSON object fails the future with 400 invalid_request.
-        (A plain function, not a coroutine: a phone's request is the hot path.)"""
-        return self._enqueue(SingleCommand(op, target, body), 1)
+        (A plain function, not a coroutine.)  A run of one, as submit_singles
+        takes them."""
+        run = SingleRun([op], [target], [body])
+        answered = self._enqueue(run, 1)
+        single = answered.get_loop().create_future()
+
+        def unwrap(done: asyncio.Future) -> None:
+            if single.done():
+                return
+            if done.exception() is not None:
+                single.set_exception(done.exception())
+            elif run.refused:
+                single.set_exception(run.refused[0])
+            else:
+                single.set_result(done.result()[0])
+
+        answered.add_done_callback(unwrap)
+        return single
 
     async def submit_binary(self, body: bytes) -> bytes:
         """The compact columnar batch format (double11.engine.batch / wire).
@@ -226,8 +242,9 @@ class Festival:
 
     def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: list[bytes]) -> asyncio.Future:
         """Many single requests' commands at once (from an HTTP front
-        process); the future gives their (status, JSON answer) in order, a
-        body that is not a JSON object answered with its 400."""
+        process; ops and targets: sequences of ints); the future gives their
+        (status, JSON answer) in order, a body that is not a JSON object
+        answered with its 400."""
         return self._enqueue(SingleRun(ops, targets, bodies), len(bodies))
 
     def _enqueue(self, item: Any, count: int) -> asyncio.Future:
@@ -263,10 +280,7 @@ class Festival:
             runs: list[tuple[str, list[asyncio.Future], list[int]]] = []  # callers, and their commands
             for kind, run in _runs(items):
                 try:
-                    if kind == _SINGLE:
-                        batch, run = _encode_singles(run)
-                        parts.append(batch)
-                    elif kind == _RUN:
+                    if kind == _RUN:
                         batch, run = _encode_runs(run)
                         parts.append(batch)
                     elif kind == _DICTS:
@@ -375,18 +389,14 @@ class Festival:
                     offset += count
                 continue
             run_end = offset + sum(counts)
-            if kind == _SINGLE:
-                for future, answer in zip(futures, answers(self.engine, batch, code, ref, offset, run_end)):
-                    if not future.done():
-                        future.set_result(answer)
-            elif kind == _RUN:
+            if kind == _RUN:
                 got = answers(self.engine, batch, code, ref, offset, run_end)
                 at = 0
                 for future, count, item in zip(futures, counts, items):
                     mine = got[at:at + count]
                     at += count
                     for k in sorted(item.refused):
-                        mine.insert(k, item.refused[k])
+                        mine.insert(k, _refusal(item.refused[k]))
                     if not future.done():
                         future.set_result(mine)
             else:
@@ -486,60 +496,43 @@ class Festival:
 
 
 class SingleRun:
-    """Many single requests' commands, not yet decoded."""
+    """Single requests' commands, not yet decoded (one, or the many an
+    engine process reads in one go); `refused`: the bodies refused before
+    the engine, by index, with their error."""
 
     __slots__ = ("ops", "targets", "bodies", "refused")
 
-    def __init__(self, ops: np.ndarray, targets: np.ndarray, bodies: list[bytes]) -> None:
+    def __init__(self, ops, targets, bodies: list[bytes]) -> None:
         self.ops, self.targets, self.bodies = ops, targets, bodies
-        self.refused: dict[int, tuple[int, bytes]] = {}
+        self.refused: dict[int, Double11Error] = {}
 
 
-class SingleCommand:
-    """A single request's command, not yet decoded."""
-
-    __slots__ = ("op", "target", "body")
-
-    def __init__(self, op: int, target: int, body: bytes) -> None:
-        self.op, self.target, self.body = op, target, body
+_BINARY, _DICTS, _RUN = "binary", "dicts", "run"
 
 
-_BINARY, _DICTS, _SINGLE, _RUN = "binary", "dicts", "single", "run"
-
-
-def _encode_singles(run: list) -> tuple[CommandBatch, list]:
-    """A run of single requests as one batch, and the callers it holds: a
-    body that is not a JSON object is refused here, its caller answered."""
-    singles = [item for item, _, _ in run]
-    n = len(singles)
-    batch, refused = encode_bodies([c.body for c in singles], np.fromiter([c.op for c in singles], np.uint8, n),
-                                   np.fromiter([c.target for c in singles], np.int64, n))
-    for k, error in refused.items():
-        if not run[k][1].done():
-            run[k][1].set_exception(error)
-    return batch, [waiting for k, waiting in enumerate(run) if k not in refused] if refused else run
+def _refusal(error: Double11Error) -> tuple[int, bytes]:
+    return error.http_status, _ENC.encode(error.body())
 
 
 def _encode_runs(run: list) -> tuple[CommandBatch, list]:
-    """Runs of single requests (from a front process) as one batch, and the
-    callers it holds.  A body that is not a JSON object is answered in its
+    """Runs of single requests as one batch, and the callers it holds.  A body that is not a JSON object is answered in its
     place with its 400; a caller whose every body was refused is answered now."""
     items = [item for item, _, _ in run]
     batch, refused = encode_bodies([b for item in items for b in item.bodies],
-                                   np.concatenate([item.ops for item in items]),
-                                   np.concatenate([item.targets for item in items]))
+                                   np.concatenate([item.ops for item in items]).astype(np.uint8),
+                                   np.concatenate([item.targets for item in items]).astype(np.int64))
     if not refused:
         return batch, run
     starts = np.cumsum([0] + [count for _, _, count in run[:-1]])
     for i, error in refused.items():
         j = int(np.searchsorted(starts, i, side="right")) - 1
-        items[j].refused[i - int(starts[j])] = (error.http_status, _ENC.encode(error.body()))
+        items[j].refused[i - int(starts[j])] = error
     kept = []
     for item, future, count in run:
         if len(item.refused) < count:
             kept.append((item, future, count - len(item.refused)))
         elif not future.done():
-            future.set_result([item.refused[k] for k in range(count)])
+            future.set_result([_refusal(item.refused[k]) for k in range(count)])
     return batch, kept
 
 
@@ -551,12 +544,12 @@ def _fail(runs: list, exc: BaseException) -> None:
 
 
 def _runs(items: list[tuple[Any, asyncio.Future, int]]) -> list[tuple[str, list]]:
-    """The waiting callers in runs of one kind (binary, JSON dicts, single)."""
+    """The waiting callers in runs of one kind (binary, JSON dicts, single requests)."""
     runs: list[tuple[str, list]] = []
     last = None
     for waiting in items:
         t = type(waiting[0])
-        kind = _SINGLE if t is SingleCommand else _RUN if t is SingleRun else _BINARY if t is CommandBatch else _DICTS
+        kind = _RUN if t is SingleRun else _BINARY if t is CommandBatch else _DICTS
         if kind is last:
             runs[-1][1].append(waiting)
         else:

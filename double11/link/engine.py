@@ -32,7 +32,7 @@ import numpy as np
 
 from double11 import limits
 from double11.errors import Double11Error, Result, error_body
-from double11.link.frames import ANSWER, CALL, READY_CALL, Kind, View
+from double11.link.frames import ANSWER, CALL, READY_CALL, FrameTooLarge, Kind, View, cut
 from double11.link.local import LocalFestival, refusal
 
 log = logging.getLogger("double11.engine")
@@ -57,20 +57,14 @@ class EngineLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self._buffer
         buf += data
-        at, n, header = 0, len(buf), CALL.size
+        try:
+            frames = cut(buf, CALL, limits.link_call_bytes_max)
+        except FrameTooLarge as e:
+            log.error("%s on the link: closing it", e)
+            self.transport.close()
+            return
         calls, ops, targets, bodies = [], [], [], []
-        while n - at >= header:
-            kind, call, op, target, length = CALL.unpack_from(buf, at)
-            if length > limits.link_call_bytes_max:
-                log.error("a call of %d bytes on the link: closing it", length)
-                self.transport.close()
-                return
-            end = at + header + length
-            if end > n:
-                break
-            with memoryview(buf) as view:  # one copy, not two
-                payload = bytes(view[at + header:end])
-            at = end
+        for (kind, call, op, target, _), payload in frames:
             if kind == Kind.SINGLE:
                 calls.append(call)
                 ops.append(op)
@@ -80,7 +74,6 @@ class EngineLink(asyncio.Protocol):
                 task = asyncio.get_running_loop().create_task(self._other(kind, call, op, target, payload))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        del buf[:at]
         if calls:
             self._singles(calls, ops, targets, bodies)
 

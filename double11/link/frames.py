@@ -20,6 +20,30 @@ READY_CALL = 0
 CALL_ID_MASK = 0xFFFF_FFFF
 
 
+class FrameTooLarge(Exception):
+    pass
+
+
+def cut(buffer: bytearray, header: struct.Struct, payload_bytes_max: int) -> list[tuple[tuple, bytes]]:
+    """The whole frames at the start of `buffer`, taken out of it: (header
+    fields, payload) each, the payload's length being the header's last
+    field; a frame not yet all read stays.  FrameTooLarge past the limit."""
+    frames = []
+    at, n, size = 0, len(buffer), header.size
+    with memoryview(buffer) as view:  # one copy of each payload, not two
+        while n - at >= size:
+            fields = header.unpack_from(buffer, at)
+            if fields[-1] > payload_bytes_max:
+                raise FrameTooLarge(f"a frame of {fields[-1]} bytes")
+            end = at + size + fields[-1]
+            if end > n:
+                break
+            frames.append((fields, bytes(view[at + size:end])))
+            at = end
+    del buffer[:at]
+    return frames
+
+
 class Kind(enum.IntEnum):
     SINGLE = 1  # op: the command's op, target: the path's id (0 for a checkout)
     BATCH = 2  # op: 1 for the binary format, 0 for JSON

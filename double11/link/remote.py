@@ -24,9 +24,10 @@ import msgspec
 from double11 import limits
 from double11.engine.batch import Op
 from double11.errors import Double11Error, Result
-from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, Kind, View
+from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, Kind, View, cut
 
 log = logging.getLogger("double11.link")
+ANSWER_BYTES_MAX = 2**32 - 1  # the header's u32
 
 
 class EngineLost(Double11Error):
@@ -93,16 +94,9 @@ class RemoteFestival(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self._buffer
         buf += data
-        at, n, header = 0, len(buf), ANSWER.size
         waiting = self._waiting
-        while n - at >= header:
-            call, status, binary, length = ANSWER.unpack_from(buf, at)
-            end = at + header + length
-            if end > n:
-                break
-            with memoryview(buf) as view:  # one copy, not two
-                body = bytes(view[at + header:end])
-            at = end
+        # the engine's answers are as big as what it was asked: no limit of their own
+        for (call, status, binary, _), body in cut(buf, ANSWER, ANSWER_BYTES_MAX):
             if call == READY_CALL:
                 if not self.ready.done():
                     self.ready.set_result(None)
@@ -110,7 +104,6 @@ class RemoteFestival(asyncio.Protocol):
             future = waiting.pop(call, None)
             if future is not None and not future.done():
                 future.set_result((status, body, binary))
-        del buf[:at]
 
     def eof_received(self) -> bool:
         return False
