@@ -8,7 +8,7 @@ A slot holds its key and row side by side, so a probe touches one cache line.
 Key 0 marks an empty slot, so callers never insert 0.
 
 The table is a plain (slots, 2) uint64 array so that the engine's compiled
-batch loop (`transitions.py`) probes it in place with `find_or_claim_one`.
+lookup passes (`lookups.py`) probe it in place with `find_or_claim_one`.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import numpy as np
 from double11 import limits
 from double11.catalog.model import Catalog
 from double11.config import FestivalConfig
+from double11.engine import lookups
 from double11.engine import transitions as tx
 from double11.engine.batch import CommandBatch
 from double11.engine.columns import Column
@@ -147,18 +148,27 @@ class Engine:
         checkouts, lines, orders, (b_id, b_has_paid, b_returning, buyer_balance), keys, transfers = (
             self._with_room(n, len(batch.sku)))
         idem, buyers = self.idem_index, self.buyer_index
+        k_fingerprint, k_code, k_ref = keys
+        # the hash-table probes first, each in a tight pass (see lookups.py)
+        claimed = np.empty(n, dtype=np.int64)
+        sizes[tx.S_KEYS] = lookups.claim_keys(batch.key, batch.fingerprints(), code, ref, idem.table, idem.shift,
+                                              idem.mask, k_fingerprint, sizes[tx.S_KEYS], claimed)
+        buyer_row = np.empty(n, dtype=np.int64)
+        sizes[tx.S_BUYERS] = lookups.claim_buyers(batch.op, batch.target, claimed, buyers.table, buyers.shift,
+                                                  buyers.mask, b_id, b_has_paid, b_returning, self.returning_sorted,
+                                                  buyer_balance, sizes[tx.S_BUYERS], buyer_row)
         tx.apply_batch(
             (batch.op, batch.channel, batch.lines, batch.country, batch.key, batch.target, batch.amount, target_row),
             (batch.sku, sku_row, batch.qty),
             now, self.config.commission_bps, sizes, totals, code, ref,
-            (idem.table, idem.shift, idem.mask) + keys,
+            (k_code, k_ref),
             (self.sku_merchant, self.sku_merchant_rank, self.sku_brand, self.sku_price),
             (self.available, self.sku_sold, self.sku_stocked),
             checkouts, lines, orders,
-            (buyers.table, buyers.shift, buyers.mask, b_id, b_has_paid, b_returning, self.returning_sorted),
+            (b_has_paid, b_returning),
             (buyer_balance, self.ledger.merchant_balance) + transfers,
             (self.stats.merchant_gmv, self.stats.brand_gmv, self.stats.country_gmv),
-            (idem.table.reshape(-1), buyers.table.reshape(-1), np.empty(limits.checkout_lines_max, dtype=np.int64)),
+            (np.empty(limits.checkout_lines_max, dtype=np.int64), claimed, buyer_row),
         )
         self._set_sizes(sizes)
         self.ledger.escrow += int(totals[tx.T_ESCROW])

@@ -2,7 +2,7 @@
 command by command, in order, exactly as a plain Python model would do it.
 
 Why a compiled loop and not NumPy passes: a command touches a handful of rows
-(its idempotency slot, its buyer, 1 to 3 SKUs, its checkout and orders), so
+(1 to 3 SKUs, its checkout and orders, its buyer's balance), so
 the work is random memory access, not arithmetic.  Vectorized, every step is a
 NumPy call over the batch plus the sorting needed to stay first come, first
 served, which made a batch cost ~300 calls whatever its size; compiled, a
@@ -16,6 +16,9 @@ which at first made up 70% of the time.  So the tuples are unpacked once,
 before the loop, and the helpers are plain compiled functions that take
 each array they touch as an argument.
 
+The idempotency key and the buyer of every command are looked up before
+this loop, in passes of their own (`lookups.py`), and come in as rows.
+
 Every array here is a whole column buffer (`Column.reserve`): the loop
 appends in place and returns the new sizes in `sizes`; the caller has made
 room for the batch's worst case beforehand.  Figures that are sums go back as
@@ -27,9 +30,9 @@ from __future__ import annotations
 import numpy as np
 from double11.engine.compiled import kernel
 
-from double11.engine.batch import Channel, Op, command_fingerprint
+from double11.engine.batch import Channel, Op
 from double11.engine.counters import claim_lines
-from double11.engine.hashindex import _home, find_or_claim_one
+from double11.engine.lookups import NOT_RUN, RETRY_OF
 from double11.engine.ledger import TransferKind
 from double11.engine.prefetch import prefetch
 from double11.engine.status import Status
@@ -75,21 +78,22 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
     """Applies every command of the batch in order.  `code` comes in holding
     the edge's verdict (non-zero: the command is malformed and is skipped,
     unremembered); `code` and `ref` go out holding every command's result.
-    `scratch`: (the hash tables' slots as flat views, for prefetching; room
-    for one checkout's line order)."""
+    `scratch`: (room for one checkout's line order, each command's key row
+    from `lookups.claim_keys`, each checkout's buyer row from
+    `lookups.claim_buyers`)."""
     op, channel, n_lines, country, key, target, amount, target_row = cmd
     sku_id, sku_row, qty = line
-    key_table, key_shift, key_mask, k_fingerprint, k_code, k_ref = keys
+    k_code, k_ref = keys
     sku_merchant, sku_merchant_rank, sku_brand, sku_price = catalog
     available, sku_sold, sku_stocked = stock
     (c_buyer, c_country, c_channel, c_status, c_amount, c_created,
      c_line_start, c_lines, c_order_start, c_orders) = checkouts
     l_sku, l_qty, l_amount, l_order, l_position = lines
     o_checkout, o_merchant, o_amount, o_status, o_line_start, o_lines = orders
-    buyer_table, buyer_shift, buyer_mask, b_id, b_has_paid, b_returning, returning_sorted = buyers
+    b_has_paid, b_returning = buyers
     buyer_balance, merchant_balance, journal_kind, journal_ref, journal_amount = ledger
     merchant_gmv, brand_gmv, country_gmv = figures
-    key_slots, buyer_slots, perm = scratch
+    perm, claimed, buyer_row = scratch
     n = len(op)
     start = 0  # first line of command i
     ahead_start = 0  # first line of command i + AHEAD
@@ -97,8 +101,8 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
         # software pipeline: prefetch the rows command j will touch, and the
         # rows those lead to for command j - AHEAD // 2, then run command i
         if j < n:
-            _prefetch_command(j, ahead_start, op, n_lines, key, target, sku_row, key_slots, key_shift, buyer_slots,
-                              buyer_shift, available, sku_price, sku_merchant_rank, sku_merchant,
+            _prefetch_command(j, ahead_start, op, n_lines, target, sku_row,
+                              available, sku_price, sku_merchant_rank, sku_merchant,
                               c_buyer, c_status, c_amount, c_line_start, c_order_start, o_merchant, o_amount, o_status)
             ahead_start += n_lines[j]
         half = j - AHEAD // 2
@@ -111,29 +115,21 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
         count = np.int64(n_lines[i])
         first_line = start
         start += count
-        if code[i] != 0:
+        row = claimed[i]
+        if row == NOT_RUN:
             continue
-        fingerprint = command_fingerprint(op[i], channel[i], country[i], target[i], amount[i],
-                                          sku_id, qty, first_line, count)
-        row, fresh = find_or_claim_one(key_table, key_shift, key_mask, key[i], sizes[S_KEYS])
-        if not fresh:
-            # a retry: the first result, if the body is the same
-            if k_fingerprint[row] == fingerprint:
-                code[i], ref[i] = k_code[row], k_ref[row]
-            else:
-                code[i], ref[i] = KEY_REUSED, 0
+        if row < 0:
+            # a retry of a command already run, with the same body: its first result
+            code[i], ref[i] = k_code[RETRY_OF - row], k_ref[RETRY_OF - row]
             continue
-        sizes[S_KEYS] += 1
         o = op[i]
         if o == CHECKOUT:
-            r = _checkout(first_line, count, target[i], country[i], channel[i], now_ms, sizes, totals, perm,
+            r = _checkout(first_line, count, buyer_row[i], country[i], channel[i], now_ms, sizes, totals, perm,
                           sku_row, qty, sku_merchant, sku_merchant_rank, sku_price, available,
                           c_buyer, c_country, c_channel, c_status, c_amount, c_created,
                           c_line_start, c_lines, c_order_start, c_orders,
                           l_sku, l_qty, l_amount, l_order, l_position,
-                          o_checkout, o_merchant, o_amount, o_status, o_line_start, o_lines,
-                          buyer_table, buyer_shift, buyer_mask, b_id, b_has_paid, b_returning, returning_sorted,
-                          buyer_balance)
+                          o_checkout, o_merchant, o_amount, o_status, o_line_start, o_lines)
             if r == 0:
                 c, r = OUT_OF_STOCK, 0
             elif r < 0:
@@ -167,19 +163,16 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
             r = target[i]
             c = _restock(target_row[i], amount[i], available, sku_stocked)
         code[i], ref[i] = c, r
-        k_fingerprint[row], k_code[row], k_ref[row] = fingerprint, c, r
+        k_code[row], k_ref[row] = c, r
 
 
 @kernel
-def _prefetch_command(j, first_line, op, n_lines, key, target, sku_row, key_slots, key_shift, buyer_slots,
-                      buyer_shift, available, sku_price, sku_merchant_rank, sku_merchant,
+def _prefetch_command(j, first_line, op, n_lines, target, sku_row, available, sku_price, sku_merchant_rank, sku_merchant,
                       c_buyer, c_status, c_amount, c_line_start, c_order_start, o_merchant, o_amount, o_status):
-    """The rows command j reads first: its idempotency slot, and its buyer's
-    slot and SKUs (a checkout) or its checkout or order (the others)."""
-    prefetch(key_slots, 2 * _home(key[j], key_shift))
+    """The rows command j reads first: its SKUs (a checkout) or its
+    checkout or order (the others)."""
     o = op[j]
     if o == CHECKOUT:
-        prefetch(buyer_slots, 2 * _home(np.uint64(target[j]), buyer_shift))
         for p in range(first_line, first_line + n_lines[j]):
             s = sku_row[p]
             if s >= 0:
@@ -219,14 +212,12 @@ def _prefetch_payment(row, checkouts, c_buyer, c_line_start, c_lines, c_order_st
 
 
 @kernel
-def _checkout(first_line, count, buyer_id, country, channel, now_ms, sizes, totals, perm,
+def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals, perm,
               sku_row, qty, sku_merchant, sku_merchant_rank, sku_price, available,
               c_buyer, c_country, c_channel, c_status, c_amount, c_created,
               c_line_start, c_lines, c_order_start, c_orders,
               l_sku, l_qty, l_amount, l_order, l_position,
-              o_checkout, o_merchant, o_amount, o_status, o_line_start, o_lines,
-              buyer_table, buyer_shift, buyer_mask, b_id, b_has_paid, b_returning, returning_sorted,
-              buyer_balance):
+              o_checkout, o_merchant, o_amount, o_status, o_line_start, o_lines):
     """Reserves the lines, all or nothing, and records the checkout, split
     into one order per merchant.  Returns the checkout id; 0 when out of
     stock; -1 - p when line p names an unknown SKU."""
@@ -276,8 +267,7 @@ def _checkout(first_line, count, buyer_id, country, channel, now_ms, sizes, tota
         o_lines[o] += 1
         total += line_amount
     made = o + 1 - o_base
-    c_buyer[c] = _buyer_row(buyer_id, sizes, buyer_table, buyer_shift, buyer_mask, b_id, b_has_paid, b_returning,
-                            returning_sorted, buyer_balance)
+    c_buyer[c] = buyer
     c_country[c] = country
     c_channel[c] = channel
     c_status[c] = RESERVED
@@ -293,20 +283,6 @@ def _checkout(first_line, count, buyer_id, country, channel, now_ms, sizes, tota
     totals[T_CHECKOUTS] += 1
     totals[T_ORDERS] += made
     return c + 1
-
-
-@kernel
-def _buyer_row(buyer_id, sizes, table, shift, mask, b_id, b_has_paid, b_returning, returning_sorted, buyer_balance):
-    """The buyer's row, registered on first sight."""
-    row, added = find_or_claim_one(table, shift, mask, np.uint64(buyer_id), sizes[S_BUYERS])
-    if added:
-        sizes[S_BUYERS] += 1
-        b_id[row] = buyer_id
-        b_has_paid[row] = False
-        at = np.searchsorted(returning_sorted, buyer_id)
-        b_returning[row] = at < len(returning_sorted) and returning_sorted[at] == buyer_id
-        buyer_balance[row] = 0
-    return row
 
 
 @kernel
