@@ -1,6 +1,6 @@
 """The engine's compiled building blocks against plain Python models: the hash
-index, the scarce counters and the command fingerprint (which is stored in
-snapshots, so its values are pinned)."""
+index, the scarce counters, the command fingerprint (which is stored in
+snapshots, so its values are pinned) and the idempotency keys' pass."""
 
 from __future__ import annotations
 
@@ -122,3 +122,42 @@ def test_fingerprint_values_are_pinned():
     # snapshots store fingerprints: a change here makes retries after an upgrade fail
     assert _fingerprint(1, 1, 0x434E, 42, 0, [(1001, 2)]) == 0x3067CDF4D7ED387D
     assert _fingerprint(2, 0, 0, 7, 12_345, []) == 0x7099DD94D1DB8172
+
+
+# (key, fingerprint, malformed) per command; few keys and bodies, so that
+# retries and reuses, within a batch and across batches, are common
+KEYED = st.lists(st.lists(st.tuples(st.integers(1, 6), st.integers(0, 2), st.booleans()), max_size=40), max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(KEYED)
+def test_claim_keys_matches_claiming_one_command_at_a_time(batches):
+    """The keys pass claims in command order: the rows, retries and refusals
+    are those of a loop that claims each command's key as it runs."""
+    from double11.engine.lookups import NOT_RUN, RETRY_OF, claim_keys
+    from double11.errors import Result
+
+    index = HashIndex(capacity=64)
+    fingerprints = np.zeros(64, dtype=np.uint64)
+    model: dict[int, tuple[int, int]] = {}  # key -> (row, fingerprint)
+    for batch in batches:
+        key = np.array([k for k, _, _ in batch], dtype=np.uint64)
+        fingerprint = np.array([f for _, f, _ in batch], dtype=np.uint64)
+        code = np.array([1 if bad else 0 for _, _, bad in batch], dtype=np.uint8)
+        ref = np.zeros(len(batch), dtype=np.int64)
+        claimed = np.empty(len(batch), dtype=np.int64)
+        index.reserve(len(batch))
+        index.size = int(claim_keys(key, fingerprint, code, ref, index.table, index.shift, index.mask,
+                                    fingerprints, index.size, claimed))
+        for (k, f, bad), got, c in zip(batch, claimed.tolist(), code.tolist()):
+            if bad:
+                assert (got, c) == (NOT_RUN, 1)
+            elif k not in model:
+                model[k] = (len(model), f)
+                assert (got, c) == (model[k][0], 0)
+            elif model[k][1] == f:
+                assert (got, c) == (RETRY_OF - model[k][0], 0)
+            else:
+                assert (got, c) == (NOT_RUN, Result.idempotency_key_reused)
+        assert index.size == len(model)
+        assert [int(fingerprints[row]) for row, _ in model.values()] == [f for _, f in model.values()]
