@@ -53,8 +53,7 @@ UNKNOWN_SKU, UNKNOWN_CHECKOUT, UNKNOWN_ORDER = (
 OUT_OF_STOCK, AMOUNT_MISMATCH, ALREADY_PAID, R_EXPIRED, R_CANCELLED, NOT_PAID = (
     int(Result.out_of_stock), int(Result.amount_mismatch), int(Result.already_paid), int(Result.expired),
     int(Result.cancelled), int(Result.not_paid))
-ALREADY_SETTLED, ALREADY_REFUNDED, KEY_REUSED = (
-    int(Result.already_settled), int(Result.already_refunded), int(Result.idempotency_key_reused))
+ALREADY_SETTLED, ALREADY_REFUNDED = int(Result.already_settled), int(Result.already_refunded)
 AHEAD = 16  # commands between prefetching a command's rows and running it
 
 # what a command on a checkout (pay, cancel) or an order (confirm, refund)
@@ -81,7 +80,7 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
     `scratch`: (room for one checkout's line order, each command's key row
     from `lookups.claim_keys`, each checkout's buyer row from
     `lookups.claim_buyers`)."""
-    op, channel, n_lines, country, key, target, amount, target_row = cmd
+    op, channel, n_lines, country, _key, target, amount, target_row = cmd  # keys: claimed in lookups.py
     sku_id, sku_row, qty = line
     k_code, k_ref = keys
     sku_merchant, sku_merchant_rank, sku_brand, sku_price = catalog
