@@ -134,25 +134,33 @@ class Festival:
     # ------------------------------------------------------------------ writes
     def _apply(self, batch: CommandBatch, now_ms: int | None) -> tuple[np.ndarray, np.ndarray, Future | None]:
         """Applies a batch; the future says when its log record is on disk
-        (None: it already is, or there is no log).  A big batch's record is
-        written (serialized, checksummed, fsynced) on the log thread, in the
-        order batches were applied (one thread, first in first out), so the
-        engine goes on to the next batch meanwhile.  A small one's is written
-        here when no record is on its way: handing it to a thread and back
-        cost more time than the fsync itself when the CPUs are busy
-        (measured: about 2 ms against 0.4 ms per batch of single requests)."""
+        (None: it already is, or there is no log).
+
+        The log holds the batch and its time, not its results (replay applies
+        it again, deterministically), so a big batch's record is written
+        (serialized, checksummed, fsynced) on the log thread while the engine
+        applies it: the batch is answered when both are done, instead of after
+        the one and then the other.  Records go in the order batches are
+        applied (one thread, first in first out, under the lock).  A small
+        batch's record is written here, after it is applied, when no record is
+        on its way: handing it to a thread and back cost more time than the
+        fsync itself when the CPUs are busy (measured: about 2 ms against
+        0.4 ms per batch of single requests)."""
         now = self.clock.now_ms() if now_ms is None else now_ms
         self._refuse_after_log_failure()
         with self._lock:
-            code, ref = self.engine.apply(batch, now)
+            now = max(int(now), self.engine.now_ms)  # the engine's clock never goes back
             if self.log is None:
                 written = None
             elif len(batch) < limits.log_inline_commands_max and (self._last_write is None
                                                                    or self._last_write.done()):
-                self._write(self.engine.now_ms, batch)
-                written = None
+                written = False  # written below, once applied
             else:
-                written = self._last_write = self._io.submit(self._write, self.engine.now_ms, batch)
+                written = self._last_write = self._io.submit(self._write, now, batch)
+            code, ref = self.engine.apply(batch, now)
+            if written is False:
+                self._write(now, batch)
+                written = None
         self.batches += 1
         self.commands += len(batch)
         return code, ref, written
