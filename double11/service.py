@@ -150,17 +150,14 @@ class Festival:
         self._refuse_after_log_failure()
         with self._lock:
             now = max(int(now), self.engine.now_ms)  # the engine's clock never goes back
-            if self.log is None:
-                written = None
-            elif len(batch) < limits.log_inline_commands_max and (self._last_write is None
-                                                                   or self._last_write.done()):
-                written = False  # written below, once applied
-            else:
+            inline = self.log is not None and len(batch) < limits.log_inline_commands_max and (
+                self._last_write is None or self._last_write.done())
+            written = None
+            if self.log is not None and not inline:
                 written = self._last_write = self._io.submit(self._write, now, batch)
             code, ref = self.engine.apply(batch, now)
-            if written is False:
+            if inline:
                 self._write(now, batch)
-                written = None
         self.batches += 1
         self.commands += len(batch)
         return code, ref, written
@@ -404,7 +401,7 @@ class Festival:
                     mine = got[at:at + count]
                     at += count
                     for k in sorted(item.refused):
-                        mine.insert(k, _refusal(item.refused[k]))
+                        mine.insert(k, refusal(item.refused[k]))
                     if not future.done():
                         future.set_result(mine)
             else:
@@ -518,13 +515,15 @@ class SingleRun:
 _BINARY, _DICTS, _RUN = "binary", "dicts", "run"
 
 
-def _refusal(error: Double11Error) -> tuple[int, bytes]:
+def refusal(error: Double11Error) -> tuple[int, bytes]:
+    """A refused command's (HTTP status, JSON error body)."""
     return error.http_status, _ENC.encode(error.body())
 
 
 def _encode_runs(run: list) -> tuple[CommandBatch, list]:
-    """Runs of single requests as one batch, and the callers it holds.  A body that is not a JSON object is answered in its
-    place with its 400; a caller whose every body was refused is answered now."""
+    """Runs of single requests as one batch, and the callers it holds.  A
+    body that is not a JSON object is answered in its place with its 400; a
+    caller whose every body was refused is answered now."""
     items = [item for item, _, _ in run]
     batch, refused = encode_bodies([b for item in items for b in item.bodies],
                                    np.concatenate([item.ops for item in items]).astype(np.uint8),
@@ -540,7 +539,7 @@ def _encode_runs(run: list) -> tuple[CommandBatch, list]:
         if len(item.refused) < count:
             kept.append((item, future, count - len(item.refused)))
         elif not future.done():
-            future.set_result([_refusal(item.refused[k]) for k in range(count)])
+            future.set_result([refusal(item.refused[k]) for k in range(count)])
     return batch, kept
 
 

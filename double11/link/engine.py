@@ -33,7 +33,8 @@ import numpy as np
 from double11 import limits
 from double11.errors import Double11Error, Result, error_body
 from double11.link.frames import ANSWER, CALL, READY_CALL, FrameTooLarge, Kind, View, cut
-from double11.link.local import LocalFestival, refusal
+from double11.link.local import LocalFestival
+from double11.service import refusal
 
 log = logging.getLogger("double11.engine")
 _ENC = msgspec.json.Encoder()

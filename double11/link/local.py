@@ -21,15 +21,11 @@ from double11.engine.batch import Op
 from double11.engine.encode import decode_object
 from double11.errors import Double11Error, Result
 from double11.link.frames import View
-from double11.service import Festival
+from double11.service import Festival, refusal
 
 _ENC = msgspec.json.Encoder()
 log = logging.getLogger("double11.engine")
 _EMPTY_RESULTS = b'{"results":[]}'
-
-
-def refusal(error: Double11Error) -> tuple[int, bytes]:
-    return error.http_status, _ENC.encode(error.body())
 
 
 class LocalFestival:
