@@ -462,14 +462,9 @@ class Festival:
 
     def state_bytes(self) -> int:
         """Memory held by the engine's growing tables (for bytes per order)."""
-        total = 0
-        for value in vars(self.engine).values():
-            if hasattr(value, "nbytes") and not isinstance(value, np.ndarray):
-                total += value.nbytes
-        total += self.engine.idem_index.nbytes + self.engine.buyer_index.nbytes
-        total += sum(c.nbytes for c in (self.engine.ledger.buyer_balance, self.engine.ledger.journal_kind,
-                                        self.engine.ledger.journal_ref, self.engine.ledger.journal_amount))
-        return total
+        engine = self.engine
+        return (sum(table.nbytes for table in engine.growing_tables())
+                + engine.idem_index.nbytes + engine.buyer_index.nbytes)
 
     # --------------------------------------------------------------- lifecycle
     def snapshot(self) -> None:

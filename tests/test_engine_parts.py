@@ -135,10 +135,11 @@ def test_claim_keys_matches_claiming_one_command_at_a_time(batches):
     """The keys pass claims in command order: the rows, retries and refusals
     are those of a loop that claims each command's key as it runs."""
     from double11.engine.lookups import NOT_RUN, RETRY_OF, claim_keys
+    from double11.engine.machine import KEY_FIELDS
     from double11.errors import Result
 
     index = HashIndex(capacity=64)
-    fingerprints = np.zeros(64, dtype=np.uint64)
+    keys = np.zeros(64, dtype=np.dtype(KEY_FIELDS, align=False))
     model: dict[int, tuple[int, int]] = {}  # key -> (row, fingerprint)
     for batch in batches:
         key = np.array([k for k, _, _ in batch], dtype=np.uint64)
@@ -148,7 +149,7 @@ def test_claim_keys_matches_claiming_one_command_at_a_time(batches):
         claimed = np.empty(len(batch), dtype=np.int64)
         index.reserve(len(batch))
         index.size = int(claim_keys(key, fingerprint, code, ref, index.table, index.shift, index.mask,
-                                    fingerprints, index.size, claimed))
+                                    keys, index.size, claimed))
         for (k, f, bad), got, c in zip(batch, claimed.tolist(), code.tolist()):
             if bad:
                 assert (got, c) == (NOT_RUN, 1)
@@ -160,4 +161,4 @@ def test_claim_keys_matches_claiming_one_command_at_a_time(batches):
             else:
                 assert (got, c) == (NOT_RUN, Result.idempotency_key_reused)
         assert index.size == len(model)
-        assert [int(fingerprints[row]) for row, _ in model.values()] == [f for _, f in model.values()]
+        assert [int(keys[row]["fingerprint"]) for row, _ in model.values()] == [f for _, f in model.values()]

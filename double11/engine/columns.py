@@ -1,25 +1,36 @@
-"""Growable NumPy columns: append in bulk, index and update in place."""
+"""Growable NumPy storage for the engine's entities: append in bulk, index
+and update in place.
+
+- `Table`: the rows of one entity, one record per row (a structured array).
+  A command reads or writes most fields of the few rows it touches, so a
+  record puts them in one cache line (and one page) instead of one per
+  field; and the compiled loop takes one array per entity, not one per field
+  (every array is seven machine words copied for each helper call).
+- `Field`: one field of a table, read like a column (`data` is a view).
+- `Column`: a lone growable array, for what is not part of an entity's rows.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-class Column:
-    """One field of an entity table.  `data` is the live view of the first `size` rows."""
+def _zeros(dtype: np.dtype, capacity: int, prefault: bool) -> np.ndarray:
+    # untouched capacity costs address space only: the OS maps pages on first write
+    buf = np.zeros(max(capacity, 16), dtype=dtype)
+    if prefault:
+        buf.view(np.uint8).fill(0)
+    return buf
+
+
+class _Growable:
+    """A buffer whose first `size` rows are in use."""
 
     __slots__ = ("_buf", "size")
 
     def __init__(self, dtype: np.dtype | type, capacity: int = 1 << 20, prefault: bool = False):
-        # untouched capacity costs address space only: the OS maps pages on first write
-        self._buf = np.zeros(max(capacity, 16), dtype=dtype)
-        if prefault:
-            self._buf.fill(0)
+        self._buf = _zeros(np.dtype(dtype), capacity, prefault)
         self.size = 0
-
-    @property
-    def data(self) -> np.ndarray:
-        return self._buf[: self.size]
 
     def reserve(self, extra: int) -> np.ndarray:
         """Room for `extra` more rows; returns the whole buffer, for a compiled
@@ -34,7 +45,7 @@ class Column:
 
     def __getstate__(self):
         # a snapshot holds the rows, not the spare capacity
-        return {"data": self.data.copy(), "capacity": len(self._buf)}
+        return {"data": self._buf[: self.size].copy(), "capacity": len(self._buf)}
 
     def __setstate__(self, state) -> None:
         data = state["data"]
@@ -46,3 +57,57 @@ class Column:
     def nbytes(self) -> int:
         """Bytes of rows in use (capacity never written is not resident)."""
         return self.size * self._buf.itemsize
+
+
+class Column(_Growable):
+    """One growable array.  `data` is the live view of the first `size` rows."""
+
+    __slots__ = ()
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._buf[: self.size]
+
+
+class Table(_Growable):
+    """The rows of one entity as records.  `rows` is the live view of the
+    first `size` records; `field(name)` reads one field like a column."""
+
+    __slots__ = ()
+
+    def __init__(self, fields: list[tuple[str, str]], capacity: int = 1 << 20, prefault: bool = False,
+                 align: bool = True):
+        super().__init__(np.dtype(fields, align=align), capacity, prefault)
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._buf[: self.size]
+
+    def field(self, name: str) -> Field:
+        if name not in self._buf.dtype.names:
+            raise KeyError(name)
+        return Field(self, name)
+
+
+class Field:
+    """One field of a Table, read like a Column: `data` is a (strided) view of
+    its first `size` rows; writes to it land in the table."""
+
+    __slots__ = ("table", "name")
+
+    def __init__(self, table: Table, name: str):
+        self.table, self.name = table, name
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.table.rows[self.name]
+
+    @property
+    def size(self) -> int:
+        return self.table.size
+
+    def __getstate__(self):
+        return {"table": self.table, "name": self.name}
+
+    def __setstate__(self, state) -> None:
+        self.table, self.name = state["table"], state["name"]

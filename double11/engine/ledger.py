@@ -14,7 +14,7 @@ import enum
 
 import numpy as np
 
-from double11.engine.columns import Column
+from double11.engine.columns import Column, Table
 
 
 class TransferKind(enum.IntEnum):
@@ -24,16 +24,18 @@ class TransferKind(enum.IntEnum):
     refund = 4  # escrow -> buyer
 
 
+# a transfer: its kind, the checkout (payment) or order (the others) it belongs to, its amount
+JOURNAL_FIELDS = [("ref", "i8"), ("amount", "i8"), ("kind", "u1")]
+
+
 class Ledger:
     def __init__(self, merchants: int, expected_checkouts: int = 1 << 20, prefault: bool = False):
         self.buyer_balance = Column(np.int64, expected_checkouts, prefault)
         self.merchant_balance = np.zeros(merchants, dtype=np.int64)
         self.escrow = 0
         self.platform = 0
-        # journal: kind, the checkout or order it belongs to, amount
-        self.journal_kind = Column(np.uint8, expected_checkouts * 6 // 5, prefault)
-        self.journal_ref = Column(np.int64, expected_checkouts * 6 // 5, prefault)
-        self.journal_amount = Column(np.int64, expected_checkouts * 6 // 5, prefault)
+        # journal: one record per transfer
+        self.journal = Table(JOURNAL_FIELDS, expected_checkouts * 6 // 5, prefault, align=False)
 
     def balances(self) -> dict[str, int]:
         accounts = {
@@ -46,4 +48,4 @@ class Ledger:
 
     def view(self) -> dict:
         accounts = self.balances()
-        return {"accounts": accounts, "sum": sum(accounts.values()), "transfers": self.journal_kind.size}
+        return {"accounts": accounts, "sum": sum(accounts.values()), "transfers": self.journal.size}

@@ -34,7 +34,7 @@ NOT_RUN, RETRY_OF = -1, -2
 
 
 @kernel
-def claim_keys(key, fingerprint, code, ref, table, shift, mask, k_fingerprint, size, claimed):
+def claim_keys(key, fingerprint, code, ref, table, shift, mask, keys, size, claimed):
     """Every command's idempotency key, found or claimed in order.
 
     claimed[i] goes out as the key's new row (a command to run), RETRY_OF -
@@ -42,7 +42,8 @@ def claim_keys(key, fingerprint, code, ref, table, shift, mask, k_fingerprint, s
     NOT_RUN: malformed (code[i] != 0 coming in), or a key reused with another
     body, refused here (code[i] = KEY_REUSED) and not remembered.  A new key's
     fingerprint is stored at once, so a retry later in the same batch is
-    checked against it.  Returns the new count of keys."""
+    checked against it.  `keys`: the key records, by row.  Returns the new
+    count of keys."""
     slots = table.reshape(-1)
     n = len(key)
     for j in range(n + AHEAD):
@@ -57,9 +58,9 @@ def claim_keys(key, fingerprint, code, ref, table, shift, mask, k_fingerprint, s
         row, fresh = find_or_claim_one(table, shift, mask, key[i], size)
         if fresh:
             size += 1
-            k_fingerprint[row] = fingerprint[i]
+            keys[row].fingerprint = fingerprint[i]
             claimed[i] = row
-        elif k_fingerprint[row] == fingerprint[i]:
+        elif keys[row].fingerprint == fingerprint[i]:
             claimed[i] = RETRY_OF - row
         else:
             code[i], ref[i] = KEY_REUSED, 0
@@ -68,8 +69,8 @@ def claim_keys(key, fingerprint, code, ref, table, shift, mask, k_fingerprint, s
 
 
 @kernel
-def claim_buyers(op, target, claimed, table, shift, mask, b_id, b_has_paid, b_returning, returning_sorted,
-                 buyer_balance, size, buyer_row):
+def claim_buyers(op, target, claimed, table, shift, mask, buyers, returning_sorted, buyer_balance, size,
+                 buyer_row):
     """The buyer row of every checkout that will run (a fresh key), registered
     on first sight: a buyer is known from the first checkout they attempt,
     whether or not it is served.  Returns the new count of buyers."""
@@ -88,10 +89,11 @@ def claim_buyers(op, target, claimed, table, shift, mask, b_id, b_has_paid, b_re
         row, added = find_or_claim_one(table, shift, mask, np.uint64(buyer_id), size)
         if added:
             size += 1
-            b_id[row] = buyer_id
-            b_has_paid[row] = False
+            buyer = buyers[row]
+            buyer.id = buyer_id
+            buyer.has_paid = False
             at = np.searchsorted(returning_sorted, buyer_id)
-            b_returning[row] = at < len(returning_sorted) and returning_sorted[at] == buyer_id
+            buyer.returning = at < len(returning_sorted) and returning_sorted[at] == buyer_id
             buyer_balance[row] = 0
         buyer_row[i] = row
     return size
