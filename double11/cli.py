@@ -80,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="wrk connections of the single-request loads (default: bench.run.SINGLE_CONNECTIONS, 1024)")
     bench.add_argument("--skus", type=int, default=1_000_000)
     bench.add_argument("--merchants", type=int, default=100_000)
-    # batch size and connections trade throughput against latency: 22,528 x 2 measured
-    # 625k orders/s at a p99 of 49 ms over 60 s (16,384 x 3: 606-645k at 48-68 ms)
-    bench.add_argument("--batch", type=int, default=22_528, help="commands per batch request")
+    # batch size and connections trade throughput against latency: over 60 s on 12-01,
+    # 20,480 x 2 measured 681k orders/s at a p99 of 40 ms, 22,528 x 2 685k at 45 ms
+    bench.add_argument("--batch", type=int, default=20_480, help="commands per batch request")
     bench.add_argument("--connections", type=int, default=2, help="batch client connections (a gateway pipelining its batches)")
     bench.add_argument("--port", type=int, default=1199)
     bench.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
