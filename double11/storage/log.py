@@ -34,6 +34,8 @@ class CommandLog:
         self.directory = directory
         self.next_seq = next_seq
         self._fd = -1
+        self._segment_bytes = 0  # written to the current segment
+        self._uncached_bytes = 0  # of those, synced and dropped from the page cache
         self.bytes_written = 0
         self.syncs = 0
         self.start_segment(next_seq)
@@ -44,6 +46,7 @@ class CommandLog:
             os.close(self._fd)
         path = self.directory / _segment_name(first_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._segment_bytes = self._uncached_bytes = os.fstat(self._fd).st_size
         _fsync_dir(self.directory)
 
     def append(self, now_ms: int, payload: bytes) -> int:
@@ -57,12 +60,22 @@ class CommandLog:
             view = view[os.write(self._fd, view):]
         self.next_seq = seq + 1
         self.bytes_written += len(record)
+        self._segment_bytes += len(record)
         return seq
 
     def sync(self) -> None:
         """Makes every record appended so far durable (group commit: one call covers many)."""
+        end = self._segment_bytes
         os.fdatasync(self._fd)
         self.syncs += 1
+        # The log is read back only at recovery, so its pages leave the page
+        # cache once on disk: a festival writes gigabytes of it, which would
+        # otherwise push the machine into reclaiming memory, and a write that
+        # has to reclaim stalls every batch waiting on it (measured: the
+        # bench's p99 went from 40 to 55-63 ms).
+        if end > self._uncached_bytes:
+            os.posix_fadvise(self._fd, self._uncached_bytes, end - self._uncached_bytes, os.POSIX_FADV_DONTNEED)
+            self._uncached_bytes = end
 
     def close(self) -> None:
         if self._fd >= 0:
