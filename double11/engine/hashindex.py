@@ -25,6 +25,7 @@ from double11.engine.prefetch import prefetch
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # the load factor kept: keys * LOAD_DEN <= slots * LOAD_NUM
 LOAD_NUM, LOAD_DEN = 3, 5
+_AHEAD = 16  # ids between prefetching a row and reading it
 
 
 def _bits_for(keys: int) -> int:
@@ -159,13 +160,12 @@ def _dense_rows(dense, ids, out):
     """out[i] = dense[ids[i]], -1 where the id is outside; the array is
     megabytes, so each read is prefetched a few ids ahead (a NumPy gather
     waits for each miss in turn)."""
-    ahead = 16
     n = len(ids)
     top = len(dense)
-    for j in range(n + ahead):
+    for j in range(n + _AHEAD):
         if j < n and 0 < ids[j] < top:
             prefetch(dense, ids[j])
-        i = j - ahead
+        i = j - _AHEAD
         if i >= 0:
             out[i] = dense[ids[i]] if 0 < ids[i] < top else -1
 

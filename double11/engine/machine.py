@@ -8,8 +8,8 @@ A batch is applied as if its commands ran one by one, in order, because they
 do: checkouts whose payment window has closed expire first (time is the
 batch's), then the compiled loop of `transitions.py` takes each command in
 turn: idempotency (a key seen before answers its first result), then the
-command itself.  This module owns the state's layout (columns per entity) and
-hands the loop the buffers it needs.
+command itself.  This module owns the state's layout (an array of records per
+entity) and hands the loop the buffers it needs.
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ class Engine:
         # idempotency: what each remembered command answered
         self.idem_index = HashIndex(cap * 11 // 5, pf)
         self.keys = Table(KEY_FIELDS, cap * 11 // 5, pf, align=False)
-        # the fields, read like columns (views, audits, answers)
+        # each field, read like a column by views, audits and answers: c_<field>
+        # of checkouts (c_amount, c_status, ...), l_ of lines, o_ of orders,
+        # b_ of buyers, i_ of idempotency keys
         for prefix, table in (("c_", self.checkouts), ("l_", self.lines), ("o_", self.orders),
                               ("b_", self.buyers), ("i_", self.keys)):
             for name in table.rows.dtype.names:
