@@ -105,9 +105,3 @@ class Field:
     @property
     def size(self) -> int:
         return self.table.size
-
-    def __getstate__(self):
-        return {"table": self.table, "name": self.name}
-
-    def __setstate__(self, state) -> None:
-        self.table, self.name = state["table"], state["name"]
