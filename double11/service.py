@@ -38,7 +38,7 @@ from double11.engine import views
 from double11.engine.answers import answers
 from double11.engine.batch import CommandBatch, Op
 from double11.engine.encode import encode_commands
-from double11.engine.json_commands import encode_bodies
+from double11.engine.json_commands import Bodies, encode_bodies
 from double11.engine.machine import Engine
 from double11.engine.wire import encode_results
 from double11.errors import Double11Error, Result
@@ -127,7 +127,8 @@ class Festival:
         """Loads the single-request lane's compiled parts (compiles them, the
         first time on a machine: seconds) before a request has to wait for
         them; once per process, at open."""
-        batch, _ = encode_bodies([b"{}"], np.array([Op.checkout], dtype=np.uint8), np.zeros(1, dtype=np.int64))
+        batch, _ = encode_bodies(Bodies.of([b"{}"]), np.array([Op.checkout], dtype=np.uint8),
+                                 np.zeros(1, dtype=np.int64))
         answers(self.engine, batch, np.array([Result.invalid_request], dtype=np.uint8), np.zeros(1, dtype=np.int64),
                 0, 1)
 
@@ -218,7 +219,7 @@ class Festival:
         that is not a JSON object fails the future with 400 invalid_request.
         (A plain function, not a coroutine.)  A run of one, as submit_singles
         takes them."""
-        run = SingleRun([op], [target], [body])
+        run = SingleRun(np.array([op], dtype=np.uint8), np.array([target], dtype=np.int64), Bodies.of([body]))
         answered = self._enqueue(run, 1)
         single = answered.get_loop().create_future()
 
@@ -245,12 +246,15 @@ class Festival:
             batch = CommandBatch.from_bytes(body)
         return await self._enqueue(batch, len(batch))
 
-    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: list[bytes]) -> asyncio.Future:
+    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies | list[bytes]) -> asyncio.Future:
         """Many single requests' commands at once (from an HTTP front
-        process; ops and targets: sequences of ints); the future gives their
-        (status, JSON answer) in order, a body that is not a JSON object
-        answered with its 400."""
-        return self._enqueue(SingleRun(ops, targets, bodies), len(bodies))
+        process: ops and targets as arrays); the future gives their (status,
+        JSON answer) in order, a body that is not a JSON object answered with
+        its 400."""
+        if not isinstance(bodies, Bodies):
+            bodies = Bodies.of(bodies)
+        return self._enqueue(SingleRun(np.asarray(ops, dtype=np.uint8), np.asarray(targets, dtype=np.int64), bodies),
+                             len(bodies))
 
     def _enqueue(self, item: Any, count: int) -> asyncio.Future:
         self._refuse_after_log_failure()
@@ -502,7 +506,7 @@ class SingleRun:
 
     __slots__ = ("ops", "targets", "bodies", "refused")
 
-    def __init__(self, ops, targets, bodies: list[bytes]) -> None:
+    def __init__(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> None:
         self.ops, self.targets, self.bodies = ops, targets, bodies
         self.refused: dict[int, Double11Error] = {}
 
@@ -520,9 +524,11 @@ def _encode_runs(run: list) -> tuple[CommandBatch, list]:
     body that is not a JSON object is answered in its place with its 400; a
     caller whose every body was refused is answered now."""
     items = [item for item, _, _ in run]
-    batch, refused = encode_bodies([b for item in items for b in item.bodies],
-                                   np.concatenate([item.ops for item in items]).astype(np.uint8),
-                                   np.concatenate([item.targets for item in items]).astype(np.int64))
+    if len(items) == 1:
+        ops, targets = items[0].ops, items[0].targets
+    else:
+        ops, targets = np.concatenate([item.ops for item in items]), np.concatenate([item.targets for item in items])
+    batch, refused = encode_bodies(Bodies.concat([item.bodies for item in items]), ops, targets)
     if not refused:
         return batch, run
     starts = np.cumsum([0] + [count for _, _, count in run[:-1]])

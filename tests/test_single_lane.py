@@ -16,7 +16,7 @@ from double11.engine import views
 from double11.engine.answers import answers
 from double11.engine.batch import COMMAND_COLUMNS, LINE_COLUMNS, Op
 from double11.engine.encode import decode_single, encode_commands
-from double11.engine.json_commands import encode_bodies, parse_bodies
+from double11.engine.json_commands import Bodies, encode_bodies, parse_bodies
 from double11.engine.machine import Engine
 from double11.errors import Double11Error
 
@@ -89,7 +89,7 @@ def _expected(op: int, target: int, body: bytes):
 def test_the_lane_encodes_every_body_as_the_general_path_does(requests):
     ops = np.array([op for op, _, _ in requests], dtype=np.uint8)
     targets = np.array([t for _, t, _ in requests], dtype=np.int64)
-    batch, refused = encode_bodies([b for _, _, b in requests], ops, targets)
+    batch, refused = encode_bodies(Bodies.of([b for _, _, b in requests]), ops, targets)
     expected = [_expected(*r) for r in requests]
     kept = [e for e in expected if not isinstance(e, Double11Error)]
     for k, e in enumerate(expected):
@@ -110,10 +110,10 @@ def test_the_lane_takes_plain_commands_and_leaves_the_rest():
              b'"country":"JP","buyer":9 } '
     float_qty = b'{"buyer":7,"country":"CN","channel":"pc","lines":[{"sku":3,"qty":2.0}],"idempotency_key":"c"}'
     escaped = b'{"buyer":7,"country":"CN","channel":"pc","lines":[{"sku":3,"qty":2}],"idempotency_key":"\\u0041"}'
-    batch, refused = encode_bodies([plain, spaced, float_qty, escaped, b"nope"],
+    batch, refused = encode_bodies(Bodies.of([plain, spaced, float_qty, escaped, b"nope"]),
                                    np.array([Op.checkout] * 5, dtype=np.uint8), np.zeros(5, dtype=np.int64))
     assert list(refused) == [4]
-    taken, _ = parse_bodies([plain, spaced, float_qty, escaped, b"nope"], np.array([Op.checkout] * 5, dtype=np.uint8),
+    taken, _ = parse_bodies(Bodies.of([plain, spaced, float_qty, escaped, b"nope"]), np.array([Op.checkout] * 5, dtype=np.uint8),
                             np.zeros(5, dtype=np.int64))
     assert taken.tolist() == [True, True, False, False, False]
     assert batch.invalid.tolist() == [0, 0, 2, 0]  # 2: invalid_quantity, worded by the general path

@@ -263,13 +263,45 @@ def parse_commands(buf, starts, ends, op, taken, channel, lines, country, key, t
                             sku, qty, scratch)
 
 
-def parse_bodies(bodies: list[bytes], op: np.ndarray, targets: np.ndarray):
+class Bodies:
+    """Request bodies side by side in one buffer: body i is
+    buf[starts[i]:ends[i]] (a read from the link holds them between their
+    frames' headers, and is parsed where it lies: no bytes object per body)."""
+
+    __slots__ = ("buf", "starts", "ends")
+
+    def __init__(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        if buf.flags.writeable:  # one compiled parser, for read-only buffers (bytes)
+            buf = buf.view()
+            buf.flags.writeable = False
+        self.buf, self.starts, self.ends = buf, starts, ends
+
+    @classmethod
+    def of(cls, bodies: list[bytes]) -> "Bodies":
+        sizes = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
+        ends = np.cumsum(sizes)
+        return cls(np.frombuffer(b"".join(bodies), dtype=np.uint8), ends - sizes, ends)
+
+    @classmethod
+    def concat(cls, parts: list["Bodies"]) -> "Bodies":
+        if len(parts) == 1:
+            return parts[0]
+        shift = np.cumsum([0] + [len(p.buf) for p in parts[:-1]])
+        return cls(np.concatenate([p.buf for p in parts]),
+                   np.concatenate([p.starts + k for p, k in zip(parts, shift)]),
+                   np.concatenate([p.ends + k for p, k in zip(parts, shift)]))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.buf[self.starts[i]:self.ends[i]].tobytes()
+
+
+def parse_bodies(bodies: Bodies, op: np.ndarray, targets: np.ndarray):
     """The fast lane over the bodies: the mask of those it took, and the
     columns (lines as rows of LINES_MAX slots), filled for those rows."""
     n = len(bodies)
-    sizes = np.fromiter(map(len, bodies), dtype=np.int64, count=n)
-    ends = np.cumsum(sizes)
-    buf = np.frombuffer(b"".join(bodies), dtype=np.uint8)
     invalid = np.zeros(n, dtype=np.uint8)
     channel = np.zeros(n, dtype=np.uint8)
     lines = np.zeros(n, dtype=np.uint8)
@@ -280,12 +312,12 @@ def parse_bodies(bodies: list[bytes], op: np.ndarray, targets: np.ndarray):
     sku = np.zeros((n, LINES_MAX), dtype=np.int64)
     qty = np.zeros((n, LINES_MAX), dtype=np.int32)
     taken = np.zeros(n, dtype=np.bool_)
-    parse_commands(buf, ends - sizes, ends, op, taken, channel, lines, country, key, target, amount,
+    parse_commands(bodies.buf, bodies.starts, bodies.ends, op, taken, channel, lines, country, key, target, amount,
                    sku.reshape(-1), qty.reshape(-1), np.empty(BLAKE2B_SCRATCH_WORDS, dtype=np.uint64))
     return taken, (invalid, channel, lines, country, key, target, amount, sku, qty)
 
 
-def encode_bodies(bodies: list[bytes], ops: np.ndarray, targets: np.ndarray
+def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
                   ) -> tuple[CommandBatch, dict[int, Double11Error]]:
     """The bodies of single requests (the op and path target of each) as one
     batch, in their order, but those refused before the engine (a body that

@@ -32,7 +32,8 @@ import numpy as np
 
 from double11 import limits
 from double11.errors import Double11Error, Result, error_body
-from double11.link.frames import ANSWER, CALL, READY_CALL, FrameTooLarge, Kind, View, cut
+from double11.engine.json_commands import Bodies
+from double11.link.frames import ANSWER, READY_CALL, FrameTooLarge, Kind, View, scan_calls
 from double11.link.local import LocalFestival
 from double11.service import refusal
 
@@ -58,33 +59,37 @@ class EngineLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self._buffer
         buf += data
-        try:
-            frames = cut(buf, CALL, limits.link_call_bytes_max)
-        except FrameTooLarge as e:
-            log.error("%s on the link: closing it", e)
-            self.transport.close()
-            return
-        calls, ops, targets, bodies = [], [], [], []
-        for (kind, call, op, target, _), payload in frames:
-            if kind == Kind.SINGLE:
-                calls.append(call)
-                ops.append(op)
-                targets.append(target)
-                bodies.append(payload)
-            else:
-                task = asyncio.get_running_loop().create_task(self._other(kind, call, op, target, payload))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        if calls:
-            self._singles(calls, ops, targets, bodies)
+        while True:
+            try:
+                frames = scan_calls(buf, limits.link_call_bytes_max)
+            except FrameTooLarge as e:
+                log.error("%s on the link: closing it", e)
+                self.transport.close()
+                return
+            if not len(frames):
+                return
+            single = frames.kind == Kind.SINGLE
+            with memoryview(buf) as view:
+                for i in np.flatnonzero(~single).tolist():  # batches, views, metrics: one task each
+                    payload = bytes(view[frames.start[i]:frames.end[i]])
+                    task = asyncio.get_running_loop().create_task(
+                        self._other(int(frames.kind[i]), int(frames.call[i]), int(frames.op[i]),
+                                    int(frames.target[i]), payload))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                if single.any():  # the bodies stay where they are, in one copy of what was read
+                    read = np.frombuffer(view[:frames.consumed].tobytes(), dtype=np.uint8)
+                    self._singles(frames.call[single], frames.op[single], frames.target[single],
+                                  Bodies(read, frames.start[single], frames.end[single]))
+            del buf[:frames.consumed]
 
-    def _singles(self, calls: list[int], ops: list[int], targets: list[int], bodies: list[bytes]) -> None:
+    def _singles(self, calls: np.ndarray, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> None:
         try:
-            future = self.local.singles(np.array(ops, dtype=np.uint8), np.array(targets, dtype=np.int64), bodies)
+            future = self.local.singles(ops, targets, bodies)
         except Double11Error as e:  # overloaded, or the log failed: all of them get it
-            self._answer_all(calls, [refusal(e)] * len(calls))
+            self._answer_all(calls.tolist(), [refusal(e)] * len(calls))
             return
-        future.add_done_callback(lambda f: self._answer_all(calls, _answers_of(f, len(calls))))
+        future.add_done_callback(lambda f: self._answer_all(calls.tolist(), _answers_of(f, len(calls))))
 
     def _answer_all(self, calls: list[int], answers: list[tuple[int, bytes]]) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -14,6 +14,10 @@ from __future__ import annotations
 import enum
 import struct
 
+import numpy as np
+
+from double11.engine.compiled import kernel
+
 CALL = struct.Struct("<BIBqI")
 ANSWER = struct.Struct("<IHBI")
 READY_CALL = 0
@@ -24,24 +28,69 @@ class FrameTooLarge(Exception):
     pass
 
 
-def cut(buffer: bytearray, header: struct.Struct, payload_bytes_max: int) -> list[tuple[tuple, bytes]]:
-    """The whole frames at the start of `buffer`, taken out of it: (header
-    fields, payload) each, the payload's length being the header's last
-    field; a frame not yet all read stays.  FrameTooLarge past the limit."""
-    frames = []
-    at, n, size = 0, len(buffer), header.size
-    with memoryview(buffer) as view:  # one copy of each payload, not two
-        while n - at >= size:
-            fields = header.unpack_from(buffer, at)
-            if fields[-1] > payload_bytes_max:
-                raise FrameTooLarge(f"a frame of {fields[-1]} bytes")
-            end = at + size + fields[-1]
-            if end > n:
-                break
-            frames.append((fields, bytes(view[at + size:end])))
-            at = end
-    del buffer[:at]
-    return frames
+class CallFrames:
+    """The calls at the start of a buffer, as columns (`scan_calls`): call
+    i's payload is buffer[start[i]:end[i]]; `consumed` bytes held whole
+    frames."""
+
+    __slots__ = ("kind", "call", "op", "target", "start", "end", "consumed")
+
+    def __init__(self, kind, call, op, target, start, end, consumed: int) -> None:
+        self.kind, self.call, self.op, self.target = kind, call, op, target
+        self.start, self.end, self.consumed = start, end, consumed
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+
+# a scan's columns are sized for this many calls at most: a big read takes
+# several scans, not one allocation per 18 bytes of it
+SCAN_CALLS_MAX = 1 << 16
+
+
+def scan_calls(buffer: bytearray, payload_bytes_max: int) -> CallFrames:
+    """The whole call frames at the start of `buffer` (up to SCAN_CALLS_MAX),
+    found in one compiled pass without a Python object per frame: the
+    engine reads hundreds of single requests at once.  The buffer is left as
+    it was.  FrameTooLarge past the limit."""
+    view = np.frombuffer(buffer, dtype=np.uint8)
+    n = min(len(view) // CALL.size, SCAN_CALLS_MAX)
+    kind, op = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
+    call, target = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint64)
+    start, end = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    count, consumed, too_large = _scan_calls(view, payload_bytes_max, kind, call, op, target, start, end)
+    del view  # the bytearray may change size again
+    if too_large:
+        raise FrameTooLarge(f"a frame of more than {payload_bytes_max} bytes")
+    return CallFrames(kind[:count], call[:count], op[:count], target[:count].view(np.int64), start[:count],
+                      end[:count], consumed)
+
+
+@kernel
+def _scan_calls(buf, payload_bytes_max, kind, call, op, target, start, end):
+    """CALL frames (little-endian <BIBqI: kind, call, op, target, length)."""
+    n, at, k = len(buf), 0, 0
+    while k < len(kind) and n - at >= 18:
+        length = np.int64(buf[at + 14]) | (np.int64(buf[at + 15]) << 8) | (np.int64(buf[at + 16]) << 16) | (
+            np.int64(buf[at + 17]) << 24)
+        if length > payload_bytes_max:
+            return k, at, True
+        stop = at + 18 + length
+        if stop > n:
+            break
+        kind[k] = buf[at]
+        call[k] = np.uint32(buf[at + 1]) | (np.uint32(buf[at + 2]) << 8) | (np.uint32(buf[at + 3]) << 16) | (
+            np.uint32(buf[at + 4]) << 24)
+        op[k] = buf[at + 5]
+        t = np.uint64(0)
+        for j in range(8):
+            t |= np.uint64(buf[at + 6 + j]) << np.uint64(8 * j)
+        target[k] = t
+        start[k] = at + 18
+        end[k] = stop
+        k += 1
+        at = stop
+    return k, at, False
 
 
 class Kind(enum.IntEnum):

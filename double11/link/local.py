@@ -19,6 +19,7 @@ import numpy as np
 from double11 import limits
 from double11.engine.batch import Op
 from double11.engine.encode import decode_object
+from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result
 from double11.link.frames import View
 from double11.service import Festival, refusal
@@ -44,7 +45,7 @@ class LocalFestival:
         """(status, JSON answer) of one single request's command, once durable."""
         return self.festival.submit_single(op, target, body)
 
-    def singles(self, ops: np.ndarray, targets: np.ndarray, bodies: list[bytes]) -> asyncio.Future:
+    def singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
         """The same for many at once: a list of (status, JSON answer)."""
         return self.festival.submit_singles(ops, targets, bodies)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import ThreadServer, free_port
 from double11 import limits
@@ -261,3 +263,40 @@ def test_the_front_refuses_calls_past_its_limit_while_the_engine_is_behind(monke
             assert lost.value.code == Result.unavailable
 
     asyncio.run(go())
+
+
+_FRAME = st.tuples(st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 255),
+                   st.integers(-2**63, 2**63 - 1), st.binary(max_size=40))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_FRAME, max_size=20), st.binary(max_size=30), st.integers(1, 4))
+def test_the_engine_scans_exactly_the_whole_call_frames_a_read_holds(frames, tail, reads):
+    """scan_calls against the frame format read plainly with struct: every
+    whole frame, in order, with its fields and payload; a partial frame at
+    the end waits (its bytes are not consumed); reads split anywhere."""
+    from double11.link.frames import CALL, scan_calls
+
+    stream = b"".join(CALL.pack(k, c, o, t, len(p)) + p for k, c, o, t, p in frames)
+    partial = CALL.pack(1, 1, 1, 1, len(tail) + 1) + tail  # one byte short of whole
+    data = stream + partial[:len(tail) + CALL.size]
+    buf, seen, cut_at = bytearray(), [], sorted({len(data) * i // reads for i in range(1, reads + 1)})
+    last = 0
+    for at in cut_at:
+        buf += data[last:at]
+        last = at
+        found = scan_calls(buf, 1 << 20)
+        for i in range(len(found)):
+            seen.append((int(found.kind[i]), int(found.call[i]), int(found.op[i]), int(found.target[i]),
+                         bytes(buf[found.start[i]:found.end[i]])))
+        del buf[:found.consumed]
+    assert seen == frames
+    assert bytes(buf) == partial[:len(tail) + CALL.size]
+
+
+def test_a_call_frame_past_the_limit_is_refused():
+    from double11.link.frames import CALL, FrameTooLarge, scan_calls
+
+    with pytest.raises(FrameTooLarge):
+        scan_calls(bytearray(CALL.pack(1, 1, 1, 0, 101) + b"x" * 101), 100)
+    assert len(scan_calls(bytearray(CALL.pack(1, 1, 1, 0, 100) + b"x" * 100), 100)) == 1
