@@ -71,6 +71,7 @@ class Festival:
         self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-engine")
         self.batches = 0
         self.commands = 0
+        self.table_grows = 0  # tables grown to take a batch (each a pause)
         self.batch_ms = collections.deque(maxlen=4096)  # apply + fsync, per batch
         self.snapshot_seq = 0
         # set when a log record could not be written: the state then holds a
@@ -156,12 +157,25 @@ class Festival:
             written = None
             if self.log is not None and not inline:
                 written = self._last_write = self._io.submit(self._write, now, batch)
+            growing = self.engine.must_grow(len(batch), len(batch.sku))
+            started = time.perf_counter()
             code, ref = self.engine.apply(batch, now)
+            if growing:
+                self._grown(growing, time.perf_counter() - started)
             if inline:
                 self._write(now, batch)
         self.batches += 1
         self.commands += len(batch)
         return code, ref, written
+
+    def _grown(self, tables: list[str], seconds: float) -> None:
+        """A batch had to wait for tables to grow: said loudly, because the
+        pause grows with the festival (seconds at tens of millions of
+        checkouts, and it comes at the peak)."""
+        self.table_grows += len(tables)
+        logger.warning("the engine's %s table%s grew to take a batch, which waited %.2f s: size the festival "
+                       "for its peak (serve --expected-checkouts; now %s checkouts)", ", ".join(tables),
+                       "s" if len(tables) > 1 else "", seconds, f"{self.engine.stats.checkouts:,}")
 
     def _refuse_after_log_failure(self) -> None:
         if self.log_failure is not None:
@@ -459,6 +473,7 @@ class Festival:
             "double11_pending_commands": self._pending_commands,
             "double11_log_bytes_total": self.log.bytes_written if self.log else 0,
             "double11_fsyncs_total": self.log.syncs if self.log else 0,
+            "double11_table_grows_total": self.table_grows,
             "double11_batch_ms_p50": p(0.50),
             "double11_batch_ms_p99": p(0.99),
             "double11_state_bytes": self.state_bytes(),

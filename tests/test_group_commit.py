@@ -221,3 +221,26 @@ def test_drain_waits_until_everything_queued_is_durable_and_answered(tmp_path):
         assert festival.log.syncs >= 1
     finally:
         festival.close()
+
+
+def test_a_batch_that_makes_tables_grow_is_applied_and_the_pause_is_reported(tmp_path, caplog):
+    """Growing a table is a pause (a copy or a rehash): the batch still gets
+    its answers, and the operator hears of it in the log and the metrics."""
+    from double11.config import FestivalConfig
+
+    festival = Festival.open(small_catalog({102: 10_000}), data_dir=tmp_path, clock_start_ms=T0,
+                             config=FestivalConfig(expected_checkouts=16))
+    try:
+        assert festival.engine.must_grow(4, 4) == []
+        assert "checkouts" in festival.engine.must_grow(100, 100)
+        with caplog.at_level("WARNING", logger="double11.service"):
+            festival.execute([co("small", [(102, 1)], buyer=3000)])  # room: no pause, no word
+        assert not any("grew" in r.getMessage() for r in caplog.records)
+        assert festival.metrics()["double11_table_grows_total"] == 0
+        with caplog.at_level("WARNING", logger="double11.service"):
+            answers = festival.execute([co(f"grow{i}", [(102, 1)], buyer=2000 + i) for i in range(100)])
+        assert [a["status"] for a in answers] == [201] * 100
+        assert festival.metrics()["double11_table_grows_total"] >= 3  # checkouts, lines, orders at least
+        assert any("grew to take a batch" in r.getMessage() and "checkouts" in r.getMessage() for r in caplog.records)
+    finally:
+        festival.close()

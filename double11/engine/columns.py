@@ -32,11 +32,15 @@ class _Growable:
         self._buf = _zeros(np.dtype(dtype), capacity, prefault)
         self.size = 0
 
+    def must_grow(self, extra: int) -> bool:
+        """Whether `reserve(extra)` would grow the buffer (a pause: a copy)."""
+        return self.size + extra > len(self._buf)
+
     def reserve(self, extra: int) -> np.ndarray:
         """Room for `extra` more rows; returns the whole buffer, for a compiled
         loop that appends in place and then sets `size`."""
-        end = self.size + extra
-        if end > len(self._buf):
+        if self.must_grow(extra):
+            end = self.size + extra
             # doubling keeps appends amortized O(1); the copy is the only pause
             grown = np.zeros(max(end, 2 * len(self._buf)), dtype=self._buf.dtype)
             grown[: self.size] = self._buf[: self.size]

@@ -101,10 +101,14 @@ class HashIndex:
         # untouched slots cost address space only: pages are mapped on first write
         self.table = np.zeros((1 << bits, 2), dtype=np.uint64)
 
+    def must_grow(self, extra: int) -> bool:
+        """Whether `reserve(extra)` would grow the table (a pause: a rehash)."""
+        return (self.size + extra) * LOAD_DEN > len(self.table) * LOAD_NUM
+
     def reserve(self, extra: int) -> None:
         """Room for `extra` more keys at the kept load factor (a compiled
         caller claims slots without checking)."""
-        if (self.size + extra) * LOAD_DEN > len(self.table) * LOAD_NUM:
+        if self.must_grow(extra):
             self._grow(self.size + extra)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:

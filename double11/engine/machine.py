@@ -44,6 +44,8 @@ ORDER_FIELDS = [("checkout", "i8"), ("amount", "i8"), ("line_start", "i8"), ("me
                 ("lines", "u1")]
 BUYER_FIELDS = [("id", "i8"), ("has_paid", "?"), ("returning", "?")]
 KEY_FIELDS = [("fingerprint", "u8"), ("ref", "i8"), ("code", "u1")]  # what the key's first command answered
+# growing_tables(), in order: names for operators (a table that grows pauses the engine)
+GROWING_TABLE_NAMES = ("checkouts", "lines", "orders", "buyers", "buyer balances", "idempotency keys", "journal")
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -185,13 +187,26 @@ class Engine:
         return (self.checkouts, self.lines, self.orders, self.buyers, ledger.buyer_balance, self.keys,
                 ledger.journal)
 
+    def _room(self, n: int, n_lines: int) -> tuple[int, ...]:
+        """Rows a batch of n commands and n_lines lines may add to each growing
+        table (at most one order per line, two transfers per command)."""
+        return (n, n_lines, n_lines, n, n, n, 2 * n)
+
     def _with_room(self, n: int, n_lines: int) -> tuple[np.ndarray, ...]:
-        """Each buffer with room for a batch of n commands and n_lines lines
-        (at most one order per line, two transfers per command)."""
+        """Each buffer with room for a batch of n commands and n_lines lines."""
         self.idem_index.reserve(n)
         self.buyer_index.reserve(n)
-        room = (n, n_lines, n_lines, n, n, n, 2 * n)
-        return tuple(table.reserve(extra) for table, extra in zip(self.growing_tables(), room))
+        return tuple(table.reserve(extra) for table, extra in zip(self.growing_tables(), self._room(n, n_lines)))
+
+    def must_grow(self, n: int, n_lines: int) -> list[str]:
+        """The tables a batch of n commands and n_lines lines would make grow
+        (each doubles and is copied, or rehashed: a pause of seconds when it
+        holds tens of millions of rows); empty when they have room."""
+        names = [name for name, table, extra in zip(GROWING_TABLE_NAMES, self.growing_tables(), self._room(n, n_lines))
+                 if table.must_grow(extra)]
+        names += [name for name, index in (("idempotency key index", self.idem_index),
+                                           ("buyer index", self.buyer_index)) if index.must_grow(n)]
+        return names
 
     def _set_sizes(self, sizes: np.ndarray) -> None:
         for table, size in zip(self.growing_tables(), sizes.tolist()):
