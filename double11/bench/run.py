@@ -302,6 +302,35 @@ def check_invariants(data_dir: Path, paid_fen_seen: int) -> dict:
             "recovered_checkouts": e.stats.checkouts}
 
 
+class StolenTime:
+    """The share of the machine's CPU time that its hypervisor gave to other
+    guests (/proc/stat's steal) since this was made: on a shared VM, figures
+    are comparable only at a like share (None where the OS does not say)."""
+
+    def __init__(self) -> None:
+        self._start = self._times()
+
+    @staticmethod
+    def _times() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(t) for t in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(ticks[:8]), ticks[7] if len(ticks) > 7 else 0  # user..steal; guest time is inside user
+
+    def share(self) -> float | None:
+        end = self._times()
+        if self._start is None or end is None or end[0] == self._start[0]:
+            return None
+        return round((end[1] - self._start[1]) / (end[0] - self._start[0]), 3)
+
+
+def _say_stolen(share: float | None) -> None:
+    if share is not None:
+        say(f"  the host took {share:.1%} of this machine's CPU time meanwhile (steal)")
+
+
 def bench_main(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="double11-bench-"))
     if getattr(args, "single_connections", None) is None:
@@ -312,8 +341,11 @@ def bench_main(args: argparse.Namespace) -> int:
         catalog_dir = workdir / "catalog"
         save_catalog(catalog, catalog_dir, fmt="parquet")
         say("engine, in-process (no HTTP, no disk):")
+        stolen = StolenTime()
         engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
+        steal = {"engine": stolen.share()}
         say(f"  {engine_cps:,.0f} commands/s")
+        _say_stolen(steal["engine"])
         say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
         # sized for the run, so that no table grows mid-run (growing doubles a
         # table and copies it: a pause of seconds; at 700,000/s, 12-01's faster
@@ -322,7 +354,10 @@ def bench_main(args: argparse.Namespace) -> int:
         server = Server(catalog_dir, workdir / "data", args.port,
                         expected_checkouts=int(800_000 * args.seconds) + 1_000_000)
         try:
+            stolen = StolenTime()
             load = batch_load(server, catalog, args)
+            steal["batch_load"] = stolen.share()
+            _say_stolen(steal["batch_load"])
         finally:
             server.stop()
         say("recovering the data folder and checking invariants ...")
@@ -344,12 +379,15 @@ def bench_main(args: argparse.Namespace) -> int:
             empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
             say(f"single checkouts per HTTP request (wrk, {args.single_connections} connections, "
                 f"{args.single_seconds:.0f} s), then the same on the empty handler, twice:")
+            stolen = StolenTime()
             for run in range(SINGLE_ROUNDS):
                 singles.append(single_load(single_server.url, catalog, args.single_seconds, 1 + 2 * run, workdir,
                                            args.single_connections))
                 empties.append(single_load(empty_server.url, catalog, args.single_seconds, 2 + 2 * run, workdir,
                                            args.single_connections))
                 say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s")
+            steal["singles"] = stolen.share()
+            _say_stolen(steal["singles"])
         finally:
             single_server.stop()
             if empty_server is not None:
@@ -374,6 +412,7 @@ def bench_main(args: argparse.Namespace) -> int:
             "seconds": round(load["seconds"], 1),
             "recovery_s": round(audit["recovery_s"], 1),
             "cores": os.cpu_count(),
+            "host_steal_share": steal,
         }
         if args.json:
             print(json.dumps(result))

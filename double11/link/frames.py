@@ -66,9 +66,13 @@ def scan_calls(buffer: bytearray, payload_bytes_max: int) -> CallFrames:
                       end[:count], consumed)
 
 
+assert CALL.size == 18, "_scan_calls reads the CALL header at fixed offsets"
+
+
 @kernel
 def _scan_calls(buf, payload_bytes_max, kind, call, op, target, start, end):
-    """CALL frames (little-endian <BIBqI: kind, call, op, target, length)."""
+    """CALL frames (little-endian <BIBqI: kind at 0, call at 1, op at 5,
+    target at 6, length at 14; 18 bytes)."""
     n, at, k = len(buf), 0, 0
     while k < len(kind) and n - at >= 18:
         length = np.int64(buf[at + 14]) | (np.int64(buf[at + 15]) << 8) | (np.int64(buf[at + 16]) << 16) | (
