@@ -260,13 +260,11 @@ class Festival:
             batch = CommandBatch.from_bytes(body)
         return await self._enqueue(batch, len(batch))
 
-    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies | list[bytes]) -> asyncio.Future:
+    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
         """Many single requests' commands at once (from an HTTP front
         process: ops and targets as arrays); the future gives their (status,
         JSON answer) in order, a body that is not a JSON object answered with
         its 400."""
-        if not isinstance(bodies, Bodies):
-            bodies = Bodies.of(bodies)
         return self._enqueue(SingleRun(np.asarray(ops, dtype=np.uint8), np.asarray(targets, dtype=np.int64), bodies),
                              len(bodies))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result
 from double11.service import Festival
 from model import T0, co, small_catalog
@@ -187,12 +188,12 @@ def test_a_run_of_single_requests_is_answered_as_each_one_alone_would_be():
 
     together = Festival.open(small_catalog(), clock_start_ms=T0, speedup=0.0)
     one_by_one = Festival.open(small_catalog(), clock_start_ms=T0, speedup=0.0)
-    got = asyncio.run(_run(lambda: together.submit_singles(ops, targets, bodies)))
+    got = asyncio.run(_run(lambda: together.submit_singles(ops, targets, Bodies.of(bodies))))
     assert [tuple(a) for a in got] == alone(one_by_one)
     assert [status for status, _ in got] == [201, 400, 201, 409, 409, 400, 409, 200, 400]
     assert together.batches == 1
 
-    refused_whole = asyncio.run(_run(lambda: together.submit_singles(ops[1:2], targets[1:2], [b"[]"])))
+    refused_whole = asyncio.run(_run(lambda: together.submit_singles(ops[1:2], targets[1:2], Bodies.of([b"[]"]))))
     assert [status for status, _ in refused_whole] == [400]
     assert together.batches == 1
 

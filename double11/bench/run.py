@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import http.client
 import json
@@ -326,7 +327,12 @@ class StolenTime:
         return round((end[1] - self._start[1]) / (end[0] - self._start[0]), 3)
 
 
-def _say_stolen(share: float | None) -> None:
+@contextlib.contextmanager
+def _stolen_during(phase: str, shares: dict[str, float | None]):
+    """Records (and says) the host's steal share over the block, as shares[phase]."""
+    stolen = StolenTime()
+    yield
+    share = shares[phase] = stolen.share()
     if share is not None:
         say(f"  the host took {share:.1%} of this machine's CPU time meanwhile (steal)")
 
@@ -341,11 +347,10 @@ def bench_main(args: argparse.Namespace) -> int:
         catalog_dir = workdir / "catalog"
         save_catalog(catalog, catalog_dir, fmt="parquet")
         say("engine, in-process (no HTTP, no disk):")
-        stolen = StolenTime()
-        engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
-        steal = {"engine": stolen.share()}
-        say(f"  {engine_cps:,.0f} commands/s")
-        _say_stolen(steal["engine"])
+        steal: dict[str, float | None] = {}
+        with _stolen_during("engine", steal):
+            engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
+            say(f"  {engine_cps:,.0f} commands/s")
         say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
         # sized for the run, so that no table grows mid-run (growing doubles a
         # table and copies it: a pause of seconds; at 700,000/s, 12-01's faster
@@ -354,10 +359,8 @@ def bench_main(args: argparse.Namespace) -> int:
         server = Server(catalog_dir, workdir / "data", args.port,
                         expected_checkouts=int(800_000 * args.seconds) + 1_000_000)
         try:
-            stolen = StolenTime()
-            load = batch_load(server, catalog, args)
-            steal["batch_load"] = stolen.share()
-            _say_stolen(steal["batch_load"])
+            with _stolen_during("batch_load", steal):
+                load = batch_load(server, catalog, args)
         finally:
             server.stop()
         say("recovering the data folder and checking invariants ...")
@@ -379,15 +382,13 @@ def bench_main(args: argparse.Namespace) -> int:
             empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
             say(f"single checkouts per HTTP request (wrk, {args.single_connections} connections, "
                 f"{args.single_seconds:.0f} s), then the same on the empty handler, twice:")
-            stolen = StolenTime()
-            for run in range(SINGLE_ROUNDS):
-                singles.append(single_load(single_server.url, catalog, args.single_seconds, 1 + 2 * run, workdir,
-                                           args.single_connections))
-                empties.append(single_load(empty_server.url, catalog, args.single_seconds, 2 + 2 * run, workdir,
-                                           args.single_connections))
-                say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s")
-            steal["singles"] = stolen.share()
-            _say_stolen(steal["singles"])
+            with _stolen_during("singles", steal):
+                for run in range(SINGLE_ROUNDS):
+                    singles.append(single_load(single_server.url, catalog, args.single_seconds, 1 + 2 * run,
+                                               workdir, args.single_connections))
+                    empties.append(single_load(empty_server.url, catalog, args.single_seconds, 2 + 2 * run,
+                                               workdir, args.single_connections))
+                    say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s")
         finally:
             single_server.stop()
             if empty_server is not None:

@@ -33,7 +33,7 @@ import numpy as np
 from double11 import limits
 from double11.errors import Double11Error, Result, error_body
 from double11.engine.json_commands import Bodies
-from double11.link.frames import ANSWER, CALL, READY_CALL, FrameTooLarge, Kind, View, scan_calls
+from double11.link.frames import ANSWER, READY_CALL, FrameTooLarge, Kind, View, scan_calls
 from double11.link.local import LocalFestival
 from double11.service import refusal
 
@@ -60,11 +60,6 @@ class EngineLink(asyncio.Protocol):
         buf = self._buffer
         buf += data
         while True:
-            if len(buf) < CALL.size:
-                return
-            length = CALL.unpack_from(buf)[-1]
-            if length <= limits.link_call_bytes_max and CALL.size + length > len(buf):
-                return  # the first frame (a big batch, often) is not all here yet: nothing to scan
             try:
                 frames = scan_calls(buf, limits.link_call_bytes_max)
             except FrameTooLarge as e:

@@ -53,8 +53,13 @@ def scan_calls(buffer: bytearray, payload_bytes_max: int) -> CallFrames:
     found in one compiled pass without a Python object per frame: the
     engine reads hundreds of single requests at once.  The buffer is left as
     it was.  FrameTooLarge past the limit."""
+    if len(buffer) < CALL.size:
+        n = 0
+    else:  # a first frame not all read yet (a big batch, often): nothing to scan, nothing to allocate
+        length = CALL.unpack_from(buffer)[-1]
+        n = 0 if length <= payload_bytes_max and CALL.size + length > len(buffer) else len(buffer) // CALL.size
     view = np.frombuffer(buffer, dtype=np.uint8)
-    n = min(len(view) // CALL.size, SCAN_CALLS_MAX)
+    n = min(n, SCAN_CALLS_MAX)
     kind, op = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
     call, target = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint64)
     start, end = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
