@@ -54,6 +54,12 @@ FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell 
 # of the empty handler, 1024 give 0.67-0.85.
 SINGLE_CONNECTIONS = 1024
 SINGLE_ROUNDS = 2  # single and empty loads, in turn
+# wrk's script picks each checkout's SKU uniformly from this many draws of the
+# popularity: enough that a draw carries about one request of a load, so the
+# load follows the Zipf popularity down the long tail (2,000 draws gave a tail
+# SKU drawn once 1/2,000 of the load, dozens of times its stock: 3-7% of the
+# checkouts came back sold out)
+SINGLE_SKU_DRAWS = 100_000
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
 HOT_ITEMS_POLL_S = 0.5
 
@@ -260,7 +266,7 @@ def _wrk() -> str:
 
 def single_load(url: str, catalog, seconds: float, run: int, workdir: Path, connections: int) -> float:
     rng = np.random.default_rng(run)
-    rows = rng.choice(len(catalog.sku_id), size=2000, p=popularity_weights(len(catalog.sku_id)))
+    rows = rng.choice(len(catalog.sku_id), size=SINGLE_SKU_DRAWS, p=popularity_weights(len(catalog.sku_id)))
     script = workdir / f"single-{run}.lua"
     script.write_text(WRK_SCRIPT % {
         "skus": ",".join(str(int(s)) for s in catalog.sku_id[rows]),
