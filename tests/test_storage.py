@@ -67,3 +67,30 @@ def test_close_with_snapshot_lets_a_restart_skip_the_log(tmp_path):
     h = Festival.open(data_dir=tmp_path)  # snapshot + the one record written after it
     assert h.checkout(6)["status"] == "reserved"
     h.close()
+
+
+def test_the_log_drops_only_whole_pages_it_will_not_append_into_again(tmp_path, monkeypatch):
+    """Synced log pages leave the page cache, but never the last, partial one:
+    Linux drops a range's partial last page when the range ends at the end of
+    the file, and the next append would read it back from disk first."""
+    dropped: list[tuple[int, int]] = []
+    real_fadvise = command_log.os.posix_fadvise
+
+    def fadvise(fd, offset, length, advice):
+        dropped.append((offset, length))
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(command_log.os, "posix_fadvise", fadvise)
+    log = command_log.CommandLog(tmp_path, next_seq=1)
+    page = command_log._PAGE_BYTES
+    for i in range(200):  # records of 1,000 bytes and more: some syncs end mid-page, some past a page
+        log.append(T0 + i, bytes(1000 + i))
+        log.sync()
+        size = log._segment_bytes
+        if dropped:
+            offset, length = dropped[-1]
+            assert offset % page == 0 and (offset + length) % page == 0
+            assert offset + length <= size - size % page
+    log.close()
+    assert dropped and sum(length for _, length in dropped) == (size - size % page)  # all whole pages, once
+    assert [seq for seq, _, _ in command_log.replay(tmp_path, 0)] == list(range(1, 201))
