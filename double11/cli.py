@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=60.0, help="how long the batch load runs")
     bench.add_argument("--single-seconds", type=float, default=10.0, help="how long each single-request load runs")
     bench.add_argument("--single-connections", type=int,
-                       help="wrk connections of the single-request loads (default: bench.run.SINGLE_CONNECTIONS, 1024)")
+                       help="wrk connections of the single-request loads (default: bench.run.SINGLE_CONNECTIONS, 2048)")
     bench.add_argument("--skus", type=int, default=1_000_000)
     bench.add_argument("--merchants", type=int, default=100_000)
     # batch size and connections trade throughput against latency: over 60 s on 12-01,

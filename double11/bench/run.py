@@ -49,10 +49,12 @@ FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell 
 # Phones: many connections, one checkout each.  A group commit answers a
 # request once its batch is on disk, so a server's single-request rate is at
 # most connections / latency (Little's law); at festival scale the phones are
-# millions.  Measured on 2 cores, loads on their own (the engine process's
-# share of the CPU grows as batches shrink): 256 connections give 0.54-0.66
-# of the empty handler, 1024 give 0.67-0.85.
-SINGLE_CONNECTIONS = 1024
+# millions.  Measured on 2 cores, loads on their own, in turn (12-01f): 1024
+# connections gave 0.69-0.84 of the empty handler (the server, the engine and
+# wrk move in waves of ~200 requests, and the CPU idles between them), 2048
+# gave 0.79-0.85 and 4096 0.82-0.83: past 2048 the ratio no longer depends on
+# the client.  (12-01e, with 2,000 SKU draws: 256 gave 0.54-0.66.)
+SINGLE_CONNECTIONS = 2048
 SINGLE_ROUNDS = 2  # single and empty loads, in turn
 # wrk's script picks each checkout's SKU uniformly from this many draws of the
 # popularity: enough that a draw carries about one request of a load, so the
