@@ -1,16 +1,16 @@
 """`double11 bench`: the transaction core at festival peak, measured end to end.
 
-1. engine: batches applied in-process, no HTTP (engine_commands_per_s);
-2. batch load: the real server (durability on: fsync before every answer)
-   and a gateway-like client posting binary batches of checkouts, then pays
-   for the accepted ones, over loopback HTTP (orders_per_s, payments_per_s,
-   batch_p99_ms).  The flash deals sell out mid-run; like the app, which
-   greys out an item whose product page reads zero stock, the clients stop
-   ordering a hot item once a poll of its stock reads zero;
-3. single requests: one checkout per HTTP request (JSON, as a phone sends it)
-   from wrk, against the same server, and against the same server answering
-   from an empty handler, in turn, twice (single_orders_per_s and
-   empty_handler_per_s are the means);
+1. single requests: one checkout per HTTP request (JSON, as a phone sends it)
+   from wrk, against the real server (durability on: fsync before every
+   answer), and against the same server answering from an empty handler, in
+   turn, twice (single_orders_per_s and empty_handler_per_s are the means);
+2. engine: batches applied in-process, no HTTP (engine_commands_per_s);
+3. batch load: the real server and a gateway-like client posting binary
+   batches of checkouts, then paying for the accepted ones, over loopback
+   HTTP (orders_per_s, payments_per_s, batch_p99_ms).  The flash deals sell
+   out mid-run; like the app, which greys out an item whose product page
+   reads zero stock, the clients stop ordering a hot item once a poll of its
+   stock reads zero;
 4. the server is stopped and its data folder recovered in-process: the
    invariants are checked on the recovered state (invariants_ok).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import http.client
 import json
 import os
@@ -354,35 +353,15 @@ def bench_main(args: argparse.Namespace) -> int:
         catalog = bench_catalog(args)
         catalog_dir = workdir / "catalog"
         save_catalog(catalog, catalog_dir, fmt="parquet")
-        say("engine, in-process (no HTTP, no disk):")
         steal: dict[str, float | None] = {}
-        with _stolen_during("engine", steal):
-            engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
-            say(f"  {engine_cps:,.0f} commands/s")
-        say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
-        # sized for the run, so that no table grows mid-run (growing doubles a
-        # table and copies it: a pause of seconds; at 700,000/s, 12-01's faster
-        # engine outran it by the 60th second); at 800,000/s the tables take
-        # about 17 GB of the 24
-        server = Server(catalog_dir, workdir / "data", args.port,
-                        expected_checkouts=int(800_000 * args.seconds) + 1_000_000)
-        try:
-            with _stolen_during("batch_load", steal):
-                load = batch_load(server, catalog, args)
-        finally:
-            server.stop()
-        say("recovering the data folder and checking invariants ...")
-        audit = check_invariants(workdir / "data", load["paid_fen"])
-        say(f"  recovered {audit['recovered_checkouts']:,} checkouts in {audit['recovery_s']:.1f} s: {audit['checks']}")
-        # the batch load's gigabytes of log are not needed any more: dropped, so
-        # their pages are not still being written back under the single load
-        shutil.rmtree(workdir / "data", ignore_errors=True)
-        os.sync()
-        gc.collect()  # the recovered festival's arrays go back before the next servers start
-        # single requests and the empty handler: each on a fresh server of the same
-        # catalog (after the batch load the hottest items are sold out), both up
-        # at once, loaded in turn twice (single, empty, single, empty), so that a
-        # drift of this shared machine's speed weighs on both alike
+        # single requests and the empty handler first: each on a fresh server of
+        # the same catalog, both up at once, loaded in turn twice (single, empty,
+        # single, empty), so that a drift of this shared machine's speed weighs on
+        # both alike.  First, because the later phases free tens of gigabytes,
+        # which this VM's balloon hands back to the host, and the host's faults
+        # as pages came back into use slowed what ran next (12-01f: 3-5% of the
+        # CPU time stolen during the single loads and 0.72 of the empty handler
+        # after the batch load, against about 1% and 0.82 run on their own)
         single_server = Server(catalog_dir, workdir / "single-data", args.port + 2)
         empty_server = None
         singles, empties = [], []
@@ -401,6 +380,25 @@ def bench_main(args: argparse.Namespace) -> int:
             single_server.stop()
             if empty_server is not None:
                 empty_server.stop()
+        say("engine, in-process (no HTTP, no disk):")
+        with _stolen_during("engine", steal):
+            engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
+            say(f"  {engine_cps:,.0f} commands/s")
+        say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
+        # sized for the run, so that no table grows mid-run (growing doubles a
+        # table and copies it: a pause of seconds; at 700,000/s, 12-01's faster
+        # engine outran it by the 60th second); at 800,000/s the tables take
+        # about 17 GB of the 24
+        server = Server(catalog_dir, workdir / "data", args.port,
+                        expected_checkouts=int(800_000 * args.seconds) + 1_000_000)
+        try:
+            with _stolen_during("batch_load", steal):
+                load = batch_load(server, catalog, args)
+        finally:
+            server.stop()
+        say("recovering the data folder and checking invariants ...")
+        audit = check_invariants(workdir / "data", load["paid_fen"])
+        say(f"  recovered {audit['recovered_checkouts']:,} checkouts in {audit['recovery_s']:.1f} s: {audit['checks']}")
         single, empty = sum(singles) / len(singles), sum(empties) / len(empties)
         result = {
             "orders_per_s": round(load["orders_per_s"]),
