@@ -49,10 +49,11 @@ FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell 
 # request once its batch is on disk, so a server's single-request rate is at
 # most connections / latency (Little's law); at festival scale the phones are
 # millions.  Measured on 2 cores, loads on their own, in turn (12-01f): 1024
-# connections gave 0.69-0.84 of the empty handler (the server, the engine and
-# wrk move in waves of ~200 requests, and the CPU idles between them), 2048
-# gave 0.79-0.85 and 4096 0.82-0.83: past 2048 the ratio no longer depends on
-# the client.  (12-01e, with 2,000 SKU draws: 256 gave 0.54-0.66.)
+# connections gave 0.61-0.84 of the empty handler (mean 0.75 over ten pairs;
+# the server, the engine and wrk move in waves of ~200 requests, and the CPU
+# idles between them), 2048 gave 0.75-0.86 (mean 0.82 over seven) and 4096
+# 0.82-0.83: past 2048 the ratio no longer rises with the connections.
+# (12-01e, with 2,000 SKU draws: 256 gave 0.54-0.66.)
 SINGLE_CONNECTIONS = 2048
 SINGLE_ROUNDS = 2  # single and empty loads, in turn
 # wrk's script picks each checkout's SKU uniformly from this many draws of the
