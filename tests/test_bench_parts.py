@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from double11.bench import run as bench_run
 from double11.bench.run import StolenTime
 
 
@@ -21,3 +22,39 @@ def test_stolen_time_is_a_share_of_the_cpu_time_that_passed():
 def test_stolen_time_says_none_when_the_os_does_not_say(monkeypatch):
     monkeypatch.setattr(StolenTime, "_times", staticmethod(lambda: None))
     assert StolenTime().share() is None
+
+
+class _Limits:
+    """resource's open-files limit, as the bench sees it."""
+
+    def __init__(self, soft: int, hard: int) -> None:
+        self.soft, self.hard = soft, hard
+
+    def getrlimit(self, which):
+        return self.soft, self.hard
+
+    def setrlimit(self, which, limits):
+        self.soft, self.hard = limits
+
+
+@pytest.mark.parametrize("soft, hard, connections, after", [
+    (1024, 1_048_576, 2048, 2048 + bench_run.OPEN_FILES_BESIDE_CONNECTIONS),  # raised to what the load needs
+    (1_048_576, 1_048_576, 2048, 1_048_576),  # already enough: left alone
+    (1024, -1, 4096, 4096 + bench_run.OPEN_FILES_BESIDE_CONNECTIONS),  # no hard limit
+])
+def test_the_bench_raises_the_open_files_limit_for_its_connections(monkeypatch, soft, hard, connections, after):
+    limits = _Limits(soft, hard)
+    monkeypatch.setattr(bench_run.resource, "getrlimit", limits.getrlimit)
+    monkeypatch.setattr(bench_run.resource, "setrlimit", limits.setrlimit)
+    monkeypatch.setattr(bench_run.resource, "RLIM_INFINITY", -1)
+    bench_run.allow_open_files(connections)
+    assert (limits.soft, limits.hard) == (after, hard)
+
+
+def test_the_bench_says_when_the_hard_limit_is_too_low(monkeypatch):
+    limits = _Limits(1024, 2048)
+    monkeypatch.setattr(bench_run.resource, "getrlimit", limits.getrlimit)
+    monkeypatch.setattr(bench_run.resource, "setrlimit", limits.setrlimit)
+    with pytest.raises(RuntimeError, match="--single-connections"):
+        bench_run.allow_open_files(2048)
+    assert (limits.soft, limits.hard) == (1024, 2048)  # unchanged

@@ -22,6 +22,7 @@ import contextlib
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,7 @@ SINGLE_ROUNDS = 2  # single and empty loads, in turn
 # SKU drawn once 1/2,000 of the load, dozens of times its stock: 3-7% of the
 # checkouts came back sold out)
 SINGLE_SKU_DRAWS = 100_000
+OPEN_FILES_BESIDE_CONNECTIONS = 512  # a server's or wrk's own files: modules, logs, the link, epoll
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
 HOT_ITEMS_POLL_S = 0.5
 
@@ -266,6 +268,20 @@ def _wrk() -> str:
     return path
 
 
+def allow_open_files(connections: int) -> None:
+    """wrk and the server each hold a socket per connection, beyond the
+    files a process keeps open anyway: the soft limit on open files (often
+    1,024) is raised, for this process and the ones it starts, up to the
+    hard limit; past that, a clear error before any load starts."""
+    want = connections + OPEN_FILES_BESIDE_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            raise RuntimeError(f"{connections} connections need {want} open files, and the hard limit is {hard}: "
+                               "lower --single-connections or raise the limit (ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def single_load(url: str, catalog, seconds: float, run: int, workdir: Path, connections: int) -> float:
     rng = np.random.default_rng(run)
     rows = rng.choice(len(catalog.sku_id), size=SINGLE_SKU_DRAWS, p=popularity_weights(len(catalog.sku_id)))
@@ -350,6 +366,7 @@ def bench_main(args: argparse.Namespace) -> int:
     if getattr(args, "single_connections", None) is None:
         args.single_connections = SINGLE_CONNECTIONS
     try:
+        allow_open_files(args.single_connections)
         say(f"double11 bench: {args.skus:,} skus of {args.merchants:,} merchants, {os.cpu_count()} cores")
         catalog = bench_catalog(args)
         catalog_dir = workdir / "catalog"
