@@ -416,8 +416,10 @@ class Festival:
                 for future, count, item in zip(futures, counts, items):
                     mine = got[at:at + count]
                     at += count
-                    for k in sorted(item.refused):
-                        mine.insert(k, refusal(item.refused[k]))
+                    if item.refused:  # bodies refused before the engine: answered in their places
+                        mine = list(mine)
+                        for k in sorted(item.refused):
+                            mine.insert(k, refusal(item.refused[k]))
                     if not future.done():
                         future.set_result(mine)
             else:

@@ -151,5 +151,8 @@ def test_answers_are_byte_for_byte_the_general_paths():
     for batch, c, r in ((first, code, ref), (second, code2, ref2)):
         for start, stop in ((0, len(batch)), (3, len(batch) - 2)):
             general = [(x["status"], enc.encode(x["body"])) for x in views.results(engine, batch, c, r, start, stop)]
-            assert answers(engine, batch, c, r, start, stop) == general
+            got = answers(engine, batch, c, r, start, stop)
+            assert list(got) == general
+            assert [got[i] for i in range(len(got))] == general == list(got[:len(got)])
+            assert list(got[1:3]) == general[1:3] and got[-1] == general[-1]
     assert {s for s, _ in answers(engine, first, code, ref, 0, len(first))} >= {201, 409}

@@ -110,8 +110,38 @@ def _write(code, ref, op, c_amount, c_order_start, c_orders, c_created, timeout_
         ends[i] = p
 
 
+class Answers:
+    """(HTTP status, JSON body) per command, as columns: the bodies lie in one
+    buffer, answer i's at data[starts[i]:ends[i]], so hundreds of them go
+    down the link in one compiled pass (`link.frames.pack_answers`) without
+    a Python object each.  Reads as a sequence of (status, body) tuples."""
+
+    __slots__ = ("status", "data", "starts", "ends")
+
+    def __init__(self, status: np.ndarray, data: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.status, self.data, self.starts, self.ends = status, data, starts, ends
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            first, last, step = i.indices(len(self))
+            if step != 1:
+                raise ValueError("Answers slices are contiguous")
+            return Answers(self.status[first:last], self.data, self.starts[first:last], self.ends[first:last])
+        if i < 0:
+            i += len(self)
+        return int(self.status[i]), self.data[self.starts[i]:self.ends[i]]
+
+    def __iter__(self):
+        data = self.data
+        return iter([(s, data[a:b]) for s, a, b in zip(self.status.tolist(), self.starts.tolist(),
+                                                       self.ends.tolist())])
+
+
 def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarray,
-            start: int, stop: int) -> list[tuple[int, bytes]]:
+            start: int, stop: int) -> Answers:
     """(HTTP status, JSON body) for commands start..stop of an applied batch."""
     codes, refs, ops = code[start:stop], ref[start:stop], batch.op[start:stop]
     created = (codes == _OK) & (ops == _CHECKOUT)
@@ -122,13 +152,21 @@ def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
     _write(codes, refs, ops, engine.c_amount.data, engine.c_order_start.data, engine.c_orders.data,
            engine.c_created.data, engine.config.payment_timeout_ms, engine.o_merchant.data,
            engine.catalog.merchant_id, engine.o_amount.data, out, status, ends)
-    data = out.tobytes()  # one copy; each answer is a slice of it
-    ends_list = ends.tolist()
-    result = [(s, data[a:b]) for s, a, b in zip(status.tolist(), [0] + ends_list[:-1], ends_list)]
-    for i in np.flatnonzero(status == 0).tolist():  # the rarer answers
+    written = int(ends[-1]) if len(ends) else 0
+    starts = np.empty_like(ends)
+    starts[:1] = 0
+    starts[1:] = ends[:-1]
+    rarer = np.flatnonzero(status == 0).tolist()
+    if not rarer:
+        return Answers(status, out[:written].tobytes(), starts, ends)
+    extra, at = [], written  # the rarer answers: built in Python, their bodies after the others
+    for i in rarer:
         plain = _PLAIN_ERRORS.get(int(codes[i]))
         if plain is None:
             res = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]
             plain = (res["status"], _ENC.encode(res["body"]))
-        result[i] = plain
-    return result
+        status[i], starts[i] = plain[0], at
+        at += len(plain[1])
+        ends[i] = at
+        extra.append(plain[1])
+    return Answers(status, out[:written].tobytes() + b"".join(extra), starts, ends)

@@ -32,8 +32,9 @@ import numpy as np
 
 from double11 import limits
 from double11.errors import Double11Error, Result, error_body
+from double11.engine.answers import Answers
 from double11.engine.json_commands import Bodies
-from double11.link.frames import ANSWER, READY_CALL, FrameTooLarge, Kind, View, scan_calls
+from double11.link.frames import ANSWER, READY_CALL, FrameTooLarge, Kind, View, pack_answers, scan_calls
 from double11.link.local import LocalFestival
 from double11.service import refusal
 
@@ -87,15 +88,18 @@ class EngineLink(asyncio.Protocol):
         try:
             future = self.local.singles(ops, targets, bodies)
         except Double11Error as e:  # overloaded, or the log failed: all of them get it
-            self._answer_all(calls.tolist(), [refusal(e)] * len(calls))
+            self._answer_all(calls, [refusal(e)] * len(calls))
             return
-        future.add_done_callback(lambda f: self._answer_all(calls.tolist(), _answers_of(f, len(calls))))
+        future.add_done_callback(lambda f: self._answer_all(calls, _answers_of(f, len(calls))))
 
-    def _answer_all(self, calls: list[int], answers: list[tuple[int, bytes]]) -> None:
+    def _answer_all(self, calls: np.ndarray, answers: Answers | list[tuple[int, bytes]]) -> None:
         if self.transport is None or self.transport.is_closing():
             return
+        if type(answers) is Answers:  # the common case: framed in one compiled pass
+            self.transport.write(pack_answers(calls, answers.status, answers.data, answers.starts, answers.ends))
+            return
         pack = ANSWER.pack
-        self.transport.write(b"".join([part for call, (status, body) in zip(calls, answers)
+        self.transport.write(b"".join([part for call, (status, body) in zip(calls.tolist(), answers)
                                        for part in (pack(call, status, 0, len(body)), body)]))
 
     def answer(self, call: int, status: int, body: bytes, binary: bool) -> None:
@@ -129,7 +133,7 @@ class EngineLink(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-def _answers_of(future: asyncio.Future, n: int) -> list[tuple[int, bytes]]:
+def _answers_of(future: asyncio.Future, n: int) -> Answers | list[tuple[int, bytes]]:
     try:
         return future.result()
     except Double11Error as e:

@@ -102,6 +102,41 @@ def _scan_calls(buf, payload_bytes_max, kind, call, op, target, start, end):
     return k, at, False
 
 
+def pack_answers(calls: np.ndarray, status: np.ndarray, data: bytes, starts: np.ndarray, ends: np.ndarray) -> bytes:
+    """ANSWER frames (not binary) for calls[i] with status[i] and the body
+    data[starts[i]:ends[i]], one after another, written in one compiled pass:
+    the engine answers hundreds of single requests at once."""
+    starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    out = np.empty(ANSWER.size * len(calls) + int((ends - starts).sum()), dtype=np.uint8)
+    _pack_answers(np.asarray(calls, dtype=np.uint32), np.asarray(status, dtype=np.int64),
+                  np.frombuffer(data, dtype=np.uint8), starts, ends, out)
+    return out.tobytes()
+
+
+assert ANSWER.size == 11, "_pack_answers writes the ANSWER header at fixed offsets"
+
+
+@kernel
+def _pack_answers(calls, status, data, starts, ends, out):
+    """ANSWER frames (little-endian <IHBI: call at 0, status at 4, binary at
+    6, length at 7; 11 bytes), each followed by its body."""
+    p = 0
+    for i in range(len(calls)):
+        call, code, n = calls[i], status[i], ends[i] - starts[i]
+        for j in range(4):
+            out[p + j] = (call >> np.uint32(8 * j)) & np.uint32(0xFF)
+            out[p + 7 + j] = (n >> (8 * j)) & 0xFF
+        out[p + 4] = code & 0xFF
+        out[p + 5] = (code >> 8) & 0xFF
+        out[p + 6] = 0
+        p += 11
+        first = starts[i]
+        for k in range(n):
+            out[p + k] = data[first + k]
+        p += n
+    return p
+
+
 class Kind(enum.IntEnum):
     SINGLE = 1  # op: the command's op, target: the path's id (0 for a checkout)
     BATCH = 2  # op: 1 for the binary format, 0 for JSON

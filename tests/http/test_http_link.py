@@ -294,6 +294,25 @@ def test_the_engine_scans_exactly_the_whole_call_frames_a_read_holds(frames, tai
     assert bytes(buf) == partial[:len(tail) + CALL.size]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(100, 599), st.binary(max_size=60)), max_size=30),
+       st.binary(max_size=20))
+def test_answers_are_framed_as_struct_frames_them(answers, padding):
+    """pack_answers against ANSWER.pack, body after body; the bodies may lie
+    anywhere in their buffer (here after some padding, out of order)."""
+    import numpy as np
+
+    from double11.link.frames import ANSWER, pack_answers
+
+    bodies = [body for _, _, body in answers]
+    data = padding + b"".join(reversed(bodies))
+    ends = np.cumsum([len(padding)] + [len(b) for b in reversed(bodies)])[1:][::-1]
+    starts = ends - np.array([len(b) for b in bodies], dtype=np.int64)
+    packed = pack_answers(np.array([c for c, _, _ in answers], dtype=np.uint32),
+                          np.array([s for _, s, _ in answers], dtype=np.int64), data, starts, ends)
+    assert packed == b"".join(ANSWER.pack(c, s, 0, len(b)) + b for c, s, b in answers)
+
+
 def test_a_call_frame_past_the_limit_is_refused():
     from double11.link.frames import CALL, FrameTooLarge, scan_calls
 
