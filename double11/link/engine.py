@@ -34,7 +34,7 @@ from double11 import limits
 from double11.errors import Double11Error, Result, error_body
 from double11.engine.answers import Answers
 from double11.engine.json_commands import Bodies
-from double11.link.frames import ANSWER, READY_CALL, FrameTooLarge, Kind, View, pack_answers, scan_calls
+from double11.link.frames import ANSWER, CALL, READY_CALL, FrameTooLarge, Kind, View, pack_answers, scan_calls
 from double11.link.local import LocalFestival
 from double11.service import refusal
 
@@ -142,6 +142,14 @@ def _answers_of(future: asyncio.Future, n: int) -> Answers | list[tuple[int, byt
         return [_INTERNAL] * n
 
 
+def warm_up_link() -> None:
+    """Loads the link's compiled passes (compiles them, the first time on a
+    machine: seconds) before the first request has to wait for them."""
+    frames = scan_calls(bytearray(CALL.pack(Kind.SINGLE, 1, 1, 0, 2) + b"{}"), limits.link_call_bytes_max)
+    one = np.ones(1, dtype=np.int64)
+    pack_answers(frames.call, one, b"{}", one - 1, one + 1)
+
+
 def lock_data_dir(directory: Path) -> int:
     """An exclusive lock on the data folder for this process's life: a second
     engine on it (a restart while the last one still closes) waits its turn."""
@@ -212,6 +220,7 @@ def main(argv: list[str]) -> int:
     except (Double11Error, OSError, ValueError) as e:  # a bad catalog, config or data folder
         print(f"double11: cannot open the festival: {e}", file=sys.stderr, flush=True)
         return 2
+    warm_up_link()
     sock = socket.socket(fileno=fd)
     try:
         import uvloop
