@@ -46,7 +46,8 @@ class LocalFestival:
         return self.festival.submit_single(op, target, body)
 
     def singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
-        """The same for many at once: a list of (status, JSON answer)."""
+        """The same for many at once: their (status, JSON answer) in order, as
+        `engine.answers.Answers` (or a list, where some were refused before the engine)."""
         return self.festival.submit_singles(ops, targets, bodies)
 
     async def batch(self, body: bytes, binary: bool) -> tuple[int, bytes, bool]:
