@@ -40,6 +40,7 @@ from double11.engine.batch import CommandBatch, Op
 from double11.engine.encode import encode_commands
 from double11.engine.json_commands import Bodies, encode_bodies
 from double11.engine.machine import Engine
+from double11.engine.warm_up import compile_kernels
 from double11.engine.wire import encode_results
 from double11.errors import Double11Error, Result
 from double11.storage import log as command_log
@@ -89,10 +90,9 @@ class Festival:
         if data_dir is None:
             if catalog is None:
                 raise ValueError("an in-memory festival needs a catalog")
-            festival = cls(Engine(catalog, config or FestivalConfig()), None, None,
-                           FestivalClock(clock_start_ms, speedup))
-            festival.warm_up()
-            return festival
+            compile_kernels()
+            return cls(Engine(catalog, config or FestivalConfig()), None, None, FestivalClock(clock_start_ms, speedup))
+        compile_kernels()  # before a replay or a request waits for them
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         found = snapshots.latest(directory)
@@ -110,7 +110,6 @@ class Festival:
         festival.snapshot_seq = found[0] if found else 0
         if not found:
             festival.snapshot()  # the catalog and config live in the snapshot from now on
-        festival.warm_up()
         return festival
 
     @staticmethod
@@ -123,15 +122,6 @@ class Festival:
         clock = FestivalClock(clock_start_ms, speedup)
         path.write_text(json.dumps(clock.to_dict()))
         return clock
-
-    def warm_up(self) -> None:
-        """Loads the single-request lane's compiled parts (compiles them, the
-        first time on a machine: seconds) before a request has to wait for
-        them; once per process, at open."""
-        batch, _ = encode_bodies(Bodies.of([b"{}"]), np.array([Op.checkout], dtype=np.uint8),
-                                 np.zeros(1, dtype=np.int64))
-        answers(self.engine, batch, np.array([Result.invalid_request], dtype=np.uint8), np.zeros(1, dtype=np.int64),
-                0, 1)
 
     # ------------------------------------------------------------------ writes
     def _apply(self, batch: CommandBatch, now_ms: int | None) -> tuple[np.ndarray, np.ndarray, Future | None]:

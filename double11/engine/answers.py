@@ -68,11 +68,10 @@ def _put_int(out, p, v):
 
 
 @kernel
-def _write(code, ref, op, c_amount, c_order_start, c_orders, c_created, timeout_ms, o_merchant, merchant_id,
-           o_amount, out, status, ends):
+def _write(code, ref, op, checkouts, orders, timeout_ms, merchant_id, out, status, ends):
     """Answers of created checkouts and payments into out: row i's ends at
     ends[i] and starts where row i-1's ended; status 0 (and no bytes) for the
-    rows left to Python."""
+    rows left to Python.  `checkouts`, `orders`: the tables' records."""
     p = 0
     for i in range(len(code)):
         if code[i] != _OK or (op[i] != _CHECKOUT and op[i] != _PAY):
@@ -80,31 +79,32 @@ def _write(code, ref, op, c_amount, c_order_start, c_orders, c_created, timeout_
             ends[i] = p
             continue
         status[i] = 201 if op[i] == _CHECKOUT else 200
-        row = ref[i] - 1
+        checkout = checkouts[ref[i] - 1]
         p = _put(out, p, _T_CHECKOUT)
         p = _put_int(out, p, ref[i])
         if op[i] == _PAY:
             p = _put(out, p, _T_PAID)
-            p = _put_int(out, p, c_amount[row])
+            p = _put_int(out, p, checkout.amount)
         else:
             p = _put(out, p, _T_AMOUNT)
-            p = _put_int(out, p, c_amount[row])
+            p = _put_int(out, p, checkout.amount)
             p = _put(out, p, _T_ORDERS)
-            first = c_order_start[row]
-            for o in range(first, first + c_orders[row]):
+            first = checkout.order_start
+            for o in range(first, first + checkout.orders):
                 if o > first:
                     out[p] = 44
                     p += 1
                 p = _put(out, p, _T_ORDER)
                 p = _put_int(out, p, o + 1)
+                order = orders[o]
                 p = _put(out, p, _T_MERCHANT)
-                p = _put_int(out, p, merchant_id[o_merchant[o]])
+                p = _put_int(out, p, merchant_id[order.merchant])
                 p = _put(out, p, _T_AMOUNT)
-                p = _put_int(out, p, o_amount[o])
+                p = _put_int(out, p, order.amount)
                 out[p] = 125
                 p += 1
             p = _put(out, p, _T_RESERVED)
-            p = _put_int(out, p, c_created[row] + timeout_ms)
+            p = _put_int(out, p, checkout.created + timeout_ms)
         out[p] = 125
         p += 1
         ends[i] = p
@@ -149,9 +149,12 @@ def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
     out = np.empty(ROW_BYTES_MAX * len(codes) + ORDER_BYTES_MAX * orders, dtype=np.uint8)
     ends = np.empty(len(codes), dtype=np.int64)
     status = np.empty(len(codes), dtype=np.int64)
-    _write(codes, refs, ops, engine.c_amount.data, engine.c_order_start.data, engine.c_orders.data,
-           engine.c_created.data, engine.config.payment_timeout_ms, engine.o_merchant.data,
-           engine.catalog.merchant_id, engine.o_amount.data, out, status, ends)
+    # arrays of one kind whatever the catalog came from (files give read-only
+    # ones): a kernel compiles once per kind, and the warm-up compiles this one
+    merchant_id = engine.catalog.merchant_id.view()
+    merchant_id.flags.writeable = False
+    _write(codes, refs, ops, engine.checkouts.rows, engine.orders.rows, engine.config.payment_timeout_ms,
+           merchant_id, out, status, ends)
     written = int(ends[-1]) if len(ends) else 0
     starts = np.empty_like(ends)
     starts[:1] = 0
