@@ -137,6 +137,9 @@ def _tune_gc() -> None:
 async def _serve(options: dict[str, Any], host: str, port: int, empty: bool) -> int:
     from double11.link.remote import EngineLost, RemoteFestival
 
+    if not empty:
+        print("double11: opening the festival (the first start on a machine also compiles the engine: "
+              "about half a minute)", file=sys.stderr, flush=True)
     try:
         festival = None if empty else await RemoteFestival.start(options)
     except EngineLost:  # it said why on stderr
