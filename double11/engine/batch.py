@@ -141,28 +141,24 @@ def _mix(x):
 
 
 @kernel
-def command_fingerprint(op, channel, country, target, amount, sku, qty, line_start, lines):
-    """The fingerprint of one command whose lines are sku/qty[line_start:
-    line_start + lines]: op, channel, country, target, amount and every
-    (position, sku, qty) go in."""
-    h = _mix(np.uint64(op) ^ (np.uint64(channel) << np.uint64(8)) ^ (np.uint64(country) << np.uint64(16)))
-    h = _mix(h ^ np.uint64(target))
-    h = _mix(h ^ np.uint64(amount))
-    if lines > 0:
-        folded = np.uint64(0)
-        for p in range(lines):
-            j = line_start + p
-            folded ^= _mix(_mix(np.uint64(sku[j]) ^ np.uint64(p)) ^ np.uint64(np.int64(qty[j])))
-        h = _mix(h ^ folded)
-    return h
-
-
-@kernel
 def _fingerprints(op, channel, country, lines, target, amount, sku, qty, out):
-    start = 0
+    """Each command's fingerprint: op, channel, country, target, amount and
+    every (position, sku, qty) of its lines go in.  In two loops: the first
+    has no branch, so the CPU overlaps the multiplies of many commands; in one
+    loop, each command's chain of six dependent mixes ran mostly on its own
+    (22 against 13 ns a checkout)."""
     for i in range(len(op)):
-        out[i] = command_fingerprint(op[i], channel[i], country[i], target[i], amount[i], sku, qty, start, lines[i])
-        start += lines[i]
+        h = _mix(np.uint64(op[i]) ^ (np.uint64(channel[i]) << np.uint64(8)) ^ (np.uint64(country[i]) << np.uint64(16)))
+        h = _mix(h ^ np.uint64(target[i]))
+        out[i] = _mix(h ^ np.uint64(amount[i]))
+    j = 0
+    for i in range(len(op)):
+        if lines[i] > 0:
+            folded = np.uint64(0)
+            for p in range(lines[i]):
+                folded ^= _mix(_mix(np.uint64(sku[j + p]) ^ np.uint64(p)) ^ np.uint64(np.int64(qty[j + p])))
+            out[i] = _mix(out[i] ^ folded)
+            j += lines[i]
 
 
 def _row_bytes(cols) -> int:
