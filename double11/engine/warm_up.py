@@ -51,9 +51,10 @@ def _catalog() -> Catalog:
         sku_stock=np.full(4, 10, dtype=np.int64))
 
 
-def _checkout(key: str, *skus: int) -> dict:
-    return {"op": "checkout", "buyer": 7, "country": "CN", "channel": "mobile", "idempotency_key": key,
+def _checkout(key: str, *skus: int, op: bool = True) -> dict:
+    body = {"buyer": 7, "country": "CN", "channel": "mobile", "idempotency_key": key,
             "lines": [{"sku": s, "qty": 1} for s in skus]}
+    return {"op": "checkout", **body} if op else body
 
 
 @functools.cache
@@ -80,8 +81,10 @@ def compile_kernels() -> None:
 
     # single requests' bodies, alone and in a group commit with a JSON batch
     first_order = int(engine.c_order_start.data[paid - 1]) + 1
-    bodies = Bodies.of([msgspec.json.encode(b) for b in (
-        {"idempotency_key": "h"}, {"idempotency_key": "i"}, _checkout("a", 1, 3), _checkout("a", 2))] + [b"[]"])
+    # a confirmation, a refund, a retry, a key reused with another body, a body that is not an object
+    bodies = [{"idempotency_key": "h"}, {"idempotency_key": "i"}, _checkout("a", 1, 3, op=False),
+              _checkout("a", 2, op=False)]
+    bodies = Bodies.of([msgspec.json.encode(b) for b in bodies] + [b"[]"])
     ops = np.array([Op.confirm, Op.refund, Op.checkout, Op.checkout, Op.checkout], dtype=np.uint8)
     singles, _ = encode_bodies(bodies, ops, np.array([first_order, first_order + 1, 0, 0, 0], dtype=np.int64))
     for batch in (singles, CommandBatch.concat([singles, encode_commands([_checkout("j", 2)])])):
