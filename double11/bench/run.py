@@ -3,7 +3,8 @@
 1. single requests: one checkout per HTTP request (JSON, as a phone sends it)
    from wrk, against the real server (durability on: fsync before every
    answer), and against the same server answering from an empty handler, in
-   turn, twice (single_orders_per_s and empty_handler_per_s are the means);
+   turn, twice (single_orders_per_s and empty_handler_per_s are the means),
+   after a short load on each that is not counted;
 2. engine: batches applied in-process, no HTTP (engine_commands_per_s);
 3. batch load: the real server and a gateway-like client posting binary
    batches of checkouts, then paying for the accepted ones, over loopback
@@ -58,6 +59,10 @@ FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell 
 # (12-01e, with 2,000 SKU draws: 256 gave 0.54-0.66.)
 SINGLE_CONNECTIONS = 2048
 SINGLE_ROUNDS = 2  # single and empty loads, in turn
+# before them, a load on each fresh server that is not counted: in 12-02 the
+# first pair of five runs measured lower than the second every time (0.70-0.80
+# of the empty handler against 0.79-0.83); a sale runs for a day, not 10 s
+SINGLE_WARM_UP_S = 3
 # wrk's script picks each checkout's SKU uniformly from this many draws of the
 # popularity: enough that a draw carries about one request of a load, so the
 # load follows the Zipf popularity down the long tail (2,000 draws gave a tail
@@ -79,7 +84,8 @@ def bench_catalog(args: argparse.Namespace):
     catalog = generate_catalog(merchants=args.merchants, skus=args.skus, seed=11)
     # demand at 1M checkouts/s of 1.5 lines each, and the single loads' at up to 50,000/s of one line
     # (the single loads run in turn on one server: the first must not sell out the second's items)
-    expected_lines = 1_000_000 * 1.5 * args.seconds + 50_000 * SINGLE_ROUNDS * getattr(args, "single_seconds", 0)
+    single_seconds = SINGLE_ROUNDS * getattr(args, "single_seconds", 0) + SINGLE_WARM_UP_S
+    expected_lines = 1_000_000 * 1.5 * args.seconds + 50_000 * single_seconds
     demand_units = popularity_weights(args.skus) * expected_lines * 1.6
     stock = np.ceil(demand_units * 2).astype(np.int64) + 10
     stock[:FLASH_DEALS] = np.ceil(demand_units[:FLASH_DEALS] * 0.5).astype(np.int64)
@@ -387,6 +393,10 @@ def bench_main(args: argparse.Namespace) -> int:
             say(f"single checkouts per HTTP request (wrk, {args.single_connections} connections, "
                 f"{args.single_seconds:.0f} s), then the same on the empty handler, twice:")
             with _stolen_during("singles", steal):
+                warm = [single_load(server.url, catalog, SINGLE_WARM_UP_S, 0, workdir, args.single_connections)
+                        for server in (single_server, empty_server)]
+                say(f"  (first {SINGLE_WARM_UP_S} s each, not counted: {warm[0]:,.0f} accepted orders/s; "
+                    f"empty handler {warm[1]:,.0f} requests/s)")
                 for run in range(SINGLE_ROUNDS):
                     singles.append(single_load(single_server.url, catalog, args.single_seconds, 1 + 2 * run,
                                                workdir, args.single_connections))
