@@ -4,7 +4,7 @@
 Numba compiles a kernel at its first call, for the types of that call.
 `compiled.py` caches the machine code in __pycache__, but the first start on
 a machine (a fresh clone, an upgrade) has nothing there, and compiling the
-engine's kernels takes some 25 s of CPU.  While that happened on the first
+engine's kernels takes about 25 s of CPU here.  While that happened on the first
 requests, a server answered almost nothing: the bench's first single-request
 load on a fresh clone measured 0 accepted orders/s.
 
@@ -36,9 +36,6 @@ from double11.engine.json_commands import Bodies, encode_bodies
 from double11.engine.machine import Engine
 from double11.engine.wire import encode_results
 
-_START_MS = 1_510_329_600_000
-
-
 def _catalog() -> Catalog:
     cn = geo.encode("CN")
     return Catalog(
@@ -60,7 +57,7 @@ def _checkout(key: str, *skus: int, op: bool = True) -> dict:
 @functools.cache
 def compile_kernels() -> None:
     engine = Engine(_catalog(), FestivalConfig(expected_checkouts=64))
-    now = _START_MS
+    now = engine.config.festival_start_ms
 
     # JSON batches: checkouts (two merchants; unknown SKU; out of stock), a restock
     dicts = encode_commands([_checkout("a", 1, 3), _checkout("b", 2), _checkout("c", 9),
