@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-SERVER_READY_S = 60
+SERVER_READY_S = 180  # the first server of a fresh clone compiles the engine first (25-30 s here)
 
 
 def free_port() -> int:
