@@ -32,7 +32,6 @@ from pathlib import Path
 
 import msgspec
 import numba
-import numpy as np
 
 from double11.engine.warm_up import compile_kernels
 from double11.link.engine import EngineLink, warm_up_link
@@ -42,6 +41,8 @@ warm_up_link()
 
 
 def kernels():
+    # compiled.py's kernels and helpers: the dispatchers with a cache (its
+    # inlined functions have none: they are compiled into their callers)
     found = {}
     for name, module in list(sys.modules.items()):
         if not name.startswith("double11."):
