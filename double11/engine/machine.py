@@ -164,7 +164,7 @@ class Engine:
         buyers claimed) on a second thread beside the main loop of the batch
         before.  The lookups are page walks and the main loop mostly work, so
         on two cores they overlap (checkout batches of 20,480: 4.4M-5.7M a
-        second against 2.8M-3.4M one after the other).
+        second against 2.8M-4.0M one after the other).
 
         Safe side by side because the lookups write only the key and buyer
         tables' new rows and sizes, which the main loop does not touch, and
