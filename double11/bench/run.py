@@ -5,7 +5,8 @@
    answer), and against the same server answering from an empty handler, in
    turn, twice (single_orders_per_s and empty_handler_per_s are the means),
    after a short load on each that is not counted;
-2. engine: batches applied in-process, no HTTP (engine_commands_per_s);
+2. engine: batches applied in-process through Engine.apply_all, no HTTP
+   (engine_commands_per_s);
 3. batch load: the real server and a gateway-like client posting binary
    batches of checkouts, then paying for the accepted ones, over loopback
    HTTP (orders_per_s, payments_per_s, batch_p99_ms).  The flash deals sell
