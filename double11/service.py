@@ -103,16 +103,13 @@ class Festival:
             if catalog is None:
                 raise ValueError(f"{directory} holds no festival yet: a catalog is needed to start one")
             seq, engine = 0, Engine(catalog, config or FestivalConfig())
-        last = [seq]
-
         def records():
-            for record_seq, now_ms, payload in command_log.replay(directory, seq):
-                last[0] = record_seq
+            nonlocal seq  # ends as the last record's
+            for seq, now_ms, payload in command_log.replay(directory, seq):
                 yield CommandBatch.from_bytes(payload, trusted=True), now_ms
 
         for _ in engine.apply_all(records()):  # each record's lookups beside the main loop of the one before
             pass
-        seq = last[0]
         clock = cls._clock(directory, speedup, clock_start_ms)
         festival = cls(engine, directory, command_log.CommandLog(directory, seq + 1), clock)
         festival.snapshot_seq = found[0] if found else 0

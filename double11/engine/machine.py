@@ -49,6 +49,11 @@ class _LookedUp(NamedTuple):
     claimed: np.ndarray | None
     buyer_row: np.ndarray | None
 
+
+# rows of the main loop's `sizes` that it appends to; the lookups own the key
+# and buyer tables' sizes (transitions.S_*)
+_APPENDED_ROWS = [tx.S_CHECKOUTS, tx.S_LINES, tx.S_ORDERS, tx.S_TRANSFERS]
+
 # Each entity's record (see columns.Table).  Rows of other entities are held
 # as row numbers (buyer, order, sku: rows, not external ids).
 SKU_FIELDS = [("price", "i8"), ("sold", "i8"), ("merchant", "i4"), ("merchant_rank", "i4"), ("brand", "i4")]
@@ -230,8 +235,8 @@ class Engine:
         if claimed is None:
             return code, ref
         appended = (self.checkouts, self.lines, self.orders, self.ledger.journal)
-        sizes = np.zeros(len(self.growing_tables()), dtype=np.int64)
-        sizes[[tx.S_CHECKOUTS, tx.S_LINES, tx.S_ORDERS, tx.S_TRANSFERS]] = [table.size for table in appended]
+        sizes = np.zeros(len(GROWING_TABLE_NAMES), dtype=np.int64)
+        sizes[_APPENDED_ROWS] = [table.size for table in appended]
         totals = np.zeros(tx.TOTALS, dtype=np.int64)
         tx.apply_batch(
             (batch.op, batch.channel, batch.lines, batch.country, batch.target, batch.amount, target_row),
@@ -243,8 +248,8 @@ class Engine:
             (self.stats.merchant_gmv, self.stats.brand_gmv, self.stats.country_gmv),
             (np.empty(limits.checkout_lines_max, dtype=np.int64), claimed, buyer_row),
         )
-        for table, row in zip(appended, (tx.S_CHECKOUTS, tx.S_LINES, tx.S_ORDERS, tx.S_TRANSFERS)):
-            table.size = int(sizes[row])
+        for table, size in zip(appended, sizes[_APPENDED_ROWS].tolist()):
+            table.size = size
         self.ledger.escrow += int(totals[tx.T_ESCROW])
         self.ledger.platform += int(totals[tx.T_PLATFORM])
         self.stats.on_batch(now, totals)

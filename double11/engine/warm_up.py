@@ -36,6 +36,7 @@ from double11.engine.json_commands import Bodies, encode_bodies
 from double11.engine.machine import Engine
 from double11.engine.wire import encode_results
 
+
 def _catalog() -> Catalog:
     cn = geo.encode("CN")
     return Catalog(
