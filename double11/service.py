@@ -400,7 +400,7 @@ class Festival:
             if kind == _BINARY:
                 for future, count in zip(futures, counts):
                     if not future.done():
-                        future.set_result(encode_results(self.engine, _slice(batch, offset, count),
+                        future.set_result(encode_results(self.engine, batch.slice(offset, offset + count),
                                                          code[offset:offset + count], ref[offset:offset + count]))
                     offset += count
                 continue
@@ -579,16 +579,3 @@ def _runs(items: list[tuple[Any, asyncio.Future, int]]) -> list[tuple[str, list]
 def _check_batch_size(n: int) -> None:
     if n > limits.batch_commands_max:
         raise Double11Error(Result.batch_too_large, f"{n} commands, limit {limits.batch_commands_max}")
-
-
-def _slice(batch: CommandBatch, start: int, count: int) -> CommandBatch:
-    line_start = batch.line_start
-    l0 = int(line_start[start]) if count else 0
-    l1 = l0 + int(batch.lines[start:start + count].sum(dtype=np.int64))
-    return CommandBatch(
-        op=batch.op[start:start + count], invalid=batch.invalid[start:start + count],
-        channel=batch.channel[start:start + count], lines=batch.lines[start:start + count],
-        country=batch.country[start:start + count], key=batch.key[start:start + count],
-        target=batch.target[start:start + count], amount=batch.amount[start:start + count],
-        sku=batch.sku[l0:l1], qty=batch.qty[l0:l1],
-    )

@@ -11,21 +11,17 @@ shrink well.  Bad shapes carry exactly one defect each.
 from __future__ import annotations
 
 import copy
-import pickle
 import tempfile
-
-import numpy as np
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model import SMALL_SKUS, T0, UNKNOWN_SKU, cancel, co, confirm, pay, refund, restock, small_catalog
 from model.reference import STATS_KEYS, ReferenceFestival
+from model.state import engine_state
 
 from double11 import Festival
 from double11.config import FestivalConfig
-from double11.engine.columns import Column, Field, Table
 from double11.engine.encode import encode_commands
-from double11.engine.hashindex import HashIndex
 from double11.engine.machine import Engine
 
 CONFIG = FestivalConfig(payment_timeout_ms=60_000, commission_bps=250)
@@ -342,27 +338,4 @@ def test_applying_batches_side_by_side_matches_one_after_another(stream):
     assert len(got) == len(want)
     for i, ((wc, wr), (gc, gr)) in enumerate(zip(want, got)):
         assert wc.tolist() == gc.tolist() and wr.tolist() == gr.tolist(), f"batch {i}"
-    assert _state(side_by_side) == _state(one_by_one)
-
-
-def _state(engine: Engine) -> dict:
-    """Everything an engine holds, but its tables' spare room (apply_all
-    makes room for two batches at a time, so its tables may grow sooner)."""
-    out = {}
-    for name, value in vars(engine).items():
-        if isinstance(value, Field):  # a view of a table's field: the table is compared
-            continue
-        if isinstance(value, (Table, Column, HashIndex)) or name in ("ledger",):
-            value = {k: (v.tobytes() if isinstance(v, np.ndarray) else v) for k, v in _without_room(value).items()}
-        out[name] = pickle.dumps(value)
-    return out
-
-
-def _without_room(value) -> dict:
-    if isinstance(value, HashIndex):
-        entries = value.table[value.table[:, 0] != 0]
-        return {"entries": entries[np.argsort(entries[:, 0])], "size": value.size}
-    if isinstance(value, (Table, Column)):
-        return {"rows": value._buf[: value.size], "size": value.size}
-    return {name: pickle.dumps(_without_room(v) if isinstance(v, (Table, Column, HashIndex)) else v)
-            for name, v in vars(value).items()}
+    assert engine_state(side_by_side) == engine_state(one_by_one)

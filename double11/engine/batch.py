@@ -86,6 +86,13 @@ class CommandBatch:
             for name, _ in COMMAND_COLUMNS + LINE_COLUMNS
         })
 
+    def slice(self, start: int, stop: int) -> "CommandBatch":
+        """Commands start..stop-1 and their lines (views, not copies)."""
+        l0 = int(self.lines[:start].sum(dtype=np.int64))
+        l1 = l0 + int(self.lines[start:stop].sum(dtype=np.int64))
+        return CommandBatch(**{name: getattr(self, name)[start:stop] for name, _ in COMMAND_COLUMNS},
+                            sku=self.sku[l0:l1], qty=self.qty[l0:l1])
+
     def to_bytes(self) -> bytes:
         parts = [_HEADER.pack(_MAGIC, _VERSION, 0, len(self.op), len(self.sku))]
         for name, dt in COMMAND_COLUMNS + LINE_COLUMNS:
