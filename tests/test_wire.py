@@ -103,3 +103,43 @@ def test_sparse_and_dense_catalog_ids_find_the_same_skus():
     sparse = StaticIndex(np.array([3 << 40, 1, 2 << 50, 7], dtype=np.int64))
     assert dense.lookup(np.array([7, 3, 5, 0, -1, 99])).tolist() == [3, 0, -1, -1, -1, -1]
     assert sparse.lookup(np.array([7, 3 << 40, 5, 2 << 50])).tolist() == [3, 0, -1, 2]
+
+
+def test_every_binary_answer_carries_what_the_json_answer_says():
+    """Each command's columns (a batch of every kind of outcome): ids and
+    amounts where the JSON answer has them, zeros where it has none."""
+    first = [co("a", [(101, 1), (102, 2)]), co("b", [(103, 1)]), co("c", [(106, 1)]), co("d", [(104, 2), (101, 1)]),
+             co("e", [(999, 1)])]
+    json_festival, binary_festival = Festival.open(small_catalog()), Festival.open(small_catalog())
+    created = json_festival.execute(first, T0)
+    binary_festival.execute_binary(encode_commands(first).to_bytes(), T0)
+    a, b, d = (created[i]["body"] for i in (0, 1, 3))
+    second = [
+        {"op": "pay", "checkout": a["checkout"], "amount_fen": a["amount_fen"], "idempotency_key": "pay-a"},
+        {"op": "pay", "checkout": b["checkout"], "amount_fen": b["amount_fen"] + 1, "idempotency_key": "pay-b"},
+        {"op": "cancel", "checkout": d["checkout"], "idempotency_key": "cancel-d"},
+        {"op": "confirm", "order": a["orders"][0]["order"], "idempotency_key": "confirm-a"},
+        {"op": "restock", "sku": 102, "qty": 5, "idempotency_key": "restock"},
+        co("a", [(101, 1), (102, 2)]),  # a retry: the first answer
+        co("f", [(105, 1)]),
+        co("g", [(105, 1)]),  # its one unit went to f
+    ]
+    expected = json_festival.execute(second, T0 + 1_000)
+    answer = decode_results(binary_festival.execute_binary(encode_commands(second).to_bytes(), T0 + 1_000))
+    statuses = [r["status"] for r in expected]
+    assert {200, 201, 409} <= set(statuses)  # every outcome: done, created, refused
+    for i, (command, result) in enumerate(zip(second, expected)):
+        body, ok = result["body"], result["status"] < 300
+        assert (answer["code"][i] == Result.ok) == ok, i
+        if not ok:
+            assert Result(answer["code"][i]).name == body["error"]["code"], i
+        got = {name: int(answer[name][i]) for name in ("amount_fen", "first_order", "orders", "expires_at")}
+        want = dict.fromkeys(got, 0)
+        if ok and command["op"] == "checkout":
+            assert answer["ref"][i] == body["checkout"]
+            want = {"amount_fen": body["amount_fen"], "first_order": body["orders"][0]["order"],
+                    "orders": len(body["orders"]), "expires_at": body["expires_at"]}
+        elif ok and command["op"] == "pay":
+            assert answer["ref"][i] == body["checkout"]
+            want["amount_fen"] = body["amount_fen"]
+        assert got == want, (i, command)

@@ -14,33 +14,48 @@ import struct
 import numpy as np
 
 from double11.engine.batch import CommandBatch, Op
+from double11.engine.compiled import kernel
 from double11.engine.machine import Engine
 from double11.errors import Result
 
 _HEADER = struct.Struct("<4sI")
+_OK = int(Result.ok)
+_CHECKOUT, _PAY = int(Op.checkout), int(Op.pay)
 COLUMNS = (("code", "<u1"), ("ref", "<i8"), ("amount_fen", "<i8"), ("first_order", "<i8"),
            ("orders", "<u1"), ("expires_at", "<i8"))
 
 
 def encode_results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarray) -> bytes:
     n = len(code)
-    amount = np.zeros(n, dtype=np.int64)
-    first_order = np.zeros(n, dtype=np.int64)
-    orders = np.zeros(n, dtype=np.uint8)
-    expires = np.zeros(n, dtype=np.int64)
-    ok = code == Result.ok
-    with_checkout = np.flatnonzero(ok & ((batch.op == Op.checkout) | (batch.op == Op.pay)))
-    rows = ref[with_checkout] - 1
-    amount[with_checkout] = engine.c_amount.data[rows]
-    created = np.flatnonzero(ok & (batch.op == Op.checkout))
-    rows = ref[created] - 1
-    first_order[created] = engine.c_order_start.data[rows] + 1
-    orders[created] = engine.c_orders.data[rows]
-    expires[created] = engine.c_created.data[rows] + engine.config.payment_timeout_ms
+    amount = np.empty(n, dtype=np.int64)
+    first_order = np.empty(n, dtype=np.int64)
+    orders = np.empty(n, dtype=np.uint8)
+    expires = np.empty(n, dtype=np.int64)
+    _checkout_columns(code, ref, batch.op, engine.checkouts.rows, engine.config.payment_timeout_ms,
+                      amount, first_order, orders, expires)
     parts = [_HEADER.pack(b"D11R", n)]
     for arr, (_, dt) in zip((code, ref, amount, first_order, orders, expires), COLUMNS):
         parts.append(np.ascontiguousarray(arr, dtype=dt).tobytes())
     return b"".join(parts)
+
+
+@kernel
+def _checkout_columns(code, ref, op, checkouts, payment_timeout_ms, amount, first_order, orders, expires):
+    # one pass, each checkout's record read once (it was four NumPy gathers
+    # and a dozen passes: about 3 ms a batch of 20,480, on the answer's path)
+    for i in range(len(code)):
+        amount[i] = 0
+        first_order[i] = 0
+        orders[i] = 0
+        expires[i] = 0
+        if code[i] != _OK or (op[i] != _CHECKOUT and op[i] != _PAY):
+            continue
+        row = checkouts[ref[i] - 1]
+        amount[i] = row["amount"]
+        if op[i] == _CHECKOUT:
+            first_order[i] = row["order_start"] + 1
+            orders[i] = row["orders"]
+            expires[i] = row["created"] + payment_timeout_ms
 
 
 def decode_results(data: bytes) -> dict[str, np.ndarray]:

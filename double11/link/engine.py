@@ -213,6 +213,7 @@ def main(argv: list[str]) -> int:
         os.nice(limits.engine_process_nice)
     except OSError:
         pass
+    sys.setswitchinterval(limits.engine_gil_switch_interval_s)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     lock_data_dir(Path(options["data_dir"]))
     try:
