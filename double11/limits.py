@@ -68,8 +68,9 @@ engine_process_nice = -10  # the engine holds every request's latency: scheduled
 # 675,000-691,000 (30 s loads, three each, in turn), p99 35-38 ms against 41-46
 engine_gil_switch_interval_s = 0.0005
 data_dir_lock_wait_s = 120  # a restarted engine waits this long for the last one to let go
-# the front's cyclic garbage collector: its youngest generation is collected
-# after this many new container objects (Python's default: 700).  Every request
-# makes a dozen (coroutines, a task, futures), and at 700 the collector took
-# 10-12 us of each request's 77-99 us in the front
-front_gc_young_allocations = 10_000
+# a serving process's cyclic garbage collector (gc_tuning.py): its youngest
+# generation is collected after this many new container objects (Python's
+# default: 700).  Every request makes a dozen in the front (coroutines, a
+# task, futures), and at 700 the collector took 10-12 us of each request's
+# 77-99 us there
+gc_young_allocations = 10_000

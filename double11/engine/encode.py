@@ -1,10 +1,9 @@
 """JSON-shaped commands (dicts) into a CommandBatch: the edge of the engine.
 
 Every shape rule is checked here, per command, in the order docs/api.md
-gives, with the same result codes the binary path gets from the vectorized
-`batch.validate` (a batch of a few JSON commands would pay more for those
-NumPy passes than for this loop).  The loop stays plain: lists of Python
-ints, turned into arrays once at the end.
+gives, with the same result codes the binary path gets from the compiled
+`batch.validate` (tests/test_wire.py holds them together).  The loop stays
+plain: lists of Python ints, turned into arrays once at the end.
 """
 
 from __future__ import annotations

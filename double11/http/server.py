@@ -11,7 +11,6 @@ runs over a festival in its own process (tests, embedding).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -23,7 +22,7 @@ from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server
 
-from double11 import limits
+from double11.gc_tuning import freeze_what_exists
 from double11.http.app import build_app
 
 log = logging.getLogger("double11.http")
@@ -123,17 +122,6 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
     return _run(_serve(options, host, port, empty))
 
 
-def _tune_gc() -> None:
-    """The front makes a dozen container objects per request, and the cyclic
-    collector ran every 700 of them over everything still young: about a
-    tenth of the front's CPU.  What exists once the server is set up (modules,
-    the app) is frozen out of its sight, and the youngest generation waits for
-    limits.front_gc_young_allocations."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(limits.front_gc_young_allocations, *gc.get_threshold()[1:])
-
-
 async def _serve(options: dict[str, Any], host: str, port: int, empty: bool) -> int:
     from double11.link.remote import EngineLost, RemoteFestival
 
@@ -146,7 +134,7 @@ async def _serve(options: dict[str, Any], host: str, port: int, empty: bool) -> 
         print("double11: the engine process stopped before it was ready", file=sys.stderr, flush=True)
         return 1
     server = HttpServer(festival, host=host, port=port, empty=empty)
-    _tune_gc()
+    freeze_what_exists()
     lost = []
     if festival is not None:
         def engine_lost() -> None:

@@ -32,6 +32,7 @@ import numpy as np
 
 from double11 import limits
 from double11.errors import Double11Error, Result, error_body
+from double11.gc_tuning import freeze_what_exists
 from double11.engine.answers import Answers
 from double11.engine.json_commands import Bodies
 from double11.link.frames import ANSWER, CALL, READY_CALL, FrameTooLarge, Kind, View, pack_answers, scan_calls
@@ -222,6 +223,7 @@ def main(argv: list[str]) -> int:
         print(f"double11: cannot open the festival: {e}", file=sys.stderr, flush=True)
         return 2
     warm_up_link()
+    freeze_what_exists()
     sock = socket.socket(fileno=fd)
     try:
         import uvloop
