@@ -182,7 +182,7 @@ def validate(batch: CommandBatch) -> None:
               batch.sku, batch.qty, geo.VALID, batch.invalid)
 
 
-_CHECKOUT, _PAY, _CANCEL, _CONFIRM, _REFUND, _RESTOCK = (int(op) for op in Op)
+_CHECKOUT, _PAY, _RESTOCK = int(Op.checkout), int(Op.pay), int(Op.restock)
 _MOBILE, _PC = int(Channel.mobile), int(Channel.pc)
 _UNKNOWN_OP, _INVALID_KEY = int(Result.unknown_op), int(Result.invalid_idempotency_key)
 _INVALID_REQUEST, _INVALID_COUNTRY = int(Result.invalid_request), int(Result.invalid_country)
