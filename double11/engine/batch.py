@@ -71,12 +71,6 @@ class CommandBatch:
     def __len__(self) -> int:
         return len(self.op)
 
-    @property
-    def line_start(self) -> np.ndarray:
-        starts = np.zeros(len(self.op), dtype=np.int64)
-        np.cumsum(self.lines[:-1], out=starts[1:])
-        return starts
-
     @classmethod
     def concat(cls, batches: list["CommandBatch"]) -> "CommandBatch":
         if len(batches) == 1:
