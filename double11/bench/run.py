@@ -3,8 +3,9 @@
 1. single requests: one checkout per HTTP request (JSON, as a phone sends it)
    from wrk, against the real server (durability on: fsync before every
    answer), and against the same server answering from an empty handler, in
-   turn, twice (single_orders_per_s and empty_handler_per_s are the means),
-   after a short load on each that is not counted;
+   turn, four pairs, every other one empty first (single_orders_per_s and
+   empty_handler_per_s are the means), after a short load on each that is
+   not counted;
 2. engine: batches applied in-process through Engine.apply_all, no HTTP
    (engine_commands_per_s);
 3. batch load: the real server and a gateway-like client posting binary
@@ -61,7 +62,12 @@ FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell 
 # 0.82-0.83: past 2048 the ratio no longer rises with the connections.
 # (12-01e, with 2,000 SKU draws: 256 gave 0.54-0.66.)
 SINGLE_CONNECTIONS = 2048
-SINGLE_ROUNDS = 2  # single and empty loads, in turn
+# single and empty loads, in turn: four pairs, the second and fourth with the
+# empty handler first (a drift of the host's speed over the phase then weighs
+# on both alike).  One 10 s pair reads anywhere from 0.63 to 0.93 of the empty
+# handler on this shared 2-core VM (12-02c: 0.726 and 0.800 in one bench,
+# 0.866 and 0.804 in the next), so two pairs were too few to tell 0.80 apart
+SINGLE_ROUNDS = 4
 # before them, a load on each fresh server that is not counted: in 12-02 the
 # first pair of five runs measured lower than the second every time (0.70-0.80
 # of the empty handler against 0.79-0.83); a sale runs for a day, not 10 s
@@ -406,18 +412,20 @@ def bench_main(args: argparse.Namespace) -> int:
         try:
             empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
             say(f"single checkouts per HTTP request (wrk, {args.single_connections} connections, "
-                f"{args.single_seconds:.0f} s), then the same on the empty handler, twice:")
+                f"{args.single_seconds:.0f} s) and the same on the empty handler, {SINGLE_ROUNDS} pairs, "
+                f"every other one empty first:")
             with _stolen_during("singles", steal):
                 warm = [single_load(server.url, catalog, SINGLE_WARM_UP_S, 0, workdir, args.single_connections)
                         for server in (single_server, empty_server)]
                 say(f"  (first {SINGLE_WARM_UP_S} s each, not counted: {warm[0]:,.0f} accepted orders/s; "
                     f"empty handler {warm[1]:,.0f} requests/s)")
                 for run in range(SINGLE_ROUNDS):
-                    singles.append(single_load(single_server.url, catalog, args.single_seconds, 1 + 2 * run,
-                                               workdir, args.single_connections))
-                    empties.append(single_load(empty_server.url, catalog, args.single_seconds, 2 + 2 * run,
-                                               workdir, args.single_connections))
-                    say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s")
+                    loads = [(singles, single_server, 1 + 2 * run), (empties, empty_server, 2 + 2 * run)]
+                    for rates, server, seed in (loads if run % 2 == 0 else loads[::-1]):
+                        rates.append(single_load(server.url, catalog, args.single_seconds, seed, workdir,
+                                                 args.single_connections))
+                    say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s"
+                        f" ({singles[-1] / empties[-1]:.3f})")
         finally:
             single_server.stop()
             if empty_server is not None:
@@ -450,6 +458,7 @@ def bench_main(args: argparse.Namespace) -> int:
             "single_orders_per_s": round(single),
             "empty_handler_per_s": round(empty),
             "single_vs_empty": round(single / empty, 3) if empty else 0.0,
+            "single_vs_empty_pairs": [round(s / e, 3) if e else 0.0 for s, e in zip(singles, empties)],
             "single_connections": args.single_connections,
             "engine_commands_per_s": round(engine_cps),
             "bytes_per_order": round(audit["bytes_per_order"]),
