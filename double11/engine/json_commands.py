@@ -309,8 +309,9 @@ def parse_bodies(bodies: Bodies, op: np.ndarray, targets: np.ndarray):
     key = np.zeros(n, dtype=np.uint64)
     target = np.where(op == _CHECKOUT, 0, targets)
     amount = np.zeros(n, dtype=np.int64)
-    sku = np.zeros((n, LINES_MAX), dtype=np.int64)
-    qty = np.zeros((n, LINES_MAX), dtype=np.int32)
+    # a row's slots past its line count are never read (`_compact_lines`)
+    sku = np.empty((n, LINES_MAX), dtype=np.int64)
+    qty = np.empty((n, LINES_MAX), dtype=np.int32)
     taken = np.zeros(n, dtype=np.bool_)
     parse_commands(bodies.buf, bodies.starts, bodies.ends, op, taken, channel, lines, country, key, target, amount,
                    sku.reshape(-1), qty.reshape(-1), np.empty(BLAKE2B_SCRATCH_WORDS, dtype=np.uint64))
@@ -323,7 +324,7 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
     batch, in their order, but those refused before the engine (a body that
     is not a JSON object), returned by index with their error.  Bodies the
     fast lane does not take are encoded as a JSON batch's commands are."""
-    op, targets = ops.astype(np.uint8), targets.astype(np.int64)
+    op, targets = np.asarray(ops, dtype=np.uint8), np.asarray(targets, dtype=np.int64)
     taken, (invalid, channel, lines, country, key, target, amount, sku, qty) = parse_bodies(bodies, op, targets)
     refused: dict[int, Double11Error] = {}
     for i in np.flatnonzero(~taken).tolist():
@@ -337,10 +338,27 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
         key[i], target[i], amount[i] = one.key[0], one.target[0], one.amount[0]
         sku[i, :len(one.sku)] = one.sku
         qty[i, :len(one.qty)] = one.qty
-    keep = np.ones(len(bodies), dtype=np.bool_)
-    keep[list(refused)] = False
-    used = (np.arange(LINES_MAX)[None, :] < lines[:, None]) & keep[:, None]
-    batch = CommandBatch(op=op[keep], invalid=invalid[keep], channel=channel[keep], lines=lines[keep],
-                         country=country[keep], key=key[keep], target=target[keep], amount=amount[keep],
-                         sku=sku[used], qty=qty[used])
+    columns = (op, invalid, channel, lines, country, key, target, amount)
+    if refused:  # rare: a body that is not a JSON object
+        keep = np.ones(len(bodies), dtype=np.bool_)
+        keep[list(refused)] = False
+        columns = tuple(column[keep] for column in columns)
+        sku, qty = sku[keep], qty[keep]
+    lines = columns[3]
+    line_sku = np.empty(int(lines.sum(dtype=np.int64)), dtype=np.int64)
+    line_qty = np.empty(len(line_sku), dtype=np.int32)
+    _compact_lines(sku.reshape(-1), qty.reshape(-1), lines, line_sku, line_qty)
+    batch = CommandBatch(*columns, sku=line_sku, qty=line_qty)
     return batch, refused
+
+
+@kernel
+def _compact_lines(sku, qty, lines, line_sku, line_qty):
+    """Row i's first lines[i] slots (of LINES_MAX) one after another."""
+    p = 0
+    for i in range(len(lines)):
+        slot = i * LINES_MAX
+        for j in range(lines[i]):
+            line_sku[p] = sku[slot + j]
+            line_qty[p] = qty[slot + j]
+            p += 1
