@@ -338,17 +338,16 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
         key[i], target[i], amount[i] = one.key[0], one.target[0], one.amount[0]
         sku[i, :len(one.sku)] = one.sku
         qty[i, :len(one.qty)] = one.qty
-    columns = (op, invalid, channel, lines, country, key, target, amount)
-    if refused:  # rare: a body that is not a JSON object
+    if refused:  # rare (a body that is not a JSON object): no copy of the columns otherwise
         keep = np.ones(len(bodies), dtype=np.bool_)
         keep[list(refused)] = False
-        columns = tuple(column[keep] for column in columns)
-        sku, qty = sku[keep], qty[keep]
-    lines = columns[3]
+        op, invalid, channel, lines, country, key, target, amount, sku, qty = (
+            column[keep] for column in (op, invalid, channel, lines, country, key, target, amount, sku, qty))
     line_sku = np.empty(int(lines.sum(dtype=np.int64)), dtype=np.int64)
     line_qty = np.empty(len(line_sku), dtype=np.int32)
     _compact_lines(sku.reshape(-1), qty.reshape(-1), lines, line_sku, line_qty)
-    batch = CommandBatch(*columns, sku=line_sku, qty=line_qty)
+    batch = CommandBatch(op=op, invalid=invalid, channel=channel, lines=lines, country=country, key=key,
+                         target=target, amount=amount, sku=line_sku, qty=line_qty)
     return batch, refused
 
 
