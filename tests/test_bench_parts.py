@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import pytest
 
 from double11.bench import run as bench_run
-from double11.bench.run import StolenTime
+from double11.bench.run import OfferSchedule, StolenTime
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/stat is Linux's")
@@ -58,3 +59,27 @@ def test_the_bench_says_when_the_hard_limit_is_too_low(monkeypatch):
     with pytest.raises(RuntimeError, match="--single-connections"):
         bench_run.allow_open_files(2048)
     assert (limits.soft, limits.hard) == (1024, 2048)  # unchanged
+
+
+def test_the_offer_schedule_spaces_what_it_gives_out_at_its_rate_until_the_stop():
+    schedule = OfferSchedule(start=10.0, stop=11.0, per_s=100)
+    assert [schedule.take(40) for _ in range(3)] == pytest.approx([10.0, 10.4, 10.8])
+    assert schedule.take(40) is None
+    assert schedule.offered == 120  # what was refused was not counted
+    assert schedule.take(1) is None
+
+
+def test_the_offer_schedule_hands_out_each_slot_once_across_threads():
+    schedule = OfferSchedule(start=0.0, stop=1e9, per_s=1_000)
+    slots: list[float] = []
+
+    def taker() -> None:
+        for _ in range(500):
+            slots.append(schedule.take(10))
+
+    threads = [threading.Thread(target=taker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(slots) == [10 * k / 1_000 for k in range(2_000)]
