@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     # 20,480 x 2 measured 681k orders/s at a p99 of 40 ms, 22,528 x 2 685k at 45 ms
     bench.add_argument("--batch", type=int, default=20_480, help="commands per batch request")
     bench.add_argument("--connections", type=int, default=2, help="batch client connections (a gateway pipelining its batches)")
+    bench.add_argument("--batch-orders-per-s", type=int,
+                       help="the most checkouts a second the batch load offers, and what its server is sized for: "
+                            "it holds every order in memory (default: bench.run.BATCH_LOAD_SIZED_FOR_ORDERS_PER_S, "
+                            "900,000)")
     bench.add_argument("--port", type=int, default=1199)
     bench.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     bench.set_defaults(run=_bench)

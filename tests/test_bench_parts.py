@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 
@@ -83,3 +84,20 @@ def test_the_offer_schedule_hands_out_each_slot_once_across_threads():
     for t in threads:
         t.join()
     assert sorted(slots) == [10 * k / 1_000 for k in range(2_000)]
+
+
+def test_the_batch_load_is_refused_before_it_runs_when_its_server_would_not_fit_in_memory():
+    gib = 2**30
+    bench_run.check_batch_load_fits(900_000, 60, available_bytes=22 * gib)  # the default, on 24 GB
+    bench_run.check_batch_load_fits(900_000, 60, available_bytes=None)  # the OS does not say: not checked
+    with pytest.raises(ValueError, match=r"91,000,000 checkouts: about 28\.5 GiB.*lower --batch-orders-per-s"):
+        bench_run.check_batch_load_fits(1_500_000, 60, available_bytes=22 * gib)
+    with pytest.raises(ValueError, match="must be positive"):
+        bench_run.check_batch_load_fits(0, 60, available_bytes=22 * gib)
+
+
+def test_the_bench_says_why_it_will_not_run_and_exits_2(monkeypatch, capsys):
+    monkeypatch.setattr(bench_run, "memory_available_bytes", lambda: 2**30)
+    args = argparse.Namespace(seconds=60.0, single_connections=None, batch_orders_per_s=None)
+    assert bench_run.bench_main(args) == 2
+    assert "lower --batch-orders-per-s or --seconds" in capsys.readouterr().err

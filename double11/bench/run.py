@@ -11,7 +11,8 @@
 3. batch load: the real server and a gateway-like client posting binary
    batches of checkouts, then paying for the accepted ones, over loopback
    HTTP (orders_per_s, payments_per_s, batch_p99_ms), at most
-   BATCH_LOAD_SIZED_FOR_ORDERS_PER_S checkouts a second.  The flash deals sell
+   --batch-orders-per-s checkouts a second (BATCH_LOAD_SIZED_FOR_ORDERS_PER_S
+   unless told), the rate its server is sized for.  The flash deals sell
    out mid-run; like the app, which greys out an item whose product page
    reads zero stock, the clients stop ordering a hot item once a poll of its
    stock reads zero;
@@ -90,7 +91,12 @@ OPEN_FILES_BESIDE_CONNECTIONS = 512  # a server's or wrk's own files: modules, l
 # and the bench's recovery of the data folder run out of memory (12-02d: 1.3
 # million checkouts/s, grown four times, recovery killed at 24.4 GB).  A
 # slower host gets what it can take; the limit is said when the load met it.
-BATCH_LOAD_SIZED_FOR_ORDERS_PER_S = 900_000
+BATCH_LOAD_SIZED_FOR_ORDERS_PER_S = 900_000  # the default; --batch-orders-per-s sets another
+# what a checkout sized for costs the engine process in memory, up front (12-02c:
+# 17.2 GiB for 55 million), and what the rest of a run needs beside it (the
+# front, the clients, the page cache: 12-02c run 8 left 3.1 GB of 24 free)
+SIZED_BYTES_PER_CHECKOUT = 336
+BESIDE_THE_ENGINE_BYTES = 5 * 2**29  # 2.5 GiB
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
 HOT_ITEMS_POLL_S = 0.5
 
@@ -220,13 +226,45 @@ class OfferSchedule:
             return slot
 
 
+def batch_load_sizing(orders_per_s: int, seconds: float) -> int:
+    """The checkouts the batch load's server is sized for: the load's most over
+    the run, and room for the single loads' stock draws (a million)."""
+    return int(orders_per_s * seconds) + 1_000_000
+
+
+def memory_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where the OS does not say)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_batch_load_fits(orders_per_s: int, seconds: float, available_bytes: int | None) -> None:
+    """A clear error, before anything runs, when the batch load's server would
+    not fit in this machine's memory (it holds every order of the run)."""
+    if orders_per_s <= 0:
+        raise ValueError(f"--batch-orders-per-s must be positive, not {orders_per_s}")
+    need = batch_load_sizing(orders_per_s, seconds) * SIZED_BYTES_PER_CHECKOUT
+    if available_bytes is not None and need + BESIDE_THE_ENGINE_BYTES > available_bytes:
+        raise ValueError(
+            f"{orders_per_s:,} orders/s for {seconds:g} s sizes the server for "
+            f"{batch_load_sizing(orders_per_s, seconds):,} checkouts: about {need / 2**30:.1f} GiB, and this "
+            f"machine has {available_bytes / 2**30:.1f} GiB available ({BESIDE_THE_ENGINE_BYTES / 2**30:.1f} kept "
+            f"for the rest of the run): lower --batch-orders-per-s or --seconds")
+
+
 def batch_load(server: Server, catalog, args: argparse.Namespace) -> dict:
     counts = {"checkouts": 0, "payments": 0, "paid_fen": 0, "commands": 0}
     latencies: list[float] = []
     lock = threading.Lock()
     started = time.perf_counter()
     stop_at = started + args.seconds
-    schedule = OfferSchedule(started, stop_at, BATCH_LOAD_SIZED_FOR_ORDERS_PER_S)
+    schedule = OfferSchedule(started, stop_at, args.batch_orders_per_s)
     waited_s = [0.0]  # the clients' time spent waiting for their slots
     port = int(server.url.rsplit(":", 1)[1])
 
@@ -446,8 +484,15 @@ def bench_main(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="double11-bench-"))
     if getattr(args, "single_connections", None) is None:
         args.single_connections = SINGLE_CONNECTIONS
+    if getattr(args, "batch_orders_per_s", None) is None:
+        args.batch_orders_per_s = BATCH_LOAD_SIZED_FOR_ORDERS_PER_S
     try:
-        allow_open_files(args.single_connections)
+        try:
+            check_batch_load_fits(args.batch_orders_per_s, args.seconds, memory_available_bytes())
+            allow_open_files(args.single_connections)
+        except (ValueError, RuntimeError) as e:  # before anything runs: said, not a traceback
+            say(f"double11 bench: {e}")
+            return 2
         say(f"double11 bench: {args.skus:,} skus of {args.merchants:,} merchants, {os.cpu_count()} cores")
         catalog = bench_catalog(args)
         catalog_dir = workdir / "catalog"
@@ -503,18 +548,18 @@ def bench_main(args: argparse.Namespace) -> int:
         # GiB of the 24 from its start (16.0 for 800,000/s, 18.3 for
         # 1,000,000/s), and the load offers no more than that (batch_load)
         server = Server(catalog_dir, workdir / "data", args.port,
-                        expected_checkouts=int(BATCH_LOAD_SIZED_FOR_ORDERS_PER_S * args.seconds) + 1_000_000)
+                        expected_checkouts=batch_load_sizing(args.batch_orders_per_s, args.seconds))
         try:
             with _stolen_during("batch_load", steal):
                 load = batch_load(server, catalog, args)
             if load["held_share"] > 0.02:
                 say(f"  the clients waited {load['held_share']:.0%} of their time: the load offers at most "
-                    f"{BATCH_LOAD_SIZED_FOR_ORDERS_PER_S:,} checkouts/s (the orders the server's memory is sized "
+                    f"{args.batch_orders_per_s:,} checkouts/s (the orders the server's memory is sized "
                     f"for over the run), and this machine takes more")
             table_grows = server.table_grows()
             if table_grows:
                 say(f"  the engine's tables grew {table_grows} time(s) during the load: a pause at each "
-                    f"(more than {BATCH_LOAD_SIZED_FOR_ORDERS_PER_S:,} orders/s)")
+                    f"(more than {args.batch_orders_per_s:,} orders/s)")
         finally:
             server.stop()
         say("recovering the data folder and checking invariants ...")
