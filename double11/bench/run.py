@@ -553,9 +553,9 @@ def bench_main(args: argparse.Namespace) -> int:
             with _stolen_during("batch_load", steal):
                 load = batch_load(server, catalog, args)
             if load["held_share"] > 0.02:
-                say(f"  the clients waited {load['held_share']:.0%} of their time: the load offers at most "
-                    f"{args.batch_orders_per_s:,} checkouts/s (the orders the server's memory is sized "
-                    f"for over the run), and this machine takes more")
+                say(f"  the clients waited {load['held_share']:.0%} of their time for their slots: the load offers "
+                    f"at most {args.batch_orders_per_s:,} checkouts/s (what the server's memory is sized for over "
+                    f"the run)")
             table_grows = server.table_grows()
             if table_grows:
                 say(f"  the engine's tables grew {table_grows} time(s) during the load: a pause at each "
