@@ -81,7 +81,7 @@ SINGLE_WARM_UP_S = 3
 # checkouts came back sold out)
 SINGLE_SKU_DRAWS = 100_000
 # the single-request server's tables, and the stock, are sized for this rate over the whole phase
-# (measured: 16,000-34,000/s; a table that grows pauses every request)
+# (measured: 16,000-38,000/s; a table that grows pauses every request)
 SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S = 50_000
 OPEN_FILES_BESIDE_CONNECTIONS = 512  # a server's or wrk's own files: modules, logs, the link, epoll
 # The batch load's server is sized for this many checkouts a second over the
