@@ -102,8 +102,8 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
             ahead_start += n_lines[j]
         half = j - AHEAD // 2
         if 0 <= half < n and op[half] == PAY:
-            _prefetch_payment(target[half] - 1, sizes[S_CHECKOUTS], checkouts, lines, orders, skus, buyer_balance,
-                              merchant_gmv)
+            _prefetch_payment(target[half] - 1, sizes[S_CHECKOUTS], checkouts, lines, orders, skus, buyers,
+                              buyer_balance, merchant_gmv)
         i = j - AHEAD
         if i < 0:
             continue
@@ -174,12 +174,13 @@ def _prefetch_command(j, first_line, op, n_lines, target, sku_row, available, sk
 
 
 @inline
-def _prefetch_payment(row, n_checkouts, checkouts, lines, orders, skus, buyer_balance, merchant_gmv):
+def _prefetch_payment(row, n_checkouts, checkouts, lines, orders, skus, buyers, buyer_balance, merchant_gmv):
     """For a payment: the rows its checkout's rows lead to (its buyer's
-    balance, its SKUs, its merchants' GMV)."""
+    record and balance, its SKUs, its merchants' GMV)."""
     if not 0 <= row < n_checkouts:
         return
     c = checkouts[row]
+    prefetch(buyers, c.buyer)
     prefetch(buyer_balance, c.buyer)
     for n in range(c.line_start, c.line_start + c.lines):
         prefetch(skus, lines[n].sku)
