@@ -191,11 +191,16 @@ class Server:
     def get(self, path: str) -> dict:
         return json.loads(urllib.request.urlopen(self.url + path, timeout=30).read())
 
-    def table_grows(self) -> int:
-        """How many times the engine's tables grew to take a batch (each a pause)."""
+    def table_grows(self, load: str, sized_for_orders_per_s: int) -> int:
+        """How many times the engine's tables grew to take a batch (each a
+        pause), said when any did during `load`."""
         text = urllib.request.urlopen(self.url + "/metrics", timeout=30).read().decode()
-        return next(int(float(line.split()[1])) for line in text.splitlines()
-                    if line.startswith("double11_table_grows_total "))
+        grows = next(int(float(line.split()[1])) for line in text.splitlines()
+                     if line.startswith("double11_table_grows_total "))
+        if grows:
+            say(f"  the engine's tables grew {grows} time(s) during {load}: a pause at each "
+                f"(more than {sized_for_orders_per_s:,} orders/s)")
+        return grows
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -249,11 +254,12 @@ def check_batch_load_fits(orders_per_s: int, seconds: float, available_bytes: in
     not fit in this machine's memory (it holds every order of the run)."""
     if orders_per_s <= 0:
         raise ValueError(f"--batch-orders-per-s must be positive, not {orders_per_s}")
-    need = batch_load_sizing(orders_per_s, seconds) * SIZED_BYTES_PER_CHECKOUT
+    checkouts = batch_load_sizing(orders_per_s, seconds)
+    need = checkouts * SIZED_BYTES_PER_CHECKOUT
     if available_bytes is not None and need + BESIDE_THE_ENGINE_BYTES > available_bytes:
         raise ValueError(
             f"{orders_per_s:,} orders/s for {seconds:g} s sizes the server for "
-            f"{batch_load_sizing(orders_per_s, seconds):,} checkouts: about {need / 2**30:.1f} GiB, and this "
+            f"{checkouts:,} checkouts: about {need / 2**30:.1f} GiB, and this "
             f"machine has {available_bytes / 2**30:.1f} GiB available ({BESIDE_THE_ENGINE_BYTES / 2**30:.1f} kept "
             f"for the rest of the run): lower --batch-orders-per-s or --seconds")
 
@@ -527,10 +533,7 @@ def bench_main(args: argparse.Namespace) -> int:
                                                  args.single_connections))
                     say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s"
                         f" ({singles[-1] / empties[-1]:.3f})")
-            single_table_grows = single_server.table_grows()
-            if single_table_grows:
-                say(f"  the engine's tables grew {single_table_grows} time(s) during the single loads: a pause at "
-                    f"each (more than {SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S:,} orders/s)")
+            single_table_grows = single_server.table_grows("the single loads", SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S)
         finally:
             single_server.stop()
             if empty_server is not None:
@@ -556,10 +559,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 say(f"  the clients waited {load['held_share']:.0%} of their time for their slots: the load offers "
                     f"at most {args.batch_orders_per_s:,} checkouts/s (what the server's memory is sized for over "
                     f"the run)")
-            table_grows = server.table_grows()
-            if table_grows:
-                say(f"  the engine's tables grew {table_grows} time(s) during the load: a pause at each "
-                    f"(more than {args.batch_orders_per_s:,} orders/s)")
+            table_grows = server.table_grows("the load", args.batch_orders_per_s)
         finally:
             server.stop()
         say("recovering the data folder and checking invariants ...")
