@@ -42,6 +42,7 @@ from double11.service import refusal
 log = logging.getLogger("double11.engine")
 _ENC = msgspec.json.Encoder()
 _INTERNAL = (500, _ENC.encode(error_body(Result.internal)))
+_SINGLE = int(Kind.SINGLE)
 
 
 class EngineLink(asyncio.Protocol):
@@ -61,7 +62,7 @@ class EngineLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self._buffer
         buf += data
-        while True:
+        while buf:
             try:
                 frames = scan_calls(buf, limits.link_call_bytes_max)
             except FrameTooLarge as e:
@@ -70,19 +71,23 @@ class EngineLink(asyncio.Protocol):
                 return
             if not len(frames):
                 return
-            single = frames.kind == Kind.SINGLE
             with memoryview(buf) as view:
-                for i in np.flatnonzero(~single).tolist():  # batches, views, metrics: one task each
-                    payload = bytes(view[frames.start[i]:frames.end[i]])
-                    task = asyncio.get_running_loop().create_task(
-                        self._other(int(frames.kind[i]), int(frames.call[i]), int(frames.op[i]),
-                                    int(frames.target[i]), payload))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                if single.any():  # the bodies stay where they are, in one copy of what was read
+                single = frames.kind == _SINGLE  # a plain int: NumPy compares to an IntEnum member 5x slower
+                if single.all():  # the phones' calls and nothing else: the common case
+                    calls, ops, targets, starts, ends = frames.call, frames.op, frames.target, frames.start, frames.end
+                else:
+                    for i in np.flatnonzero(~single).tolist():  # batches, views, metrics: one task each
+                        payload = bytes(view[frames.start[i]:frames.end[i]])
+                        task = asyncio.get_running_loop().create_task(
+                            self._other(int(frames.kind[i]), int(frames.call[i]), int(frames.op[i]),
+                                        int(frames.target[i]), payload))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                    calls, ops, targets = frames.call[single], frames.op[single], frames.target[single]
+                    starts, ends = frames.start[single], frames.end[single]
+                if len(calls):  # the bodies stay where they are, in one copy of what was read
                     read = np.frombuffer(view[:frames.consumed].tobytes(), dtype=np.uint8)
-                    self._singles(frames.call[single], frames.op[single], frames.target[single],
-                                  Bodies(read, frames.start[single], frames.end[single]))
+                    self._singles(calls, ops, targets, Bodies(read, starts, ends))
             del buf[:frames.consumed]
 
     def _singles(self, calls: np.ndarray, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> None:

@@ -48,6 +48,10 @@ class CallFrames:
 SCAN_CALLS_MAX = 1 << 16
 
 
+_NO_FRAMES = CallFrames(*(np.empty(0, dtype=t) for t in (np.uint8, np.uint32, np.uint8, np.int64, np.int64, np.int64)),
+                        consumed=0)
+
+
 def scan_calls(buffer: bytearray, payload_bytes_max: int) -> CallFrames:
     """The whole call frames at the start of `buffer` (up to SCAN_CALLS_MAX),
     found in one compiled pass without a Python object per frame: the
@@ -58,6 +62,8 @@ def scan_calls(buffer: bytearray, payload_bytes_max: int) -> CallFrames:
     else:  # a first frame not all read yet (a big batch, often): nothing to scan, nothing to allocate
         length = CALL.unpack_from(buffer)[-1]
         n = 0 if length <= payload_bytes_max and CALL.size + length > len(buffer) else len(buffer) // CALL.size
+    if n == 0:  # nothing whole to scan: no columns to make, no compiled call
+        return _NO_FRAMES
     view = np.frombuffer(buffer, dtype=np.uint8)
     n = min(n, SCAN_CALLS_MAX)
     kind, op = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)

@@ -319,3 +319,79 @@ def test_a_call_frame_past_the_limit_is_refused():
     with pytest.raises(FrameTooLarge):
         scan_calls(bytearray(CALL.pack(1, 1, 1, 0, 101) + b"x" * 101), 100)
     assert len(scan_calls(bytearray(CALL.pack(1, 1, 1, 0, 100) + b"x" * 100), 100)) == 1
+
+
+@pytest.mark.parametrize("cut", [None, 7, 40, 151])
+def test_one_read_of_singles_views_and_batches_answers_every_call_once(tmp_path, cut):
+    """The engine's end of the link, fed what the front sends: single
+    requests with a view and a batch among them, in one read or cut
+    anywhere.  Every call gets exactly one answer, the right one."""
+    import asyncio
+
+    import uvloop
+
+    from double11.engine.batch import Op
+    from double11.link.engine import EngineLink
+    from double11.link.frames import ANSWER, CALL, Kind, View
+    from double11.link.local import LocalFestival
+    from model import SMALL_SKUS
+
+    sku = sorted(SMALL_SKUS)[0]
+
+    def checkout(key: str) -> bytes:
+        return msgspec.json.encode({"buyer": 7, "country": "CN", "channel": "mobile",
+                                    "lines": [{"sku": sku, "qty": 1}], "idempotency_key": key})
+
+    calls = [(Kind.SINGLE, 1, Op.checkout, 0, checkout("a")),
+             (Kind.VIEW, 2, View.SKU, sku, b""),
+             (Kind.SINGLE, 3, Op.checkout, 0, checkout("b")),
+             (Kind.BATCH, 4, 0, 0, msgspec.json.encode({"commands": []})),
+             (Kind.SINGLE, 5, Op.checkout, 0, b"[1]"),
+             (Kind.SINGLE, 6, Op.checkout, 0, checkout("a"))]  # a retry of call 1
+    stream = b"".join(CALL.pack(k, c, o, t, len(p)) + p for k, c, o, t, p in calls)
+    reads = [stream] if cut is None else [stream[:cut], stream[cut:]]
+
+    class Transport:
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def run() -> dict[int, tuple[int, bytes]]:
+        link = EngineLink(LocalFestival(festival), asyncio.get_running_loop().create_future())
+        link.transport = transport = Transport()
+        for read in reads:
+            link.data_received(read)
+            await asyncio.sleep(0)
+        await festival.drain()
+        for _ in range(100):  # the view and the batch answer from tasks of their own
+            if len(answers_in(transport.data)) == len(calls):
+                break
+            await asyncio.sleep(0.01)
+        return answers_in(transport.data)
+
+    def answers_in(data: bytearray) -> dict[int, tuple[int, bytes]]:
+        found, at = {}, 0
+        while at < len(data):
+            call, status, _, length = ANSWER.unpack_from(data, at)
+            assert call not in found, f"call {call} answered twice"
+            found[call] = (status, bytes(data[at + ANSWER.size:at + ANSWER.size + length]))
+            at += ANSWER.size + length
+        return found
+
+    festival = Festival.open(small_catalog(), data_dir=tmp_path / "data", clock_start_ms=T0, speedup=0.0)
+    try:
+        got = uvloop.run(run())
+    finally:
+        festival.close()
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    first, second = msgspec.json.decode(got[1][1]), msgspec.json.decode(got[3][1])
+    assert got[1][0] == got[3][0] == 201 and first["checkout"] != second["checkout"]
+    assert got[6] == got[1]  # the retry: the first answer, byte for byte
+    assert got[5][0] == 400 and msgspec.json.decode(got[5][1])["error"]["code"] == "invalid_request"
+    assert got[2][0] == 200 and msgspec.json.decode(got[2][1])["sku"] == sku
+    assert got[4] == (200, b'{"results":[]}')
