@@ -150,6 +150,11 @@ class Kind(enum.IntEnum):
     METRICS = 4
 
 
+# Kind.SINGLE as a plain int, for the phones' path at both ends of the link:
+# NumPy compares a column to a plain int 5x faster than to an IntEnum member
+SINGLE_KIND = int(Kind.SINGLE)
+
+
 class View(enum.IntEnum):
     SKU = 1
     CHECKOUT = 2

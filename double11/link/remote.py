@@ -24,13 +24,12 @@ import msgspec
 from double11 import limits
 from double11.engine.batch import Op
 from double11.errors import Double11Error, Result
-from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, Kind, View
+from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, SINGLE_KIND, Kind, View
 
 log = logging.getLogger("double11.link")
 _pack_call = CALL.pack
 _unpack_answer = ANSWER.unpack_from
 _ANSWER_SIZE = ANSWER.size
-_SINGLE = int(Kind.SINGLE)
 
 
 class EngineLost(Double11Error):
@@ -64,7 +63,7 @@ class RemoteFestival(asyncio.Protocol):
         call = next(self._ids) & CALL_ID_MASK or next(self._ids)
         future = waiting[call] = self._loop.create_future()
         out = self._out
-        out.append(_pack_call(_SINGLE, call, op, target, len(body)))
+        out.append(_pack_call(SINGLE_KIND, call, op, target, len(body)))
         out.append(body)
         if not self._flush_scheduled:
             self._flush_scheduled = True
