@@ -4,10 +4,13 @@ GET /v1/stats exactly (each element keeps its raw figure in data-value)."""
 
 from __future__ import annotations
 
+import csv
+import math
 import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 
@@ -70,4 +73,33 @@ def test_screen_moves_with_the_traffic_and_agrees_with_the_stats(browser, live_s
     assert page.get_attribute("#connection", "data-state") == "live"
     assert outside == [] and errors == []
     page.screenshot(path=str(tmp_path / "screen.png"))
+    page.close()
+
+
+def test_the_big_counter_lands_on_a_steady_figure(browser, live_server):
+    """Once the figure stops changing, the count-up ends on it exactly, even while
+    the same figure keeps arriving every half second (it used to restart each
+    time and creep towards a whole-yuan GMV for seconds, one yuan short)."""
+    with open(live_server.catalog / "skus.csv", newline="") as f:
+        sku = next(row for row in csv.DictReader(f) if int(row["stock"]) >= 100)
+    price = int(sku["price_fen"])
+    qty = 100 // math.gcd(price, 100)  # a whole number of yuan: the case that crept
+    page = browser.new_page()
+    page.goto(live_server.url + "/?scale=0.00001")
+    page.wait_for_function("document.getElementById('stats-at').dataset.value !== ''", timeout=15_000)
+
+    with httpx.Client(base_url=live_server.url, timeout=10) as client:
+        made = client.post("/v1/checkouts", json={
+            "buyer": 7, "country": "CN", "channel": "mobile", "idempotency_key": "steady-1",
+            "lines": [{"sku": int(sku["sku"]), "qty": qty}]})
+        assert made.status_code == 201, made.text
+        checkout = made.json()
+        paid = client.post(f"/v1/checkouts/{checkout['checkout']}/pay",
+                           json={"amount_fen": checkout["amount_fen"], "idempotency_key": "steady-2"})
+        assert paid.status_code == 200, paid.text
+    gmv = live_server.stats()["gmv_fen"]
+    assert gmv == price * qty and gmv % 100 == 0
+    page.wait_for_function(f"document.getElementById('gmv-cny').dataset.value === '{gmv}'", timeout=5_000)
+    # the count-up takes 0.9 s; the same figure arrives again every 0.5 s meanwhile
+    page.wait_for_function(f"document.getElementById('gmv-cny').textContent === '{gmv // 100:,}'", timeout=2_500)
     page.close()
