@@ -1,4 +1,5 @@
-"""Shared test helpers: keep this small (other suites add fixtures in their own folders)."""
+"""Shared test helpers: keep this small (other suites add fixtures in their own folders),
+and the rule that splits the fast `unit` tests from the `slow` ones."""
 
 from __future__ import annotations
 
@@ -14,6 +15,28 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from model import small_catalog as _small_catalog  # noqa: E402
+
+# `./run test -m unit` runs the tests that stay inside the pytest process: no server, no other
+# process, no browser, no compiling every kernel from an empty cache. The rule lives here, not in
+# each file, so a new test is a unit test unless it is one of these (or says `slow` itself).
+_SLOW_FOLDERS = {"http"}
+_SLOW_MODULES = {"test_crash.py", "test_warm_up.py", "test_festival_command.py", "test_screen_browser.py"}
+_SLOW_FIXTURES = {"server", "client", "shared_server", "shared_client", "live_server", "browser", "chromium",
+                  "serve_help_works"}
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    path = Path(str(item.fspath))
+    if item.get_closest_marker("slow") or path.name in _SLOW_MODULES:
+        return True
+    if path.parent.name in _SLOW_FOLDERS and path.parent.parent.name == "tests":
+        return True
+    return bool(_SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.slow if _is_slow(item) else pytest.mark.unit)
 
 
 @pytest.fixture

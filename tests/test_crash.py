@@ -9,6 +9,7 @@ idempotency keys and recording every acknowledged command with its result.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -80,7 +81,7 @@ class ServerProcess:
                    "import sys; from double11.http.server import serve_main; "
                    "serve_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), 1.0, int(sys.argv[4]))",
                    str(catalog_dir), str(data_dir), str(self.port), str(CLOCK_START_MS)]
-        self.log = open(log_path, "ab")
+        self.log = open(log_path, "ab")  # noqa: SIM115 (held for the server's life, closed by kill)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         # a session of its own: a crash kills the front and the engine process together
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env,
@@ -101,10 +102,8 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL to every process of the server: the front and the engine."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
         self.log.close()
 

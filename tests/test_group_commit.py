@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+from model import T0, co, small_catalog
+
 from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result
 from double11.service import Festival
-from model import T0, co, small_catalog
 
 
 def test_concurrent_single_submits_share_batches_and_get_their_own_answers(tmp_path):

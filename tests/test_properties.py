@@ -174,7 +174,8 @@ class Driver:
             return self.build(r[2], pending, key=key or None)
         if kind == "bad":
             _, inner, which, old_key = r
-            keyed = [c for c in self.history if isinstance(c, dict) and isinstance(c.get("idempotency_key"), str) and c["idempotency_key"]]
+            keyed = [c for c in self.history
+                     if isinstance(c, dict) and isinstance(c.get("idempotency_key"), str) and c["idempotency_key"]]
             key = keyed[which % len(keyed)]["idempotency_key"] if old_key and keyed else None
             cmd = self.build(inner, {"amounts": [], "orders": 0}, key=key)
             defects = COMMON_DEFECTS + DEFECTS[cmd["op"]]
@@ -193,7 +194,8 @@ class Driver:
         want = self.model.execute(copy.deepcopy(cmds), self.now)
         assert len(got) == len(cmds), self.repro("result count")
         for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            assert norm(g) == norm(w), self.repro(f"command {i} of the last batch {cmds[i]!r}: engine {g!r}, model {w!r}")
+            assert norm(g) == norm(w), self.repro(
+                f"command {i} of the last batch {cmds[i]!r}: engine {g!r}, model {w!r}")
             if g["status"] >= 400:
                 assert set(g["body"]) == {"error"} and isinstance(g["body"]["error"].get("message"), str)
         self.check_views()
@@ -249,7 +251,8 @@ def check_invariants(v: dict) -> None:
     assert stats["gmv_fen"] == sum(c["amount_fen"] for c in checkouts if c["status"] == "paid")
     assert stats["gmv_fen"] == sum(stats["gmv_by_hour_fen"])
     for c in checkouts:
-        assert c["amount_fen"] == sum(line["amount_fen"] for line in c["lines"]) == sum(o["amount_fen"] for o in c["orders"])
+        assert (c["amount_fen"] == sum(line["amount_fen"] for line in c["lines"])
+                == sum(o["amount_fen"] for o in c["orders"]))
     # reserved units, recounted from the unpaid checkouts themselves
     held: dict[int, int] = {}
     for c in checkouts:
@@ -300,7 +303,8 @@ def test_recovery_is_deterministic(before, after, snapshot_at):
             try:
                 reopened = views(engine, d.model)
                 for name in closed:
-                    assert reopened[name] == closed[name], d.repro(f"recovery, view {name}: before close {closed[name]!r}, after {reopened[name]!r}")
+                    assert reopened[name] == closed[name], d.repro(
+                        f"recovery, view {name}: before close {closed[name]!r}, after {reopened[name]!r}")
             finally:
                 engine.close()
         # the idempotency table and the clock came back too: go on against the model

@@ -49,12 +49,14 @@ def test_checkout_body_orders_in_ascending_merchant_order():
         "body": {
             "checkout": 1,
             "amount_fen": 1999 + 200,
-            "orders": [{"order": 1, "merchant": 10, "amount_fen": 200}, {"order": 2, "merchant": 30, "amount_fen": 1999}],
+            "orders": [{"order": 1, "merchant": 10, "amount_fen": 200},
+                       {"order": 2, "merchant": 30, "amount_fen": 1999}],
             "status": "reserved",
             "expires_at": T0 + TIMEOUT,
         },
     }
-    assert m.sku(101) == {"sku": 101, "merchant": 30, "brand": 1, "price_fen": 1999, "stock": 2, "reserved": 1, "sold": 0, "stocked": 3}
+    assert m.sku(101) == {"sku": 101, "merchant": 30, "brand": 1, "price_fen": 1999, "stock": 2, "reserved": 1,
+                          "sold": 0, "stocked": 3}
     assert m.checkout(1) == {
         "checkout": 1,
         "buyer": 7,
@@ -109,7 +111,8 @@ def test_pay_cancel_confirm_refund_restock_bodies():
         (T0, [co("b", [(104, 1)]), cancel("x", 2)]),
     )
     assert rs[1] == {"status": 200, "body": {"checkout": 1, "status": "paid", "amount_fen": 2199}}
-    assert rs[2] == {"status": 200, "body": {"order": 2, "status": "settled", "merchant_fen": 1999 - 39, "commission_fen": 39}}
+    assert rs[2] == {"status": 200,
+                     "body": {"order": 2, "status": "settled", "merchant_fen": 1999 - 39, "commission_fen": 39}}
     assert rs[3] == {"status": 200, "body": {"order": 1, "status": "refunded", "amount_fen": 200}}
     assert rs[4] == {"status": 200, "body": {"sku": 106, "qty": 5}}
     assert rs[6] == {"status": 200, "body": {"checkout": 2, "status": "cancelled"}}
@@ -388,7 +391,8 @@ def test_stats():
         m,
         (T0, [co("a", [(101, 1)], buyer=1), pay("p", 1, 1999)]),  # returning buyer, mobile
         (T0 + 3_600_000, [co("b", [(102, 2), (104, 1)], buyer=50, country="US", channel="pc"), pay("q", 2, 550)]),
-        (T0 + 3_600_000, [co("c", [(102, 1)], buyer=50), pay("s", 3, 100), refund("r", 2), confirm("f", 3), co("d", [(102, 1)])]),
+        (T0 + 3_600_000, [co("c", [(102, 1)], buyer=50), pay("s", 3, 100), refund("r", 2), confirm("f", 3),
+                          co("d", [(102, 1)])]),
     )
     st = m.stats()
     assert set(st) == set(STATS_KEYS)
@@ -420,4 +424,5 @@ def test_gmv_by_hour_wraps_at_utc8_midnight():
 def test_views_of_unknown_ids():
     m = fresh()
     assert m.sku(UNKNOWN_SKU) is None and m.checkout(1) is None and m.order(1) is None
-    assert m.ledger() == {"accounts": {"buyers": 0, "escrow": 0, "merchants": 0, "platform": 0}, "sum": 0, "transfers": 0}
+    assert m.ledger() == {"accounts": {"buyers": 0, "escrow": 0, "merchants": 0, "platform": 0}, "sum": 0,
+                          "transfers": 0}

@@ -98,7 +98,7 @@ def test_the_lane_encodes_every_body_as_the_general_path_does(requests):
     assert len(batch) == len(kept)
     if kept:
         want = kept[0].concat(kept)
-        for name, dtype in COMMAND_COLUMNS + LINE_COLUMNS:
+        for name, _dtype in COMMAND_COLUMNS + LINE_COLUMNS:
             got, exp = getattr(batch, name), getattr(want, name)
             assert got.dtype == exp.dtype, name
             assert np.array_equal(got, exp), (name, got, exp, requests)
@@ -113,8 +113,8 @@ def test_the_lane_takes_plain_commands_and_leaves_the_rest():
     batch, refused = encode_bodies(Bodies.of([plain, spaced, float_qty, escaped, b"nope"]),
                                    np.array([Op.checkout] * 5, dtype=np.uint8), np.zeros(5, dtype=np.int64))
     assert list(refused) == [4]
-    taken, _ = parse_bodies(Bodies.of([plain, spaced, float_qty, escaped, b"nope"]), np.array([Op.checkout] * 5, dtype=np.uint8),
-                            np.zeros(5, dtype=np.int64))
+    taken, _ = parse_bodies(Bodies.of([plain, spaced, float_qty, escaped, b"nope"]),
+                            np.array([Op.checkout] * 5, dtype=np.uint8), np.zeros(5, dtype=np.int64))
     assert taken.tolist() == [True, True, False, False, False]
     assert batch.invalid.tolist() == [0, 0, 2, 0]  # 2: invalid_quantity, worded by the general path
     assert batch.lines.tolist() == [1, 1, 0, 1] and batch.sku.tolist() == [3, 4, 3]

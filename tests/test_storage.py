@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from model import small_catalog
+
 from double11 import Festival
 from double11.storage import log as command_log
 from double11.storage import snapshot as snapshots
-from model import small_catalog
 
 T0 = 1_510_329_600_000
 

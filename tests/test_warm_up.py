@@ -106,7 +106,8 @@ async def through_the_link(festival):
     first = festival.execute([command("x", skus[0])])[0]["body"]
     order = first["orders"][0]["order"]
     more = [
-        call(Kind.SINGLE, 50, Op.pay, first["checkout"], b'{"amount_fen": %d, "idempotency_key": "p"}' % first["amount_fen"]),
+        call(Kind.SINGLE, 50, Op.pay, first["checkout"],
+             b'{"amount_fen": %d, "idempotency_key": "p"}' % first["amount_fen"]),
         call(Kind.SINGLE, 51, Op.confirm, order, b'{"idempotency_key": "c"}'),
         call(Kind.SINGLE, 52, Op.refund, order, b'{"idempotency_key": "r"}'),
         call(Kind.SINGLE, 53, Op.cancel, 2, b'{"idempotency_key": "k"}'),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from model import small_catalog
 
 from double11 import Festival
 from double11.engine.batch import CommandBatch
 from double11.engine.encode import encode_commands
 from double11.engine.wire import decode_results
 from double11.errors import Double11Error, Result
-from model import small_catalog
 
 T0 = 1_510_329_600_000
 

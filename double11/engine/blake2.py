@@ -17,6 +17,7 @@ scratch array is per thread: the kernels that call this release the GIL.
 from __future__ import annotations
 
 import numpy as np
+
 from double11.engine.compiled import helper, inline
 
 IV = np.array([

@@ -88,7 +88,8 @@ class Table(_Growable):
         return self._buf[: self.size]
 
     def field(self, name: str) -> Field:
-        if name not in self._buf.dtype.names:
+        names = self._buf.dtype.names
+        if names is None or name not in names:
             raise KeyError(name)
         return Field(self, name)
 

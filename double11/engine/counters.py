@@ -12,6 +12,7 @@ earlier one.
 from __future__ import annotations
 
 import numpy as np
+
 from double11.engine.compiled import kernel
 
 

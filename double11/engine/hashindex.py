@@ -19,6 +19,7 @@ lookup passes (`lookups.py`) probe it in place with `find_or_claim_one`.
 from __future__ import annotations
 
 import numpy as np
+
 from double11.engine.compiled import inline, kernel
 from double11.engine.prefetch import prefetch
 
@@ -184,18 +185,18 @@ class StaticIndex:
     def __init__(self, ids: np.ndarray):
         ids = np.asarray(ids, dtype=np.int64)
         top = int(ids.max()) if len(ids) else 0
+        self._dense: np.ndarray | None = None
+        self._hash: HashIndex | None = None
         if len(ids) and int(ids.min()) > 0 and top <= self.DENSE_SLACK * len(ids) + 1024:
             self._dense = np.full(top + 1, -1, dtype=np.int64)
             self._dense[ids] = np.arange(len(ids))
-            self._hash = None
         else:
-            self._dense = None
             self._hash = HashIndex(len(ids))
             self._hash.insert(ids.astype(np.uint64))
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Row of each id, or -1 where the id is not in the set."""
-        if self._dense is None:
+        if self._hash is not None:
             return self._hash.lookup(np.asarray(ids).astype(np.uint64))
         rows = np.empty(len(ids), dtype=np.int64)
         _dense_rows(self._dense, np.ascontiguousarray(ids, dtype=np.int64), rows)

@@ -67,7 +67,7 @@ def compile_kernels() -> None:
     code, ref = engine.apply(dicts, now)
     views.results(engine, dicts, code, ref, 0, len(code))
     paid, cancelled = int(ref[0]), int(ref[1])
-    amount = int(engine.c_amount.data[paid - 1])
+    amount = int(engine.checkouts.rows["amount"][paid - 1])
 
     # the compact binary form, as a request (checked, copied) and as a log record replayed (read-only)
     pays = encode_commands([{"op": "pay", "checkout": paid, "amount_fen": amount, "idempotency_key": "f"},
@@ -78,11 +78,11 @@ def compile_kernels() -> None:
     engine.apply(CommandBatch.from_bytes(dicts.to_bytes(), trusted=True), now)  # retries, by now
 
     # single requests' bodies, alone and in a group commit with a JSON batch
-    first_order = int(engine.c_order_start.data[paid - 1]) + 1
+    first_order = int(engine.checkouts.rows["order_start"][paid - 1]) + 1
     # a confirmation, a refund, a retry, a key reused with another body, a body that is not an object
-    bodies = [{"idempotency_key": "h"}, {"idempotency_key": "i"}, _checkout("a", 1, 3, op=False),
-              _checkout("a", 2, op=False)]
-    bodies = Bodies.of([msgspec.json.encode(b) for b in bodies] + [b"[]"])
+    body_dicts = [{"idempotency_key": "h"}, {"idempotency_key": "i"}, _checkout("a", 1, 3, op=False),
+                  _checkout("a", 2, op=False)]
+    bodies = Bodies.of([msgspec.json.encode(b) for b in body_dicts] + [b"[]"])
     ops = np.array([Op.confirm, Op.refund, Op.checkout, Op.checkout, Op.checkout], dtype=np.uint8)
     singles, _ = encode_bodies(bodies, ops, np.array([first_order, first_order + 1, 0, 0, 0], dtype=np.int64))
     for batch in (singles, CommandBatch.concat([singles, encode_commands([_checkout("j", 2)])])):

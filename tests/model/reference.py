@@ -298,7 +298,8 @@ class ReferenceFestival:
                 "checkout": cid,
                 "amount_fen": total,
                 "orders": [
-                    {"order": oid, "merchant": self.orders[oid]["merchant"], "amount_fen": self.orders[oid]["amount_fen"]}
+                    {"order": oid, "merchant": self.orders[oid]["merchant"],
+                     "amount_fen": self.orders[oid]["amount_fen"]}
                     for oid in c["orders"]
                 ],
                 "status": "reserved",
@@ -376,7 +377,8 @@ class ReferenceFestival:
         self.accounts["platform"] += commission
         self.transfers += 2
         self.settled += amount
-        return ok(200, {"order": oid, "status": "settled", "merchant_fen": amount - commission, "commission_fen": commission})
+        return ok(200, {"order": oid, "status": "settled", "merchant_fen": amount - commission,
+                        "commission_fen": commission})
 
     def _refund(self, oid: int) -> dict:
         o = self.orders.get(oid)
@@ -418,7 +420,8 @@ class ReferenceFestival:
         for sku, qty in c["lines"]:
             s = self.skus[sku]
             lines.append(
-                {"sku": sku, "qty": qty, "price_fen": s["price_fen"], "amount_fen": qty * s["price_fen"], "order": order_of[s["merchant"]]}
+                {"sku": sku, "qty": qty, "price_fen": s["price_fen"], "amount_fen": qty * s["price_fen"],
+                 "order": order_of[s["merchant"]]}
             )
         return {
             "checkout": cid,
@@ -451,7 +454,8 @@ class ReferenceFestival:
             "merchant": o["merchant"],
             "status": o["status"],
             "amount_fen": o["amount_fen"],
-            "lines": [{"sku": sku, "qty": qty, "price_fen": price, "amount_fen": amount} for sku, qty, price, amount in o["lines"]],
+            "lines": [{"sku": sku, "qty": qty, "price_fen": price, "amount_fen": amount}
+                      for sku, qty, price, amount in o["lines"]],
         }
 
     def ledger(self) -> dict:
