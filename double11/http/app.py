@@ -12,7 +12,10 @@ HTTP layer answers for: a body over limits.http_body_bytes_max (413
 body_too_large, from Content-Length and while streaming), a path id that is
 not a positive integer (400 invalid_request), unknown paths (404 not_found)
 and wrong methods (405 method_not_allowed).  A request refused anywhere
-changes nothing.
+changes nothing.  One refused before its body was read has the body read
+and dropped before the answer (`settle_body`), so a client reusing the
+connection never loses its next request; a body that cannot be (over the
+limit) gets an answer with Connection: close.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from time import perf_counter
 from typing import Any, Callable
 
 import msgspec
-from granian.rsgi import ProtocolClosed
+from granian.rsgi import ProtocolClosed, ProtocolError
 
 from double11 import limits
 from double11.engine.batch import Op
@@ -84,6 +87,15 @@ class _Disconnected(Exception):
     pass
 
 
+class _BodyRefused(Double11Error):
+    """A body refused before all of it was read (too large, or a bad
+    Content-Length): the answer closes the connection, since what is left of
+    the body would be read as the next request."""
+
+
+_CLOSE = ("connection", "close")
+
+
 def _error(code: Result, detail: str | None = None) -> tuple[int, bytes, list]:
     return HTTP_STATUS[code], _ENC.encode(error_body(code, detail)), _H_JSON
 
@@ -98,20 +110,39 @@ async def read_body(scope: Any, proto: Any) -> bytes:
             try:
                 n = int(length)
             except ValueError:
-                raise Double11Error(Result.invalid_request, "bad Content-Length") from None
+                raise _BodyRefused(Result.invalid_request, "bad Content-Length") from None
             if n > _BODY_MAX:
-                raise Double11Error(Result.body_too_large, f"{n} bytes > {_BODY_MAX}")
+                raise _BodyRefused(Result.body_too_large, f"{n} bytes > {_BODY_MAX}")
             return await proto()
         chunks = []
         size = 0
         async for chunk in proto:
             size += len(chunk)
             if size > _BODY_MAX:
-                raise Double11Error(Result.body_too_large, f"more than {_BODY_MAX} bytes")
+                raise _BodyRefused(Result.body_too_large, f"more than {_BODY_MAX} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
     except ProtocolClosed:
         raise _Disconnected from None
+
+
+async def settle_body(scope: Any, proto: Any, headers: list, refused: BaseException | None = None) -> list:
+    """The headers of an answer given before its request's body was read (a
+    refused path, method or id, or a bug): the body is read and dropped first,
+    so the connection stays in step for the client's next request.  Where it
+    cannot be (over the limit, or cut off while streaming), the answer says
+    Connection: close, so a client reusing the connection knows to open
+    another rather than lose its next request.  A body already read is left
+    as it is."""
+    if isinstance(refused, _BodyRefused):
+        return headers + [_CLOSE]
+    try:
+        await read_body(scope, proto)
+    except ProtocolError:  # the body was read already
+        pass
+    except _BodyRefused:
+        return headers + [_CLOSE]
+    return headers
 
 
 class _SingleCommand:
@@ -129,6 +160,11 @@ def _parse_id(s: str) -> int:
         if 1 <= n <= _ID_MAX:
             return n
     raise Double11Error(Result.invalid_request, f"path id must be a positive integer up to {_ID_MAX}")
+
+
+def _sent_a_body(scope: Any) -> bool:
+    headers = scope.headers
+    return headers.get("content-length", "0") != "0" or headers.get("transfer-encoding") is not None
 
 
 class App:
@@ -195,7 +231,7 @@ class App:
             handler = methods.get(scope.method)
             if handler is None:
                 status, body, headers = _error(Result.method_not_allowed, f"{scope.method} {label}")
-                headers = headers + [("allow", ", ".join(methods))]
+                headers = await settle_body(scope, proto, headers + [("allow", ", ".join(methods))])
             else:
                 if type(id_) is str:
                     id_ = _parse_id(id_)
@@ -214,6 +250,8 @@ class App:
                     proto.response_bytes(status, headers, body)
                     self.metrics.observe(label, status, perf_counter() - t0)
                     return
+                if scope.method == "GET" and _sent_a_body(scope):  # the views read none
+                    await settle_body(scope, proto, [])
                 r = await handler(scope, proto, id_)
                 if r is None:  # streamed its own response
                     self.metrics.observe(label, 200, perf_counter() - t0)
@@ -222,16 +260,22 @@ class App:
         except Double11Error as e:
             status, body, headers = e.http_status, _ENC.encode(e.body()), _H_JSON
             label = route[0] if route is not None else R_UNMATCHED
+            refused: BaseException | None = e
         except (_Disconnected, ProtocolClosed):
             return
-        except Exception:
+        except Exception as e:
             log.exception("unhandled error in %s %s", scope.method, path)
             status, headers = HTTP_STATUS[Result.internal], _H_JSON
             body = _ENC.encode(error_body(Result.internal))
             label = route[0] if route is not None else R_UNMATCHED
+            refused = e
+        else:
+            refused = None
         try:
+            if refused is not None:  # refused before its body was read, maybe
+                headers = await settle_body(scope, proto, headers, refused)
             proto.response_bytes(status, headers, body)
-        except ProtocolClosed:  # the client went away: nothing to answer
+        except (_Disconnected, ProtocolClosed):  # the client went away: nothing to answer
             return
         self.metrics.observe(label, status, perf_counter() - t0)
 

@@ -18,6 +18,26 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 
+# What each of the festival's own figures (`Festival.metrics`) means, for its
+# # HELP line.  A figure missing here still gets a HELP line (FALLBACK_HELP),
+# and a test checks that every figure the festival gives is described.
+FESTIVAL_HELP: dict[str, str] = {
+    "double11_batches_total": "Batches applied by the engine (a group commit or a batch request is one).",
+    "double11_commands_total": "Commands applied by the engine, refused ones included.",
+    "double11_checkouts_total": "Checkouts accepted (stock reserved).",
+    "double11_orders_total": "Per-merchant orders created by accepted checkouts.",
+    "double11_payments_total": "Checkouts paid.",
+    "double11_gmv_fen": "Gross merchandise value of paid checkouts, in fen.",
+    "double11_pending_commands": "Commands waiting for the group commit.",
+    "double11_log_bytes_total": "Bytes written to the command log.",
+    "double11_fsyncs_total": "Syncs of the command log to disk.",
+    "double11_table_grows_total": "Times an engine table outgrew its size and was grown.",
+    "double11_batch_ms_p50": "Median time of a batch from taken to durable (apply, fsync), ms, recent batches.",
+    "double11_batch_ms_p99": "99th percentile time of a batch from taken to durable, ms, recent batches.",
+    "double11_state_bytes": "Memory held by the engine's growing tables, in bytes.",
+}
+FALLBACK_HELP = "A figure of the festival's engine (see double11/service.py, Festival.metrics)."
+
 
 def metric_name(name: str) -> str:
     name = _NAME_BAD.sub("_", name)
@@ -70,6 +90,7 @@ class HttpMetrics:
                 continue
             n = metric_name(name)
             kind = "counter" if n.endswith("_total") else "gauge"
+            out.append(f"# HELP {n} {FESTIVAL_HELP.get(n, FALLBACK_HELP)}")
             out.append(f"# TYPE {n} {kind}")
             out.append(f"{n} {_num(value)}")
         n = "double11_http_requests_total"
