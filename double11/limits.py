@@ -50,6 +50,11 @@ payment_timeout_ms_default = 15 * 60 * 1000
 sku_price_fen_max = 10**12
 catalog_skus_max = 50_000_000
 catalog_merchants_max = 10_000_000
+# a merchant's, brand's or product's name, in characters
+catalog_name_chars_max = 200
+# GET /v1/skus: SKUs per page when the request names no limit, and at most
+sku_list_limit_default = 20
+sku_list_limit_max = 500
 
 # Stats
 stats_top_n = 10

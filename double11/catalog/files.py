@@ -5,11 +5,13 @@ A catalog folder holds one table per entity, each as ``<name>.csv`` or ``<name>.
 
 - ``merchants``: merchant, name, marketplace, country
 - ``brands``:    brand, name, international, origin
-- ``skus``:      sku, merchant, brand, price_fen, stock
+- ``skus``:      sku, merchant, brand, price_fen, stock, and optionally name (the product's;
+  without the column each SKU is named "SKU <id>")
 - ``buyers``:    buyer  (optional: buyers who bought before, so not "new buyers")
 
 SKU rows keep their file order, which is their popularity rank (see
-double11.catalog.generate).  Extra columns are ignored.
+double11.catalog.generate).  Extra columns are ignored.  Names are at most
+limits.catalog_name_chars_max characters.
 
 Every problem raises ``Double11Error(Result.invalid_request, detail)``; the detail names the
 file, the column and, where cheap, the first bad row.  Rows are counted from 1 and do not
@@ -40,6 +42,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "skus": ("sku", "merchant", "brand", "price_fen", "stock"),
     "buyers": ("buyer",),
 }
+# columns a table may have, read when present
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"skus": ("name",)}
 FORMATS = ("csv", "parquet")
 
 # Returning buyers have no limit in double11.limits yet; a billion is far above the real
@@ -132,7 +136,14 @@ class _Table:
             raise self.fail(name, row, problem(values[row]))
 
     def names(self, name: str) -> list[str]:
-        return self.strings(name, trim=False).to_pylist()
+        """Names of at most limits.catalog_name_chars_max characters, as written."""
+        col = self.strings(name, trim=False)
+        length = pc.utf8_length(col)
+        row = _first(pc.greater(length, limits.catalog_name_chars_max))
+        if row >= 0:
+            raise self.fail(name, row, f"name of {length[row].as_py()} characters, over the limit of "
+                                       f"{limits.catalog_name_chars_max} (limits.catalog_name_chars_max)")
+        return col.to_pylist()
 
     def marketplaces(self, name: str) -> np.ndarray:
         col = self.strings(name, trim=True)
@@ -183,7 +194,8 @@ def _find(folder: Path, base: str, required: bool) -> Path | None:
     return None
 
 
-def _read(path: Path, columns: tuple[str, ...], rows_max: int, limit_name: str) -> _Table:
+def _read(path: Path, columns: tuple[str, ...], rows_max: int, limit_name: str,
+          optional: tuple[str, ...] = ()) -> _Table:
     file = path.name
     try:
         if path.suffix == ".parquet":
@@ -198,7 +210,7 @@ def _read(path: Path, columns: tuple[str, ...], rows_max: int, limit_name: str) 
             table = pacsv.read_csv(
                 path,
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns + optional}),
             )
     except (pa.ArrowException, OSError) as e:
         raise _fail(f"{file}: cannot be read: {e}") from None
@@ -206,6 +218,7 @@ def _read(path: Path, columns: tuple[str, ...], rows_max: int, limit_name: str) 
     for c in columns:
         if c not in names:
             raise _fail(f"{file}: missing column '{c}' (columns: {', '.join(names)})")
+    for c in columns + optional:
         if names.count(c) > 1:
             raise _fail(f"{file}: column '{c}' appears more than once")
     if table.num_rows > rows_max:
@@ -240,7 +253,8 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
     brand_international = b.flags("international")
     brand_origin = b.countries("origin")
 
-    s = _read(found["skus"], COLUMNS["skus"], limits.catalog_skus_max, "limits.catalog_skus_max")
+    s = _read(found["skus"], COLUMNS["skus"], limits.catalog_skus_max, "limits.catalog_skus_max",
+              OPTIONAL_COLUMNS["skus"])
     sku_id = s.ids("sku")
     sku_merchant = s.integers("merchant")
     _references(s, "merchant", sku_merchant, merchant_id, m.file)
@@ -253,6 +267,7 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
             lambda v: f"price {v} is over the limit of {limits.sku_price_fen_max} fen", sku_price_fen)
     sku_stock = s.integers("stock")
     s.check("stock", sku_stock >= 0, lambda v: f"stock {v} is negative", sku_stock)
+    sku_name = s.names("name") if "name" in s.table.column_names else None
 
     returning = np.zeros(0, dtype=np.int64)
     if found["buyers"] is not None:
@@ -275,12 +290,14 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
         sku_price_fen=sku_price_fen,
         sku_stock=sku_stock,
         returning_buyers=returning,
+        sku_name=sku_name,
     )
 
 
 def _tables(c: Catalog) -> dict[str, pa.Table]:
     market = np.array(MARKETPLACES, dtype=object)
     i64 = pa.int64()
+    names = {} if c.sku_name is None else {"name": pa.array(c.sku_name, pa.string())}
     return {
         "merchants": pa.table({
             "merchant": pa.array(c.merchant_id, i64),
@@ -300,6 +317,7 @@ def _tables(c: Catalog) -> dict[str, pa.Table]:
             "brand": pa.array(c.sku_brand, i64),
             "price_fen": pa.array(c.sku_price_fen, i64),
             "stock": pa.array(c.sku_stock, i64),
+            **names,
         }),
         "buyers": pa.table({"buyer": pa.array(c.returning_buyers, i64)}),
     }

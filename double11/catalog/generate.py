@@ -82,6 +82,17 @@ _CITY = ("Shenzhen", "Guangzhou", "Yiwu", "Hangzhou", "Dongguan", "Shanghai", "N
 _TRADE = ("Trading", "Technology", "Electronics", "Industrial", "Global", "Import & Export")
 _TMALL_KIND = ("Specialty Store", "Franchise Store", "Official Store")
 _GLOBAL_KIND = ("Overseas Flagship Store", "Global Store", "Overseas Direct Store")
+# Product names: brand + category + model ("Haier Rice Cooker K260").
+_CATEGORY = ("Phone", "Phone Case", "Earbuds", "Smart Watch", "Tablet", "Laptop", "Power Bank",
+             "Face Cream", "Serum", "Lipstick", "Sunscreen", "Shampoo", "Perfume", "Face Mask",
+             "Down Jacket", "Sweater", "Jeans", "Running Shoes", "Sneakers", "Backpack", "Handbag",
+             "Rice Cooker", "Air Fryer", "Vacuum Cleaner", "Air Purifier", "Kettle", "Blender",
+             "Coffee Maker", "Television", "Refrigerator", "Washing Machine", "Desk Lamp",
+             "Infant Formula", "Diapers", "Building Set", "Vitamin C", "Green Tea", "Mixed Nuts",
+             "Yoga Mat", "Suitcase")
+_MODEL_LETTERS = tuple("ABCDEFGHJKLMNPRSTVXZ")
+_MODEL_NUMBERS = (1, 2, 3, 5, 7, 8, 9, 10, 11, 12, 15, 20, 30, 50, 60, 70, 80, 90, 100, 120, 150, 200,
+                  220, 260, 300, 360, 500, 520, 600, 700, 800, 900, 1000, 2000)
 
 # Merchant sizes and SKU popularity.
 MERCHANT_SIZE_EXPONENT = 0.9  # SKUs per merchant ~ 1 / rank**0.9: top 1% own ~40% of SKUs
@@ -121,8 +132,9 @@ def generate_catalog(merchants: int, skus: int, seed: int, brands: int | None = 
     if not 1 <= brands <= limits.catalog_skus_max or returning_buyers < 0:
         raise ValueError("brands must be at least 1 and returning_buyers not negative")
     # One independent stream per part, so e.g. a change to pricing leaves brands alone.
-    r_brand, r_merchant, r_sku, r_price, r_stock = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
+    # (a stream added later is spawned after the others: theirs stay as they were)
+    r_brand, r_merchant, r_sku, r_price, r_stock, r_name = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6))
 
     b_name, b_intl, b_origin, b_fame = _brands(r_brand, brands)
     m_market, m_country, m_main, sizes = _merchants(r_merchant, merchants, skus, b_intl, b_fame)
@@ -131,6 +143,7 @@ def generate_catalog(merchants: int, skus: int, seed: int, brands: int | None = 
     owner, brand = _skus(r_sku, sizes, m_market, m_main, flagships, b_intl, b_fame)
     price = _prices(r_price, skus)
     stock = _stock(r_stock, skus)
+    sku_name = _product_names(r_name, brand, b_name)
 
     return Catalog(
         merchant_id=np.arange(1, merchants + 1, dtype=np.int64),
@@ -147,6 +160,7 @@ def generate_catalog(merchants: int, skus: int, seed: int, brands: int | None = 
         sku_price_fen=price,
         sku_stock=stock,
         returning_buyers=np.arange(1, returning_buyers + 1, dtype=np.int64),
+        sku_name=sku_name,
     )
 
 
@@ -288,6 +302,16 @@ def _skus(rng, sizes: np.ndarray, market: np.ndarray, main: np.ndarray, flagship
     k = min(len(free), len(b_fame))
     brand[rng.choice(free, k, replace=False)] = rng.permutation(len(b_fame))[:k]
     return owner, brand
+
+
+def _product_names(rng: np.random.Generator, brand: np.ndarray, b_name: list[str]) -> list[str]:
+    """Brand + category + model for each SKU row: one object-array concatenation
+    over a small table of " <category> <model>" endings, not a Python loop
+    per SKU (a million SKUs take a fraction of a second)."""
+    endings = np.array([f" {c} {letter}{number}" for c in _CATEGORY for letter in _MODEL_LETTERS
+                        for number in _MODEL_NUMBERS], dtype=object)
+    names = np.array(b_name, dtype=object)[brand] + endings[rng.integers(0, len(endings), len(brand))]
+    return names.tolist()
 
 
 def _prices(rng, n: int) -> np.ndarray:

@@ -33,6 +33,8 @@ class Catalog:
     sku_stock: np.ndarray  # int64
     # buyers who bought before this festival (optional): they are not "new buyers"
     returning_buyers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # product names, by SKU row (optional: a catalog without them names each "SKU <id>")
+    sku_name: list[str] | None = None
 
     @property
     def merchants(self) -> int:
@@ -45,3 +47,9 @@ class Catalog:
     @property
     def skus(self) -> int:
         return len(self.sku_id)
+
+    def sku_name_at(self, row: int) -> str:
+        """The product name of the SKU at `row`.  (A catalog pickled before
+        SKUs had names has no `sku_name` at all: the same derived names.)"""
+        names = getattr(self, "sku_name", None)
+        return names[row] if names is not None else f"SKU {int(self.sku_id[row])}"

@@ -47,7 +47,7 @@ def write(folder: Path, files: dict[str, str | None]) -> Path:
 def assert_same(a: Catalog, b: Catalog) -> None:
     for name in Catalog.__dataclass_fields__:
         x, y = getattr(a, name), getattr(b, name)
-        if isinstance(x, list):
+        if isinstance(x, list) or x is None:
             assert x == y, name
         else:
             assert x.dtype == y.dtype, name
@@ -81,6 +81,8 @@ def tricky(c: Catalog) -> Catalog:
     names = ['a, b', 'say "hi"', "two\nlines", " padded ", "123", "true", "", "天猫旗舰店", "L'Oreal"]
     c.merchant_name[: len(names)] = names
     c.brand_name[: len(names)] = names
+    assert c.sku_name is not None
+    c.sku_name[: len(names)] = names
     return c
 
 
