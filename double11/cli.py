@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="wrk connections of the single-request loads (default: bench.run.SINGLE_CONNECTIONS, 2048)")
     bench.add_argument("--skus", type=int, default=1_000_000)
     bench.add_argument("--merchants", type=int, default=100_000)
-    # batch size and connections trade throughput against latency: over 60 s on 12-01,
-    # 20,480 x 2 measured 681k orders/s at a p99 of 40 ms, 22,528 x 2 685k at 45 ms
+    # batch size and connections trade throughput against latency: a bigger batch gained
+    # little throughput for a worse p99 (docs/performance.md, "Measurements behind the constants")
     bench.add_argument("--batch", type=int, default=20_480, help="commands per batch request")
     bench.add_argument("--connections", type=int, default=2, help="batch client connections (a gateway pipelining its batches)")
     bench.add_argument("--batch-orders-per-s", type=int,

@@ -69,13 +69,14 @@ engine_process_nice = -10  # the engine holds every request's latency: scheduled
 # waits for it (Python's default: 5 ms).  A batch passes through four threads
 # there (the event loop, the decoder, the engine thread between its compiled
 # passes, the log thread), and each hand-over waited for the holder's turn
-# to end: at 0.5 ms the batch load measured 729,000-758,000 orders/s against
-# 675,000-691,000 (30 s loads, three each, in turn), p99 35-38 ms against 41-46
+# to end: a shorter turn gives the batch load more orders/s at a lower p99
+# (docs/performance.md, "Measurements behind the constants")
 engine_gil_switch_interval_s = 0.0005
 data_dir_lock_wait_s = 120  # a restarted engine waits this long for the last one to let go
 # a serving process's cyclic garbage collector (gc_tuning.py): its youngest
 # generation is collected after this many new container objects (Python's
 # default: 700).  Every request makes a dozen in the front (coroutines, a
-# task, futures), and at 700 the collector took 10-12 us of each request's
-# 77-99 us there
+# task, futures), so at 700 the collector ran every few dozen requests and
+# took a good share of each one's CPU (docs/performance.md, "Measurements
+# behind the constants")
 gc_young_allocations = 10_000

@@ -57,44 +57,43 @@ FLASH_DEALS = 10  # the hottest SKUs get too little stock on purpose: they sell 
 # Phones: many connections, one checkout each.  A group commit answers a
 # request once its batch is on disk, so a server's single-request rate is at
 # most connections / latency (Little's law); at festival scale the phones are
-# millions.  Measured on 2 cores, loads on their own, in turn (12-01f): 1024
-# connections gave 0.61-0.84 of the empty handler (mean 0.75 over ten pairs;
-# the server, the engine and wrk move in waves of ~200 requests, and the CPU
-# idles between them), 2048 gave 0.75-0.86 (mean 0.82 over seven) and 4096
-# 0.82-0.83: past 2048 the ratio no longer rises with the connections.
-# (12-01e, with 2,000 SKU draws: 256 gave 0.54-0.66.)
+# millions.  Fewer connections leave the CPU idle between waves of requests;
+# past 2048 the share of the empty handler no longer rises with them
+# (docs/performance.md, "Measurements behind the constants").
 SINGLE_CONNECTIONS = 2048
 # single and empty loads, in turn: four pairs, the second and fourth with the
 # empty handler first (a drift of the host's speed over the phase then weighs
-# on both alike).  One 10 s pair reads anywhere from 0.63 to 0.93 of the empty
-# handler on this shared 2-core VM (12-02c: 0.726 and 0.800 in one bench,
-# 0.866 and 0.804 in the next), so two pairs were too few to tell 0.80 apart
+# on both alike).  One 10 s pair varies widely on a shared VM, so two pairs
+# were too few to tell 0.80 apart (docs/performance.md, "Measurements behind
+# the constants")
 SINGLE_ROUNDS = 4
-# before them, a load on each fresh server that is not counted: in 12-02 the
-# first pair of five runs measured lower than the second every time (0.70-0.80
-# of the empty handler against 0.79-0.83); a sale runs for a day, not 10 s
+# before them, a load on each fresh server that is not counted: a fresh
+# server's first pair read lower than its second every time; a sale runs for
+# a day, not 10 s
 SINGLE_WARM_UP_S = 3
 # wrk's script picks each checkout's SKU uniformly from this many draws of the
 # popularity: enough that a draw carries about one request of a load, so the
-# load follows the Zipf popularity down the long tail (2,000 draws gave a tail
-# SKU drawn once 1/2,000 of the load, dozens of times its stock: 3-7% of the
-# checkouts came back sold out)
+# load follows the Zipf popularity down the long tail (with a few thousand
+# draws, a tail SKU drawn once got a share of the load dozens of times its
+# stock, and a few percent of the checkouts came back sold out)
 SINGLE_SKU_DRAWS = 100_000
-# the single-request server's tables, and the stock, are sized for this rate over the whole phase
-# (measured: 16,000-38,000/s; a table that grows pauses every request)
+# the single-request server's tables, and the stock, are sized for this rate over the whole phase,
+# well above what a single load reaches on the development machine (a table that grows pauses
+# every request)
 SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S = 50_000
 OPEN_FILES_BESIDE_CONNECTIONS = 512  # a server's or wrk's own files: modules, logs, the link, epoll
 # The batch load's server is sized for this many checkouts a second over the
-# run (55 million in 60 s: the engine process holds 17.2 GiB of the machine's
-# 24 GB from its start), and the load offers no more: every order is held in
-# memory, and a host fast enough to outrun the sizing made the tables double
-# and the bench's recovery of the data folder run out of memory (12-02d: 1.3
-# million checkouts/s, grown four times, recovery killed at 24.4 GB).  A
-# slower host gets what it can take; the limit is said when the load met it.
+# run (55 million in 60 s: most of a 24 GB machine's memory from its start),
+# and the load offers no more: every order is held in memory, and a host fast
+# enough to outrun the sizing made the tables double and the bench's recovery
+# of the data folder run out of memory (docs/performance.md, "Measurements
+# behind the constants").  A slower host gets what it can take; the limit is
+# said when the load met it.
 BATCH_LOAD_SIZED_FOR_ORDERS_PER_S = 900_000  # the default; --batch-orders-per-s sets another
-# what a checkout sized for costs the engine process in memory, up front (12-02c:
-# 17.2 GiB for 55 million), and what the rest of a run needs beside it (the
-# front, the clients, the page cache: 12-02c run 8 left 3.1 GB of 24 free)
+# what a checkout sized for costs the engine process in memory, up front, and
+# what the rest of a run needs beside it (the front, the clients, the page
+# cache), both from the bench's own runs (docs/performance.md, "Measurements
+# behind the constants")
 SIZED_BYTES_PER_CHECKOUT = 336
 BESIDE_THE_ENGINE_BYTES = 5 * 2**29  # 2.5 GiB
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
@@ -509,9 +508,9 @@ def bench_main(args: argparse.Namespace) -> int:
         # single, empty), so that a drift of this shared machine's speed weighs on
         # both alike.  First, because the later phases free tens of gigabytes,
         # which this VM's balloon hands back to the host, and the host's faults
-        # as pages came back into use slowed what ran next (12-01f: 3-5% of the
-        # CPU time stolen during the single loads and 0.72 of the empty handler
-        # after the batch load, against about 1% and 0.82 run on their own)
+        # as pages came back into use slowed what ran next (more CPU time
+        # stolen, a lower share of the empty handler: docs/performance.md,
+        # "The bench's own order")
         single_server = Server(catalog_dir, workdir / "single-data", args.port + 2,
                                expected_checkouts=int(SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S * single_phase_s(args)))
         empty_server = None
@@ -544,12 +543,10 @@ def bench_main(args: argparse.Namespace) -> int:
             say(f"  {engine_cps:,.0f} commands/s")
         say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
         # sized for the run, so that no table grows mid-run (growing doubles a
-        # table and copies it: a pause of seconds).  At 700,000/s 12-01's
-        # faster engine outran the sizing by the 60th second; at 800,000/s
-        # 12-02c's did (48,983,699 of 49,000,000 checkouts, and a 5 s wait for
-        # the last batch).  Sized for 900,000/s the engine process holds 17.2
-        # GiB of the 24 from its start (16.0 for 800,000/s, 18.3 for
-        # 1,000,000/s), and the load offers no more than that (batch_load)
+        # table and copies it: a pause of seconds).  A faster engine outran
+        # each smaller sizing by the end of a run, so the server is sized for
+        # what the load may offer, and the load offers no more than that
+        # (batch_load; docs/performance.md, "Measurements behind the constants")
         server = Server(catalog_dir, workdir / "data", args.port,
                         expected_checkouts=batch_load_sizing(args.batch_orders_per_s, args.seconds))
         try:

@@ -5,8 +5,8 @@ the engine works on dense rows so that every per-entity figure is a plain
 array.  Open addressing with linear probing at load factor <= 0.6, compiled
 with Numba: a probe is a multiply, a shift and (almost always) one cache miss.
 Why 0.6 and not 1/2: the table is a power of two, and the engine's tables
-are gigabytes, where every doubling costs: on the 2-core VM a probe into
-2 GB took 30-50 ns against 17-26 ns into 1 GB (more TLB misses per walk).
+are gigabytes, where every doubling costs (more TLB misses per walk; see
+docs/performance.md, "Measurements behind the constants").
 At 0.6, a key not in the table is found absent within 3.6 slots on average
 (one or two cache lines).
 A slot holds its key and row side by side, so a probe touches one cache line.

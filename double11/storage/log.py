@@ -73,13 +73,11 @@ class CommandLog:
         # The log is read back only at recovery, so its pages leave the page
         # cache once on disk: a festival writes gigabytes of it, which would
         # otherwise push the machine into reclaiming memory, and a write that
-        # has to reclaim stalls every batch waiting on it (measured: the
-        # bench's p99 went from 40 to 55-63 ms).  Whole pages only: Linux
-        # drops a range's last partial page when it ends at the end of the
-        # file, and the next append into that page would read it back from
-        # disk first, stalling the engine on every group commit (measured
-        # under a single-request load: 80-330 KB/s read back from the disk,
-        # one page per group commit, and stalls in iowait; none since).
+        # has to reclaim stalls every batch waiting on it.  Whole pages only:
+        # Linux drops a range's last partial page when it ends at the end of
+        # the file, and the next append into that page would read it back
+        # from disk first, stalling the engine on every group commit (both
+        # measured: docs/performance.md, "Measurements behind the constants").
         whole_pages_end = end - end % _PAGE_BYTES
         if whole_pages_end > self._uncached_bytes:
             os.posix_fadvise(self._fd, self._uncached_bytes, whole_pages_end - self._uncached_bytes,
