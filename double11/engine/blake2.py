@@ -79,8 +79,9 @@ def _compress(h0, h1, h2, h3, h4, h5, h6, h7, m, t, last):
     v12, v13, v14, v15 = IV[4] ^ t, IV[5], IV[6], IV[7]
     if last:
         v14 ^= _ONES
-    # a plain loop: unrolling the rounds (numba.literal_unroll) saved a third
-    # of 160 ns per key but made the first compile take minutes
+    # a plain loop: unrolling the rounds (numba.literal_unroll) hashed faster
+    # but made the first compile take minutes (docs/performance.md,
+    # "Measurements behind the constants")
     for r in range(12):
         s = SIGMA[r]
         v0, v4, v8, v12 = _g(v0, v4, v8, v12, m[s[0]], m[s[1]])
