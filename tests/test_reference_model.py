@@ -55,8 +55,8 @@ def test_checkout_body_orders_in_ascending_merchant_order():
             "expires_at": T0 + TIMEOUT,
         },
     }
-    assert m.sku(101) == {"sku": 101, "merchant": 30, "brand": 1, "price_fen": 1999, "stock": 2, "reserved": 1,
-                          "sold": 0, "stocked": 3}
+    assert m.sku(101) == {"sku": 101, "name": "SKU 101", "merchant": 30, "merchant_name": "Thirty Store", "brand": 1,
+                          "brand_name": "Apple", "price_fen": 1999, "stock": 2, "reserved": 1, "sold": 0, "stocked": 3}
     assert m.checkout(1) == {
         "checkout": 1,
         "buyer": 7,

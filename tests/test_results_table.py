@@ -184,9 +184,9 @@ def test_success_bodies(festival):
         "lines": [{"sku": 103, "qty": 2, "price_fen": 25000, "amount_fen": 50000}],
     }
     assert f.order(4)["status"] == "cancelled"
-    assert f.sku(103) == {"sku": 103, "merchant": 20, "brand": 1, "price_fen": 25000, "stock": 2, "reserved": 0, "sold": 0, "stocked": 2}
-    assert f.sku(101) == {"sku": 101, "merchant": 30, "brand": 1, "price_fen": 1999, "stock": 2, "reserved": 0, "sold": 1, "stocked": 3}
-    assert f.sku(106) == {"sku": 106, "merchant": 20, "brand": 2, "price_fen": 799, "stock": 7, "reserved": 0, "sold": 0, "stocked": 7}
+    assert f.sku(103) == {"sku": 103, "name": "SKU 103", "merchant": 20, "merchant_name": "Twenty Store", "brand": 1, "brand_name": "Apple", "price_fen": 25000, "stock": 2, "reserved": 0, "sold": 0, "stocked": 2}
+    assert f.sku(101) == {"sku": 101, "name": "SKU 101", "merchant": 30, "merchant_name": "Thirty Store", "brand": 1, "brand_name": "Apple", "price_fen": 1999, "stock": 2, "reserved": 0, "sold": 1, "stocked": 3}
+    assert f.sku(106) == {"sku": 106, "name": "SKU 106", "merchant": 20, "merchant_name": "Twenty Store", "brand": 2, "brand_name": "Xiaomi", "price_fen": 799, "stock": 7, "reserved": 0, "sold": 0, "stocked": 7}
     assert f.sku(104)["stock"] == 4 and f.sku(104)["reserved"] == 0
     assert f.sku(UNKNOWN_SKU) is None and f.checkout(3) is None and f.order(5) is None
     assert f.ledger() == {

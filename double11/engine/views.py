@@ -111,18 +111,34 @@ def sku(engine: Engine, sku_id: int) -> dict[str, Any] | None:
     row = int(engine.sku_index.lookup(np.array([sku_id], dtype=np.int64))[0])
     if row < 0:
         return None
+    return sku_at(engine, row)
+
+
+def sku_at(engine: Engine, row: int) -> dict[str, Any]:
+    """The view of the SKU at catalog row `row`: its names come from the
+    catalog (read for views only, never by the engine's loop)."""
     cat = engine.catalog
     stock, sold, stocked = int(engine.available[row]), int(engine.sku_sold[row]), int(engine.sku_stocked[row])
+    rows = engine.skus.rows
     return {
-        "sku": sku_id,
+        "sku": int(cat.sku_id[row]),
+        "name": cat.sku_name_at(row),
         "merchant": int(cat.sku_merchant[row]),
+        "merchant_name": cat.merchant_name[int(rows["merchant"][row])],
         "brand": int(cat.sku_brand[row]),
+        "brand_name": cat.brand_name[int(rows["brand"][row])],
         "price_fen": int(engine.sku_price[row]),
         "stock": stock,
         "reserved": stocked - stock - sold,  # as Engine.sku_reserved, for one row (not the whole array)
         "sold": sold,
         "stocked": stocked,
     }
+
+
+def sku_page(engine: Engine, rows: np.ndarray, next_after: int | None) -> dict[str, Any]:
+    """A page of GET /v1/skus: the SKUs at catalog `rows`, and the `after`
+    that asks for the next page (None on the last)."""
+    return {"skus": [sku_at(engine, row) for row in rows.tolist()], "next_after": next_after}
 
 
 def results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarray,

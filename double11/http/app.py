@@ -25,6 +25,7 @@ import logging
 import mimetypes
 from pathlib import Path
 from time import perf_counter
+from urllib.parse import parse_qsl
 from typing import Any, Callable
 
 import msgspec
@@ -71,6 +72,7 @@ ROUTES: tuple[str, ...] = (
     "/v1/checkouts/{checkout}",
     "/v1/orders/{order}",
     "/v1/skus/{sku}",
+    "/v1/skus",
     "/v1/ledger",
     "/v1/stats",
     "/v1/batch",
@@ -145,6 +147,38 @@ async def settle_body(scope: Any, proto: Any, headers: list, refused: BaseExcept
     return headers
 
 
+# GET /v1/skus's query parameters: (lowest, highest, default); merchant 0 is all merchants
+_SKU_PAGE_PARAMS: dict[str, tuple[int, int, int]] = {
+    "merchant": (1, _ID_MAX, 0),
+    "after": (0, _ID_MAX, 0),
+    "limit": (1, limits.sku_list_limit_max, limits.sku_list_limit_default),
+}
+
+
+def sku_page_query(query: str) -> tuple[int, int, int]:
+    """(merchant, after, limit) of GET /v1/skus?merchant=&after=&limit=;
+    400 invalid_request naming the parameter and its bounds otherwise."""
+    given: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _SKU_PAGE_PARAMS:
+            raise Double11Error(Result.invalid_request,
+                                f"unknown query parameter {name[:40]!r} (known: {', '.join(_SKU_PAGE_PARAMS)})")
+        if name in given:
+            raise Double11Error(Result.invalid_request, f"query parameter {name} is given twice")
+        given[name] = value
+    out = []
+    for name, (lowest, highest, default) in _SKU_PAGE_PARAMS.items():
+        value = given.get(name)
+        if value is None:
+            out.append(default)
+            continue
+        if not (value.isascii() and value.isdigit() and len(value) <= 19 and lowest <= int(value) <= highest):
+            raise Double11Error(Result.invalid_request,
+                                f"{name} must be an integer from {lowest} to {highest}, got {value[:40]!r}")
+        out.append(int(value))
+    return out[0], out[1], out[2]
+
+
 class _SingleCommand:
     """The route of a single command: its op (the App answers it inline)."""
 
@@ -194,6 +228,7 @@ class App:
         self._exact: dict[str, tuple[str, dict[str, Callable]]] = {
             "/v1/checkouts": (R_CHECKOUTS, {"POST": single(Op.checkout)}),
             "/v1/batch": (R_BATCH, {"POST": self._batch}),
+            "/v1/skus": ("/v1/skus", {"GET": self._sku_page}),
             "/v1/ledger": ("/v1/ledger", {"GET": read(View.LEDGER)}),
             "/v1/stats": ("/v1/stats", {"GET": read(View.STATS)}),
             "/v1/stats/stream": ("/v1/stats/stream", {"GET": self._stream}),
@@ -296,6 +331,11 @@ class App:
         binary = (scope.headers.get("content-type") or "").startswith(BINARY_BATCH_TYPE)
         status, body, binary = await self.festival.batch(await read_body(scope, proto), binary)
         return status, body, _H_BINARY if binary else _H_JSON
+
+    async def _sku_page(self, scope, proto, _id):
+        merchant, after, limit = sku_page_query(scope.query_string)
+        status, body = await self.festival.sku_page(merchant, after, limit)
+        return status, body, _H_JSON
 
     async def _metrics(self, scope, proto, _id):
         try:

@@ -130,13 +130,24 @@ class BatchResponse(msgspec.Struct):
 
 class SkuView(msgspec.Struct):
     sku: int
+    name: str  # the product's name ("SKU <id>" where the catalog has none)
     merchant: int
+    merchant_name: str
     brand: int
+    brand_name: str
     price_fen: int
     stock: int
     reserved: int
     sold: int
     stocked: int
+
+
+class SkuPage(msgspec.Struct):
+    """A page of SKUs in id order; pass `next_after` as `after` for the next
+    page (null: this was the last)."""
+
+    skus: list[SkuView]
+    next_after: int | None
 
 
 class CheckoutLineView(msgspec.Struct):
@@ -203,7 +214,7 @@ class Stats(msgspec.Struct):
 _COMPONENTS = (
     CheckoutRequest, PayRequest, KeyOnlyRequest, RestockRequest, BatchRequest,
     Error, CheckoutCreated, Paid, Cancelled, Settled, Refunded, Restocked, BatchResponse,
-    SkuView, CheckoutView, OrderView, LedgerView, Stats,
+    SkuView, SkuPage, CheckoutView, OrderView, LedgerView, Stats,
 )
 
 _REF = "#/components/schemas/{name}"
@@ -257,6 +268,24 @@ def _view(summary: str, t: type, id_name: str | None, *codes: Result) -> dict:
     return {"get": op}
 
 
+def _sku_list() -> dict:
+    def param(name: str, low: int, high: int, about: str, default: int | None = None) -> dict:
+        schema: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
+        if default is not None:
+            schema["default"] = default
+        return {"name": name, "in": "query", "required": False, "description": about, "schema": schema}
+
+    return {"get": {
+        "summary": "SKUs in id order, a page at a time (all, or one merchant's)",
+        "parameters": [
+            param("merchant", 1, limits.id_max, "only this merchant's SKUs"),
+            param("after", 0, limits.id_max, "only SKUs with a higher id: the last page's next_after", 0),
+            param("limit", 1, limits.sku_list_limit_max, "SKUs in the page at most", limits.sku_list_limit_default),
+        ],
+        "responses": {"200": {"description": "ok", "content": _json(SkuPage)},
+                      **_err(Result.invalid_request, Result.not_found)}}}
+
+
 def build_openapi() -> dict:
     _, components = msgspec.json.schema_components(_COMPONENTS, ref_template=_REF)
     binary = "application/x-double11-batch"
@@ -287,6 +316,7 @@ def build_openapi() -> dict:
                                           Result.unknown_checkout),
         "/v1/orders/{order}": _view("An order", OrderView, "order", Result.unknown_order),
         "/v1/skus/{sku}": _view("A SKU and its stock", SkuView, "sku", Result.unknown_sku),
+        "/v1/skus": _sku_list(),
         "/v1/ledger": _view("The ledger: balances by account class, sum (always 0)", LedgerView, None),
         "/v1/stats": _view("The live festival figures", Stats, None),
         "/v1/batch": {"post": {

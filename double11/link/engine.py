@@ -35,8 +35,8 @@ from double11.errors import Double11Error, Result, error_body
 from double11.gc_tuning import freeze_what_exists
 from double11.engine.answers import Answers
 from double11.engine.json_commands import Bodies
-from double11.link.frames import (ANSWER, CALL, READY_CALL, SINGLE_KIND, FrameTooLarge, Kind, View, pack_answers,
-                                  scan_calls)
+from double11.link.frames import (ANSWER, CALL, READY_CALL, SINGLE_KIND, SKU_PAGE_QUERY, FrameTooLarge, Kind, View,
+                                  pack_answers, scan_calls)
 from double11.link.local import LocalFestival
 from double11.service import refusal
 
@@ -116,6 +116,8 @@ class EngineLink(asyncio.Protocol):
         try:
             if kind == Kind.BATCH:
                 status, body, binary = await self.local.batch(payload, binary=bool(op))
+            elif kind == Kind.VIEW and op == View.SKU_PAGE:
+                (status, body), binary = await self.local.sku_page(*SKU_PAGE_QUERY.unpack(payload)), False
             elif kind == Kind.VIEW:
                 (status, body), binary = await self.local.view(View(op), target), False
             elif kind == Kind.METRICS:

@@ -161,3 +161,8 @@ class View(enum.IntEnum):
     ORDER = 3
     LEDGER = 4
     STATS = 5
+    SKU_PAGE = 6  # payload: SKU_PAGE_QUERY
+
+
+# a VIEW call of SKU_PAGE carries its query: merchant (0: all), after, limit
+SKU_PAGE_QUERY = struct.Struct("<qqq")

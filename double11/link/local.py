@@ -21,6 +21,8 @@ from double11.engine.batch import Op
 from double11.engine.encode import decode_object
 from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result
+from double11.catalog.listing import SkuListing
+from double11.engine import views
 from double11.link.frames import View
 from double11.service import Festival, refusal
 
@@ -40,6 +42,7 @@ class LocalFestival:
             View.LEDGER: (f.ledger, None),
             View.STATS: (f.stats, None),
         }
+        self._listing: SkuListing | None = None
 
     def single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
         """(status, JSON answer) of one single request's command, once durable."""
@@ -75,6 +78,20 @@ class LocalFestival:
         if value is None:
             return refusal(Double11Error(missing))
         return 200, _ENC.encode(value)
+
+    async def sku_page(self, merchant: int, after: int, limit: int) -> tuple[int, bytes]:
+        """GET /v1/skus: up to `limit` SKUs with an id over `after` (of
+        `merchant` only, unless 0) in id order, and the next page's `after`:
+        (200, JSON).  The query is checked by the HTTP front."""
+        page = await self.festival.read(self._sku_page, merchant, after, limit)
+        return 200, _ENC.encode(page)
+
+    def _sku_page(self, merchant: int, after: int, limit: int) -> dict[str, Any]:
+        engine = self.festival.engine
+        if self._listing is None:  # sorted once, on the first listing (the catalog never changes)
+            self._listing = SkuListing(engine.catalog)
+        rows, next_after = self._listing.page(after, limit, merchant or None)
+        return views.sku_page(engine, rows, next_after)
 
     async def metrics(self) -> dict[str, int | float]:
         return self.festival.metrics()

@@ -24,7 +24,7 @@ import msgspec
 from double11 import limits
 from double11.engine.batch import Op
 from double11.errors import Double11Error, Result
-from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, SINGLE_KIND, Kind, View
+from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, SINGLE_KIND, SKU_PAGE_QUERY, Kind, View
 
 log = logging.getLogger("double11.link")
 _pack_call = CALL.pack
@@ -76,6 +76,10 @@ class RemoteFestival(asyncio.Protocol):
 
     async def view(self, which: View, id_: int = 0) -> tuple[int, bytes]:
         status, body, _ = await self._call(Kind.VIEW, which, id_, b"")
+        return status, body
+
+    async def sku_page(self, merchant: int, after: int, limit: int) -> tuple[int, bytes]:
+        status, body, _ = await self._call(Kind.VIEW, View.SKU_PAGE, 0, SKU_PAGE_QUERY.pack(merchant, after, limit))
         return status, body
 
     async def metrics(self) -> dict[str, int | float]:

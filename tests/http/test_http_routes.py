@@ -92,8 +92,8 @@ def test_views(client):
     o = client.get("/v1/orders/2").json()
     assert o["order"] == 2 and o["checkout"] == 1 and o["merchant"] == 30 and o["status"] == "reserved"
     s = client.get("/v1/skus/101").json()
-    assert s == {"sku": 101, "merchant": 30, "brand": 1, "price_fen": 1999,
-                 "stock": 2, "reserved": 1, "sold": 0, "stocked": 3}
+    assert s == {"sku": 101, "name": "SKU 101", "merchant": 30, "merchant_name": "Thirty Store", "brand": 1,
+                 "brand_name": "Apple", "price_fen": 1999, "stock": 2, "reserved": 1, "sold": 0, "stocked": 3}
     led = client.get("/v1/ledger").json()
     assert led["sum"] == 0 and set(led["accounts"]) == {"buyers", "escrow", "merchants", "platform"}
     st = client.get("/v1/stats").json()

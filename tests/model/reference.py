@@ -191,10 +191,14 @@ class ReferenceFestival:
         self.skus: dict[int, dict] = {}
         for i in range(catalog.skus):
             stock = int(catalog.sku_stock[i])
+            merchant, brand = int(catalog.sku_merchant[i]), int(catalog.sku_brand[i])
             self.skus[int(catalog.sku_id[i])] = {
                 "sku": int(catalog.sku_id[i]),
-                "merchant": int(catalog.sku_merchant[i]),
-                "brand": int(catalog.sku_brand[i]),
+                "name": catalog.sku_name[i] if catalog.sku_name is not None else f"SKU {int(catalog.sku_id[i])}",
+                "merchant": merchant,
+                "merchant_name": catalog.merchant_name[catalog.merchant_id.tolist().index(merchant)],
+                "brand": brand,
+                "brand_name": catalog.brand_name[catalog.brand_id.tolist().index(brand)],
                 "price_fen": int(catalog.sku_price_fen[i]),
                 "stock": stock,
                 "reserved": 0,
