@@ -99,7 +99,8 @@ class HttpMetrics:
         for (route, status), count in sorted(self.requests.items()):
             out.append(f'{n}{{route="{_label(route)}",status="{status}"}} {count}')
         n = "double11_http_request_duration_seconds"
-        out.append(f"# HELP {n} HTTP request latency, from the request's arrival to the last byte handed to the server.")
+        out.append(f"# HELP {n} HTTP request latency, from the request's arrival "
+                   "to the last byte handed to the server.")
         out.append(f"# TYPE {n} histogram")
         for route in sorted(self.hist):
             h = self.hist[route]

@@ -4,6 +4,7 @@ folder, another port as the doc says to), are each answered 2xx."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,5 @@ def test_the_quickstart_runs_against_a_real_server(tmp_path):
         try:
             proc.wait(60)
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass

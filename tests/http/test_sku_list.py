@@ -7,12 +7,12 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-
 from conftest import ThreadServer
+from model import T0
+
 from double11 import limits
 from double11.catalog import generate_catalog
 from double11.service import Festival
-from model import T0
 
 SKUS = 300
 
