@@ -6,6 +6,14 @@ import msgspec
 
 from double11 import limits
 
+# 2017-11-11 00:00 UTC+8: the day the simulator imitates (`double11 festival`, the bench)
+IMITATED_DAY_START_MS = 1_510_329_600_000
+# A server's own day starts this many real seconds after its first start: time to start
+# `double11 simulate` (which builds its plan first) before the midnight rush, at any speed-up.
+OWN_DAY_LEAD_REAL_S = 15
+DAY_MS = 86_400_000
+UTC8_MS = 8 * 3_600_000
+
 
 class PreviousFestival(msgspec.Struct, frozen=True):
     """The festival we compare against ("growth against last year")."""
@@ -41,8 +49,16 @@ class FestivalConfig(msgspec.Struct, frozen=True):
     # write every page of those tables at start: a first write to a fresh page
     # costs a page fault, several times the cost of the write itself
     prefault_memory: bool = False
-    # the festival day starts at this instant (ms since the Unix epoch); 2017-11-11 00:00 UTC+8
-    festival_start_ms: int = 1_510_329_600_000
+    # the festival day starts at this instant (ms since the Unix epoch), written
+    # `festival_start_ms` in a file.  None: the festival runs its own day, which a
+    # server fixes at its first start (see own_day); read it as `festival_start_ms`
+    start_ms: int | None = msgspec.field(default=None, name="festival_start_ms")
+
+    @property
+    def festival_start_ms(self) -> int:
+        """The day's start; the imitated day's when none was fixed (an engine made
+        directly, as the tests and the bench make them, replays 2017)."""
+        return IMITATED_DAY_START_MS if self.start_ms is None else self.start_ms
 
 
 def load_config(path: str | None = None, **overrides) -> FestivalConfig:
@@ -69,3 +85,21 @@ def load_config(path: str | None = None, **overrides) -> FestivalConfig:
     if config.cny_per_usd_num <= 0 or config.cny_per_usd_den <= 0:
         raise Double11Error(Result.invalid_request, "cny_per_usd_num and cny_per_usd_den must be positive")
     return msgspec.structs.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def own_day(config: FestivalConfig, clock_start_ms: int | None, now_ms: int,
+            speedup: float) -> tuple[FestivalConfig, int | None]:
+    """(the configuration, the clock's start) a festival fixes at its first start.
+
+    Given neither a clock start nor a festival start, a server runs its own day, not
+    one years ago that its clock would never reach: the day dated by its first start
+    (midnight UTC+8, so the hours of the day are the festival's hours, as the live
+    figures count them), on a clock that reaches that midnight OWN_DAY_LEAD_REAL_S
+    real seconds after the start.  Given a clock start (the festival command and the
+    bench set it relative to the imitated day), the imitated day stays; given a
+    festival start, it is kept and the clock is real time."""
+    if config.start_ms is not None or clock_start_ms is not None:
+        return config, clock_start_ms
+    midnight = (now_ms + UTC8_MS) // DAY_MS * DAY_MS - UTC8_MS
+    lead_ms = int(OWN_DAY_LEAD_REAL_S * 1000 * speedup)
+    return msgspec.structs.replace(config, start_ms=midnight), midnight - lead_ms

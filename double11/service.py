@@ -33,7 +33,7 @@ import numpy as np
 from double11 import limits
 from double11.catalog import Catalog
 from double11.clock import FestivalClock
-from double11.config import FestivalConfig
+from double11.config import FestivalConfig, own_day
 from double11.engine import views
 from double11.engine.answers import answers
 from double11.engine.batch import CommandBatch, Op
@@ -91,7 +91,8 @@ class Festival:
             if catalog is None:
                 raise ValueError("an in-memory festival needs a catalog")
             compile_kernels()
-            return cls(Engine(catalog, config or FestivalConfig()), None, None, FestivalClock(clock_start_ms, speedup))
+            config, clock_start_ms = cls._first_day(config, clock_start_ms, speedup)
+            return cls(Engine(catalog, config), None, None, FestivalClock(clock_start_ms, speedup))
         compile_kernels()  # before a replay or a request waits for them
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,8 @@ class Festival:
         else:
             if catalog is None:
                 raise ValueError(f"{directory} holds no festival yet: a catalog is needed to start one")
-            seq, engine = 0, Engine(catalog, config or FestivalConfig())
+            config, clock_start_ms = cls._first_day(config, clock_start_ms, speedup)
+            seq, engine = 0, Engine(catalog, config)
         def records():
             nonlocal seq  # ends as the last record's
             for seq, now_ms, payload in command_log.replay(directory, seq):
@@ -116,6 +118,12 @@ class Festival:
         if not found:
             festival.snapshot()  # the catalog and config live in the snapshot from now on
         return festival
+
+    @staticmethod
+    def _first_day(config: FestivalConfig | None, clock_start_ms: int | None,
+                   speedup: float) -> tuple[FestivalConfig, int | None]:
+        """A new festival's config and clock start, its day fixed (config.own_day)."""
+        return own_day(config or FestivalConfig(), clock_start_ms, time.time_ns() // 1_000_000, speedup)
 
     @staticmethod
     def _clock(directory: Path, speedup: float, clock_start_ms: int | None) -> FestivalClock:
@@ -452,7 +460,10 @@ class Festival:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             now = max(self.clock.now_ms(), self.engine.now_ms)
-            return self.engine.stats.view(self.engine.catalog, now)
+            view = self.engine.stats.view(self.engine.catalog, now)
+        # the clock's pace, for a client that replays a day against it (double11 simulate)
+        view["speedup"] = self.clock.speedup
+        return view
 
     def metrics(self) -> dict[str, int | float]:
         e = self.engine

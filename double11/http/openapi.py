@@ -7,7 +7,7 @@ bodies untyped so it never answers for the engine).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -209,6 +209,11 @@ class Stats(msgspec.Struct):
     checkouts: int
     orders: int
     payments: int
+    speedup: Annotated[float, msgspec.Meta(
+        description="festival seconds per real second of the server's clock (serve --speedup)")]
+    scale: Annotated[float, msgspec.Meta(
+        description="the share of a real festival's traffic this one simulates (serve --scale; 1: real size); "
+                    "amounts, counts and rates times 1/scale estimate a real day's")]
 
 
 _COMPONENTS = (

@@ -14,10 +14,11 @@ from double11.report.render import html_report, text_report
 from double11.simulator.years import YEARS
 
 
-def write_report(stats: dict, summary: dict | None, scale: float | None, year: int, out: Path) -> None:
+def write_report(stats: dict, summary: dict | None, scale: float | None, year: int, out: Path,
+                 hours: float | None = None) -> None:
     """Print the report and write its HTML page."""
-    print(text_report(stats, year, scale, summary))
-    out.write_text(html_report(stats, year, scale, summary), encoding="utf-8")
+    print(text_report(stats, year, scale, summary, hours))
+    out.write_text(html_report(stats, year, scale, summary, hours), encoding="utf-8")
     print(f"\nreport written to {out}")
 
 
@@ -29,7 +30,11 @@ def report_main(argv: list[str]) -> int:
                         help="the simulation's scale, if the server's stats do not say (default 1)")
     parser.add_argument("--year", type=int, default=2017, choices=sorted(YEARS), help="the year to compare with")
     parser.add_argument("--summary", help="the simulator's summary JSON (simulate --summary), "
-                                          "for merchant clubs at scaled thresholds")
+                                          "for merchant clubs at scaled thresholds, the hours it replayed "
+                                          "and whether it kept to its schedule")
+    parser.add_argument("--hours", type=float,
+                        help="compare with the first HOURS of the year's day (default: the simulator's "
+                             "--hours, else the server's day so far)")
     args = parser.parse_args(argv)
     try:
         stats = httpx.get(args.url.rstrip("/") + "/v1/stats", timeout=10.0).raise_for_status().json()
@@ -37,5 +42,5 @@ def report_main(argv: list[str]) -> int:
         print(f"double11 report: cannot read {args.url}/v1/stats: {e}", file=sys.stderr)
         return 1
     summary = json.loads(Path(args.summary).read_text()) if args.summary else None
-    write_report(stats, summary, args.scale, args.year, Path(args.out))
+    write_report(stats, summary, args.scale, args.year, Path(args.out), args.hours)
     return 0

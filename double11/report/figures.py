@@ -1,8 +1,10 @@
 """The end-of-day figures, side by side with the year's published ones.
 
-Pure: a stats dict (GET /v1/stats), optionally the simulator's summary, the scale
-and the year in; rows out.  Amounts and counts are multiplied by 1/scale before
-they are compared; shares, moments and reach are compared as they are.
+Pure: a stats dict (GET /v1/stats), optionally the simulator's summary, the scale,
+the year and the hours run in; rows out.  Amounts and counts are multiplied by
+1/scale before they are compared; shares, moments and reach are compared as they
+are.  A run of the day's first hours is compared with the same hours of the year's
+day (years.targets), never with its whole day.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from double11.simulator.curve import format_clock
-from double11.simulator.years import CLUB_THRESHOLDS_FEN, TOP_INTERNATIONAL_2017, YearProfile, profile
+from double11.simulator.schedule import hours_text, lag_warning
+from double11.simulator.years import CLUB_THRESHOLDS_FEN, TOP_INTERNATIONAL_2017, YearProfile, profile, targets
 
 FEN_PER_BN = 100 * 1_000_000_000
+CNY_PER_USD_2017 = 6.65  # the rate the 2017 figures were announced at (US$25.3bn)
 
 
 @dataclass(frozen=True)
@@ -73,54 +77,84 @@ def merchant_clubs(stats: dict, summary: dict | None, scale: float) -> tuple[lis
     return None, "the server's clubs are at full-size thresholds; pass the simulator's summary"
 
 
+def report_hours(stats: dict, summary: dict | None = None, hours: float | None = None) -> float:
+    """The hours of the day the figures cover: the caller's word, then the simulator's
+    (a replay of the first hours), else the server's day so far (all of it once over)."""
+    for source in (hours, (summary or {}).get("hours")):
+        if source:
+            return min(float(source), 24.0)
+    elapsed_h = (int(stats.get("at", 0)) - int(stats.get("festival_start", 0))) / 3_600_000
+    return min(elapsed_h, 24.0) if elapsed_h > 0 else 24.0
+
+
+def lag_note(summary: dict | None) -> str | None:
+    """The simulator's warning when it fell behind its schedule (see schedule.lag_warning)."""
+    if not summary:
+        return None
+    return lag_warning(int(summary.get("max_lag_ms") or 0), summary.get("speedup"))
+
+
 def rows(stats: dict, year: int | YearProfile = 2017, scale: float | None = None,
-         summary: dict | None = None) -> list[Row]:
+         summary: dict | None = None, hours: float | None = None) -> list[Row]:
+    """The figures next to the year's for the same hours of its day (Targets)."""
     y = profile(year) if isinstance(year, int) else year
+    t = targets(y, report_hours(stats, summary, hours))
     s = effective_scale(stats, scale, summary)
     up = 1.0 / s
+    lagged = lag_note(summary) is not None
+    partial = "" if t.whole_day else f"{y.year}'s {hours_text(t.hours)}, from its hourly shares"
     gmv = int(stats.get("gmv_fen", 0))
+    usd_cents = int(stats.get("gmv_usd_cents", 0))
     by_hour = stats.get("gmv_by_hour_fen") or [0] * 24
     out = [
-        Row("gmv", "GMV", _rmb(gmv), _bn(gmv * up), _bn(y.gmv_fen), _ratio(gmv * up, y.gmv_fen)),
-        Row("gmv_usd", "GMV in US$", f"US$ {int(stats.get('gmv_usd_cents', 0)) / 100:,.0f}",
-            f"US$ {int(stats.get('gmv_usd_cents', 0)) / 100 * up / 1e9:,.1f} bn",
-            f"US$ {y.gmv_fen / 100 / 6.65 / 1e9:,.1f} bn",
-            _ratio(int(stats.get("gmv_usd_cents", 0)) * up, y.gmv_fen / 6.65)),
+        Row("gmv", "GMV", _rmb(gmv), _bn(gmv * up), _bn(t.gmv_fen), _ratio(gmv * up, t.gmv_fen), partial),
+        Row("gmv_usd", "GMV in US$", f"US$ {usd_cents / 100:,.0f}", f"US$ {usd_cents / 100 * up / 1e9:,.1f} bn",
+            f"US$ {t.gmv_fen / 100 / CNY_PER_USD_2017 / 1e9:,.1f} bn",
+            _ratio(usd_cents * up, t.gmv_fen / CNY_PER_USD_2017)),
     ]
-    growth = gmv * up / y.previous_gmv_fen - 1 if gmv else -1.0
-    out.append(Row("growth", f"growth against {y.previous_year}", "", f"{growth * 100:+.0f}%",
-                   f"{y.growth * 100:+.0f}%", _ratio(1 + growth, 1 + y.growth),
-                   f"against {y.previous_year}'s {_bn(y.previous_gmv_fen)}; ratio of GMV to it"))
-    out.append(Row("mobile", "paid on mobile", _pct(float(stats.get("mobile_share", 0.0))), "",
-                   _pct(y.mobile_share), _ratio(float(stats.get("mobile_share", 0.0)), y.mobile_share)))
-    first = by_hour[0] / gmv if gmv else 0.0
-    out.append(Row("first_hour", "first hour's share of GMV", _pct(first), "", _pct(y.first_hour_share),
-                   _ratio(first, y.first_hour_share)))
-    for key, label, target in (("peak_payments_per_s", "peak payments per second", y.peak_payments_per_s),
-                               ("peak_orders_per_s", "peak orders per second", y.peak_orders_per_s)):
+    growth = gmv * up / t.previous_gmv_fen - 1 if gmv else -1.0
+    out.append(Row("growth", f"growth against {t.previous_year}", "", f"{growth * 100:+.0f}%",
+                   f"{t.growth * 100:+.0f}%", _ratio(1 + growth, 1 + t.growth),
+                   f"against {t.previous_year}'s {_bn(t.previous_gmv_fen)}"
+                   + ("" if t.whole_day else f" in {hours_text(t.hours)}") + "; ratio of GMV to it"))
+    mobile = float(stats.get("mobile_share", 0.0))
+    out.append(Row("mobile", "paid on mobile", _pct(mobile), "", _pct(t.mobile_share), _ratio(mobile, t.mobile_share)))
+    if t.hours > 1:  # a run of an hour or less is all first hour
+        first = by_hour[0] / gmv if gmv else 0.0
+        out.append(Row("first_hour", "first hour's share of GMV", _pct(first), "", _pct(t.first_hour_share),
+                       _ratio(first, t.first_hour_share),
+                       "" if t.whole_day else f"its share of the GMV of {hours_text(t.hours)}"))
+    unreliable = "not reliable: the simulator fell behind its schedule (see the warning)"
+    for key, label, target in (("peak_payments_per_s", "peak payments per second", t.peak_payments_per_s),
+                               ("peak_orders_per_s", "peak orders per second", t.peak_orders_per_s)):
         peak = stats.get(key) or {}
         value = int(peak.get("value") or 0)
+        note = unreliable if lagged else ("derived, not published" if key in t.derived else "")
         out.append(Row(key, label, f"{_count(value)} at {_moment(stats, peak)}", _count(value * up),
-                       _count(target), _ratio(value * up, target)))
-    out.append(Row("peak_moment", "moment of the payment peak", _moment(stats, stats.get("peak_payments_per_s")),
-                   "", format_clock(y.peak_second), None,
-                   "derived, not published" if "peak_second" in y.derived else ""))
+                       _count(target), None if lagged else _ratio(value * up, target), note))
+    out.append(Row("peak_moment", "moment of the payment peak", _moment(stats, stats.get("peak_payments_per_s") or {}),
+                   "", format_clock(t.peak_second), None,
+                   unreliable if lagged else ("derived, not published" if "peak_second" in t.derived else "")))
     payments = int(stats.get("payments", 0))
-    out.append(Row("payments", "payments in the day", _count(payments), _count(payments * up),
-                   _count(y.payments), _ratio(payments * up, y.payments),
-                   "derived, not published" if "payments" in y.derived else ""))
+    out.append(Row("payments", "payments in the day" if t.whole_day else f"payments in {hours_text(t.hours)}",
+                   _count(payments), _count(payments * up), _count(t.payments), _ratio(payments * up, t.payments),
+                   "derived, not published" if "payments" in t.derived else ""))
     clubs, source = merchant_clubs(stats, summary, s)
     names = ("RMB 100 million", "RMB 500 million", "RMB 1 billion")
+    whole_day_only = f"{y.year} published it for the whole day only"
     for k, name in enumerate(names):
-        target = y.merchant_clubs[k] if y.merchant_clubs else None
+        club_target = t.merchant_clubs[k] if t.merchant_clubs else None
         ours = "-" if clubs is None else _count(clubs[k])
-        out.append(Row(f"club_{k}", f"merchants above {name}", ours, "", _count(target) if target else "-",
-                       _ratio(clubs[k], target) if clubs is not None else None,
-                       (f"at {_rmb(CLUB_THRESHOLDS_FEN[k] * s)} (threshold times scale), from the {source}"
-                        if clubs is not None else source)))
+        note = (f"at {_rmb(CLUB_THRESHOLDS_FEN[k] * s)} (threshold times scale), from the {source}"
+                if clubs is not None else source)
+        out.append(Row(f"club_{k}", f"merchants above {name}", ours, "",
+                       _count(club_target) if club_target else "-",
+                       _ratio(clubs[k], club_target) if clubs is not None and club_target else None,
+                       note if t.whole_day or y.merchant_clubs is None else f"{note}; {whole_day_only}"))
     countries = int(stats.get("countries", 0))
-    out.append(Row("countries", "countries and regions", _count(countries), "", f"at least {y.countries}",
-                   _ratio(countries, y.countries)))
+    out.append(Row("countries", "countries and regions", _count(countries), "",
+                   f"at least {t.countries}" if t.countries else "-",
+                   _ratio(countries, t.countries) if t.countries else None, "" if t.countries else whole_day_only))
     buyers, new = int(stats.get("buyers", 0)), int(stats.get("new_buyers", 0))
     out.append(Row("buyers", "buyers", _count(buyers), _count(buyers * up), "-", None))
     out.append(Row("new_buyers", "new buyers", f"{_count(new)} ({_pct(new / buyers if buyers else 0)})",

@@ -6,9 +6,10 @@ from __future__ import annotations
 import html
 import time
 
-from double11.report.figures import Row, effective_scale, rows, top_brands
+from double11.report.figures import Row, effective_scale, lag_note, report_hours, rows, top_brands
 from double11.simulator.curve import format_clock
-from double11.simulator.years import profile
+from double11.simulator.schedule import hours_text
+from double11.simulator.years import profile, targets
 
 CHART_W, CHART_H, CHART_PAD = 720, 240, 36
 
@@ -25,13 +26,26 @@ def headline(stats: dict, scale: float) -> str:
             + (f" at scale {scale:g} (about RMB {gmv / scale / 1e11:,.1f} billion at full size)" if scale != 1 else ""))
 
 
-def text_report(stats: dict, year: int = 2017, scale: float | None = None, summary: dict | None = None) -> str:
+def compared_with(year: int, hours: float) -> str:
+    """The column of the year's figures: its whole day, or the same first hours."""
+    return str(year) if hours >= 24 else f"{year}, {hours_text(hours)}"
+
+
+def text_report(stats: dict, year: int = 2017, scale: float | None = None, summary: dict | None = None,
+                hours: float | None = None) -> str:
     s = effective_scale(stats, scale, summary)
-    table = rows(stats, year, s, summary)
-    head = ("figure", "measured", "scale undone", str(profile(year).year), "ratio")
+    h = report_hours(stats, summary, hours)
+    table = rows(stats, year, s, summary, h)
+    head = ("figure", "measured", "scale undone", compared_with(profile(year).year, h), "ratio")
     cells = [head] + [(r.label, r.ours, r.full, r.target, _ratio_text(r.ratio)) for r in table]
     widths = [max(len(c[i]) for c in cells) for i in range(5)]
-    lines = [headline(stats, s), ""]
+    lines = [headline(stats, s)]
+    if h < 24:
+        lines.append(f"a run of {hours_text(h)} of the day, compared with {hours_text(h)} of {profile(year).year}'s")
+    warning = lag_note(summary)
+    if warning:
+        lines.append("warning: " + warning)
+    lines.append("")
     for c in cells:
         lines.append("  ".join(c[i].ljust(widths[i]) if i == 0 else c[i].rjust(widths[i]) for i in range(5)))
     brands = top_brands(stats)
@@ -41,10 +55,11 @@ def text_report(stats: dict, year: int = 2017, scale: float | None = None, summa
     return "\n".join(lines)
 
 
-def _bar_chart(by_hour: list[int], expected_share: tuple[int, ...]) -> str:
-    """GMV by hour as bars, with the year's hourly curve (scaled to our total) as dots."""
+def _bar_chart(by_hour: list[int], expected_share: tuple[float, ...]) -> str:
+    """GMV by hour as bars, with the year's hourly curve over the same hours (scaled
+    to our total) as dots."""
     total = sum(by_hour)
-    expected = [total * p / 1000 for p in expected_share]
+    expected = [total * p / sum(expected_share) for p in expected_share] if sum(expected_share) else []
     top = max(max(by_hour, default=0), max(expected, default=0), 1)
     w = (CHART_W - 2 * CHART_PAD) / 24
     plot_h = CHART_H - 2 * CHART_PAD
@@ -55,8 +70,9 @@ def _bar_chart(by_hour: list[int], expected_share: tuple[int, ...]) -> str:
         x = CHART_PAD + h * w
         parts.append(f'<rect x="{x + 2:.1f}" y="{CHART_PAD + plot_h - bh:.1f}" width="{w - 4:.1f}" '
                      f'height="{bh:.1f}" fill="#ff5000"><title>{h:02d}:00 RMB {v / 100:,.0f}</title></rect>')
-        ey = CHART_PAD + plot_h - plot_h * expected[h] / top
-        parts.append(f'<circle cx="{x + w / 2:.1f}" cy="{ey:.1f}" r="3" fill="#333"/>')
+        if h < len(expected):
+            ey = CHART_PAD + plot_h - plot_h * expected[h] / top
+            parts.append(f'<circle cx="{x + w / 2:.1f}" cy="{ey:.1f}" r="3" fill="#333"/>')
         if h % 3 == 0:
             parts.append(f'<text x="{x + w / 2:.1f}" y="{CHART_H - 12}" font-size="11" '
                          f'text-anchor="middle">{h:02d}</text>')
@@ -65,11 +81,16 @@ def _bar_chart(by_hour: list[int], expected_share: tuple[int, ...]) -> str:
     return "".join(parts)
 
 
-def html_report(stats: dict, year: int = 2017, scale: float | None = None, summary: dict | None = None) -> str:
+def html_report(stats: dict, year: int = 2017, scale: float | None = None, summary: dict | None = None,
+                hours: float | None = None) -> str:
     s = effective_scale(stats, scale, summary)
+    h = report_hours(stats, summary, hours)
     y = profile(year)
     e = html.escape
-    table = rows(stats, year, s, summary)
+    table = rows(stats, year, s, summary, h)
+    window = "" if h >= 24 else f" A run of {hours_text(h)} of the day: compared with {hours_text(h)} of {y.year}'s."
+    warning = lag_note(summary)
+    warning_html = f'<p class="warning" id="lag-warning">Warning: {e(warning)}</p>' if warning else ""
 
     def tr(r: Row) -> str:
         return (f'<tr id="row-{e(r.key)}"><th>{e(r.label)}</th><td>{e(r.ours)}</td><td>{e(r.full)}</td>'
@@ -87,20 +108,24 @@ def html_report(stats: dict, year: int = 2017, scale: float | None = None, summa
 <style>
 body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:960px;padding:0 1rem;color:#222}}
 h1{{font-size:1.5rem}} table{{border-collapse:collapse;width:100%}}
-th,td{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:right}} td{{white-space:nowrap}} th{{text-align:left}}
+th,td{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:right}}
+td{{white-space:nowrap}} th{{text-align:left}}
 thead th{{text-align:right}} thead th:first-child{{text-align:left}}
+.warning{{background:#fff3cd;border-left:4px solid #e0a800;padding:.5rem .8rem}}
 .note{{color:#777;font-size:.85em;text-align:left;white-space:normal}} .intl{{color:#ff5000;font-size:.8em}}
 .chart{{width:100%;height:auto}} .cols{{display:flex;gap:2rem;flex-wrap:wrap}} .cols>div{{flex:1}}
 </style></head><body>
 <h1>{e(headline(stats, s))}</h1>
 <p>Imitating {y.year}; traffic at scale {s:g}: amounts, counts and rates are multiplied by {1 / s:,.0f}
-to compare with {y.year}'s published figures; shares, moments and reach are compared as they are.
+to compare with {y.year}'s published figures; shares, moments and reach are compared as they are.{e(window)}
 Report made {e(time.strftime("%Y-%m-%d %H:%M:%S"))}.</p>
-<table><thead><tr><th>figure</th><th>measured</th><th>scale undone</th><th>{y.year}</th><th>ratio</th><th></th></tr></thead>
+{warning_html}
+<table><thead><tr><th>figure</th><th>measured</th><th>scale undone</th>
+<th>{e(compared_with(y.year, h))}</th><th>ratio</th><th></th></tr></thead>
 <tbody>{"".join(tr(r) for r in table)}</tbody></table>
 <h2>GMV by hour</h2>
-<p>Bars: this festival (UTC+8); dots: {y.year}'s hourly shape at the same total.</p>
-{_bar_chart([int(v) for v in stats.get("gmv_by_hour_fen") or [0] * 24], y.hourly_permille)}
+<p>Bars: this festival (UTC+8); dots: {y.year}'s hourly shape over the same hours, at the same total.</p>
+{_bar_chart([int(v) for v in stats.get("gmv_by_hour_fen") or [0] * 24], targets(y, h).hourly_permille)}
 <div class="cols"><div><h2>Top brands</h2><ol>{brands}</ol></div>
 <div><h2>Top merchants</h2><ol>{merchants}</ol></div></div>
 </body></html>

@@ -14,8 +14,9 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import msgspec
@@ -34,7 +35,7 @@ RETRIES_MAX = 20
 RETRY_BACKOFF_S = 0.05
 SPARE_ROWS = 65_536
 SPARE_LOOKS = 8  # candidates compared by price for one substitute
-assert BATCH_COMMANDS_MAX <= limits.batch_commands_max
+assert limits.batch_commands_max >= BATCH_COMMANDS_MAX
 
 _ENC = msgspec.json.Encoder()
 _DEC = msgspec.json.Decoder()
@@ -93,7 +94,7 @@ class Simulation:
         self.length_ms = int(min(hours, 24.0) * 3_600_000)  # replay only the day's first hours
         self.speedup = speedup
         self.on_progress = on_progress
-        self.tally = Tally()
+        self.tally = Tally(hours=min(hours, 24.0), speedup=speedup)
         self.run_id = f"sim{plan.profile.year}-{plan.seed}-{plan.scale:g}"
         self.heap: list[tuple[int, int, Pending]] = []
         self.seq = itertools.count()
@@ -104,6 +105,7 @@ class Simulation:
         self.in_flight: set[asyncio.Task] = set()
         self.slots = asyncio.Semaphore(IN_FLIGHT_MAX)
         self.stats: dict = {}
+        self.failure: BaseException | None = None
 
     # -------------------------------------------------------------- commands
 
@@ -166,7 +168,7 @@ class Simulation:
             if r in self.sold_out:
                 continue
             gap = abs(int(price[r]) - int(price[instead_of]))
-            if best is None or gap < best_gap:
+            if best is None or best_gap is None or gap < best_gap:
                 best, best_gap = r, gap
             if step >= SPARE_LOOKS:
                 break
@@ -286,7 +288,7 @@ class Simulation:
         await asyncio.gather(*(empty() for _ in range(IN_FLIGHT_MAX)))
 
     async def run(self, stop: asyncio.Event) -> Tally:
-        self.failure: BaseException | None = None
+        self.failure = None
         await self._warm_up()
         stats, real_s = await read_stats(self.http)
         self.stats = stats

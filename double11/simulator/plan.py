@@ -19,6 +19,7 @@ from double11.catalog.model import Catalog
 from double11.simulator import curve, mixes
 from double11.simulator.years import CLUB_THRESHOLDS_FEN, YearProfile
 
+
 def popularity_weights(n: int) -> np.ndarray:
     """The catalog's own popularity law (SKU rows are in rank order)."""
     w = np.asarray(catalog_popularity(n), dtype=np.float64)
@@ -36,7 +37,7 @@ class CatalogView:
     returning_buyers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
-    def of(cls, catalog: Catalog) -> "CatalogView":
+    def of(cls, catalog: Catalog) -> CatalogView:
         return cls(
             sku_id=np.asarray(catalog.sku_id, np.int64),
             price_fen=np.asarray(catalog.sku_price_fen, np.int64),

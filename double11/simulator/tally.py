@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from double11.simulator.schedule import lag_warning
 from double11.simulator.years import CLUB_THRESHOLDS_FEN
 
 
@@ -29,6 +30,8 @@ class Tally:
     transport_errors: int = 0
     skipped: int = 0  # planned checkouts already in the past when the run began
     max_lag_ms: int = 0  # festival ms between a command's due time and its sending
+    hours: float = 24.0  # the first hours of the day replayed
+    speedup: float = 0.0  # the server's clock's pace the replay kept to
 
     def answer(self, op: str, status: int, body: dict) -> None:
         code = body.get("error", {}).get("code", "ok") if isinstance(body, dict) else "?"
@@ -72,4 +75,7 @@ class Tally:
             "transport_errors": self.transport_errors,
             "skipped": self.skipped,
             "max_lag_ms": self.max_lag_ms,
+            "hours": self.hours,
+            "speedup": self.speedup,
+            "lag_warning": lag_warning(self.max_lag_ms, self.speedup),
         }

@@ -106,6 +106,94 @@ for _profile in YEARS.values():
 del _profile
 
 
+@dataclass(frozen=True)
+class Targets:
+    """A year's figures for the first `hours` of its day: what a run of that many hours
+    is compared with.  All 24 hours: the published figures themselves.  Fewer: the
+    day's curve (the published hourly shares, and the midnight rush shaped on the
+    published peak) says how much of each figure those hours held; `derived` names
+    those nobody published as such."""
+
+    year: int
+    hours: float
+    gmv_fen: float
+    previous_year: int
+    previous_gmv_fen: float  # the previous festival's, in the same hours of its day
+    payments: float
+    mobile_share: float
+    first_hour_share: float  # of these hours' GMV
+    peak_payments_per_s: float
+    peak_orders_per_s: float
+    peak_second: int
+    countries: int | None  # reach and clubs were published for the whole day only
+    merchant_clubs: tuple[int, ...] | None
+    hourly_permille: tuple[float, ...]  # each hour's share of the day, per mille, for the hours run
+    derived: tuple[str, ...] = ()
+
+    @property
+    def whole_day(self) -> bool:
+        return self.hours >= 24
+
+    @property
+    def growth(self) -> float:
+        return self.gmv_fen / self.previous_gmv_fen - 1.0
+
+
+def share_of_day(year: YearProfile, hours: float) -> float:
+    """The share of the day's payments (and GMV) in its first `hours`."""
+    from double11.simulator.curve import payment_curve  # the curve is built from this module's profiles
+
+    if hours >= 24:
+        return 1.0
+    whole = int(hours)
+    done = sum(year.hourly_permille[:whole]) / 1000
+    if hours == whole:
+        return done
+    curve = payment_curve(year)
+    hour = curve[whole * 3600:(whole + 1) * 3600]
+    # within the hour the curve's shape: the midnight rush is far from even
+    return done + float(hour[: int(round((hours - whole) * 3600))].sum())
+
+
+def targets(year: YearProfile, hours: float = 24.0) -> Targets:
+    """What the first `hours` of the year's day held (see Targets)."""
+    hours = min(max(hours, 0.0), 24.0)
+    if hours >= 24:
+        return Targets(year.year, 24.0, year.gmv_fen, year.previous_year, year.previous_gmv_fen, year.payments,
+                       year.mobile_share, year.first_hour_share, year.peak_payments_per_s, year.peak_orders_per_s,
+                       year.peak_second, year.countries, year.merchant_clubs,
+                       tuple(float(p) for p in year.hourly_permille), year.derived)
+    from double11.simulator.curve import payment_curve
+
+    share = share_of_day(year, hours)
+    previous = YEARS.get(year.previous_year)
+    # the previous festival's same hours: its own curve where we have it, else this year's shape
+    previous_share = share_of_day(previous, hours) if previous else share
+    first = share_of_day(year, min(hours, 1.0))
+    # as the plan draws it (mixes.mobile_flags): the first hour more mobile, the rest making up the day
+    later_mobile = ((year.mobile_share - year.first_hour_share * year.mobile_share_first_hour)
+                    / (1 - year.first_hour_share))
+    mobile = (first * year.mobile_share_first_hour + (share - first) * later_mobile) / share
+    derived = {"gmv_fen", "previous_gmv_fen", "payments", "mobile_share", *year.derived}
+    window_s = max(1, int(round(hours * 3600)))
+    if year.peak_second < window_s:
+        peak_pay, peak_orders, peak_second = (float(year.peak_payments_per_s), float(year.peak_orders_per_s),
+                                              year.peak_second)
+    else:  # the run ends before the published peak: the busiest second of the curve before its end
+        curve = payment_curve(year)[:window_s]
+        peak_second = int(curve.argmax())
+        peak_pay = float(curve[peak_second]) * year.payments
+        peak_orders = peak_pay / year.conversion
+        derived |= {"peak_payments_per_s", "peak_orders_per_s", "peak_second"}
+    whole = int(hours)
+    hourly = [float(p) for p in year.hourly_permille[:whole]]
+    if hours > whole:
+        hourly.append(1000 * (share - sum(year.hourly_permille[:whole]) / 1000))
+    return Targets(year.year, hours, year.gmv_fen * share, year.previous_year, year.previous_gmv_fen * previous_share,
+                   year.payments * share, mobile, first / share, peak_pay, peak_orders, peak_second, None, None,
+                   tuple(hourly), tuple(sorted(derived)))
+
+
 def profile(year: int) -> YearProfile:
     try:
         return YEARS[year]

@@ -10,6 +10,7 @@
   // server's stats may also say so (their word wins).  Only derived figures use it.
   const urlScale = parseFloat(params.get("scale")) || 0;
   const COUNT_UP_MS = 900;
+  const DAY_MS = 86400000;
   const SPARK_POINTS = 120;
   const $ = (id) => document.getElementById(id);
   const int = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
@@ -104,7 +105,7 @@
     const scale = Number(s.scale) || urlScale || 1;
     const start = s.festival_start;
     const elapsed = s.at - start;
-    set("festival-clock", s.at, elapsed < 0 ? "starts in " + clock(-elapsed).slice(1) : clock(Math.min(elapsed, 86400000)));
+    set("festival-clock", s.at, elapsed < 0 ? "starts in " + clock(-elapsed) : elapsed >= DAY_MS ? "the day is over" : clock(elapsed));
     set("stats-at", s.at, "figures of " + new Date(s.at).toISOString());
 
     countUp("gmv-cny", s.gmv_fen, 100);
@@ -118,6 +119,12 @@
 
     const prev = s.previous || {};
     $("prev-year").textContent = prev.year || "last year";
+    // Last year at this moment means something next to a simulation, which imitates a
+    // year at a scale (its GMV with the scale undone estimates a real day's).  At scale 1
+    // the server is a plain serve taking test orders (or a real festival, which the screen
+    // cannot tell from one): against a real year's billions it would read -100% all day,
+    // which says nothing, so the line is left out.
+    $("vs-previous").hidden = scale === 1;
     // growth at the same moment: the server's figure, or with the scale undone
     let growth = null;
     if (scale !== 1) {
