@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from double11 import limits
+
 
 class Result(enum.IntEnum):
     ok = 0
@@ -78,15 +80,18 @@ HTTP_STATUS: dict[Result, int] = {
     Result.internal: 500,
 }
 
+# a code's message where nothing more is known; a refused command's answer
+# says more (double11/engine/refusals.py: the field, the line, the bound)
 MESSAGES: dict[Result, str] = {
     Result.invalid_request: "the request is malformed",
-    Result.invalid_quantity: "quantity must be a whole number from 1 to the limit",
-    Result.invalid_country: "country must be an ISO 3166 alpha-2 code",
+    Result.invalid_quantity: (f"qty must be 1..{limits.line_qty_max} on a checkout line, "
+                              f"1..{limits.restock_qty_max} on a restock"),
+    Result.invalid_country: "country must be an ISO 3166 alpha-2 code such as 'CN'",
     Result.invalid_channel: "channel must be 'mobile' or 'pc'",
-    Result.too_many_lines: "a checkout has too many lines",
-    Result.empty_checkout: "a checkout needs at least one line",
-    Result.invalid_amount: "amount_fen must be a positive whole number of fen",
-    Result.invalid_idempotency_key: "idempotency_key must be a non-empty string within the limit",
+    Result.too_many_lines: f"lines must hold 1..{limits.checkout_lines_max} lines",
+    Result.empty_checkout: f"lines must hold 1..{limits.checkout_lines_max} lines",
+    Result.invalid_amount: f"amount_fen must be a positive integer up to {limits.id_max}",
+    Result.invalid_idempotency_key: f"idempotency_key must be 1..{limits.idempotency_key_chars_max} characters",
     Result.batch_too_large: "the batch has too many commands",
     Result.body_too_large: "the request body is too large",
     Result.unknown_op: "op must be one of checkout, pay, cancel, confirm, refund, restock",
@@ -110,22 +115,30 @@ MESSAGES: dict[Result, str] = {
 }
 
 
-def error_body(code: Result, detail: str | None = None) -> dict:
-    message = MESSAGES[code] if detail is None else f"{MESSAGES[code]}: {detail}"
-    return {"error": {"code": code.name, "message": message}}
+# a member's .name is a descriptor call, slow enough to show in a sell-out's
+# thousands of out_of_stock answers
+NAMES: dict[int, str] = {int(code): code.name for code in Result}
+
+
+def error_body(code: Result, detail: str | None = None, message: str | None = None) -> dict:
+    """The body of a refusal: `message` whole, or the code's message with `detail` after it."""
+    if message is None:
+        message = MESSAGES[code] if detail is None else f"{MESSAGES[code]}: {detail}"
+    return {"error": {"code": NAMES[code], "message": message}}
 
 
 class Double11Error(Exception):
     """Raised at the edges (catalog files, HTTP bodies) for input that is refused."""
 
-    def __init__(self, code: Result, detail: str | None = None):
+    def __init__(self, code: Result, detail: str | None = None, message: str | None = None):
         self.code = code
         self.detail = detail
-        super().__init__(error_body(code, detail)["error"]["message"])
+        self.message = message  # the whole message, where it says all (the field and the bound)
+        super().__init__(error_body(code, detail, message)["error"]["message"])
 
     @property
     def http_status(self) -> int:
         return HTTP_STATUS[self.code]
 
     def body(self) -> dict:
-        return error_body(self.code, self.detail)
+        return error_body(self.code, self.detail, self.message)

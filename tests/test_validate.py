@@ -22,10 +22,13 @@ def reference(batch: CommandBatch) -> np.ndarray:
 
     is_checkout = op == Op.checkout
     owner = np.repeat(np.arange(len(op)), batch.lines)
-    bad_sku = np.zeros(len(op), dtype=bool)
-    bad_sku[owner[batch.sku <= 0]] = True
-    bad_qty = np.zeros(len(op), dtype=bool)
-    bad_qty[owner[(batch.qty < 1) | (batch.qty > limits.line_qty_max)]] = True
+    # lines in order, each its sku then its qty: the first bad line decides
+    line_code = np.where(batch.sku <= 0, Result.invalid_request,
+                         np.where((batch.qty < 1) | (batch.qty > limits.line_qty_max), Result.invalid_quantity, 0))
+    bad = np.flatnonzero(line_code)
+    owners, first = np.unique(owner[bad], return_index=True)
+    bad_line = np.zeros(len(op), dtype=np.uint8)
+    bad_line[owners] = line_code[bad[first]]
     known_country = np.zeros(len(op), dtype=bool)
     in_range = batch.country < geo.COUNTRY_SLOTS
     known_country[in_range] = geo.VALID[batch.country[in_range]]
@@ -37,8 +40,8 @@ def reference(batch: CommandBatch) -> np.ndarray:
     mark(is_checkout & (batch.lines == 0), Result.empty_checkout)
     mark(is_checkout & (batch.lines > limits.checkout_lines_max), Result.too_many_lines)
     mark(~is_checkout & (batch.lines != 0), Result.invalid_request)
-    mark(bad_sku, Result.invalid_request)
-    mark(bad_qty, Result.invalid_quantity)
+    open_ = inv == 0
+    inv[open_] = bad_line[open_]
     mark(np.isin(op, [Op.pay, Op.cancel, Op.confirm, Op.refund]) & (batch.target <= 0), Result.invalid_request)
     mark((op == Op.pay) & (batch.amount <= 0), Result.invalid_amount)
     mark((op == Op.restock) & (batch.target <= 0), Result.invalid_request)
@@ -98,3 +101,14 @@ def test_a_command_already_marked_keeps_its_mark():
     batch.invalid[0] = Result.unknown_sku
     validate(batch)
     assert batch.invalid[0] == Result.unknown_sku
+
+
+def test_the_first_bad_line_decides_as_on_the_json_path():
+    """A bad qty on line 0 before a bad sku on line 1 is invalid_quantity,
+    a bad sku before a bad qty invalid_request (the JSON edge reads lines in order)."""
+    checkout = {"op": int(Op.checkout), "key": 1, "target": 7, "country": CN, "channel": 1, "amount": 0}
+    batch = _batch([dict(checkout, lines=[(101, 0), (0, 1)]), dict(checkout, lines=[(0, 1), (101, 0)]),
+                    dict(checkout, lines=[(101, 1), (101, limits.line_qty_max + 1)])])
+    validate(batch)
+    assert [Result(c).name for c in batch.invalid] == ["invalid_quantity", "invalid_request", "invalid_quantity"]
+    assert batch.invalid.tolist() == reference(batch).tolist()

@@ -2,8 +2,9 @@
 
 The common answers (a created checkout, a payment) are written straight
 from the engine's columns into one buffer, byte for byte what
-`views.results` + msgspec give (a test pins it); every other answer (errors,
-cancels, settlements...) is built by `views.results`.
+`views.results` + msgspec give (a test pins it); every other answer is built
+by `views`: refusals by `views.refusal` (each worded for its command: the
+field, the line, the bound), cancels, settlements... by `views.results`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from double11.engine import views
+from double11.engine import refusals, views
 from double11.engine.batch import CommandBatch, Op
 from double11.engine.compiled import inline, kernel
 from double11.engine.machine import Engine
-from double11.errors import HTTP_STATUS, Result, error_body
+from double11.errors import Result
 
 _ENC = msgspec.json.Encoder()
 _OK = int(Result.ok)
@@ -23,11 +24,6 @@ _CHECKOUT, _PAY = int(Op.checkout), int(Op.pay)
 ROW_BYTES_MAX = 200  # a checkout's answer without its orders, every number at 20 digits
 ORDER_BYTES_MAX = 100  # one order of it
 
-
-# errors whose answer names nothing of the command (out_of_stock, when a hot
-# item sells out at midnight, above all): encoded once
-_PLAIN_ERRORS = {int(code): (HTTP_STATUS[code], _ENC.encode(error_body(code)))
-                 for code in Result if code != Result.ok and code not in views.DETAIL}
 
 
 def _text(s: str) -> np.ndarray:
@@ -167,13 +163,17 @@ def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
     if not rarer:
         return Answers(status, out[:written].tobytes(), starts, ends)
     extra, at = [], written  # the rarer answers: built in Python, their bodies after the others
+    first_line = None  # of each command, for the refusals' messages (they name the line)
     for i in rarer:
-        plain = _PLAIN_ERRORS.get(int(codes[i]))
-        if plain is None:
+        if codes[i] != _OK:
+            if first_line is None:
+                first_line = refusals.first_lines(batch, stop)
+            res = views.refusal(engine, batch, start + i, int(codes[i]), int(refs[i]), int(first_line[start + i]))
+        else:
             res = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]
-            plain = (res["status"], _ENC.encode(res["body"]))
-        status[i], starts[i] = plain[0], at
-        at += len(plain[1])
+        body = _ENC.encode(res["body"])
+        status[i], starts[i] = res["status"], at
+        at += len(body)
         ends[i] = at
-        extra.append(plain[1])
+        extra.append(body)
     return Answers(status, out[:written].tobytes() + b"".join(extra), starts, ends)

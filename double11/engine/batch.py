@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from double11.engine.compiled import inline, kernel
@@ -67,6 +67,10 @@ class CommandBatch:
     amount: np.ndarray
     sku: np.ndarray
     qty: np.ndarray
+    # the words of a malformed command's refusal, by index, where the edge
+    # that refused it knew more than the columns hold (a JSON field missing
+    # or of the wrong type: encode.py); not part of the wire form or the log
+    notes: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.op)
@@ -75,17 +79,22 @@ class CommandBatch:
     def concat(cls, batches: list["CommandBatch"]) -> "CommandBatch":
         if len(batches) == 1:
             return batches[0]
+        notes, at = {}, 0
+        for b in batches:
+            notes.update({at + i: note for i, note in b.notes.items()})
+            at += len(b.op)
         return cls(**{
             name: np.concatenate([getattr(b, name) for b in batches])
             for name, _ in COMMAND_COLUMNS + LINE_COLUMNS
-        })
+        }, notes=notes)
 
     def slice(self, start: int, stop: int) -> "CommandBatch":
         """Commands start..stop-1 and their lines (views, not copies)."""
         l0 = int(self.lines[:start].sum(dtype=np.int64))
         l1 = l0 + int(self.lines[start:stop].sum(dtype=np.int64))
+        notes = {i - start: note for i, note in self.notes.items() if start <= i < stop}
         return CommandBatch(**{name: getattr(self, name)[start:stop] for name, _ in COMMAND_COLUMNS},
-                            sku=self.sku[l0:l1], qty=self.qty[l0:l1])
+                            sku=self.sku[l0:l1], qty=self.qty[l0:l1], notes=notes)
 
     def to_bytes(self) -> bytes:
         parts = [_HEADER.pack(_MAGIC, _VERSION, 0, len(self.op), len(self.sku))]
@@ -103,7 +112,8 @@ class CommandBatch:
         if magic != _MAGIC or version != _VERSION:
             raise Double11Error(Result.invalid_request, "not a double11 binary batch (magic/version)")
         if not trusted and n > limits.batch_commands_max:
-            raise Double11Error(Result.batch_too_large, f"{n} commands, limit {limits.batch_commands_max}")
+            raise Double11Error(Result.batch_too_large,
+                                f"it holds {n} commands, the limit is {limits.batch_commands_max}")
         expected = _HEADER.size + n * _row_bytes(COMMAND_COLUMNS) + n_lines * _row_bytes(LINE_COLUMNS)
         if len(data) != expected:
             raise Double11Error(Result.invalid_request, f"binary batch is {len(data)} bytes, header says {expected}")
@@ -190,15 +200,18 @@ _LINES_MAX, _QTY_MAX, _RESTOCK_MAX = limits.checkout_lines_max, limits.line_qty_
 def _validate(op, key, target, country, channel, lines, amount, sku, qty, valid_country, invalid):
     # one pass (it was two dozen NumPy passes: 1 ms of a checkout batch's
     # 1.6 ms decode, on the request's path); a command already marked keeps
-    # its mark
+    # its mark.  Lines are checked in order, each its sku then its qty, as
+    # the JSON edge does: the first bad line decides the code
     line = 0
     for i in range(len(op)):
         n_lines = lines[i]
-        bad_sku = False
-        bad_qty = False
+        bad_line = 0
         for k in range(line, line + n_lines):
-            bad_sku |= sku[k] <= 0
-            bad_qty |= qty[k] < 1 or qty[k] > _QTY_MAX
+            if bad_line == 0:
+                if sku[k] <= 0:
+                    bad_line = _INVALID_REQUEST
+                elif qty[k] < 1 or qty[k] > _QTY_MAX:
+                    bad_line = _INVALID_QUANTITY
         line += n_lines
         if invalid[i] != 0:
             continue
@@ -221,10 +234,8 @@ def _validate(op, key, target, country, channel, lines, amount, sku, qty, valid_
             code = _TOO_MANY_LINES
         elif not is_checkout and n_lines != 0:
             code = _INVALID_REQUEST
-        elif bad_sku:
-            code = _INVALID_REQUEST
-        elif bad_qty:
-            code = _INVALID_QUANTITY
+        elif bad_line != 0:
+            code = bad_line
         elif o != _RESTOCK and not is_checkout and target[i] <= 0:  # pay, cancel, confirm, refund
             code = _INVALID_REQUEST
         elif o == _PAY and amount[i] <= 0:

@@ -9,19 +9,21 @@ plain: lists of Python ints, turned into arrays once at the end.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 import numpy as np
 
 from double11 import geo, limits
+from double11.engine import refusals
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.errors import Double11Error, Result
 
 OPS = {op.name: int(op) for op in Op}
 CHANNELS = {ch.name: int(ch) for ch in Channel}
 COUNTRIES = {alpha2: geo.encode(alpha2) for alpha2 in geo.ALPHA2}
-_TARGET_FIELD = {Op.pay: "checkout", Op.cancel: "checkout", Op.confirm: "order", Op.refund: "order", Op.restock: "sku"}
+_TARGET_FIELD: dict[int, str] = {Op.pay: "checkout", Op.cancel: "checkout", Op.confirm: "order", Op.refund: "order",
+                                 Op.restock: "sku"}
 _CHECKOUT, _PAY, _RESTOCK = int(Op.checkout), int(Op.pay), int(Op.restock)
 _KEY_CHARS_MAX = limits.idempotency_key_chars_max
 _LINES_MAX = limits.checkout_lines_max
@@ -60,50 +62,84 @@ def decode_single(body: bytes, op: int, target: int) -> dict:
     return cmd
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return type(v) is int and _INT_MIN <= v < _INT_MAX
 
 
+def _id_message(cmd: dict, name: str, field: str | None = None) -> str:
+    """The words for a missing or bad id (`name` in cmd, called `field`)."""
+    field = field or name
+    if name not in cmd:
+        return refusals.missing(field, refusals.ID_WANTED)
+    return refusals.wrong(field, refusals.ID_WANTED, cmd[name])
+
+
+def _key_message(cmd: dict) -> str:
+    if "idempotency_key" not in cmd:
+        return refusals.missing("idempotency_key", refusals.KEY_WANTED)
+    k = cmd["idempotency_key"]
+    if type(k) is str:
+        return refusals.key_length(len(k))
+    return refusals.wrong("idempotency_key", "a string of " + refusals.KEY_WANTED, k)
+
+
+def _qty_message(holder: dict, field: str, wanted: str) -> str:
+    if "qty" not in holder:
+        return refusals.missing(field, wanted)
+    q = holder["qty"]
+    return refusals.wrong(field, wanted if type(q) is int else "a whole number " + wanted, q)
+
+
 def encode_commands(commands: list[Any]) -> CommandBatch:
+    """The commands as a batch; a malformed one is marked in `invalid` and
+    worded in `notes` (the field, the line, the bound: refusals.py)."""
     n = len(commands)
     op, invalid, channel, nlines = [0] * n, [0] * n, [0] * n, [0] * n
     country, key, target, amount = [0] * n, [0] * n, [0] * n, [0] * n
     skus: list[int] = []
     qtys: list[int] = []
+    notes: dict[int, str] = {}
     for i, cmd in enumerate(commands):
         if type(cmd) is not dict:
-            invalid[i] = Result.invalid_request
+            invalid[i], notes[i] = Result.invalid_request, refusals.not_object(cmd)
             continue
         name = cmd.get("op")
         o = OPS.get(name) if type(name) is str else None
         if o is None:
             invalid[i] = Result.unknown_op
+            notes[i] = (refusals.wrong("op", refusals.OP_WANTED, name) if "op" in cmd
+                        else refusals.missing("op", refusals.OP_WANTED))
             continue
         op[i] = o
         k = cmd.get("idempotency_key")
         if type(k) is str and 0 < len(k) <= _KEY_CHARS_MAX:
             key[i] = key_hash(k)
         else:
-            invalid[i] = Result.invalid_idempotency_key
+            invalid[i], notes[i] = Result.invalid_idempotency_key, _key_message(cmd)
             continue
         if o == _CHECKOUT:
-            invalid[i] = _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys)
+            refused = _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys)
+            if refused is not None:
+                invalid[i], notes[i] = refused
             continue
-        t = cmd.get(_TARGET_FIELD[o])
+        field = _TARGET_FIELD[o]
+        t = cmd.get(field)
         if not _is_int(t) or t <= 0:
-            invalid[i] = Result.invalid_request
+            invalid[i], notes[i] = Result.invalid_request, _id_message(cmd, field)
             continue
         target[i] = t
         if o == _PAY:
             a = cmd.get("amount_fen")
             if not _is_int(a) or a <= 0:
                 invalid[i] = Result.invalid_amount
+                notes[i] = (refusals.wrong("amount_fen", refusals.AMOUNT_WANTED, a) if "amount_fen" in cmd
+                            else refusals.missing("amount_fen", refusals.AMOUNT_WANTED))
                 continue
             amount[i] = a
         elif o == _RESTOCK:
             q = cmd.get("qty")
             if not (type(q) is int and 0 < q <= _RESTOCK_MAX):
-                invalid[i] = Result.invalid_quantity
+                invalid[i], notes[i] = Result.invalid_quantity, _qty_message(cmd, "qty", refusals.RESTOCK_QTY_WANTED)
                 continue
             amount[i] = q
     batch = CommandBatch(
@@ -111,48 +147,54 @@ def encode_commands(commands: list[Any]) -> CommandBatch:
         channel=np.array(channel, dtype=np.uint8), lines=np.array(nlines, dtype=np.uint8),
         country=np.array(country, dtype=np.uint16), key=np.array(key, dtype=np.uint64),
         target=np.array(target, dtype=np.int64), amount=np.array(amount, dtype=np.int64),
-        sku=np.array(skus, dtype=np.int64), qty=np.array(qtys, dtype=np.int32),
+        sku=np.array(skus, dtype=np.int64), qty=np.array(qtys, dtype=np.int32), notes=notes,
     )
     return batch
 
 
-def _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys) -> int:
-    """Fills command i's checkout fields; returns its shape error (0 if none)."""
+def _encode_checkout(cmd: dict, i: int, channel: list[int], nlines: list[int], country: list[int],
+                     target: list[int], skus: list[int], qtys: list[int]) -> tuple[Result, str] | None:
+    """Fills command i's checkout fields; returns its shape error and its words (None if none)."""
     buyer = cmd.get("buyer")
     if not _is_int(buyer) or buyer <= 0:
-        return Result.invalid_request
+        return Result.invalid_request, _id_message(cmd, "buyer")
     target[i] = buyer
     c = cmd.get("country")
     code = COUNTRIES.get(c, -1) if type(c) is str else -1
     if code < 0:
-        return Result.invalid_country
+        return Result.invalid_country, (refusals.wrong("country", refusals.COUNTRY_WANTED, c) if "country" in cmd
+                                        else refusals.missing("country", refusals.COUNTRY_WANTED))
     country[i] = code
     ch = cmd.get("channel")
     ch_code = CHANNELS.get(ch) if type(ch) is str else None
     if ch_code is None:
-        return Result.invalid_channel
+        return Result.invalid_channel, (refusals.wrong("channel", refusals.CHANNEL_WANTED, ch) if "channel" in cmd
+                                        else refusals.missing("channel", refusals.CHANNEL_WANTED))
     channel[i] = ch_code
     lines = cmd.get("lines")
     if type(lines) is not list:
-        return Result.invalid_request
+        wanted = "a list of " + refusals.LINES_WANTED
+        return Result.invalid_request, (refusals.wrong("lines", wanted, lines) if "lines" in cmd
+                                        else refusals.missing("lines", wanted))
     if not lines:
-        return Result.empty_checkout
+        return Result.empty_checkout, refusals.line_count(0)
     if len(lines) > _LINES_MAX:
-        return Result.too_many_lines
+        return Result.too_many_lines, refusals.line_count(len(lines))
     line_skus, line_qtys = [], []
-    for line in lines:
+    for p, line in enumerate(lines):
         if type(line) is not dict:
-            return Result.invalid_request
+            return Result.invalid_request, refusals.wrong(f"lines[{p}]", "an object with sku and qty", line)
         sku = line.get("sku")
         if not _is_int(sku) or sku <= 0:
-            return Result.invalid_request
+            return Result.invalid_request, _id_message(line, "sku", refusals.line_field(p, "sku"))
         q = line.get("qty")
         if not (type(q) is int and 0 < q <= _QTY_MAX):
-            return Result.invalid_quantity
+            return Result.invalid_quantity, _qty_message(line, refusals.line_field(p, "qty"),
+                                                         refusals.LINE_QTY_WANTED)
         line_skus.append(sku)
         line_qtys.append(q)
     # only well-formed lines enter the batch, so line counts always add up
     nlines[i] = len(line_skus)
     skus.extend(line_skus)
     qtys.extend(line_qtys)
-    return 0
+    return None

@@ -327,6 +327,7 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
     op, targets = np.asarray(ops, dtype=np.uint8), np.asarray(targets, dtype=np.int64)
     taken, (invalid, channel, lines, country, key, target, amount, sku, qty) = parse_bodies(bodies, op, targets)
     refused: dict[int, Double11Error] = {}
+    notes: dict[int, str] = {}  # the words of a malformed command, by index
     for i in np.flatnonzero(~taken).tolist():
         try:
             cmd = decode_single(bodies[i], int(op[i]), int(targets[i]))
@@ -338,16 +339,20 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
         key[i], target[i], amount[i] = one.key[0], one.target[0], one.amount[0]
         sku[i, :len(one.sku)] = one.sku
         qty[i, :len(one.qty)] = one.qty
+        if one.notes:
+            notes[i] = one.notes[0]
     if refused:  # rare (a body that is not a JSON object): no copy of the columns otherwise
         keep = np.ones(len(bodies), dtype=np.bool_)
         keep[list(refused)] = False
         op, invalid, channel, lines, country, key, target, amount, sku, qty = (
             column[keep] for column in (op, invalid, channel, lines, country, key, target, amount, sku, qty))
+        kept_index = np.cumsum(keep) - 1
+        notes = {int(kept_index[i]): note for i, note in notes.items()}
     line_sku = np.empty(int(lines.sum(dtype=np.int64)), dtype=np.int64)
     line_qty = np.empty(len(line_sku), dtype=np.int32)
     _compact_lines(sku.reshape(-1), qty.reshape(-1), lines, line_sku, line_qty)
     batch = CommandBatch(op=op, invalid=invalid, channel=channel, lines=lines, country=country, key=key,
-                         target=target, amount=amount, sku=line_sku, qty=line_qty)
+                         target=target, amount=amount, sku=line_sku, qty=line_qty, notes=notes)
     return batch, refused
 
 

@@ -39,6 +39,7 @@ from double11.engine.counters import claim_lines
 from double11.engine.lookups import NOT_RUN, RETRY_OF
 from double11.engine.ledger import TransferKind
 from double11.engine.prefetch import prefetch
+from double11.engine.refusals import OUT_OF_STOCK_LINE_BITS
 from double11.engine.status import Status
 from double11.errors import Result
 
@@ -123,7 +124,7 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
             r = _checkout(first_line, count, buyer_row[i], country[i], channel[i], now_ms, sizes, totals, perm,
                           sku_row, qty, skus, available, checkouts, lines, orders)
             if r == 0:
-                c, r = OUT_OF_STOCK, 0
+                c, r = OUT_OF_STOCK, _short_line(first_line, count, sku_row, qty, available)
             elif r < 0:
                 c, r = UNKNOWN_SKU, sku_id[first_line - r - 1]
             else:
@@ -260,6 +261,25 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
     totals[T_CHECKOUTS] += 1
     totals[T_ORDERS] += made
     return c + 1
+
+
+@kernel
+def _short_line(first_line, count, sku_row, qty, available):
+    """out_of_stock's ref, for its message: the first line of the checkout
+    that found too few units, and how many its SKU had for it (less what
+    the checkout's earlier lines of the same SKU asked for), packed as
+    refusals.short_line reads them.  Kept in the idempotency table as the
+    result's ref, so a retry answers what the first try was told; replay
+    computes it again from the same state."""
+    for p in range(count):
+        j = first_line + p
+        left = available[sku_row[j]]
+        for q in range(first_line, j):
+            if sku_row[q] == sku_row[j]:
+                left -= qty[q]
+        if left < qty[j]:
+            return (left << OUT_OF_STOCK_LINE_BITS) | (p + 1)
+    return 0
 
 
 @inline

@@ -7,33 +7,35 @@ from typing import Any
 import numpy as np
 
 from double11 import geo
+from double11.engine import refusals
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.engine.machine import Engine, Status
 from double11.errors import HTTP_STATUS, Result, error_body
 
 _CREATED = {Op.checkout}
-DETAIL = {
-    Result.unknown_sku: "sku {}",
-    Result.unknown_checkout: "checkout {}",
-    Result.unknown_order: "order {}",
-    Result.already_paid: "checkout {}",
-    Result.expired: "checkout {}",
-    Result.cancelled: "checkout {}",
-    Result.amount_mismatch: "checkout {}",
-    Result.not_paid: "order {}",
-    Result.already_settled: "order {}",
-    Result.already_refunded: "order {}",
-}
+
+
+def refusal(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int, first_line: int) -> dict[str, Any]:
+    """The {"status", "body"} answer to refused command i of a batch
+    (`first_line`: the index of its first line in the batch): its message
+    names the field, the line and the bound (refusals.py)."""
+    code = refusals.RESULTS[code]
+    if code in refusals.SHAPE_CODES:  # refused at the edge, which left its words in `notes`
+        message = batch.notes.get(i)
+        if message is None:  # a batch built from columns
+            shaped = refusals.shape_message(batch, i, first_line)
+            message = shaped[1] if shaped is not None and shaped[0] == code else None
+    else:
+        total = None
+        if code == Result.amount_mismatch:
+            total = int(engine.c_amount.data[int(batch.target[i]) - 1])
+        message = refusals.state_message(code, ref, batch, i, first_line, total)
+    return {"status": HTTP_STATUS[code], "body": error_body(code, message=message)}
 
 
 def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) -> dict[str, Any]:
-    """The {"status", "body"} answer to command i of a batch, but a created
-    checkout (`results` builds those for the whole batch at once)."""
-    code = Result(code)
-    if code != Result.ok:
-        template = DETAIL.get(code)
-        detail = template.format(ref) if template and ref else None
-        return {"status": HTTP_STATUS[code], "body": error_body(code, detail)}
+    """The {"status", "body"} answer to command i of a batch, done (code 0),
+    but a created checkout (`results` builds those for the whole batch at once)."""
     op = Op(int(batch.op[i]))
     if op == Op.pay:
         row = ref - 1
@@ -173,10 +175,15 @@ def results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
             }
             at += n
     out = []
+    first_line: np.ndarray | None = None  # of each command: where a refusal's lines are
     for i in range(stop - start):
         body = bodies.get(i)
         if body is not None:
             out.append({"status": 201, "body": body})
+        elif codes[i] != Result.ok:
+            if first_line is None:
+                first_line = refusals.first_lines(batch, stop)
+            out.append(refusal(engine, batch, start + i, codes[i], refs[i], int(first_line[start + i])))
         else:
             out.append(_result(engine, batch, start + i, codes[i], refs[i]))
     return out

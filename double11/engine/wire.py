@@ -2,9 +2,15 @@
 
 Layout (little endian): magic "D11R", u32 commands, then columns:
 code u8 (double11.errors.Result), ref i64 (checkout / order / sku id),
-amount_fen i64 (checkout total for checkout and pay), first_order i64,
-orders u8 (a checkout's orders are first_order .. first_order + orders - 1),
-expires_at i64.
+amount_fen i64 (checkout total for checkout and pay, a refused pay's
+amount_mismatch included), first_order i64, orders u8 (a checkout's orders
+are first_order .. first_order + orders - 1), expires_at i64.
+
+A refusal's ref is the engine's: the id it is about (unknown_sku: the SKU;
+a pay, cancel, confirm or refund: its checkout or order), 0 for a malformed
+command, and for out_of_stock the short line and the units its SKU had
+(refusals.short_line).  `messages` words each refusal from the batch sent
+and these columns, as the JSON answer words it.
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ import struct
 
 import numpy as np
 
+from double11.engine import refusals
 from double11.engine.batch import CommandBatch, Op
 from double11.engine.compiled import kernel
 from double11.engine.machine import Engine
-from double11.errors import Result
+from double11.errors import Result, error_body
 
 _HEADER = struct.Struct("<4sI")
 _OK = int(Result.ok)
+_AMOUNT_MISMATCH = int(Result.amount_mismatch)
 _CHECKOUT, _PAY = int(Op.checkout), int(Op.pay)
 COLUMNS = (("code", "<u1"), ("ref", "<i8"), ("amount_fen", "<i8"), ("first_order", "<i8"),
            ("orders", "<u1"), ("expires_at", "<i8"))
@@ -48,6 +56,9 @@ def _checkout_columns(code, ref, op, checkouts, payment_timeout_ms, amount, firs
         first_order[i] = 0
         orders[i] = 0
         expires[i] = 0
+        if code[i] == _AMOUNT_MISMATCH:  # the total the pay should have given
+            amount[i] = checkouts[ref[i] - 1]["amount"]
+            continue
         if code[i] != _OK or (op[i] != _CHECKOUT and op[i] != _PAY):
             continue
         row = checkouts[ref[i] - 1]
@@ -68,4 +79,26 @@ def decode_results(data: bytes) -> dict[str, np.ndarray]:
         arr = np.frombuffer(data, dtype=dt, count=n, offset=offset)
         offset += arr.nbytes
         out[name] = arr
+    return out
+
+
+def messages(batch: CommandBatch, answer: dict[str, np.ndarray]) -> list[str | None]:
+    """The message of each refused command of a binary batch (None where it
+    was done): the words its JSON answer carries.  `batch`: the batch as
+    sent; `answer`: its `decode_results`."""
+    out: list[str | None] = []
+    first_line = refusals.first_lines(batch, len(batch))
+    for i, (c, r) in enumerate(zip(answer["code"].tolist(), answer["ref"].tolist())):
+        if c == _OK:
+            out.append(None)
+            continue
+        code = Result(c)
+        message = None
+        if code in refusals.SHAPE_CODES:
+            shaped = refusals.shape_message(batch, i, int(first_line[i]))
+            message = shaped[1] if shaped is not None and shaped[0] == code else None
+        else:
+            total = int(answer["amount_fen"][i]) if code == Result.amount_mismatch else None
+            message = refusals.state_message(code, r, batch, i, int(first_line[i]), total)
+        out.append(error_body(code, message=message)["error"]["message"])
     return out

@@ -33,6 +33,7 @@ from granian.rsgi import ProtocolClosed, ProtocolError
 
 from double11 import limits
 from double11.engine.batch import Op
+from double11.engine.refusals import shown
 from double11.errors import HTTP_STATUS, Double11Error, Result, error_body
 from double11.http.metrics import HttpMetrics
 from double11.http.openapi import build_openapi
@@ -188,12 +189,14 @@ class _SingleCommand:
         self.op = op
 
 
-def _parse_id(s: str) -> int:
+def _parse_id(s: str, label: str) -> int:
     if s.isascii() and s.isdigit() and len(s) <= 19:
         n = int(s)
         if 1 <= n <= _ID_MAX:
             return n
-    raise Double11Error(Result.invalid_request, f"path id must be a positive integer up to {_ID_MAX}")
+    name = label[label.index("{") + 1:label.index("}")]  # the route's id: checkout, order or sku
+    raise Double11Error(Result.invalid_request, message=f"{name} id in the path must be a positive integer "
+                                                        f"up to {_ID_MAX}, got {shown(s)}")
 
 
 def _sent_a_body(scope: Any) -> bool:
@@ -269,7 +272,7 @@ class App:
                 headers = await settle_body(scope, proto, headers + [("allow", ", ".join(methods))])
             else:
                 if type(id_) is str:
-                    id_ = _parse_id(id_)
+                    id_ = _parse_id(id_, label)
                 if type(handler) is _SingleCommand:
                     # a phone's command: the hot path, so without a coroutine
                     # of its own (each costs microseconds); the body goes to

@@ -1,0 +1,184 @@
+"""The words of every refused command: which field, which line, which bound.
+
+A message names the field as a JSON path (`lines[1].qty`), the line where
+there is one, the bound it broke (from double11.limits, never written by
+hand) and what it got.  One wording, three callers, so the same bad command
+reads the same whichever way it came:
+
+- the JSON edge (`encode.py`) words a command's shape as it checks it
+  (a missing field, a wrong type: what only JSON can carry);
+- `shape_message` words a batch's columns (a binary batch's, by the rules
+  and in the order of `batch.validate`), for gateways (`wire.messages`);
+- `state_message` words the engine's refusals from the command and its
+  result (`code`, `ref`), which the idempotency table keeps: a retry reads
+  as its first try did.
+
+Everything here runs on the error path only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from double11 import geo, limits
+from double11.engine.batch import Channel, CommandBatch, Op
+from double11.errors import Result
+
+ID_WANTED = f"a positive integer up to {limits.id_max}"
+AMOUNT_WANTED = ID_WANTED  # of fen, as its name says
+KEY_WANTED = f"1..{limits.idempotency_key_chars_max} characters"
+LINE_QTY_WANTED = f"1..{limits.line_qty_max}"
+RESTOCK_QTY_WANTED = f"1..{limits.restock_qty_max}"
+LINES_WANTED = f"1..{limits.checkout_lines_max} lines"
+COUNTRY_WANTED = "an ISO 3166 alpha-2 code such as 'CN'"
+CHANNEL_WANTED = " or ".join(f"'{ch.name}'" for ch in Channel)
+OP_WANTED = "one of " + ", ".join(op.name for op in Op)
+# the field a command's `target` column holds, by op
+TARGET_FIELD = {Op.checkout: "buyer", Op.pay: "checkout", Op.cancel: "checkout", Op.confirm: "order",
+                Op.refund: "order", Op.restock: "sku"}
+RESULTS = {int(code): code for code in Result}  # Result(n), without the enum's call
+OPS = {int(op): op for op in Op}
+# the codes of a command's shape, given at the edge (encode.py, batch.validate)
+SHAPE_CODES = frozenset({Result.invalid_request, Result.invalid_quantity, Result.invalid_country,
+                         Result.invalid_channel, Result.too_many_lines, Result.empty_checkout,
+                         Result.invalid_amount, Result.invalid_idempotency_key, Result.unknown_op})
+_SHOWN_CHARS_MAX = 40  # of a value quoted back: enough to recognise it
+
+
+def shown(value: Any) -> str:
+    """A value as the message quotes it back: strings in quotes, the rest as JSON."""
+    if type(value) is str:
+        text = repr(value[:_SHOWN_CHARS_MAX])
+        return text if len(value) <= _SHOWN_CHARS_MAX else text + "..."
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS_MAX else text[:_SHOWN_CHARS_MAX] + "..."
+
+
+def missing(field: str, wanted: str) -> str:
+    return f"{field} is missing ({wanted})"
+
+
+def wrong(field: str, wanted: str, got: Any) -> str:
+    return f"{field} must be {wanted}, got {shown(got)}"
+
+
+def line_field(line: int, name: str) -> str:
+    return f"lines[{line}].{name}"
+
+
+def key_length(length: int) -> str:
+    return f"idempotency_key must be {KEY_WANTED}, got {length} characters"
+
+
+def line_count(count: int) -> str:
+    return f"lines must hold {LINES_WANTED}, got {count}"
+
+
+def not_object(got: Any) -> str:
+    return f"a command must be a JSON object, got {shown(got)}"
+
+
+# ------------------------------------------------------------ a batch's columns
+def first_lines(batch: CommandBatch, stop: int) -> np.ndarray:
+    """The index of each command's first line, for commands 0..stop-1."""
+    counts = batch.lines[:stop].astype(np.int64)
+    return np.cumsum(counts) - counts
+
+
+def shape_message(batch: CommandBatch, i: int, first_line: int) -> tuple[Result, str] | None:
+    """Command i's first broken shape rule and its words, from the columns
+    alone (None: well formed).  The rules and their order are those of
+    `batch._validate` (a test holds the codes equal)."""
+    o, n = int(batch.op[i]), int(batch.lines[i])
+    target, amount = int(batch.target[i]), int(batch.amount[i])
+    if not Op.checkout <= o <= Op.restock:
+        return Result.unknown_op, wrong("op", OP_WANTED, o)
+    op = Op(o)
+    if batch.key[i] == 0:
+        return Result.invalid_idempotency_key, missing("idempotency_key", KEY_WANTED)
+    if op == Op.checkout:
+        country, channel = int(batch.country[i]), int(batch.channel[i])
+        if target <= 0:
+            return Result.invalid_request, wrong("buyer", ID_WANTED, target)
+        if country >= geo.COUNTRY_SLOTS or not geo.VALID[country]:
+            got = geo.decode(country) if country < geo.COUNTRY_SLOTS else country
+            return Result.invalid_country, wrong("country", COUNTRY_WANTED, got)
+        if channel not in (Channel.mobile, Channel.pc):
+            return Result.invalid_channel, wrong("channel", CHANNEL_WANTED, channel)
+        if n == 0:
+            return Result.empty_checkout, line_count(n)
+        if n > limits.checkout_lines_max:
+            return Result.too_many_lines, line_count(n)
+    elif n != 0:
+        return Result.invalid_request, f"lines must be empty for {op.name}, got {n}"
+    for k in range(n):
+        sku, qty = int(batch.sku[first_line + k]), int(batch.qty[first_line + k])
+        if sku <= 0:
+            return Result.invalid_request, wrong(line_field(k, "sku"), ID_WANTED, sku)
+        if not 1 <= qty <= limits.line_qty_max:
+            return Result.invalid_quantity, wrong(line_field(k, "qty"), LINE_QTY_WANTED, qty)
+    if op != Op.checkout and target <= 0:
+        return Result.invalid_request, wrong(TARGET_FIELD[op], ID_WANTED, target)
+    if op == Op.pay and amount <= 0:
+        return Result.invalid_amount, wrong("amount_fen", AMOUNT_WANTED, amount)
+    if op == Op.restock and not 1 <= amount <= limits.restock_qty_max:
+        return Result.invalid_quantity, wrong("qty", RESTOCK_QTY_WANTED, amount)
+    return None
+
+
+# -------------------------------------------------------- the engine's refusals
+# out_of_stock's ref: the short line's index + 1 in its low bits, the units its
+# SKU had for sale for that line above them (0: not recorded)
+OUT_OF_STOCK_LINE_BITS = 8
+
+
+def short_line(ref: int) -> tuple[int, int] | None:
+    """(line index, units for sale) of an out_of_stock ref; None if it holds none."""
+    if ref <= 0:
+        return None
+    return (ref & ((1 << OUT_OF_STOCK_LINE_BITS) - 1)) - 1, ref >> OUT_OF_STOCK_LINE_BITS
+
+
+def state_message(code: Result, ref: int, batch: CommandBatch, i: int, first_line: int,
+                  total_fen: int | None = None) -> str | None:
+    """The words of an engine refusal of command i (`code`, `ref`: its result;
+    `total_fen`: the checkout's total, for amount_mismatch).  None: the code's
+    plain message says it all."""
+    op, target = OPS[int(batch.op[i])], int(batch.target[i])
+    if code == Result.unknown_sku:
+        if op == Op.restock:
+            return f"sku {target} is not in the catalog"
+        skus = batch.sku[first_line:first_line + int(batch.lines[i])].tolist()
+        line = skus.index(ref) if ref in skus else None  # the first line naming it is the first unknown one
+        where = line_field(line, "sku") if line is not None else "sku"
+        return f"{where} {ref} is not in the catalog"
+    if code == Result.out_of_stock:
+        short = short_line(ref)
+        if short is None or not 0 <= short[0] < int(batch.lines[i]):
+            return None
+        line, for_sale = short
+        sku, qty = int(batch.sku[first_line + line]), int(batch.qty[first_line + line])
+        return f"lines[{line}]: sku {sku} has {for_sale} for sale, line asks {qty}; nothing was reserved"
+    if code == Result.amount_mismatch:
+        total = "" if total_fen is None else f": the total is {total_fen}"
+        return f"amount_fen must equal the total of checkout {target}{total}, got {int(batch.amount[i])}"
+    about = _ABOUT.get(code)
+    return about.format(TARGET_FIELD[op], target) if about else None
+
+
+_ABOUT = {
+    Result.unknown_checkout: "{} {} does not exist",
+    Result.unknown_order: "{} {} does not exist",
+    Result.already_paid: "{} {} is already paid",
+    Result.expired: "{} {} expired before it was paid; its stock went back on sale",
+    Result.cancelled: "{} {} was cancelled",
+    Result.not_paid: "{} {} is not paid",
+    Result.already_settled: "{} {} is already settled to the merchant",
+    Result.already_refunded: "{} {} is already refunded",
+}
