@@ -329,3 +329,20 @@ def test_a_key_used_with_another_request_says_so(client):
     assert client.post("/v1/batch", json={"commands": [other("restock", 101, key="same")]}).status_code == 200
     got = each_way(client, other("restock", 102, key="same"), "j", key=None)
     assert got["j"][:2] == (409, "idempotency_key_reused") and "idempotency_key" in got["j"][2]
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_after_a_restart_a_retry_still_answers_the_first_message(tmp_path, snapshot):
+    """The words of out_of_stock live in the result the idempotency table
+    keeps: a replay of the log (or a snapshot) gives them back."""
+    refused, restock = checkout("oos", [(101, 1), (105, 2)]), other("restock", 105, key="rs")
+    festival = Festival.open(small_catalog(), data_dir=tmp_path, clock_start_ms=T0)
+    first = festival.execute([refused, restock], T0)
+    assert "lines[1]: sku 105 has 1 for sale, line asks 2" in first[0]["body"]["error"]["message"]
+    festival.close(snapshot=snapshot)
+    again = Festival.open(data_dir=tmp_path)
+    try:
+        assert again.execute([refused], T0 + 1_000) == first[:1]
+        assert again.sku(105)["stock"] == 6
+    finally:
+        again.close()
