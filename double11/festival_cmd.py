@@ -26,6 +26,7 @@ from double11.config import FestivalConfig
 from double11.simulator import mixes, plan as plans
 from double11.simulator.cli import add_traffic_options, load_view, simulate
 from double11.simulator.progress import ProgressBar
+from double11.simulator.schedule import ReplayRefused, lag_warning, start_line
 from double11.simulator.years import profile
 
 DEFAULT_SPEEDUP = 60.0  # 24 hours in 24 minutes
@@ -129,16 +130,23 @@ def festival_main(argv: list[str]) -> int:
               "minute)", file=sys.stderr, flush=True)
         _wait_ready(server, url, data)
         print(f"big screen: {url}/?scale={args.scale:g}&year={args.year}", flush=True)
-        print(f"replaying {args.year} at scale {args.scale:g} ({len(plan):,} checkouts), "
-              f"{args.speedup:g}x real time; Ctrl-C stops cleanly", file=sys.stderr, flush=True)
-        bar = ProgressBar(args.scale)
-        tally, stats = asyncio.run(simulate(url, view, plan, args.speedup, bar, hours=args.hours))
+        print(start_line(args.year, args.scale, plan, args.hours, args.speedup) + "; Ctrl-C stops cleanly",
+              file=sys.stderr, flush=True)
+        bar = ProgressBar(args.scale, hours=args.hours)
+        try:
+            tally, stats = asyncio.run(simulate(url, view, plan, args.speedup, bar, hours=args.hours))
+        except ReplayRefused as refused:  # its own server's day: only if it started far too slowly
+            print(f"double11 festival: {refused}", file=sys.stderr, flush=True)
+            return 2
         bar.finish()
+        warning = lag_warning(tally.max_lag_ms, tally.speedup)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         summary = tally.summary(args.scale)
         (data / "simulator.json").write_text(json.dumps(summary, indent=2))
         from double11.report.cli import write_report
 
-        write_report(stats, summary, args.scale, args.year, Path(args.report or data / "report.html"))
+        write_report(stats, summary, args.scale, args.year, Path(args.report or data / "report.html"), args.hours)
         if args.linger:
             asyncio.run(_linger(url))
     finally:

@@ -8,13 +8,15 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import httpx
 import numpy as np
 
 from double11.simulator import plan as plans
-from double11.simulator.client import Simulation, measure_speedup
+from double11.simulator.client import Simulation, measure_speedup, read_stats
 from double11.simulator.progress import ProgressBar
+from double11.simulator.schedule import ReplayRefused, ServerDay, lag_warning, refusal, start_line
 from double11.simulator.tally import Tally
 from double11.simulator.years import YEARS, profile
 
@@ -59,8 +61,11 @@ async def check_same_catalog(http: httpx.AsyncClient, view: plans.CatalogView) -
 
 async def simulate(url: str, view: plans.CatalogView, plan: plans.Plan, speedup: float | None,
                    on_progress=None, stop: asyncio.Event | None = None,
-                   hours: float = 24.0) -> tuple[Tally, dict]:
+                   hours: float = 24.0,
+                   on_start: Callable[[ServerDay, float], None] | None = None) -> tuple[Tally, dict]:
     """Replay the plan against the server at url; (tally, the server's last stats).
+    Raises ReplayRefused, having sent nothing, when the server's day is too far on
+    (schedule.refusal).  `on_start(day, speedup)` is called before anything is sent.
     SIGINT sets `stop`: nothing new is sent, and what is in flight is answered."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,7 +76,14 @@ async def simulate(url: str, view: plans.CatalogView, plan: plans.Plan, speedup:
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
         await check_same_catalog(http, view)
-        speedup = speedup or await measure_speedup(http)
+        day = ServerDay.of((await read_stats(http))[0])
+        why = refusal(day, hours, plan)
+        if why is not None:
+            raise ReplayRefused(why)
+        # the server's word on its pace first: a measured pace is only as good as the wait
+        speedup = day.speedup or speedup or await measure_speedup(http)
+        if on_start is not None:
+            on_start(day, speedup)
         sim = Simulation(plan, view, http, speedup, on_progress, hours)
         try:
             tally = await sim.run(stop)
@@ -87,18 +99,29 @@ def simulate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="double11 simulate", description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:1111", help="the server (default http://127.0.0.1:1111)")
     parser.add_argument("--speedup", type=float,
-                        help="the server's --speedup (default: measured from its clock)")
+                        help="the server's --speedup, for a server whose stats do not say it "
+                             "(default: its stats' word, else measured from its clock)")
     parser.add_argument("--summary", help="write what the server acknowledged to this JSON file")
     add_traffic_options(parser)
     args = parser.parse_args(argv)
     started = time.monotonic()
     view = load_view(args.catalog)
     plan = plans.build(profile(args.year), args.scale, args.seed, view)
-    print(f"plan: {len(plan):,} checkouts, {int((plan.fate == 0).sum()):,} to be paid "
-          f"({args.year} at scale {args.scale:g}, seed {args.seed})", file=sys.stderr)
-    bar = ProgressBar(args.scale)
-    tally, stats = asyncio.run(simulate(args.url.rstrip("/"), view, plan, args.speedup, bar, hours=args.hours))
+
+    def announce(day: ServerDay, speedup: float) -> None:
+        print(start_line(args.year, args.scale, plan, args.hours, speedup, day), file=sys.stderr, flush=True)
+
+    bar = ProgressBar(args.scale, hours=args.hours)
+    try:
+        tally, stats = asyncio.run(simulate(args.url.rstrip("/"), view, plan, args.speedup, bar,
+                                            hours=args.hours, on_start=announce))
+    except ReplayRefused as refused:
+        print(f"double11 simulate: {refused}", file=sys.stderr)
+        return 2
     bar.finish()
+    warning = lag_warning(tally.max_lag_ms, tally.speedup)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     summary = tally.summary(args.scale)
     summary["real_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(summary, indent=2))

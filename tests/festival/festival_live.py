@@ -55,3 +55,23 @@ class LiveServer:
         code = stop_server(self.proc)
         self.log.close()
         return code
+
+
+def start_plain_server(port: int, data: Path, catalog: Path, log: Path, speedup: float) -> subprocess.Popen:
+    """A plain `double11 serve`: no --clock-start, no config, so it runs its own day."""
+    with open(log, "ab") as out:  # the server holds its own copy of the file
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "double11", "serve", "--port", str(port), "--data", str(data),
+             "--catalog", str(catalog), "--speedup", f"{speedup:g}"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + SERVER_READY_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-2000:]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/stats", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the server did not start: " + log.read_text()[-2000:])
