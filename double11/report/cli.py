@@ -36,6 +36,8 @@ def report_main(argv: list[str]) -> int:
                         help="compare with the first HOURS of the year's day (default: the simulator's "
                              "--hours, else the server's day so far)")
     args = parser.parse_args(argv)
+    if args.hours is not None and not 0 < args.hours <= 24:
+        parser.error(f"--hours must be more than 0 and at most 24, got {args.hours:g}")
     try:
         stats = httpx.get(args.url.rstrip("/") + "/v1/stats", timeout=10.0).raise_for_status().json()
     except httpx.HTTPError as e:
