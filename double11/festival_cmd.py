@@ -3,9 +3,10 @@
 Starts the server in a subprocess (its festival clock a few real seconds before
 midnight, running --speedup times real time), prints the big screen's address,
 sends the simulated day over HTTP with a progress bar, then prints the
-end-of-day report.  Ctrl-C stops sending, waits for the answers to what is in
-flight, and stops the server with SIGTERM, which makes everything acknowledged
-durable before it exits.
+end-of-day report.  Ctrl-C, SIGTERM or SIGHUP stops sending, waits for the
+answers to what is in flight, and stops the server with SIGTERM, which makes
+everything acknowledged durable before it exits.  The server stops when this
+command ends, however it ends (lifecycle.follow_parent).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from pathlib import Path
 
 import httpx
 
+from double11.cli import port_number, positive_float
 from double11.config import FestivalConfig
+from double11.lifecycle import (CommandFailed, check_ports_free, child_env, interrupt_on_stop_signals,
+                                on_stop_signals)
 from double11.simulator import mixes, plan as plans
 from double11.simulator.cli import add_traffic_options, load_view, simulate
 from double11.simulator.progress import ProgressBar
@@ -44,9 +48,9 @@ SERVER_STOP_S = 30.0
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="double11 festival", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--speedup", type=float, default=DEFAULT_SPEEDUP,
+    parser.add_argument("--speedup", type=positive_float, default=DEFAULT_SPEEDUP,
                         help="festival seconds per real second (default 60: the day in 24 minutes)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     parser.add_argument("--data", help="folder for the catalog, the command log and the report "
                                        "(default: a new folder under ./data)")
     parser.add_argument("--report", help="write the HTML report here (default DATA/report.html)")
@@ -79,23 +83,26 @@ def _start_server(args, data: Path, catalog_dir: str) -> subprocess.Popen:
            "--clock-start", str(start_ms), "--catalog", catalog_dir, "--scale", f"{args.scale:g}"]
     log = open(data / "server.log", "ab")
     # its own session: Ctrl-C in the terminal reaches only us, and we stop the
-    # server ourselves once the answers to everything in flight are in
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # server ourselves once the answers to everything in flight are in; it
+    # stops by itself if we die first (child_env)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=child_env())
 
 
 def _wait_ready(server: subprocess.Popen, url: str, data: Path) -> None:
     deadline = time.monotonic() + SERVER_READY_S
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            tail = (data / "server.log").read_text(errors="replace")[-2000:]
-            raise SystemExit(f"the server exited ({server.returncode}):\n{tail}")
+        if server.poll() is not None:  # it said why in its last line
+            lines = (data / "server.log").read_text(errors="replace").strip().splitlines()
+            raise CommandFailed(f"the server did not start ({lines[-1] if lines else 'no word from it'}; "
+                                f"its log: {data / 'server.log'})", 1)
         try:
             if httpx.get(url + "/v1/stats", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise SystemExit(f"the server did not answer within {SERVER_READY_S:.0f} s")
+    raise CommandFailed(f"the server did not answer within {SERVER_READY_S:.0f} s "
+                        f"(its log: {data / 'server.log'})", 1)
 
 
 def stop_server(server: subprocess.Popen) -> int:
@@ -104,22 +111,28 @@ def stop_server(server: subprocess.Popen) -> int:
         try:
             server.wait(SERVER_STOP_S)
         except subprocess.TimeoutExpired:
-            server.kill()
+            # its session: the front and the engine (the log keeps what was acknowledged)
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait()
     return server.returncode
 
 
 async def _linger(url: str) -> None:
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-    print(f"the day is over; the big screen stays up at {url}/ until Ctrl-C", file=sys.stderr)
-    await stop.wait()
+    with on_stop_signals(asyncio.get_running_loop(), stop.set):
+        print(f"the day is over; the big screen stays up at {url}/ until Ctrl-C", file=sys.stderr)
+        await stop.wait()
 
 
 def festival_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    interrupt_on_stop_signals()  # SIGTERM and SIGHUP: as Ctrl-C
+    check_ports_free("127.0.0.1", [args.port])  # said now, not after the catalog and the server's start
     data = Path(args.data or Path("data") / time.strftime("festival-%Y%m%d-%H%M%S"))
-    data.mkdir(parents=True, exist_ok=True)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CommandFailed(f"--data {data} is a file, not a folder") from None
     year = profile(args.year)
     view, catalog_dir = _catalog(args, data)
     plan = plans.build(year, args.scale, args.seed, view)  # before the server's clock runs

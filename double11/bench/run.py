@@ -50,6 +50,7 @@ from double11.engine.warm_up import compile_kernels
 from double11.engine.wire import decode_results
 from double11.errors import Result
 from double11.gc_tuning import freeze_what_exists
+from double11.lifecycle import CommandFailed, check_ports_free, child_env
 
 BINARY = "application/x-double11-batch"
 FESTIVAL_START_MS = FestivalConfig().festival_start_ms
@@ -175,17 +176,22 @@ class Server:
         if empty:
             cmd.append("--empty")
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # it stops by itself if the bench dies first (child_env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env())
         deadline = time.time() + 180
         while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited: " + self.proc.stderr.read().decode()[-2000:])
+            if self.proc.poll() is not None:  # it said why in its last line
+                assert self.proc.stderr is not None
+                lines = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+                raise CommandFailed(f"the server on port {port} did not start: "
+                                    f"{lines[-1] if lines else f'exit status {self.proc.returncode}'}", 1)
             try:
                 urllib.request.urlopen(self.url + "/v1/ledger", timeout=1).read()
                 return
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError("server did not start")
+        self.stop()
+        raise CommandFailed(f"the server on port {port} did not answer within 180 s", 1)
 
     def get(self, path: str) -> dict:
         return json.loads(urllib.request.urlopen(self.url + path, timeout=30).read())
@@ -495,6 +501,8 @@ def bench_main(args: argparse.Namespace) -> int:
         try:
             check_batch_load_fits(args.batch_orders_per_s, args.seconds, memory_available_bytes())
             allow_open_files(args.single_connections)
+            # its three servers' ports, said now rather than after the catalog is made
+            check_ports_free("127.0.0.1", [args.port, args.port + 1, args.port + 2])
         except (ValueError, RuntimeError) as e:  # before anything runs: said, not a traceback
             say(f"double11 bench: {e}")
             return 2

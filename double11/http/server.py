@@ -1,7 +1,9 @@
 """The HTTP server: granian's embedded server (RSGI, uvloop, one worker, no
-access log) over the double11 app, with graceful shutdown on SIGINT/SIGTERM
-that ends event streams, lets in-flight requests finish, then closes the
-festival.  Everything acknowledged was durable before it was acknowledged.
+access log) over the double11 app, with graceful shutdown on SIGINT, SIGTERM
+or SIGHUP that ends event streams, lets in-flight requests finish, then closes
+the festival.  Everything acknowledged was durable before it was acknowledged.
+It serves on a socket of its own making that no other server can share
+(lifecycle.listen_exclusively), bound before the engine starts.
 
 `double11 serve` (serve_main) runs this server as the front process and the
 festival in an engine process beside it (double11.link); the server also
@@ -11,19 +13,23 @@ runs over a festival in its own process (tests, embedding).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import signal
+import os
+import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from granian._granian import SocketHolder
 from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server
 
 from double11.gc_tuning import freeze_what_exists
 from double11.http.app import build_app
+from double11.lifecycle import CommandFailed, data_dir_user, listen_exclusively, on_stop_signals, stop_signals
 
 log = logging.getLogger("double11.http")
 
@@ -33,17 +39,38 @@ LISTEN_BACKLOG = 4096
 WORKERS_KILL_TIMEOUT_S = 10  # in-flight requests get this long to finish on shutdown
 
 
+class _OnOurSocket(Server):
+    """granian's embedded server on a listening socket we made.  On Linux
+    granian binds its own with SO_REUSEPORT, which would let a second server
+    bind the same port and take half of the connections."""
+
+    def __init__(self, *args: Any, listener: socket.socket, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listener = listener
+
+    def _init_shared_socket(self) -> None:
+        # granian closes the descriptor it served on when it stops: it gets a copy of ours
+        fd = os.dup(self._listener.fileno())
+        self._ssp = None
+        self._shd = SocketHolder(fd, False, self.backlog)  # type: ignore[call-arg,assignment]  # untyped in granian
+        self._sfd = fd  # type: ignore[assignment]
+
+
 class HttpServer:
     """One embedded granian server over one festival.  `await serve()` runs it
     in the current event loop; `stop()` may be called from any thread."""
 
     def __init__(self, festival: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 empty: bool = False, static_dir: str | Path | None = None) -> None:
+                 empty: bool = False, static_dir: str | Path | None = None,
+                 listener: socket.socket | None = None) -> None:
         """`festival`: a link.local.LocalFestival or link.remote.RemoteFestival
-        (None for the empty handler)."""
+        (None for the empty handler).  `listener`: the socket to serve on, from
+        lifecycle.listen_exclusively (default: one made by `serve`; a port in
+        use raises lifecycle.CommandFailed)."""
         self.festival = festival
         self.host = host
         self.port = port
+        self.listener = listener
         self.app = build_app(festival, empty=empty, static_dir=static_dir)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -51,7 +78,9 @@ class HttpServer:
 
     async def serve(self, install_signals: bool = True, close_festival: bool = True) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        self._server = Server(
+        if self.listener is None:
+            self.listener = listen_exclusively(self.host, self.port, LISTEN_BACKLOG)
+        self._server = _OnOurSocket(
             self.app,
             address=self.host,
             port=self.port,
@@ -62,11 +91,12 @@ class HttpServer:
             log_enabled=True,
             log_level=LogLevels.error,
             log_access=False,
+            listener=self.listener,
         )
         self._server.workers_kill_timeout = WORKERS_KILL_TIMEOUT_S
         installed = []
         if install_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in stop_signals():
                 loop.add_signal_handler(sig, self._stop)
                 installed.append(sig)
         if self._stop_requested:
@@ -74,6 +104,7 @@ class HttpServer:
         try:
             await self._server.serve()
         finally:
+            self.listener.close()
             for sig in installed:
                 loop.remove_signal_handler(sig)
             if close_festival and self.festival is not None:
@@ -114,26 +145,86 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
                expected_checkouts: int | None = None, scale: str | None = None,
                config_path: str | None = None) -> int:
     """Starts the engine process, which opens (or recovers) the festival, and
-    serves it over HTTP until SIGINT/SIGTERM, or until the engine stops (then
-    with exit status 1).  With empty=True: the empty handler, no engine."""
-    options = {"catalog_dir": catalog_dir, "data_dir": data_dir if data_dir is not None else "./data",
+    serves it over HTTP until SIGINT/SIGTERM/SIGHUP, or until the engine stops
+    (then with exit status 1).  With empty=True: the empty handler, no engine.
+    A data folder another server holds, or a port in use, is refused
+    (lifecycle.CommandFailed) before the engine starts."""
+    options: dict[str, Any] = {"catalog_dir": catalog_dir, "data_dir": data_dir if data_dir is not None else "./data",
                "speedup": speedup, "clock_start_ms": clock_start_ms, "expected_checkouts": expected_checkouts,
                "scale": scale, "config_path": config_path}
-    return _run(_serve(options, host, port, empty))
+    listener = listen_exclusively(host, port, LISTEN_BACKLOG)
+    try:
+        if not empty:
+            check_data_dir(Path(options["data_dir"]))
+        return _run(_serve(options, host, port, empty, listener))
+    finally:
+        listener.close()
 
 
-async def _serve(options: dict[str, Any], host: str, port: int, empty: bool) -> int:
+def check_data_dir(directory: Path) -> None:
+    """A folder this server can take: not a file, not held by a running server."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CommandFailed(f"the data folder {directory} is a file") from None
+    except OSError as e:
+        raise CommandFailed(f"cannot use {directory} as the data folder: {e.strerror or e}") from None
+    user = data_dir_user(directory)
+    if user is not None:
+        raise CommandFailed(f"the data folder {directory} is in use by a running server ({user}): "
+                            f"stop it or pass another --data")
+
+
+async def _open_engine(options: dict[str, Any]) -> tuple[Any, int]:
+    """(the RemoteFestival, 0) once its festival is open; (None, exit status)
+    when the engine stopped first, or a stop signal came (then the engine is
+    stopped too: it must not go on opening with nobody to serve)."""
     from double11.link.remote import EngineLost, RemoteFestival
 
+    loop = asyncio.get_running_loop()
+    start = loop.create_task(RemoteFestival.start(options))
+    with on_stop_signals(loop, start.cancel):
+        try:
+            return await start, 0
+        except asyncio.CancelledError:
+            print("double11 serve: stopped before the festival opened", file=sys.stderr, flush=True)
+            return None, 0
+        except EngineLost as e:
+            if e.returncode != 2:  # 2: it said why, in one line
+                print(f"double11 serve: the engine process stopped before it was ready ({e.how()})",
+                      file=sys.stderr, flush=True)
+            return None, 1
+
+
+def try_lines(opened: dict[str, Any], host: str, port: int) -> list[str]:
+    """What `serve` says once open: its catalog folder, and a few SKUs to try with curl."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard is not an address to call
+    url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    lines = []
+    if opened.get("catalog_dir"):
+        lines.append(f"catalog: {opened['catalog_dir']} ({opened['merchants']:,} merchants, {opened['skus']:,} skus; "
+                     f"pass it to `double11 simulate --catalog`)")
+    skus = opened.get("skus_to_try") or []
+    if skus:
+        lines.append("skus to try: " + ", ".join(f"{s['sku']} (merchant {s['merchant']}, price_fen {s['price_fen']})"
+                                                 for s in skus))
+        body = json.dumps({"buyer": 1, "country": "CN", "channel": "mobile",
+                           "lines": [{"sku": skus[0]["sku"], "qty": 1}], "idempotency_key": "try-1"},
+                          separators=(",", ":"))
+        lines.append(f"  curl -s {url}/v1/skus/{skus[0]['sku']}")
+        lines.append(f"  curl -s -X POST {url}/v1/checkouts -H 'Content-Type: application/json' -d '{body}'")
+    return lines
+
+
+async def _serve(options: dict[str, Any], host: str, port: int, empty: bool, listener: socket.socket) -> int:
+    festival = None
     if not empty:
         print("double11: opening the festival (the first start on a machine also compiles the engine: "
               "about half a minute)", file=sys.stderr, flush=True)
-    try:
-        festival = None if empty else await RemoteFestival.start(options)
-    except EngineLost:  # it said why on stderr
-        print("double11: the engine process stopped before it was ready", file=sys.stderr, flush=True)
-        return 1
-    server = HttpServer(festival, host=host, port=port, empty=empty)
+        festival, status = await _open_engine(options)
+        if festival is None:
+            return status
+    server = HttpServer(festival, host=host, port=port, empty=empty, listener=listener)
     freeze_what_exists()
     lost = []
     if festival is not None:
@@ -143,5 +234,8 @@ async def _serve(options: dict[str, Any], host: str, port: int, empty: bool) -> 
             server.stop()
         festival.on_lost = engine_lost
     print(f"double11 listening on http://{host}:{port}/ (data: {options['data_dir']})", file=sys.stderr, flush=True)
+    if festival is not None:
+        for line in try_lines(festival.opened, host, port):
+            print(line, file=sys.stderr, flush=True)
     await server.serve()
     return 1 if lost else 0

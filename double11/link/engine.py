@@ -3,10 +3,11 @@
 Started by the front (`remote.start_engine`) with its end of a socket pair.
 It opens (or recovers) the festival, says it is ready, then answers calls
 until the link closes, and closes the festival with a snapshot.  It ignores
-SIGINT and SIGTERM: Ctrl-C in a terminal, or a service manager stopping the
-whole group, reaches both processes, and the front must first finish the
-requests in flight; it then closes the link.  If the front dies, the link
-closes too.
+SIGINT and SIGTERM, and SIGHUP once open: Ctrl-C in a terminal, a closed
+terminal or a service manager stopping the whole group reaches both
+processes, and the front must first finish the requests in flight; it then
+closes the link.  If the front dies, the link closes too; and the kernel
+sends SIGHUP (lifecycle.follow_parent), which stops an engine still opening.
 
 The single requests among the calls read in one go are handed to the group
 commit together (one caller for all of them), so the engine spends no
@@ -16,14 +17,13 @@ Python per request on them beyond cutting the frames.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
 import signal
 import socket
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 from double11 import limits
 from double11.errors import Double11Error, Result, error_body
 from double11.gc_tuning import freeze_what_exists
+from double11.lifecycle import CLOSING, SERVING, follow_parent, lock_data_dir, mark_data_dir
 from double11.engine.answers import Answers
 from double11.engine.json_commands import Bodies
 from double11.link.frames import (ANSWER, CALL, READY_CALL, SINGLE_KIND, SKU_PAGE_QUERY, FrameTooLarge, Kind, View,
@@ -48,16 +49,17 @@ _INTERNAL = (500, _ENC.encode(error_body(Result.internal)))
 class EngineLink(asyncio.Protocol):
     """The engine's end of the link: cuts calls out of the stream, answers them."""
 
-    def __init__(self, local: LocalFestival, closed: asyncio.Future) -> None:
+    def __init__(self, local: LocalFestival, closed: asyncio.Future, opened: bytes = b"") -> None:
         self.local = local
         self.closed = closed
+        self.opened = opened  # the ready answer's body: what the front says once open (opened_note)
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._tasks: set[asyncio.Task] = set()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.answer(READY_CALL, 200, b"", False)
+        self.answer(READY_CALL, 200, self.opened, False)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buffer
@@ -158,20 +160,33 @@ def warm_up_link() -> None:
     pack_answers(frames.call, one, b"{}", one - 1, one + 1)
 
 
-def lock_data_dir(directory: Path) -> int:
-    """An exclusive lock on the data folder for this process's life: a second
-    engine on it (a restart while the last one still closes) waits its turn."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + limits.data_dir_lock_wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"double11: {directory} is in use by another engine") from None
-            time.sleep(0.05)
+DEMO_CATALOG = {"merchants": 2000, "skus": 20000, "seed": 11}  # `serve` without --catalog
+SKUS_TO_TRY = 3  # `serve` names a few SKUs to try, of as many merchants
+
+
+def catalog_folder(options: dict[str, Any]) -> str:
+    """The catalog's folder: the one given, or where the demo catalog is written."""
+    return options.get("catalog_dir") or str(Path(options["data_dir"]) / "catalog")
+
+
+def opened_note(festival: Any, catalog_dir: str) -> bytes:
+    """What the front says once open (http.server.try_lines): the catalog's
+    folder and size, and a few SKUs in stock of different merchants, the most
+    wanted first (SKU rows are in popularity order)."""
+    engine = festival.engine
+    catalog = engine.catalog
+    merchants: set[int] = set()
+    skus = []
+    for row in np.flatnonzero(engine.available[:catalog.skus] > 0).tolist():
+        merchant = int(catalog.sku_merchant[row])
+        if merchant not in merchants:
+            merchants.add(merchant)
+            skus.append({"sku": int(catalog.sku_id[row]), "merchant": merchant,
+                         "price_fen": int(engine.sku_price[row])})
+            if len(skus) == SKUS_TO_TRY:
+                break
+    return json.dumps({"catalog_dir": catalog_dir, "merchants": catalog.merchants, "skus": catalog.skus,
+                       "skus_to_try": skus}).encode()
 
 
 def open_festival(options: dict[str, Any]):
@@ -185,10 +200,14 @@ def open_festival(options: dict[str, Any]):
         from double11.catalog.files import load_catalog
 
         catalog = load_catalog(options["catalog_dir"])
-    else:
+    else:  # the demo catalog, written beside the log for `simulate --catalog` and the curious
+        from double11.catalog.files import save_catalog
         from double11.catalog.generate import generate_catalog
 
-        catalog = generate_catalog(merchants=2000, skus=20000, seed=11)
+        catalog = generate_catalog(**DEMO_CATALOG)
+        folder = Path(catalog_folder(options))
+        if not (folder / "skus.csv").exists():
+            save_catalog(catalog, folder)
     scaled = {}
     if options.get("scale"):
         fraction = Fraction(options["scale"]).limit_denominator(10**12)
@@ -201,12 +220,15 @@ def open_festival(options: dict[str, Any]):
                          clock_start_ms=options.get("clock_start_ms"))
 
 
-async def serve_link(local: LocalFestival, sock: socket.socket) -> None:
+async def serve_link(local: LocalFestival, sock: socket.socket, opened: bytes = b"",
+                     on_closing: Callable[[], None] | None = None) -> None:
     loop = asyncio.get_running_loop()
     closed = loop.create_future()
-    transport, _ = await loop.create_unix_connection(lambda: EngineLink(local, closed), sock=sock)
+    transport, _ = await loop.create_unix_connection(lambda: EngineLink(local, closed, opened), sock=sock)
     await closed
     transport.close()
+    if on_closing is not None:
+        on_closing()
     # the front is gone; what it sent is applied and made durable (nobody
     # hears of it: a retry after the restart finds the first answer)
     await local.drain()
@@ -215,6 +237,9 @@ async def serve_link(local: LocalFestival, sock: socket.socket) -> None:
 
 def main(argv: list[str]) -> int:
     fd, options = int(argv[0]), json.loads(argv[1])
+    # SIGHUP when the front dies: until open, that stops us (SIGHUP's default);
+    # once open, the link's end does it, after the last commands are made durable
+    follow_parent(signal.SIGHUP)
     for sig in (signal.SIGINT, signal.SIGTERM):  # the front's to handle: it closes the link when done
         signal.signal(sig, signal.SIG_IGN)
     try:  # the engine holds every request's latency and needs little CPU: let it run first
@@ -223,21 +248,32 @@ def main(argv: list[str]) -> int:
         pass
     sys.setswitchinterval(limits.engine_gil_switch_interval_s)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    lock_data_dir(Path(options["data_dir"]))
+    # exit status 2: said why, in one line (the front adds nothing)
+    try:
+        lock = lock_data_dir(Path(options["data_dir"]))
+    except SystemExit as e:
+        print(e, file=sys.stderr, flush=True)
+        return 2
     try:
         festival = open_festival(options)
     except (Double11Error, OSError, ValueError) as e:  # a bad catalog, config or data folder
-        print(f"double11: cannot open the festival: {e}", file=sys.stderr, flush=True)
+        # a file's problem, not a request's: its detail without "the request is malformed"
+        reason = e.detail if isinstance(e, Double11Error) and e.detail else e
+        print(f"double11 serve: cannot open the festival: {reason}", file=sys.stderr, flush=True)
         return 2
     warm_up_link()
     freeze_what_exists()
+    opened = opened_note(festival, catalog_folder(options))
     sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    mark_data_dir(lock, SERVING)
+    link = serve_link(LocalFestival(festival), sock, opened, lambda: mark_data_dir(lock, CLOSING))
     try:
         import uvloop
     except ImportError:  # pragma: no cover - granian[uvloop] brings it
-        asyncio.run(serve_link(LocalFestival(festival), sock))
+        asyncio.run(link)
     else:
-        uvloop.run(serve_link(LocalFestival(festival), sock))
+        uvloop.run(link)
     return 0
 
 

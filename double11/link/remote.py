@@ -5,7 +5,8 @@ Calls made in one turn of the event loop go down the socket in one write;
 answers are matched to their calls by number.  If the engine process goes
 away, every waiting call and every later one is answered 503 unavailable
 and `on_lost` is called (the server then stops: a supervisor restarts both,
-and the engine recovers from its log).
+and the engine recovers from its log).  The engine process stops when this
+one dies (lifecycle.follow_parent), and when its start is given up.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import itertools
 import json
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import msgspec
 from double11 import limits
 from double11.engine.batch import Op
 from double11.errors import Double11Error, Result
+from double11.lifecycle import child_env
 from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, SINGLE_KIND, SKU_PAGE_QUERY, Kind, View
 
 log = logging.getLogger("double11.link")
@@ -33,8 +36,16 @@ _ANSWER_SIZE = ANSWER.size
 
 
 class EngineLost(Double11Error):
-    def __init__(self) -> None:
+    def __init__(self, returncode: int | None = None) -> None:
         super().__init__(Result.unavailable, "the engine process stopped")
+        self.returncode = returncode  # its exit status, where known
+
+    def how(self) -> str:
+        if self.returncode is None:
+            return "it closed the link"
+        if self.returncode < 0:
+            return f"killed by signal {-self.returncode}"
+        return f"exit status {self.returncode}"
 
 
 class RemoteFestival(asyncio.Protocol):
@@ -44,6 +55,8 @@ class RemoteFestival(asyncio.Protocol):
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.lost = False
         self.on_lost: Callable[[], None] | None = None
+        # what the engine said once open: its catalog folder and a few SKUs (engine.opened_note)
+        self.opened: dict[str, Any] = {}
         self._loop = asyncio.get_running_loop()
         self._waiting: dict[int, asyncio.Future] = {}
         self._out: list[bytes] = []
@@ -129,7 +142,7 @@ class RemoteFestival(asyncio.Protocol):
                     if not future.done():
                         future.set_result((status, bytes(view[at + size:end]), binary))
                 elif call == READY_CALL and not self.ready.done():
-                    self.ready.set_result(None)
+                    self.ready.set_result(bytes(view[at + size:end]))
                 at = end
         del buf[:at]
 
@@ -157,12 +170,36 @@ class RemoteFestival(asyncio.Protocol):
         try:
             remote.process = subprocess.Popen(
                 [sys.executable, "-m", "double11.link.engine", str(engine_end.fileno()), json.dumps(options)],
-                pass_fds=[engine_end.fileno()])
+                pass_fds=[engine_end.fileno()], env=child_env())
+        except BaseException:
+            front_end.close()
+            raise
         finally:
             engine_end.close()
-        await asyncio.get_running_loop().create_unix_connection(lambda: remote, sock=front_end)
-        await remote.ready
+        try:
+            await asyncio.get_running_loop().create_unix_connection(lambda: remote, sock=front_end)
+            note = await remote.ready
+        except BaseException as e:  # the engine stopped, or we were stopped (cancelled): it must not go on
+            await remote._give_up(front_end)
+            if isinstance(e, EngineLost):
+                raise EngineLost(remote.process.returncode) from None
+            raise
+        remote.opened = json.loads(note) if note else {}
         return remote
+
+    async def _give_up(self, front_end: socket.socket) -> None:
+        self.lost = True
+        if not self.ready.done():
+            self.ready.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            front_end.close()
+        if self.process is not None:
+            if self.process.poll() is None:
+                # opening, it dies of SIGHUP; if it has just opened, it ignores it and closes with the link
+                self.process.send_signal(signal.SIGHUP)
+            await asyncio.get_running_loop().run_in_executor(None, self.process.wait)
 
     async def close(self) -> None:
         """Closes the link; the engine makes everything durable, snapshots and exits."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +12,8 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 
+from double11.cli import float_in, non_negative_int, positive_float
+from double11.lifecycle import interrupt_on_stop_signals, on_stop_signals
 from double11.simulator import plan as plans
 from double11.simulator.client import Simulation, measure_speedup, read_stats
 from double11.simulator.progress import ProgressBar
@@ -31,13 +32,13 @@ SERVER_DEMO_CATALOG = {"merchants": 2000, "skus": 20000, "seed": 11}
 
 
 def add_traffic_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE,
+    parser.add_argument("--scale", type=float_in(0.0, 1.0), default=DEFAULT_SCALE,
                         help=f"share of the real festival's traffic to simulate (default {DEFAULT_SCALE:g})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the same seed gives the same day")
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED, help="the same seed gives the same day")
     parser.add_argument("--year", type=int, default=DEFAULT_YEAR, choices=sorted(YEARS),
                         help="the festival to imitate (default 2017)")
     parser.add_argument("--catalog", help="the catalog folder the server was started with")
-    parser.add_argument("--hours", type=float, default=24.0,
+    parser.add_argument("--hours", type=float_in(0.0, 24.0), default=24.0,
                         help="replay only the first HOURS of the day (default 24)")
 
 
@@ -66,13 +67,16 @@ async def simulate(url: str, view: plans.CatalogView, plan: plans.Plan, speedup:
     """Replay the plan against the server at url; (tally, the server's last stats).
     Raises ReplayRefused, having sent nothing, when the server's day is too far on
     (schedule.refusal).  `on_start(day, speedup)` is called before anything is sent.
-    SIGINT sets `stop`: nothing new is sent, and what is in flight is answered."""
+    SIGINT, SIGTERM or SIGHUP sets `stop`: nothing new is sent, and what is in
+    flight is answered (off the main thread, the caller stops us)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-    except (NotImplementedError, RuntimeError):  # not the main thread: the caller stops us
-        pass
+    with on_stop_signals(asyncio.get_running_loop(), stop.set):
+        return await _replay(url, view, plan, speedup, on_progress, stop, hours, on_start)
+
+
+async def _replay(url: str, view: plans.CatalogView, plan: plans.Plan, speedup: float | None, on_progress,
+                  stop: asyncio.Event, hours: float,
+                  on_start: Callable[[ServerDay, float], None] | None) -> tuple[Tally, dict]:
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
         await check_same_catalog(http, view)
@@ -85,25 +89,20 @@ async def simulate(url: str, view: plans.CatalogView, plan: plans.Plan, speedup:
         if on_start is not None:
             on_start(day, speedup)
         sim = Simulation(plan, view, http, speedup, on_progress, hours)
-        try:
-            tally = await sim.run(stop)
-        finally:
-            try:
-                loop.remove_signal_handler(signal.SIGINT)
-            except (NotImplementedError, RuntimeError):
-                pass
+        tally = await sim.run(stop)
         return tally, sim.stats
 
 
 def simulate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="double11 simulate", description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:1111", help="the server (default http://127.0.0.1:1111)")
-    parser.add_argument("--speedup", type=float,
+    parser.add_argument("--speedup", type=positive_float,
                         help="the server's --speedup, for a server whose stats do not say it "
                              "(default: its stats' word, else measured from its clock)")
     parser.add_argument("--summary", help="write what the server acknowledged to this JSON file")
     add_traffic_options(parser)
     args = parser.parse_args(argv)
+    interrupt_on_stop_signals()  # SIGTERM and SIGHUP: as Ctrl-C
     started = time.monotonic()
     view = load_view(args.catalog)
     plan = plans.build(profile(args.year), args.scale, args.seed, view)

@@ -221,7 +221,8 @@ def test_a_second_engine_on_a_data_folder_waits_then_gives_up(tmp_path, monkeypa
 
 
 def test_serve_with_a_catalog_it_cannot_read_says_so_and_exits(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "double11", "serve", "--catalog", str(tmp_path / "missing"),
+    (tmp_path / "empty").mkdir()  # a folder that is not a catalog (a missing one is argparse's to refuse)
+    r = subprocess.run([sys.executable, "-m", "double11", "serve", "--catalog", str(tmp_path / "empty"),
                         "--data", str(tmp_path / "data"), "--port", str(free_port())],
                        cwd=ROOT, capture_output=True, text=True, timeout=START_S,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
