@@ -25,8 +25,8 @@ import httpx
 
 from double11.cli import port_number, positive_float
 from double11.config import FestivalConfig
-from double11.lifecycle import (CommandFailed, check_ports_free, child_env, interrupt_on_stop_signals,
-                                on_stop_signals)
+from double11.lifecycle import (CommandFailed, check_ports_free, child_env, data_dir_user,
+                                interrupt_on_stop_signals, on_stop_signals)
 from double11.simulator import mixes, plan as plans
 from double11.simulator.cli import add_traffic_options, load_view, simulate
 from double11.simulator.progress import ProgressBar
@@ -133,6 +133,9 @@ def festival_main(argv: list[str]) -> int:
         data.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise CommandFailed(f"--data {data} is a file, not a folder") from None
+    user = data_dir_user(data / "log")
+    if user is not None:  # before its catalog is written over
+        raise CommandFailed(f"--data {data} is in use by a running festival ({user}): stop it or pass another --data")
     year = profile(args.year)
     view, catalog_dir = _catalog(args, data)
     plan = plans.build(year, args.scale, args.seed, view)  # before the server's clock runs

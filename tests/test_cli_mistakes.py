@@ -161,6 +161,19 @@ def test_festival_with_a_data_folder_that_is_a_file(tmp_path):
     assert said(r) == [f"double11 festival: --data {tmp_path / 'festival'} is a file, not a folder"]
 
 
+def test_festival_on_a_data_folder_a_running_festival_holds(tmp_path):
+    held = lock_data_dir(tmp_path / "festival" / "log")  # as its server's engine holds it
+    try:
+        mark_data_dir(held, SERVING)
+        r = double11("festival", "--port", str(free_port()), "--data", str(tmp_path / "festival"))
+    finally:
+        os.close(held)
+    assert r.returncode == 2
+    assert said(r) == [f"double11 festival: --data {tmp_path / 'festival'} is in use by a running festival "
+                       f"(engine process {os.getpid()}): stop it or pass another --data"]
+    assert not (tmp_path / "festival" / "catalog").exists()
+
+
 def test_bench_on_a_port_in_use(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -9,6 +9,7 @@ on small catalogs and free ports.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ import pytest
 
 from double11.catalog.files import load_catalog, save_catalog
 from double11.catalog.generate import generate_catalog
-from double11.lifecycle import data_dir_user
+from double11.lifecycle import CommandFailed, data_dir_user, listen_exclusively
 
 ROOT = Path(__file__).resolve().parent.parent
 START_S = 120.0  # the first start after a compiled module changed compiles the engine first
@@ -101,6 +102,24 @@ def catalog_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("catalog")
     save_catalog(generate_catalog(merchants=200, skus=2000, seed=3, returning_buyers=500), folder)
     return folder
+
+
+@pytest.mark.parametrize(("first", "second"), [("127.0.0.1", "127.0.0.1"), ("127.0.0.1", "0.0.0.0"),
+                                               ("0.0.0.0", "127.0.0.1")])
+def test_a_listening_port_is_never_shared(first, second):
+    held = listen_exclusively(first, 0, 16)
+    port = held.getsockname()[1]
+    try:
+        with pytest.raises(CommandFailed, match=f"port {port} is in use on {second}"):
+            listen_exclusively(second, port, 16)
+        # nor can a socket that asks to share it, as granian's own listener does
+        with socket.socket() as sharing:
+            sharing.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            with pytest.raises(OSError):
+                sharing.bind((second, port))
+    finally:
+        held.close()
+    listen_exclusively(second, port, 16).close()  # free once let go
 
 
 def test_a_second_server_on_a_port_in_use_is_refused_and_the_first_keeps_serving(tmp_path):
@@ -268,3 +287,41 @@ def test_festival_killed_outright_leaves_no_server_or_engine(tmp_path, catalog_d
     finally:
         kill_session(festival, processes)
     assert data_dir_user(tmp_path / "festival" / "log") is None
+
+
+def test_simulate_stopped_by_sigterm_keeps_what_was_acknowledged(tmp_path, catalog_dir):
+    from double11.config import FestivalConfig
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    start = FestivalConfig().festival_start_ms - 2 * 600 * 1000  # midnight two real seconds after its start
+    server = double11("serve", "--port", str(port), "--data", str(tmp_path / "data"), "--catalog", str(catalog_dir),
+                      "--speedup", "600", "--clock-start", str(start), log=tmp_path / "serve.log")
+    try:
+        wait_for(lambda: answers(url) or server.poll() is not None, what="the server")
+        summary = tmp_path / "summary.json"
+        sim = subprocess.Popen([sys.executable, "-m", "double11", "simulate", "--url", url, "--catalog",
+                                str(catalog_dir), "--scale", "1e-5", "--seed", "4", "--summary", str(summary)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            wait_for(lambda: sim.poll() is not None or httpx.get(url + "/v1/stats", timeout=5).json()["checkouts"],
+                     what="the replay")
+            sim.send_signal(signal.SIGTERM)
+            out, err = sim.communicate(timeout=120)
+        finally:
+            if sim.poll() is None:
+                sim.kill()
+        assert sim.returncode == 0, err[-3000:]
+        assert "Traceback" not in err
+        acked = json.loads(summary.read_text())
+        stats = httpx.get(url + "/v1/stats", timeout=10).json()
+        # stopped early, and every answer in flight came back before it ended
+        assert 0 < acked["checkouts"] == stats["checkouts"] < 0.5 * 18_800  # the day: about 18,800
+        assert acked["payments"] == stats["payments"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            assert server.wait(60) == 0
+        finally:
+            kill_session(server)
