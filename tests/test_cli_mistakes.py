@@ -23,6 +23,7 @@ from double11.catalog.files import save_catalog
 from double11.lifecycle import SERVING, CommandFailed, lock_data_dir, mark_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # real subprocesses (tests/conftest.py: the unit/slow split)
 
 
 def double11(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:

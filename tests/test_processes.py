@@ -28,6 +28,7 @@ from double11.catalog.generate import generate_catalog
 from double11.lifecycle import CommandFailed, data_dir_user, listen_exclusively
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # real subprocesses (tests/conftest.py: the unit/slow split)
 START_S = 120.0  # the first start after a compiled module changed compiles the engine first
 GONE_S = 30.0  # an engine whose front died makes what it was sent durable, snapshots, exits
 
