@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="double11", description="A Singles' Day-scale shopping festival platform.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the transaction core over HTTP (embedded: an HTTP process and an engine process, local data)")
+    serve = sub.add_parser("serve", help="run the transaction core over HTTP (embedded: an HTTP process and an "
+                                         "engine process, local data)")
     serve.add_argument("--catalog", type=existing_folder,
                        help="catalog folder (CSV or Parquet); default: a generated demo catalog, "
                             "written to DATA/catalog")

@@ -25,9 +25,16 @@ import httpx
 
 from double11.cli import port_number, positive_float
 from double11.config import FestivalConfig
-from double11.lifecycle import (CommandFailed, check_ports_free, child_env, data_dir_user,
-                                interrupt_on_stop_signals, on_stop_signals)
-from double11.simulator import mixes, plan as plans
+from double11.lifecycle import (
+    CommandFailed,
+    check_ports_free,
+    child_env,
+    data_dir_user,
+    interrupt_on_stop_signals,
+    on_stop_signals,
+)
+from double11.simulator import mixes
+from double11.simulator import plan as plans
 from double11.simulator.cli import add_traffic_options, load_view, simulate
 from double11.simulator.progress import ProgressBar
 from double11.simulator.schedule import ReplayRefused, lag_warning, start_line
@@ -81,11 +88,12 @@ def _start_server(args, data: Path, catalog_dir: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "double11", "serve", "--port", str(args.port),
            "--data", str(data / "log"), "--speedup", f"{args.speedup:g}",
            "--clock-start", str(start_ms), "--catalog", catalog_dir, "--scale", f"{args.scale:g}"]
-    log = open(data / "server.log", "ab")
     # its own session: Ctrl-C in the terminal reaches only us, and we stop the
     # server ourselves once the answers to everything in flight are in; it
     # stops by itself if we die first (child_env)
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=child_env())
+    with open(data / "server.log", "ab") as log:  # the server holds its own copy of the file
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=child_env())
 
 
 def _wait_ready(server: subprocess.Popen, url: str, data: Path) -> None:

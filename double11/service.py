@@ -23,9 +23,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -61,7 +62,7 @@ class Festival:
         self._lock = threading.Lock()
         self._pending: list[tuple[Any, asyncio.Future, int]] = []  # (commands, caller, how many)
         self._pending_commands = 0
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()  # a fresh one with each committer (_enqueue)
         self._committer: asyncio.Task | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-log")
         self._last_write: Future | None = None  # the last record handed to the log thread
@@ -73,7 +74,7 @@ class Festival:
         self.batches = 0
         self.commands = 0
         self.table_grows = 0  # tables grown to take a batch (each a pause)
-        self.batch_ms = collections.deque(maxlen=4096)  # apply + fsync, per batch
+        self.batch_ms: collections.deque[float] = collections.deque(maxlen=4096)  # apply + fsync, per batch
         self.snapshot_seq = 0
         # set when a log record could not be written: the state then holds a
         # batch the log does not, so no more commands until a restart recovers
@@ -84,7 +85,7 @@ class Festival:
     @classmethod
     def open(cls, catalog: Catalog | None = None, data_dir: str | Path | None = None,
              config: FestivalConfig | None = None, speedup: float = 1.0,
-             clock_start_ms: int | None = None) -> "Festival":
+             clock_start_ms: int | None = None) -> Festival:
         """Open (or recover) a festival.  With data_dir, every command is logged
         and fsynced before it is answered; without, state is in memory only."""
         if data_dir is None:
@@ -107,7 +108,8 @@ class Festival:
             seq, engine = 0, Engine(catalog, config)
         def records():
             nonlocal seq  # ends as the last record's
-            for seq, now_ms, payload in command_log.replay(directory, seq):
+            for record_seq, now_ms, payload in command_log.replay(directory, seq):
+                seq = record_seq
                 yield CommandBatch.from_bytes(payload, trusted=True), now_ms
 
         for _ in engine.apply_all(records()):  # each record's lookups beside the main loop of the one before
@@ -187,9 +189,11 @@ class Festival:
     def _write(self, now_ms: int, batch: CommandBatch) -> None:
         if self.log_failure is not None:  # never a record after a lost one: replay would skip a batch
             raise self.log_failure
+        log = self.log
+        assert log is not None, "written only by a festival with a log (apply)"
         try:
-            self.log.append(now_ms, batch.to_bytes())
-            self.log.sync()
+            log.append(now_ms, batch.to_bytes())
+            log.sync()
         except BaseException as exc:
             self.log_failure = exc
             raise
@@ -243,8 +247,9 @@ class Festival:
         def unwrap(done: asyncio.Future) -> None:
             if single.done():
                 return
-            if done.exception() is not None:
-                single.set_exception(done.exception())
+            exc = done.exception()
+            if exc is not None:
+                single.set_exception(exc)
             elif run.refused:
                 single.set_exception(run.refused[0])
             else:
@@ -301,7 +306,8 @@ class Festival:
                 items, self._pending = self._pending[:taken], self._pending[taken:]
             self._pending_commands -= count
             parts: list[CommandBatch] = []
-            runs: list[tuple[str, list[asyncio.Future], list[int]]] = []  # callers, and their commands
+            # callers, their commands' counts, and what each sent
+            runs: list[tuple[str, list[asyncio.Future], list[int], list[Any]]] = []
             for kind, run in _runs(items):
                 try:
                     if kind == _RUN:
@@ -468,7 +474,10 @@ class Festival:
     def metrics(self) -> dict[str, int | float]:
         e = self.engine
         latencies = sorted(self.batch_ms)
-        p = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0)
+
+        def p(q: float) -> float:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
         return {
             "double11_batches_total": self.batches,
             "double11_commands_total": self.commands,

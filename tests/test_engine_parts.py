@@ -162,3 +162,17 @@ def test_claim_keys_matches_claiming_one_command_at_a_time(batches):
                 assert (got, c) == (NOT_RUN, Result.idempotency_key_reused)
         assert index.size == len(model)
         assert [int(keys[row]["fingerprint"]) for row, _ in model.values()] == [f for _, f in model.values()]
+
+
+def test_engine_declares_the_field_columns_it_sets():
+    """Engine's c_/l_/o_/b_/i_ columns are set with setattr, one per field of
+    its tables; its annotations (what mypy knows them by) name exactly those,
+    and make no class attributes."""
+    from double11.engine import machine
+
+    tables = (("c_", machine.CHECKOUT_FIELDS), ("l_", machine.LINE_FIELDS), ("o_", machine.ORDER_FIELDS),
+              ("b_", machine.BUYER_FIELDS), ("i_", machine.KEY_FIELDS))
+    fields = {prefix + name for prefix, table in tables for name, _ in table}
+    declared = {name for name in machine.Engine.__annotations__ if name[:2] in {prefix for prefix, _ in tables}}
+    assert declared == fields
+    assert not any(hasattr(machine.Engine, name) for name in declared)

@@ -149,7 +149,8 @@ def test_success_bodies(festival):
     }
     assert rs[1] == {"status": 200, "body": {"checkout": 1, "status": "paid", "amount_fen": 52299}}
     commission = 1999 * 250 // 10000
-    assert rs[2] == {"status": 200, "body": {"order": 3, "status": "settled", "merchant_fen": 1999 - commission, "commission_fen": commission}}
+    assert rs[2] == {"status": 200, "body": {"order": 3, "status": "settled", "merchant_fen": 1999 - commission,
+                                             "commission_fen": commission}}
     assert rs[3] == {"status": 200, "body": {"order": 2, "status": "refunded", "amount_fen": 50000}}
     assert rs[4] == {"status": 200, "body": {"sku": 106, "qty": 7}}
     assert rs[5]["status"] == 201 and rs[5]["body"]["checkout"] == 2 and rs[5]["body"]["orders"][0]["order"] == 4
@@ -184,9 +185,15 @@ def test_success_bodies(festival):
         "lines": [{"sku": 103, "qty": 2, "price_fen": 25000, "amount_fen": 50000}],
     }
     assert f.order(4)["status"] == "cancelled"
-    assert f.sku(103) == {"sku": 103, "name": "SKU 103", "merchant": 20, "merchant_name": "Twenty Store", "brand": 1, "brand_name": "Apple", "price_fen": 25000, "stock": 2, "reserved": 0, "sold": 0, "stocked": 2}
-    assert f.sku(101) == {"sku": 101, "name": "SKU 101", "merchant": 30, "merchant_name": "Thirty Store", "brand": 1, "brand_name": "Apple", "price_fen": 1999, "stock": 2, "reserved": 0, "sold": 1, "stocked": 3}
-    assert f.sku(106) == {"sku": 106, "name": "SKU 106", "merchant": 20, "merchant_name": "Twenty Store", "brand": 2, "brand_name": "Xiaomi", "price_fen": 799, "stock": 7, "reserved": 0, "sold": 0, "stocked": 7}
+    assert f.sku(103) == {"sku": 103, "name": "SKU 103", "merchant": 20, "merchant_name": "Twenty Store", "brand": 1,
+                          "brand_name": "Apple", "price_fen": 25000, "stock": 2, "reserved": 0, "sold": 0,
+                          "stocked": 2}
+    assert f.sku(101) == {"sku": 101, "name": "SKU 101", "merchant": 30, "merchant_name": "Thirty Store", "brand": 1,
+                          "brand_name": "Apple", "price_fen": 1999, "stock": 2, "reserved": 0, "sold": 1,
+                          "stocked": 3}
+    assert f.sku(106) == {"sku": 106, "name": "SKU 106", "merchant": 20, "merchant_name": "Twenty Store", "brand": 2,
+                          "brand_name": "Xiaomi", "price_fen": 799, "stock": 7, "reserved": 0, "sold": 0,
+                          "stocked": 7}
     assert f.sku(104)["stock"] == 4 and f.sku(104)["reserved"] == 0
     assert f.sku(UNKNOWN_SKU) is None and f.checkout(3) is None and f.order(5) is None
     assert f.ledger() == {
@@ -197,7 +204,9 @@ def test_success_bodies(festival):
     st = f.stats()
     hours = [0] * 24
     hours[10] = 52299
-    assert {k: st[k] for k in ("gmv_fen", "checkouts", "orders", "payments", "mobile_gmv_fen", "buyers", "new_buyers", "countries", "refunded_fen", "settled_fen", "gmv_by_hour_fen")} == {
+    shown = ("gmv_fen", "checkouts", "orders", "payments", "mobile_gmv_fen", "buyers", "new_buyers", "countries",
+             "refunded_fen", "settled_fen", "gmv_by_hour_fen")
+    assert {k: st[k] for k in shown} == {
         "gmv_fen": 52299,
         "checkouts": 2,
         "orders": 4,
@@ -217,7 +226,8 @@ def test_retry_returns_first_result(festival):
     first = f.execute([CO], T0)
     f.execute([pay("pay", 1, 100)], T0 + 1)
     assert f.execute([CO], T0 + 10 * TIMEOUT) == first
-    assert f.execute([pay("pay", 1, 100)], T0 + 10 * TIMEOUT)[0] == {"status": 200, "body": {"checkout": 1, "status": "paid", "amount_fen": 100}}
+    assert f.execute([pay("pay", 1, 100)], T0 + 10 * TIMEOUT)[0] == {
+        "status": 200, "body": {"checkout": 1, "status": "paid", "amount_fen": 100}}
     assert f.stats()["checkouts"] == 1 and f.stats()["payments"] == 1
 
 
@@ -242,11 +252,13 @@ def test_expiry_puts_units_back(festival):
 G = co("k", [(102, 1)])
 PRECEDENCE = [
     ("unknown_op before invalid_idempotency_key", {"op": "buy"}, "unknown_op"),
-    ("invalid_idempotency_key before fields", {**G, "idempotency_key": "", "buyer": "x", "country": "XX"}, "invalid_idempotency_key"),
+    ("invalid_idempotency_key before fields", {**G, "idempotency_key": "", "buyer": "x", "country": "XX"},
+     "invalid_idempotency_key"),
     ("buyer before country", {**G, "buyer": "x", "country": "XX"}, "invalid_request"),
     ("country before channel", {**G, "country": "XX", "channel": "tv"}, "invalid_country"),
     ("country before line qty", {**G, "country": "XX", "lines": [{"sku": 102, "qty": 0}]}, "invalid_country"),
-    ("country before too_many_lines", {**G, "country": "XX", "lines": [{"sku": 102, "qty": 1}] * 17}, "invalid_country"),
+    ("country before too_many_lines", {**G, "country": "XX", "lines": [{"sku": 102, "qty": 1}] * 17},
+     "invalid_country"),
     ("channel before empty_checkout", {**G, "channel": "tv", "lines": []}, "invalid_channel"),
     ("too_many_lines before line qty", {**G, "lines": [{"sku": 102, "qty": 0}] * 17}, "too_many_lines"),
     ("first bad line wins (qty)", {**G, "lines": [{"sku": 102, "qty": 0}, {"sku": "x", "qty": 1}]}, "invalid_quantity"),

@@ -138,8 +138,10 @@ def engine_rate(catalog, seconds: float, batch: int) -> float:
     # later (checkouts 1, checkouts 2, payments 1, checkouts 3, payments 2...)
     rounds = max(8, checkouts // batch)
     batches = [work.checkouts(batch) for _ in range(rounds)]
-    checkouts_fed = collections.deque()  # whether each batch fed is checkouts (not payments), in order
-    applied = collections.deque()  # (code, ref) of each checkout batch applied, until its payments are made
+    # whether each batch fed is checkouts (not payments), in order
+    checkouts_fed: collections.deque[bool] = collections.deque()
+    # (code, ref) of each checkout batch applied, until its payments are made
+    applied: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
     off_clock = 0.0
     started = time.perf_counter()
 
@@ -374,13 +376,15 @@ WRK_SCRIPT = """
 local skus = {%(skus)s}
 local countries = {%(countries)s}
 local n = 0
+local body_format = '{"buyer":%%d,"country":"%%s","channel":"%%s","lines":[{"sku":%%d,"qty":1}],' ..
+  '"idempotency_key":"wrk-%(run)d-%%d"}'
 -- each load its own buyers (LuaJIT's generator starts from the same seed in every process)
 math.randomseed(%(run)d)
 function request()
   n = n + 1
   local channel = "mobile"
   if math.random() < 0.1 then channel = "pc" end
-  local body = string.format('{"buyer":%%d,"country":"%%s","channel":"%%s","lines":[{"sku":%%d,"qty":1}],"idempotency_key":"wrk-%(run)d-%%d"}',
+  local body = string.format(body_format,
     math.random(1, 50000000), countries[math.random(#countries)], channel, skus[math.random(#skus)], n)
   return wrk.format("POST", "/v1/checkouts", {["Content-Type"] = "application/json"}, body)
 end
@@ -418,10 +422,12 @@ def single_load(url: str, catalog, seconds: float, run: int, workdir: Path, conn
     script = workdir / f"single-{run}.lua"
     script.write_text(WRK_SCRIPT % {
         "skus": ",".join(str(int(s)) for s in catalog.sku_id[rows]),
-        "countries": ",".join(f'"{c}"' for c in ["CN"] * 17 + ["US", "RU", "ES", "FR", "HK", "TW", "JP", "KR", "SG", "MY"]),
+        "countries": ",".join(f'"{c}"' for c in
+                              ["CN"] * 17 + ["US", "RU", "ES", "FR", "HK", "TW", "JP", "KR", "SG", "MY"]),
         "run": run,
     })
-    out = subprocess.run([_wrk(), "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "-s", str(script), url + "/v1/checkouts"],
+    out = subprocess.run([_wrk(), "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "-s", str(script),
+                          url + "/v1/checkouts"],
                          capture_output=True, text=True, check=True).stdout
     rate = next(float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec"))
     errors = next((int(line.split()[-1]) for line in out.splitlines() if "Non-2xx" in line), 0)
@@ -522,7 +528,8 @@ def bench_main(args: argparse.Namespace) -> int:
         single_server = Server(catalog_dir, workdir / "single-data", args.port + 2,
                                expected_checkouts=int(SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S * single_phase_s(args)))
         empty_server = None
-        singles, empties = [], []
+        singles: list[float] = []
+        empties: list[float] = []
         try:
             empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
             say(f"single checkouts per HTTP request (wrk, {args.single_connections} connections, "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -108,10 +109,10 @@ class _Table:
         except pa.ArrowInvalid:
             # Only values of 19 digits or more can overflow; find the first in Python.
             long = np.flatnonzero(pc.utf8_length(col).to_numpy() >= 19)
-            for row in long:
-                value = int(col[int(row)].as_py())
+            for long_row in long:
+                value = int(col[int(long_row)].as_py())
                 if not -(2**63) <= value <= limits.id_max:
-                    raise self.fail(name, int(row), f"{value} is out of range") from None
+                    raise self.fail(name, int(long_row), f"{value} is out of range") from None
             raise
 
     def ids(self, name: str) -> np.ndarray:
@@ -238,8 +239,10 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
     """Load and check the catalog folder at path; raise Double11Error(invalid_request) if bad."""
     folder = Path(path)
     found = {base: _find(folder, base, required=base != "buyers") for base in COLUMNS}
+    # the required files: _find raised if one is missing
+    merchants, brands, skus = (cast(Path, found[base]) for base in ("merchants", "brands", "skus"))
 
-    m = _read(found["merchants"], COLUMNS["merchants"], limits.catalog_merchants_max,
+    m = _read(merchants, COLUMNS["merchants"], limits.catalog_merchants_max,
               "limits.catalog_merchants_max")
     merchant_id = m.ids("merchant")
     merchant_name = m.names("name")
@@ -247,13 +250,13 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
     merchant_country = m.countries("country")
 
     # No limit of its own: a brand without SKUs is pointless, so the SKU limit bounds it.
-    b = _read(found["brands"], COLUMNS["brands"], limits.catalog_skus_max, "limits.catalog_skus_max")
+    b = _read(brands, COLUMNS["brands"], limits.catalog_skus_max, "limits.catalog_skus_max")
     brand_id = b.ids("brand")
     brand_name = b.names("name")
     brand_international = b.flags("international")
     brand_origin = b.countries("origin")
 
-    s = _read(found["skus"], COLUMNS["skus"], limits.catalog_skus_max, "limits.catalog_skus_max",
+    s = _read(skus, COLUMNS["skus"], limits.catalog_skus_max, "limits.catalog_skus_max",
               OPTIONAL_COLUMNS["skus"])
     sku_id = s.ids("sku")
     sku_merchant = s.integers("merchant")

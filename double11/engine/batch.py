@@ -13,11 +13,12 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from double11.engine.compiled import inline, kernel
 
 from double11 import limits
+from double11.engine.compiled import inline, kernel
 from double11.errors import Double11Error, Result
 
 
@@ -76,7 +77,7 @@ class CommandBatch:
         return len(self.op)
 
     @classmethod
-    def concat(cls, batches: list["CommandBatch"]) -> "CommandBatch":
+    def concat(cls, batches: list[CommandBatch]) -> CommandBatch:
         if len(batches) == 1:
             return batches[0]
         notes, at = {}, 0
@@ -88,7 +89,7 @@ class CommandBatch:
             for name, _ in COMMAND_COLUMNS + LINE_COLUMNS
         }, notes=notes)
 
-    def slice(self, start: int, stop: int) -> "CommandBatch":
+    def slice(self, start: int, stop: int) -> CommandBatch:
         """Commands start..stop-1 and their lines (views, not copies)."""
         l0 = int(self.lines[:start].sum(dtype=np.int64))
         l1 = l0 + int(self.lines[start:stop].sum(dtype=np.int64))
@@ -103,7 +104,7 @@ class CommandBatch:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes | memoryview, trusted: bool = False) -> "CommandBatch":
+    def from_bytes(cls, data: bytes | memoryview, trusted: bool = False) -> CommandBatch:
         """Decodes the wire form.  Untrusted input (a request) gets its shape
         checked and every command's `invalid` column set by `validate`."""
         if len(data) < _HEADER.size:
@@ -118,7 +119,7 @@ class CommandBatch:
         if len(data) != expected:
             raise Double11Error(Result.invalid_request, f"binary batch is {len(data)} bytes, header says {expected}")
         offset = _HEADER.size
-        columns = {}
+        columns: dict[str, Any] = {}  # name -> column (Any: mypy matches **columns against `notes` too)
         for cols, count in ((COMMAND_COLUMNS, n), (LINE_COLUMNS, n_lines)):
             for name, dt in cols:
                 arr = np.frombuffer(data, dtype=dt, count=count, offset=offset)

@@ -81,7 +81,7 @@ def _skip_ws(buf, p, end):
 def _equals(buf, s, e, name):
     if e - s != len(name):
         return False
-    for k in range(e - s):
+    for k in range(e - s):  # noqa: SIM110 (compiled: Numba takes no generator in all())
         if buf[s + k] != name[k]:
             return False
     return True
@@ -208,7 +208,7 @@ def _command(buf, p, end, op, i, channel, lines, country, key, target, amount, s
         if name <= 0 or name == _F_SKU or seen & name:
             return False
         seen |= name
-        if name == F_BUYER or name == F_AMOUNT or name == F_QTY:
+        if name == F_BUYER or name == F_AMOUNT or name == F_QTY:  # noqa: SIM109 (compiled: plain comparisons)
             v, p = _number(buf, p, end)
             if v <= 0:
                 return False
@@ -277,13 +277,13 @@ class Bodies:
         self.buf, self.starts, self.ends = buf, starts, ends
 
     @classmethod
-    def of(cls, bodies: list[bytes]) -> "Bodies":
+    def of(cls, bodies: list[bytes]) -> Bodies:
         sizes = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
         ends = np.cumsum(sizes)
         return cls(np.frombuffer(b"".join(bodies), dtype=np.uint8), ends - sizes, ends)
 
     @classmethod
-    def concat(cls, parts: list["Bodies"]) -> "Bodies":
+    def concat(cls, parts: list[Bodies]) -> Bodies:
         if len(parts) == 1:
             return parts[0]
         shift = np.cumsum([0] + [len(p.buf) for p in parts[:-1]])

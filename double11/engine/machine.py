@@ -14,8 +14,9 @@ entity) and hands the loop the buffers it needs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from double11.config import FestivalConfig
 from double11.engine import lookups
 from double11.engine import transitions as tx
 from double11.engine.batch import CommandBatch
-from double11.engine.columns import Table
+from double11.engine.columns import Field, Table
 from double11.engine.counters import ScarceCounters
 from double11.engine.hashindex import HashIndex, StaticIndex
 from double11.engine.ledger import Ledger
@@ -80,6 +81,37 @@ def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 class Engine:
+    # each field of the growing tables, read like a column (set in __init__):
+    # c_ of checkouts, l_ of lines, o_ of orders, b_ of buyers, i_ of idempotency
+    # keys (annotations only: no class attributes, nothing else changes)
+    c_buyer: Field
+    c_amount: Field
+    c_created: Field
+    c_line_start: Field
+    c_order_start: Field
+    c_country: Field
+    c_channel: Field
+    c_status: Field
+    c_lines: Field
+    c_orders: Field
+    l_amount: Field
+    l_order: Field
+    l_sku: Field
+    l_qty: Field
+    l_position: Field
+    o_checkout: Field
+    o_amount: Field
+    o_line_start: Field
+    o_merchant: Field
+    o_status: Field
+    o_lines: Field
+    b_id: Field
+    b_has_paid: Field
+    b_returning: Field
+    i_fingerprint: Field
+    i_ref: Field
+    i_code: Field
+
     def __init__(self, catalog: Catalog, config: FestivalConfig):
         self.catalog = catalog
         self.config = config
@@ -120,7 +152,7 @@ class Engine:
         # b_ of buyers, i_ of idempotency keys
         for prefix, table in (("c_", self.checkouts), ("l_", self.lines), ("o_", self.orders),
                               ("b_", self.buyers), ("i_", self.keys)):
-            for name in table.rows.dtype.names:
+            for name in table.rows.dtype.names or ():
                 setattr(self, prefix + name, table.field(name))
         self.expire_cursor = 0
         self.ledger = Ledger(catalog.merchants, cap, pf)
@@ -182,7 +214,7 @@ class Engine:
         if item is None:
             return
         self._with_room(len(item[0]), len(item[0].sku))
-        looked = self._look_up(*item)
+        looked: _LookedUp | None = self._look_up(*item)
         with ThreadPoolExecutor(1, thread_name_prefix="double11-lookups") as lookups_thread:
             while looked is not None:
                 item = next(pending, None)
@@ -202,7 +234,7 @@ class Engine:
                         self._run(looked)
                     raise
 
-    def _look_up(self, batch: CommandBatch, now_ms: int) -> "_LookedUp":
+    def _look_up(self, batch: CommandBatch, now_ms: int) -> _LookedUp:
         """A batch's first half: its SKUs' rows, and each command's key and
         each checkout's buyer claimed (see lookups.py); the tables have room."""
         now = max(int(now_ms), self.now_ms)
@@ -228,7 +260,7 @@ class Engine:
         self.buyers.size = buyer_index.size = self.ledger.buyer_balance.size = int(buyers)
         return _LookedUp(batch, now, code, ref, sku_row, target_row, claimed, buyer_row)
 
-    def _run(self, looked: "_LookedUp") -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, looked: _LookedUp) -> tuple[np.ndarray, np.ndarray]:
         """A batch's second half: what is due expires, then the main loop."""
         batch, now, code, ref, sku_row, target_row, claimed, buyer_row = looked
         self._expire(now)

@@ -32,12 +32,12 @@ deltas in `totals`.
 from __future__ import annotations
 
 import numpy as np
-from double11.engine.compiled import inline, kernel
 
 from double11.engine.batch import Channel, Op
+from double11.engine.compiled import inline, kernel
 from double11.engine.counters import claim_lines
-from double11.engine.lookups import NOT_RUN, RETRY_OF
 from double11.engine.ledger import TransferKind
+from double11.engine.lookups import NOT_RUN, RETRY_OF
 from double11.engine.prefetch import prefetch
 from double11.engine.refusals import OUT_OF_STOCK_LINE_BITS
 from double11.engine.status import Status
@@ -110,7 +110,7 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
             continue
         count = np.int64(n_lines[i])
         first_line = start
-        start += count
+        start += count  # type: ignore[assignment]  # compiled: an int64 in Numba from the start
         row = claimed[i]
         if row == NOT_RUN:
             continue
@@ -129,7 +129,7 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
                 c, r = UNKNOWN_SKU, sku_id[first_line - r - 1]
             else:
                 c = OK
-        elif o == PAY or o == CANCEL:
+        elif o == PAY or o == CANCEL:  # noqa: SIM109 (compiled: plain comparisons)
             c, row_c = _row_of(target[i], sizes[S_CHECKOUTS], checkouts, PAY_OR_CANCEL_VERDICT, UNKNOWN_CHECKOUT)
             r = target[i]
             if c == OK and o == CANCEL:
@@ -137,7 +137,7 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
             elif c == OK:
                 c = _pay(row_c, amount[i], sizes, totals, skus, checkouts, lines, orders, buyers, buyer_balance,
                          journal, merchant_gmv, brand_gmv, country_gmv)
-        elif o == CONFIRM or o == REFUND:
+        elif o == CONFIRM or o == REFUND:  # noqa: SIM109 (compiled: plain comparisons)
             c, row_o = _row_of(target[i], sizes[S_ORDERS], orders, CONFIRM_OR_REFUND_VERDICT, UNKNOWN_ORDER)
             r = target[i]
             if c == OK and o == CONFIRM:
@@ -164,11 +164,11 @@ def _prefetch_command(j, first_line, op, n_lines, target, sku_row, available, sk
             if s >= 0:
                 prefetch(available, s)
                 prefetch(skus, s)
-    elif o == PAY or o == CANCEL:
+    elif o == PAY or o == CANCEL:  # noqa: SIM109 (compiled: plain comparisons)
         row = target[j] - 1
         if 0 <= row < len(checkouts):
             prefetch(checkouts, row)
-    elif o == CONFIRM or o == REFUND:
+    elif o == CONFIRM or o == REFUND:  # noqa: SIM109 (compiled: plain comparisons)
         row = target[j] - 1
         if 0 <= row < len(orders):
             prefetch(orders, row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,8 @@ def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) ->
     op = Op(int(batch.op[i]))
     if op == Op.pay:
         row = ref - 1
-        return {"status": 200, "body": {"checkout": ref, "status": "paid", "amount_fen": int(engine.c_amount.data[row])}}
+        return {"status": 200, "body": {"checkout": ref, "status": "paid",
+                                        "amount_fen": int(engine.c_amount.data[row])}}
     if op == Op.cancel:
         return {"status": 200, "body": {"checkout": ref, "status": "cancelled"}}
     if op == Op.confirm:
@@ -48,14 +50,15 @@ def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) ->
         return {"status": 200, "body": {"order": ref, "status": "settled", "merchant_fen": amount - commission,
                                         "commission_fen": commission}}
     if op == Op.refund:
-        return {"status": 200, "body": {"order": ref, "status": "refunded", "amount_fen": int(engine.o_amount.data[ref - 1])}}
+        return {"status": 200, "body": {"order": ref, "status": "refunded",
+                                        "amount_fen": int(engine.o_amount.data[ref - 1])}}
     return {"status": 200, "body": {"sku": ref, "qty": int(batch.amount[i])}}
 
 
 def _lines(engine: Engine, start: int, count: int, with_order: bool) -> list[dict[str, Any]]:
     out = []
     sku_id = engine.catalog.sku_id
-    rows = range(start, start + count)
+    rows: Sequence[int] = range(start, start + count)
     if with_order:  # a checkout lists its lines as they were given
         rows = sorted(rows, key=lambda ln: int(engine.l_position.data[ln]))
     for ln in rows:

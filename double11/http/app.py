@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
+from typing import Any, final
 from urllib.parse import parse_qsl
-from typing import Any, Callable
 
 import msgspec
 from granian.rsgi import ProtocolClosed, ProtocolError
@@ -169,17 +170,18 @@ def sku_page_query(query: str) -> tuple[int, int, int]:
         given[name] = value
     out = []
     for name, (lowest, highest, default) in _SKU_PAGE_PARAMS.items():
-        value = given.get(name)
-        if value is None:
+        text = given.get(name)
+        if text is None:
             out.append(default)
             continue
-        if not (value.isascii() and value.isdigit() and len(value) <= 19 and lowest <= int(value) <= highest):
+        if not (text.isascii() and text.isdigit() and len(text) <= 19 and lowest <= int(text) <= highest):
             raise Double11Error(Result.invalid_request,
-                                f"{name} must be an integer from {lowest} to {highest}, got {value[:40]!r}")
-        out.append(int(value))
+                                f"{name} must be an integer from {lowest} to {highest}, got {text[:40]!r}")
+        out.append(int(text))
     return out[0], out[1], out[2]
 
 
+@final  # so that `type(handler) is _SingleCommand` tells mypy the other handlers apart
 class _SingleCommand:
     """The route of a single command: its op (the App answers it inline)."""
 
@@ -187,6 +189,10 @@ class _SingleCommand:
 
     def __init__(self, op: Op) -> None:
         self.op = op
+
+
+# a route's handler for a method: a coroutine function (scope, proto, id), or a single command
+_Handler = Callable[..., Any] | _SingleCommand
 
 
 def _parse_id(s: str, label: str) -> int:
@@ -228,7 +234,7 @@ class App:
             return handler
 
         # exact path -> (route label, {method: handler})
-        self._exact: dict[str, tuple[str, dict[str, Callable]]] = {
+        self._exact: dict[str, tuple[str, dict[str, _Handler]]] = {
             "/v1/checkouts": (R_CHECKOUTS, {"POST": single(Op.checkout)}),
             "/v1/batch": (R_BATCH, {"POST": self._batch}),
             "/v1/skus": ("/v1/skus", {"GET": self._sku_page}),
@@ -240,7 +246,7 @@ class App:
             "/": ("/", {"GET": self._index}),
         }
         # /v1/<collection>/<id>[/<action>] -> (route label, {method: handler})
-        self._by_id: dict[Any, tuple[str, dict[str, Callable]]] = {
+        self._by_id: dict[Any, tuple[str, dict[str, _Handler]]] = {
             ("checkouts", "pay"): ("/v1/checkouts/{checkout}/pay", {"POST": single(Op.pay)}),
             ("checkouts", "cancel"): ("/v1/checkouts/{checkout}/cancel",
                                       {"POST": single(Op.cancel)}),

@@ -17,6 +17,7 @@ Python per request on them beyond cutting the frames.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -31,13 +32,23 @@ import msgspec
 import numpy as np
 
 from double11 import limits
+from double11.engine.answers import Answers
+from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result, error_body
 from double11.gc_tuning import freeze_what_exists
 from double11.lifecycle import CLOSING, SERVING, follow_parent, lock_data_dir, mark_data_dir
-from double11.engine.answers import Answers
-from double11.engine.json_commands import Bodies
-from double11.link.frames import (ANSWER, CALL, READY_CALL, SINGLE_KIND, SKU_PAGE_QUERY, FrameTooLarge, Kind, View,
-                                  pack_answers, scan_calls)
+from double11.link.frames import (
+    ANSWER,
+    CALL,
+    READY_CALL,
+    SINGLE_KIND,
+    SKU_PAGE_QUERY,
+    FrameTooLarge,
+    Kind,
+    View,
+    pack_answers,
+    scan_calls,
+)
 from double11.link.local import LocalFestival
 from double11.service import refusal
 
@@ -69,7 +80,8 @@ class EngineLink(asyncio.Protocol):
                 frames = scan_calls(buf, limits.link_call_bytes_max)
             except FrameTooLarge as e:
                 log.error("%s on the link: closing it", e)
-                self.transport.close()
+                if self.transport is not None:  # connection_made set it before any data
+                    self.transport.close()
                 return
             if not len(frames):
                 return
@@ -242,10 +254,9 @@ def main(argv: list[str]) -> int:
     follow_parent(signal.SIGHUP)
     for sig in (signal.SIGINT, signal.SIGTERM):  # the front's to handle: it closes the link when done
         signal.signal(sig, signal.SIG_IGN)
-    try:  # the engine holds every request's latency and needs little CPU: let it run first
+    # the engine holds every request's latency and needs little CPU: let it run first
+    with contextlib.suppress(OSError):
         os.nice(limits.engine_process_nice)
-    except OSError:
-        pass
     sys.setswitchinterval(limits.engine_gil_switch_interval_s)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # exit status 2: said why, in one line (the front adds nothing)

@@ -48,7 +48,8 @@ class CallFrames:
 SCAN_CALLS_MAX = 1 << 16
 
 
-_NO_FRAMES = CallFrames(*(np.empty(0, dtype=t) for t in (np.uint8, np.uint32, np.uint8, np.int64, np.int64, np.int64)),
+_NO_FRAMES = CallFrames(np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint8),
+                        np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64),
                         consumed=0)
 
 
@@ -104,7 +105,7 @@ def _scan_calls(buf, payload_bytes_max, kind, call, op, target, start, end):
         start[k] = at + 18
         end[k] = stop
         k += 1
-        at = stop
+        at = stop  # type: ignore[assignment]  # compiled: an int64 in Numba from the start
     return k, at, False
 
 

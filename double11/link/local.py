@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import numpy as np
 
 from double11 import limits
+from double11.catalog.listing import SkuListing
+from double11.engine import views
 from double11.engine.batch import Op
 from double11.engine.encode import decode_object
 from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result
-from double11.catalog.listing import SkuListing
-from double11.engine import views
 from double11.link.frames import View
 from double11.service import Festival, refusal
 
@@ -74,7 +75,9 @@ class LocalFestival:
     async def view(self, which: View, id_: int = 0) -> tuple[int, bytes]:
         """A read of the state between two batches: (status, JSON)."""
         get, missing = self._views[which]
-        value = await (self.festival.read(get, id_) if missing is not None else self.festival.read(get))
+        if missing is None:  # the ledger and the stats: always there
+            return 200, _ENC.encode(await self.festival.read(get))
+        value = await self.festival.read(get, id_)
         if value is None:
             return refusal(Double11Error(missing))
         return 200, _ENC.encode(value)

@@ -19,7 +19,8 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -162,7 +163,7 @@ class RemoteFestival(asyncio.Protocol):
 
     # ------------------------------------------------------------- lifecycle
     @classmethod
-    async def start(cls, options: dict[str, Any]) -> "RemoteFestival":
+    async def start(cls, options: dict[str, Any]) -> RemoteFestival:
         """Starts the engine process and waits until its festival is open
         (recovering a big one takes a while)."""
         front_end, engine_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -146,8 +146,10 @@ BAD = [
     ("skus.csv", "12900,300", "12900,-1", ["skus.csv", "'stock'", "row 3", "negative"]),
     ("skus.csv", "12900,300", "12900,2.5", ["skus.csv", "'stock'", "row 3", "not an integer"]),
     ("skus.csv", "12900,300", "12900,300,7", ["skus.csv", "cannot be read"]),
-    ("skus.csv", "sku,merchant,brand,price_fen,stock", "sku,merchant,brand,price,stock", ["skus.csv", "'price_fen'", "missing column"]),
-    ("brands.csv", "brand,name,international,origin", "brand,name,international,country", ["brands.csv", "'origin'", "missing column"]),
+    ("skus.csv", "sku,merchant,brand,price_fen,stock", "sku,merchant,brand,price,stock",
+     ["skus.csv", "'price_fen'", "missing column"]),
+    ("brands.csv", "brand,name,international,origin", "brand,name,international,country",
+     ["brands.csv", "'origin'", "missing column"]),
 ]
 
 

@@ -42,7 +42,8 @@ def test_counts_ids_and_types(cat):
     assert np.isin(cat.sku_brand, cat.brand_id).all()
     assert cat.merchant_marketplace.dtype == np.uint8 and cat.merchant_marketplace.max() < len(MARKETPLACES)
     assert cat.merchant_country.dtype == np.uint16 and cat.brand_origin.dtype == np.uint16
-    assert all(geo.encode(geo.decode(x)) == x for x in np.unique(np.concatenate([cat.merchant_country, cat.brand_origin])))
+    assert all(geo.encode(geo.decode(x)) == x
+               for x in np.unique(np.concatenate([cat.merchant_country, cat.brand_origin])))
     assert cat.brand_international.dtype == bool
     assert cat.sku_price_fen.dtype == np.int64 and cat.sku_stock.dtype == np.int64
     assert len(cat.merchant_name) == 2000 and all(cat.merchant_name)
@@ -138,7 +139,8 @@ def test_popularity_weights():
     assert len(popularity_weights(0)) == 0
 
 
-@pytest.mark.parametrize("merchants, skus, brands", [(1, 1, None), (3, 1, None), (5, 0, None), (50, 200, 1), (40, 100, 3)])
+@pytest.mark.parametrize("merchants, skus, brands",
+                         [(1, 1, None), (3, 1, None), (5, 0, None), (50, 200, 1), (40, 100, 3)])
 def test_tiny_catalogs(merchants, skus, brands):
     c = generate_catalog(merchants, skus, seed=0, brands=brands)
     assert (c.merchants, c.skus) == (merchants, skus)

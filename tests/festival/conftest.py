@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from festival_live import LiveServer  # tests/festival/festival_live.py
 
 CHROMIUM = "/usr/bin/chromium"

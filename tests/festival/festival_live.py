@@ -30,11 +30,11 @@ class LiveServer:
         self.speedup = speedup
         self.catalog = catalog
         start = FestivalConfig().festival_start_ms - int(preroll_real_s * speedup * 1000)
-        self.log = open(data / "server.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "double11", "serve", "--port", str(self.port), "--data", str(data / "log"),
-             "--speedup", f"{speedup:g}", "--clock-start", str(start), "--catalog", str(catalog)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(data / "server.log", "wb") as log:  # the server holds its own copy of the file
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "double11", "serve", "--port", str(self.port), "--data", str(data / "log"),
+                 "--speedup", f"{speedup:g}", "--clock-start", str(start), "--catalog", str(catalog)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + SERVER_READY_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -52,9 +52,7 @@ class LiveServer:
     def stop(self) -> int:
         from double11.festival_cmd import stop_server
 
-        code = stop_server(self.proc)
-        self.log.close()
-        return code
+        return stop_server(self.proc)
 
 
 def start_plain_server(port: int, data: Path, catalog: Path, log: Path, speedup: float) -> subprocess.Popen:

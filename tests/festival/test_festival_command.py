@@ -11,7 +11,6 @@ import sys
 import time
 
 import httpx
-
 from festival_live import LiveServer, free_port  # tests/festival/festival_live.py
 
 FESTIVAL = "import sys; from double11.festival_cmd import festival_main; sys.exit(festival_main(sys.argv[1:]))"
@@ -40,7 +39,7 @@ def test_ctrl_c_stops_cleanly_and_loses_nothing_acknowledged(tmp_path, serve_hel
     assert "server stopped (0)" in out
     assert (data / "report.html").exists()
     acked = json.loads((data / "simulator.json").read_text())
-    assert 200 < acked["payments"]
+    assert acked["payments"] > 200
     assert acked["checkouts"] < 0.5 * 18_800  # stopped well before the end of the day
 
     # the server, started again on the same data, has every acknowledged payment

@@ -80,7 +80,8 @@ def test_merchant_clubs_come_from_the_simulator_when_the_server_counts_at_full_s
 
 
 def test_merchant_clubs_come_from_the_server_when_its_thresholds_are_scaled():
-    clubs = [{"threshold_fen": int(t * SCALE), "merchants": m} for t, m in ((10**10, 150), (5 * 10**10, 20), (10**11, 7))]
+    clubs = [{"threshold_fen": int(t * SCALE), "merchants": m}
+             for t, m in ((10**10, 150), (5 * 10**10, 20), (10**11, 7))]
     r = by_key(rows(stats_at_scale(merchant_clubs=clubs, scale=SCALE), 2017))
     assert [r[f"club_{k}"].ours for k in range(3)] == ["150", "20", "7"]
 

@@ -13,7 +13,6 @@ import time
 import httpx
 import pytest
 
-
 SIMULATE = "import sys; from double11.simulator.cli import simulate_main; sys.exit(simulate_main(sys.argv[1:]))"
 # element id -> the stats field it shows
 RAW_FIGURES = {

@@ -51,13 +51,13 @@ class FakeServer:
 
     def checkout(self, c):
         lines = c["lines"]
-        if any(self.stock[l["sku"]] < l["qty"] for l in lines):
+        if any(self.stock[line["sku"]] < line["qty"] for line in lines):
             return {"status": 409, "body": {"error": {"code": "out_of_stock"}}}
-        for l in lines:
-            self.stock[l["sku"]] -= l["qty"]
+        for line in lines:
+            self.stock[line["sku"]] -= line["qty"]
         by_merchant = Counter()
-        for l in lines:
-            by_merchant[self.merchant[l["sku"]]] += self.price[l["sku"]] * l["qty"]
+        for line in lines:
+            by_merchant[self.merchant[line["sku"]]] += self.price[line["sku"]] * line["qty"]
         orders = []
         for m in sorted(by_merchant):
             oid = len(self.orders) + 1

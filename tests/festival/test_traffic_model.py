@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from double11.catalog.generate import generate_catalog
-from double11.simulator import curve, mixes, plan as plans
+from double11.simulator import curve, mixes
+from double11.simulator import plan as plans
 from double11.simulator.years import YEARS, profile
 
 Y2017 = profile(2017)

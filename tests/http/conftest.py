@@ -9,11 +9,11 @@ import time
 
 import httpx
 import pytest
+from model import T0, small_catalog
 
 from double11.http.server import HttpServer
 from double11.link.local import LocalFestival
 from double11.service import Festival
-from model import T0, small_catalog
 
 
 def free_port() -> int:
@@ -47,7 +47,8 @@ class ThreadServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = HttpServer(LocalFestival(festival) if festival is not None else None, port=self.port, static_dir=static_dir, empty=empty)
+        self.server = HttpServer(LocalFestival(festival) if festival is not None else None, port=self.port,
+                                 static_dir=static_dir, empty=empty)
         self.error: BaseException | None = None
 
         def run():

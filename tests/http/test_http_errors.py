@@ -119,7 +119,8 @@ def test_wrong_method(shared_client, method, path):
 
 
 def test_binary_batch_decode_error_is_json_4xx(shared_client):
-    r = shared_client.post("/v1/batch", content=b"\x00garbage", headers={"content-type": "application/x-double11-batch"})
+    r = shared_client.post("/v1/batch", content=b"\x00garbage",
+                           headers={"content-type": "application/x-double11-batch"})
     assert r.status_code in (400, 413)
     assert error_code(r, r.status_code) in ("invalid_request", "batch_too_large", "body_too_large")
     nothing_changed(shared_client)

@@ -5,6 +5,7 @@ front (503 meanwhile) and a restart recovers; SIGTERM to both stops cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,15 +16,15 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+from conftest import ThreadServer, free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model import T0, small_catalog
 
-from conftest import ThreadServer, free_port
 from double11 import limits
 from double11.catalog.files import save_catalog
 from double11.link.engine import lock_data_dir
 from double11.service import Festival
-from model import T0, small_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 START_S = 60.0
@@ -59,10 +60,8 @@ class SplitServer:
         return int(children[0])
 
     def signal_all(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self) -> int:
         self.signal_all(signal.SIGTERM)
@@ -330,12 +329,12 @@ def test_one_read_of_singles_views_and_batches_answers_every_call_once(tmp_path,
     import asyncio
 
     import uvloop
+    from model import SMALL_SKUS
 
     from double11.engine.batch import Op
     from double11.link.engine import EngineLink
     from double11.link.frames import ANSWER, CALL, Kind, View
     from double11.link.local import LocalFestival
-    from model import SMALL_SKUS
 
     sku = sorted(SMALL_SKUS)[0]
 

@@ -31,7 +31,8 @@ def test_checkout_created(client):
 
 def test_pay_confirm_refund_cancel_restock(client):
     c = checkout(client)
-    r = client.post(f"/v1/checkouts/{c['checkout']}/pay", json={"amount_fen": c["amount_fen"], "idempotency_key": "pay-1"})
+    r = client.post(f"/v1/checkouts/{c['checkout']}/pay",
+                    json={"amount_fen": c["amount_fen"], "idempotency_key": "pay-1"})
     assert r.status_code == 200, r.text
     assert r.json() == {"checkout": 1, "status": "paid", "amount_fen": c["amount_fen"]}
 
@@ -233,13 +234,12 @@ def test_stop_ends_open_streams_and_closes_festival(festival, static_dir):
     festival.close = spy_close
     srv = ThreadServer(festival, static_dir=static_dir)
     try:
-        with httpx.Client(base_url=srv.url, timeout=10) as c:
-            with c.stream("GET", "/v1/stats/stream") as r:
-                it = r.iter_lines()
-                assert next(it).startswith("data: ")
-                srv.server.stop()  # graceful: the open stream ends, the server stops
-                rest = list(it)
-                assert all(line == "" or line.startswith("data: ") for line in rest)
+        with httpx.Client(base_url=srv.url, timeout=10) as c, c.stream("GET", "/v1/stats/stream") as r:
+            it = r.iter_lines()
+            assert next(it).startswith("data: ")
+            srv.server.stop()  # graceful: the open stream ends, the server stops
+            rest = list(it)
+            assert all(line == "" or line.startswith("data: ") for line in rest)
     finally:
         srv.stop()
     assert closed == [True]  # closed once, with a snapshot
