@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 
 from double11 import limits
+from double11.lifecycle import CommandFailed
 from double11.simulator import mixes
 from double11.simulator.plan import CatalogView, Plan
 from double11.simulator.tally import Tally
@@ -33,6 +34,9 @@ RESYNC_S = 1.0  # how often the festival clock is read back from the server
 SUBSTITUTIONS_MAX = 2  # a buyer who finds an item sold out tries this many other ones
 RETRIES_MAX = 20
 RETRY_BACKOFF_S = 0.05
+# a server that has not answered a clock read for this long is gone: say so and stop,
+# rather than wait out the day for commands that can no longer be sent
+SERVER_LOST_S = 10.0
 SPARE_ROWS = 65_536
 SPARE_LOOKS = 8  # candidates compared by price for one substitute
 assert limits.batch_commands_max >= BATCH_COMMANDS_MAX
@@ -105,6 +109,7 @@ class Simulation:
         self.in_flight: set[asyncio.Task] = set()
         self.slots = asyncio.Semaphore(IN_FLIGHT_MAX)
         self.stats: dict = {}
+        self.unreachable_since = 0.0  # monotonic time of the first clock read that failed in a row
         self.failure: BaseException | None = None
 
     # -------------------------------------------------------------- commands
@@ -183,6 +188,8 @@ class Simulation:
         heapq.heappush(self.heap, (p.due_ms, next(self.seq), p))
 
     def _push_new(self, p: Pending) -> None:
+        if p.due_ms >= self.end_ms:  # due after the replayed hours: never sent
+            return
         self.tally.sent[p.kind] += 1
         self._push(p)
 
@@ -252,13 +259,14 @@ class Simulation:
                         results = _DEC.decode(r.content)["results"]
                         break
                     if r.status_code < 500 and r.status_code != 429:
-                        raise RuntimeError(f"batch refused: {r.status_code} {r.text[:300]}")
+                        raise CommandFailed(f"the server refused a batch: {r.status_code} {r.text[:300]}", 1)
                 except httpx.TransportError:
                     self.tally.transport_errors += 1
                 self.tally.retries += 1
                 await asyncio.sleep(RETRY_BACKOFF_S * (attempt + 1))
             else:
-                raise RuntimeError("the server did not answer a batch after retries")
+                raise CommandFailed(f"{self.http.base_url} did not answer a batch in {RETRIES_MAX + 1} tries: "
+                                    "is the server still running?", 1)
             now_ms = self.clock.now_ms()
             for p, res in zip(batch, results):
                 self._on_answer(p, res, now_ms)
@@ -320,7 +328,8 @@ class Simulation:
             if time.monotonic() >= resync_at:
                 await self._resync()
                 resync_at = time.monotonic() + RESYNC_S
-            if i >= len(at) and not self.heap and not self.in_flight:
+            # what is left on the heap is due after the replayed hours (retries past the end)
+            if i >= len(at) and not self.in_flight and (not self.heap or self.heap[0][0] >= self.end_ms):
                 break
             nxt = min(self.start_ms + int(at[i]) if i < len(at) else 1 << 62,
                       self.heap[0][0] if self.heap else 1 << 62)
@@ -337,7 +346,13 @@ class Simulation:
             stats, real_s = await read_stats(self.http)
         except httpx.HTTPError:
             self.tally.transport_errors += 1
+            now = time.monotonic()
+            self.unreachable_since = self.unreachable_since or now
+            if now - self.unreachable_since >= SERVER_LOST_S and self.failure is None:
+                self.failure = CommandFailed(f"lost {self.http.base_url}: no answer for {SERVER_LOST_S:g} s "
+                                             "(what it acknowledged is durable there)", 1)
             return
+        self.unreachable_since = 0.0
         self.stats = stats
         self.clock.set(int(stats["at"]), real_s)
         if self.on_progress:

@@ -127,3 +127,76 @@ def test_the_client_follows_up_only_what_the_server_accepted():
     assert sum(v for k, v in tally.answers.items() if " ok" not in k and "out_of_stock" not in k) == 0
     assert tally.merchant_clubs(1.0) == [0, 0, 0]
     assert sum(tally.merchant_gmv_fen.values()) == tally.gmv_fen
+
+
+def _small_view(n: int = 400) -> plans.CatalogView:
+    rng = np.random.default_rng(0)
+    return plans.CatalogView(sku_id=np.arange(1, n + 1), price_fen=rng.integers(1000, 30000, n),
+                             merchant=rng.integers(1, 40, n), stock=np.full(n, 10_000))
+
+
+def _run_in_thread(coro):
+    # a thread of its own: the browser tests' Playwright keeps an event loop on this one
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class SlowFake(FakeServer):
+    """The fake at 60x (a festival minute a real second), noting every clock read."""
+
+    def __init__(self, view: plans.CatalogView, fail_stats_after_reads: int | None = None):
+        super().__init__(view)
+        self.reads: list[int] = []
+        self.fail_stats_after_reads = fail_stats_after_reads
+
+    def at(self) -> int:
+        now = asyncio.get_running_loop().time()
+        self.t0 = now if self.t0 is None else self.t0
+        return START - 2_000 + int((now - self.t0) * 1000 * 60)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/stats":
+            if self.fail_stats_after_reads is not None and len(self.reads) >= self.fail_stats_after_reads:
+                raise httpx.ConnectError("connection refused", request=request)
+            self.reads.append(self.at())
+        return super().handle(request)
+
+
+def test_a_partial_day_ends_with_its_hours_not_with_the_last_payment_due_after_them():
+    view = _small_view()
+    plan = plans.build(profile(2017), 2e-6, 1, view)
+    hours = 0.01  # 36 festival seconds: its buyers' payments fall due minutes later
+    end_ms = START + int(hours * 3_600_000)
+    fake = SlowFake(view)
+
+    async def run():
+        async with httpx.AsyncClient(base_url="http://fake", transport=httpx.MockTransport(fake.handle)) as http:
+            return await Simulation(plan, view, http, 60.0, hours=hours).run(asyncio.Event())
+
+    tally = _run_in_thread(run())
+    assert tally.checkouts > 0 and tally.sent["checkout"] == int((plan.at_ms < hours * 3_600_000).sum())
+    assert tally.sent["pay"] == tally.payments  # a payment due after the hours is never counted as sent
+    # it stopped once the hours were sent: not a clock read a minute of festival time
+    # past their end, where waiting for the dropped payments kept it reading for minutes
+    assert [at for at in fake.reads if at > end_ms + 60_000] == []
+
+
+def test_a_server_that_stops_answering_ends_the_replay_with_one_line(monkeypatch):
+    from double11.lifecycle import CommandFailed
+    from double11.simulator import client
+
+    monkeypatch.setattr(client, "SERVER_LOST_S", 0.3)
+    view = _small_view()
+    plan = plans.build(profile(2017), 2e-6, 1, view)
+    fake = SlowFake(view, fail_stats_after_reads=2)
+
+    async def run():
+        async with httpx.AsyncClient(base_url="http://fake", transport=httpx.MockTransport(fake.handle)) as http:
+            return await Simulation(plan, view, http, 60.0, hours=1).run(asyncio.Event())
+
+    try:
+        _run_in_thread(run())
+    except CommandFailed as e:
+        assert "lost http://fake" in str(e) and "\n" not in str(e) and e.status == 1
+    else:
+        raise AssertionError("the replay went on without its server")
