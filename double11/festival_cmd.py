@@ -170,7 +170,8 @@ def festival_main(argv: list[str]) -> int:
         (data / "simulator.json").write_text(json.dumps(summary, indent=2))
         from double11.report.cli import write_report
 
-        write_report(stats, summary, args.scale, args.year, Path(args.report or data / "report.html"), args.hours)
+        # tally.hours: those asked for, or those it got through when stopped early
+        write_report(stats, summary, args.scale, args.year, Path(args.report or data / "report.html"), tally.hours)
         if args.linger:
             asyncio.run(_linger(url))
     finally:

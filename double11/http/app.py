@@ -163,10 +163,10 @@ def sku_page_query(query: str) -> tuple[int, int, int]:
     given: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name not in _SKU_PAGE_PARAMS:
-            raise Double11Error(Result.invalid_request,
-                                f"unknown query parameter {name[:40]!r} (known: {', '.join(_SKU_PAGE_PARAMS)})")
+            raise Double11Error(Result.invalid_request, message=f"unknown query parameter {name[:40]!r} "
+                                f"(known: {', '.join(_SKU_PAGE_PARAMS)})")
         if name in given:
-            raise Double11Error(Result.invalid_request, f"query parameter {name} is given twice")
+            raise Double11Error(Result.invalid_request, message=f"query parameter {name} is given twice")
         given[name] = value
     out = []
     for name, (lowest, highest, default) in _SKU_PAGE_PARAMS.items():
@@ -176,7 +176,7 @@ def sku_page_query(query: str) -> tuple[int, int, int]:
             continue
         if not (text.isascii() and text.isdigit() and len(text) <= 19 and lowest <= int(text) <= highest):
             raise Double11Error(Result.invalid_request,
-                                f"{name} must be an integer from {lowest} to {highest}, got {text[:40]!r}")
+                                message=f"{name} must be an integer from {lowest} to {highest}, got {text[:40]!r}")
         out.append(int(text))
     return out[0], out[1], out[2]
 

@@ -45,6 +45,13 @@ _ENC = msgspec.json.Encoder()
 _DEC = msgspec.json.Decoder()
 
 
+def stopped_hours(elapsed_ms: int, hours: float) -> float:
+    """The hours of the day a replay stopped after `elapsed_ms` of festival time
+    covers: whole minutes, at least one (a report of nothing compares with nothing)."""
+    minutes = max(1, min(round(elapsed_ms / 60_000), round(hours * 60)))
+    return min(hours, minutes / 60)
+
+
 class ServerClock:
     """The server's festival clock as seen from here: read `at` now and then and run
     it forward at the speed-up in between."""
@@ -339,6 +346,8 @@ class Simulation:
         if self.failure is not None:
             raise self.failure
         await self._resync()
+        if stop.is_set():  # stopped early: the figures cover the hours it got through, no more
+            self.tally.hours = stopped_hours(int(self.stats["at"]) - self.start_ms, self.tally.hours)
         return self.tally
 
     async def _resync(self) -> None:

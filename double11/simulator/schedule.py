@@ -61,12 +61,13 @@ def window_ms(hours: float) -> int:
 
 
 def hours_text(hours: float) -> str:
-    """'the whole day', 'the first 2 h', 'the first 18 min'."""
+    """'the whole day', 'the first 2 h', 'the first 2 h 22 min', 'the first 18 min'."""
     if hours >= 24:
         return "the whole day"
     if hours < 1:
         return f"the first {hours * 60:.3g} min"
-    return f"the first {hours:g} h"
+    whole, minutes = divmod(round(hours * 60), 60)
+    return f"the first {whole} h" + (f" {minutes} min" if minutes else "")
 
 
 def planned(plan: Plan, hours: float) -> tuple[int, int]:

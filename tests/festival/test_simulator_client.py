@@ -200,3 +200,28 @@ def test_a_server_that_stops_answering_ends_the_replay_with_one_line(monkeypatch
         assert "lost http://fake" in str(e) and "\n" not in str(e) and e.status == 1
     else:
         raise AssertionError("the replay went on without its server")
+
+
+def test_a_replay_stopped_early_covers_the_minutes_it_got_through():
+    from double11.simulator.client import stopped_hours
+    from double11.simulator.schedule import hours_text
+
+    assert stopped_hours(22 * 60_000 + 4_000, 24.0) == 22 / 60
+    assert stopped_hours(-5_000, 24.0) == 1 / 60  # stopped before midnight: a minute, not nothing
+    assert stopped_hours(3 * 3_600_000, 2.0) == 2.0  # never more than was asked for
+    assert hours_text(22 / 60) == "the first 22 min"
+    assert hours_text(stopped_hours(142 * 60_000, 24.0)) == "the first 2 h 22 min"
+
+    view = _small_view()
+    plan = plans.build(profile(2017), 2e-6, 1, view)
+    fake = SlowFake(view)
+
+    async def run():
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.5, stop.set)  # about a festival minute and a half in
+        async with httpx.AsyncClient(base_url="http://fake", transport=httpx.MockTransport(fake.handle)) as http:
+            return await Simulation(plan, view, http, 60.0, hours=24).run(stop)
+
+    tally = _run_in_thread(run())
+    assert tally.hours == stopped_hours(fake.reads[-1] - START, 24.0) < 0.5
+    assert tally.summary(2e-6)["hours"] == tally.hours
