@@ -212,6 +212,17 @@ def test_report_with_no_server_there(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"double11 report: cannot read http://127.0.0.1:{port}")
 
 
+@pytest.mark.parametrize("content, why", [("not json", "is not the simulator's JSON summary (Expecting value"),
+                                          ("[1, 2]", "is not the simulator's JSON summary (not an object)")])
+def test_report_with_a_summary_that_is_not_one(tmp_path, content, why):
+    bad = tmp_path / "summary.json"
+    bad.write_text(content)
+    r = double11("report", "--summary", str(bad), "--url", f"http://127.0.0.1:{free_port()}")
+    assert r.returncode == 2
+    lines = said(r)  # said before the server is asked: no "cannot reach" line after it
+    assert len(lines) == 1 and lines[0].startswith(f"double11 report: --summary {bad} {why}")
+
+
 # ------------------------------------------------------------- the edge itself, in this process
 @pytest.fixture
 def edge(monkeypatch):
