@@ -44,6 +44,7 @@ from double11.engine.machine import Engine
 from double11.engine.warm_up import compile_kernels
 from double11.engine.wire import encode_results
 from double11.errors import Double11Error, Result
+from double11.storage import engine_state
 from double11.storage import log as command_log
 from double11.storage import snapshot as snapshots
 
@@ -100,7 +101,7 @@ class Festival:
         found = snapshots.latest(directory)
         if found:
             seq, path = found
-            engine = snapshots.read(path)
+            engine = engine_state.read(path)  # a snapshot of any format this code reads
         else:
             if catalog is None:
                 raise ValueError(f"{directory} holds no festival yet: a catalog is needed to start one")
@@ -511,7 +512,7 @@ class Festival:
         with self._lock:
             self._written()  # the state holds every batch applied; so must the log
             seq = self.log.next_seq - 1
-            snapshots.write(self.data_dir, seq, self.engine)
+            engine_state.write(self.data_dir, seq, self.engine)
             self.log.start_segment(seq + 1)
             self.log.drop_segments_before(seq + 1)
             self.snapshot_seq = seq

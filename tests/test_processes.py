@@ -26,6 +26,7 @@ import pytest
 from double11.catalog.files import load_catalog, save_catalog
 from double11.catalog.generate import generate_catalog
 from double11.lifecycle import CommandFailed, data_dir_user, listen_exclusively
+from double11.storage import snapshot as snapshots
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # real subprocesses (tests/conftest.py: the unit/slow split)
@@ -218,7 +219,8 @@ def test_the_engine_stops_by_itself_when_its_front_is_killed(tmp_path, catalog_d
         kill_session(front)
     assert data_dir_user(data) is None  # let go: a restart need not wait
     if when == "serving":  # it made durable what it had acknowledged, and closed with a snapshot
-        assert sorted(data.glob("snapshot-*.pickle"))[-1].name != "snapshot-0000000000000000.pickle"
+        found = snapshots.latest(data)
+        assert found is not None and found[0] > 0
 
 
 def test_serve_stopped_while_its_engine_opens_stops_the_engine(tmp_path, catalog_dir):

@@ -8,9 +8,13 @@ and update in place.
   (every array is seven machine words copied for each helper call).
 - `Field`: one field of a table, read like a column (`data` is a view).
 - `Column`: a lone growable array, for what is not part of an entity's rows.
+- `FieldOf`: declares, on a class holding tables, an attribute that reads
+  one field of one of them (`c_amount = FieldOf("checkouts", "amount")`).
 """
 
 from __future__ import annotations
+
+from typing import Any, overload
 
 import numpy as np
 
@@ -47,6 +51,18 @@ class _Growable:
             self._buf = grown
         return self._buf
 
+    def refill(self, size: int, capacity: int) -> np.ndarray:
+        """A fresh, zeroed buffer of `capacity` rows whose first `size` are in use;
+        returns those rows for the caller to fill (a snapshot being read)."""
+        self._buf = np.zeros(max(capacity, size, 16), dtype=self._buf.dtype)
+        self.size = size
+        return self._buf[:size]
+
+    @property
+    def capacity(self) -> int:
+        return len(self._buf)
+
+    # Pickling: only to read the snapshots of format 1 (storage/snapshot.py)
     def __getstate__(self):
         # a snapshot holds the rows, not the spare capacity
         return {"data": self._buf[: self.size].copy(), "capacity": len(self._buf)}
@@ -110,3 +126,29 @@ class Field:
     @property
     def size(self) -> int:
         return self.table.size
+
+
+class FieldOf:
+    """A class attribute that is one field of one of the instance's tables:
+    `obj.<attr>` is `obj.<table>.field(name)`, made on the first read and kept
+    on the instance (so later reads are plain attribute reads)."""
+
+    __slots__ = ("table", "name", "attr")
+
+    def __init__(self, table: str, name: str):
+        self.table, self.name, self.attr = table, name, ""
+
+    def __set_name__(self, owner: type, attr: str) -> None:
+        self.attr = attr
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> FieldOf: ...
+    @overload
+    def __get__(self, obj: Any, owner: type | None = None) -> Field: ...
+
+    def __get__(self, obj: Any, owner: type | None = None) -> FieldOf | Field:
+        if obj is None:
+            return self
+        field = getattr(obj, self.table).field(self.name)
+        obj.__dict__[self.attr] = field
+        return field

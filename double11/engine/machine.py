@@ -26,7 +26,7 @@ from double11.config import FestivalConfig
 from double11.engine import lookups
 from double11.engine import transitions as tx
 from double11.engine.batch import CommandBatch
-from double11.engine.columns import Field, Table
+from double11.engine.columns import Column, FieldOf, Table
 from double11.engine.counters import ScarceCounters
 from double11.engine.hashindex import HashIndex, StaticIndex
 from double11.engine.ledger import Ledger
@@ -81,38 +81,40 @@ def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 class Engine:
-    # each field of the growing tables, read like a column (set in __init__):
-    # c_ of checkouts, l_ of lines, o_ of orders, b_ of buyers, i_ of idempotency
-    # keys (annotations only: no class attributes, nothing else changes)
-    c_buyer: Field
-    c_amount: Field
-    c_created: Field
-    c_line_start: Field
-    c_order_start: Field
-    c_country: Field
-    c_channel: Field
-    c_status: Field
-    c_lines: Field
-    c_orders: Field
-    l_amount: Field
-    l_order: Field
-    l_sku: Field
-    l_qty: Field
-    l_position: Field
-    o_checkout: Field
-    o_amount: Field
-    o_line_start: Field
-    o_merchant: Field
-    o_status: Field
-    o_lines: Field
-    b_id: Field
-    b_has_paid: Field
-    b_returning: Field
-    i_fingerprint: Field
-    i_ref: Field
-    i_code: Field
+    # Each field of the growing tables, read like a column by views, audits and
+    # answers: c_ of checkouts, l_ of lines, o_ of orders, b_ of buyers, i_ of
+    # idempotency keys (engine.c_amount.data is the checkouts' amounts).
+    c_buyer = FieldOf("checkouts", "buyer")
+    c_amount = FieldOf("checkouts", "amount")
+    c_created = FieldOf("checkouts", "created")
+    c_line_start = FieldOf("checkouts", "line_start")
+    c_order_start = FieldOf("checkouts", "order_start")
+    c_country = FieldOf("checkouts", "country")
+    c_channel = FieldOf("checkouts", "channel")
+    c_status = FieldOf("checkouts", "status")
+    c_lines = FieldOf("checkouts", "lines")
+    c_orders = FieldOf("checkouts", "orders")
+    l_amount = FieldOf("lines", "amount")
+    l_order = FieldOf("lines", "order")
+    l_sku = FieldOf("lines", "sku")
+    l_qty = FieldOf("lines", "qty")
+    l_position = FieldOf("lines", "position")
+    o_checkout = FieldOf("orders", "checkout")
+    o_amount = FieldOf("orders", "amount")
+    o_line_start = FieldOf("orders", "line_start")
+    o_merchant = FieldOf("orders", "merchant")
+    o_status = FieldOf("orders", "status")
+    o_lines = FieldOf("orders", "lines")
+    b_id = FieldOf("buyers", "id")
+    b_has_paid = FieldOf("buyers", "has_paid")
+    b_returning = FieldOf("buyers", "returning")
+    i_fingerprint = FieldOf("keys", "fingerprint")
+    i_ref = FieldOf("keys", "ref")
+    i_code = FieldOf("keys", "code")
 
-    def __init__(self, catalog: Catalog, config: FestivalConfig):
+    def __init__(self, catalog: Catalog, config: FestivalConfig, prefault: bool | None = None):
+        """prefault: write every page of the tables now (None: as the config says;
+        a snapshot being read says no, its rows replace these tables)."""
         self.catalog = catalog
         self.config = config
         self.now_ms = 0
@@ -137,7 +139,8 @@ class Engine:
         self.counters = ScarceCounters()
         self.stock_offset = self.counters.add_kind("sku_stock", catalog.sku_stock)
         self.sku_stocked = catalog.sku_stock.astype(np.int64).copy()
-        cap, pf = config.expected_checkouts, config.prefault_memory
+        cap = config.expected_checkouts
+        pf = config.prefault_memory if prefault is None else prefault
         self.checkouts = Table(CHECKOUT_FIELDS, cap, pf)  # row = id - 1
         self.lines = Table(LINE_FIELDS, cap * 8 // 5, pf)  # grouped by checkout, then by order
         self.orders = Table(ORDER_FIELDS, cap * 3 // 2, pf)  # row = id - 1; one per merchant of a checkout
@@ -147,13 +150,6 @@ class Engine:
         # idempotency: what each remembered command answered
         self.idem_index = HashIndex(cap * 11 // 5, pf)
         self.keys = Table(KEY_FIELDS, cap * 11 // 5, pf, align=False)
-        # each field, read like a column by views, audits and answers: c_<field>
-        # of checkouts (c_amount, c_status, ...), l_ of lines, o_ of orders,
-        # b_ of buyers, i_ of idempotency keys
-        for prefix, table in (("c_", self.checkouts), ("l_", self.lines), ("o_", self.orders),
-                              ("b_", self.buyers), ("i_", self.keys)):
-            for name in table.rows.dtype.names or ():
-                setattr(self, prefix + name, table.field(name))
         self.expire_cursor = 0
         self.ledger = Ledger(catalog.merchants, cap, pf)
         self.stats = FestivalStats(catalog, config)
@@ -286,6 +282,14 @@ class Engine:
         self.ledger.platform += int(totals[tx.T_PLATFORM])
         self.stats.on_batch(now, totals)
         return code, ref
+
+    def tables(self) -> dict[str, Table | Column]:
+        """Every table of rows the engine keeps, by the name a snapshot gives it
+        (the record layouts are the *_FIELDS above)."""
+        ledger = self.ledger
+        return {"skus": self.skus, "checkouts": self.checkouts, "lines": self.lines, "orders": self.orders,
+                "buyers": self.buyers, "keys": self.keys, "buyer_balances": ledger.buyer_balance,
+                "journal": ledger.journal}
 
     # The buffers the compiled loop works on, each with room for the batch:
     # the loop appends in place and reports the new counts in `sizes`.

@@ -13,3 +13,13 @@ def numbered(directory: Path, prefix: str, suffix: str) -> list[tuple[int, Path]
         if number.isdigit():
             found.append((int(number), p))
     return sorted(found)
+
+
+class UnreadableData(ValueError):
+    """A data folder's file this code cannot read: written by a newer double11,
+    or not what its name says.  The message names the file and the version."""
+
+
+def newer_format(path: Path, kind: str, version: int, supported: int) -> UnreadableData:
+    return UnreadableData(f"{path}: {kind} format version {version}, written by a newer double11 (this one "
+                          f"reads versions 1 to {supported}); open this data folder with that release or later")

@@ -6,6 +6,13 @@ state machine never reads a clock: replaying the log reproduces the state.
 A crash can leave a torn last record; it was never fsynced, so never
 acknowledged, and recovery cuts it off.  The log is split into segments, one
 per snapshot, so that old segments can be dropped once a snapshot covers them.
+
+Format versions.  A segment starts with a header, [8 bytes magic][u32 format
+version][u32 zero], so that a later release can change the record layout and
+still read the segments written before it; a segment without one is format 1
+(the releases before headers, whose records are the same).  A version above
+LOG_FORMAT is refused, naming the file.  The payload carries its own version
+(the batch wire format's header), checked when the batch is decoded.
 """
 
 from __future__ import annotations
@@ -17,9 +24,13 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from double11.storage import numbered
+from double11.storage import UnreadableData, newer_format, numbered
 
 _RECORD = struct.Struct("<IIQq")
+LOG_FORMAT = 2  # 1: no segment header; 2: the header below, records unchanged
+_SEGMENT_HEADER = struct.Struct("<8sII")
+# as a format 1 record's length this would be 1.7 GB, far past any batch: the two never mix up
+_SEGMENT_MAGIC = b"d11-log\n"
 _PAGE_BYTES = mmap.PAGESIZE
 
 
@@ -48,7 +59,12 @@ class CommandLog:
             os.close(self._fd)
         path = self.directory / _segment_name(first_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._segment_bytes = self._uncached_bytes = os.fstat(self._fd).st_size
+        size = os.fstat(self._fd).st_size
+        if size == 0:  # a new segment (or one a crash left empty): it says its format first
+            size = os.write(self._fd, _SEGMENT_HEADER.pack(_SEGMENT_MAGIC, LOG_FORMAT, 0))
+            self.bytes_written += size
+        self._segment_bytes = size
+        self._uncached_bytes = size - size % _PAGE_BYTES  # dropped a whole page at a time
         _fsync_dir(self.directory)
 
     def append(self, now_ms: int, payload: bytes) -> int:
@@ -103,7 +119,7 @@ def replay(directory: Path, after_seq: int) -> Iterator[tuple[int, int, memoryvi
     expected = None
     for k, (_, path) in enumerate(all_segments):
         data = path.read_bytes()
-        offset = 0
+        offset = _records_start(path, data, last=k == len(all_segments) - 1)
         while offset < len(data):
             if len(data) - offset < _RECORD.size:
                 break
@@ -124,6 +140,25 @@ def replay(directory: Path, after_seq: int) -> Iterator[tuple[int, int, memoryvi
             with open(path, "r+b") as f:  # the torn tail was never acknowledged
                 f.truncate(offset)
                 os.fsync(f.fileno())
+
+
+def segment_format(data: bytes) -> int:
+    """The format version a segment's bytes are written in (1: no header)."""
+    if data[: len(_SEGMENT_MAGIC)] != _SEGMENT_MAGIC or len(data) < _SEGMENT_HEADER.size:
+        return 1
+    return _SEGMENT_HEADER.unpack_from(data)[1]
+
+
+def _records_start(path: Path, data: bytes, last: bool) -> int:
+    """Where a segment's records begin; refuses a format this code does not know."""
+    if len(data) < _SEGMENT_HEADER.size and data == _SEGMENT_MAGIC[: len(data)] and data:
+        if not last:
+            raise UnreadableData(f"command log segment {path} ends inside its header")
+        return 0  # a crash while a new segment wrote its header: no record; cut off below, rewritten on open
+    version = segment_format(data)
+    if version > LOG_FORMAT:
+        raise newer_format(path, "command log", version, LOG_FORMAT)
+    return 0 if version == 1 else _SEGMENT_HEADER.size
 
 
 def _fsync_dir(directory: Path) -> None:

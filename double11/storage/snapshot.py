@@ -1,36 +1,124 @@
-"""Snapshots: the engine's whole state at a log sequence number.
+"""Snapshots: the engine's whole state at a log sequence number, as named arrays.
+
+A snapshot file (format 2, `snapshot-<seq>.d11snap`) is
+
+    [8 bytes magic][u32 format version][u32 zero][u64 header bytes]
+    [header: UTF-8 JSON]  [array][array]...  (each array at a 64-byte aligned offset)
+
+The header holds the format version, the sequence number, the scalars (plain
+JSON) and the schema: each array's name, dtype (a structured record's names,
+formats and offsets spelled out), shape and offset.  Arrays are written
+straight from the engine's buffers and read straight into new ones
+(`readinto`), so nothing is pickled and a reader needs no code of the writer:
+a later release can read this file by its schema, and refuses what it cannot.
+
+Format 1 (`snapshot-<seq>.pickle`) is the pickled Engine of the releases
+before; it is still read (the pickle is the platform's own file, trusted like
+the log) and never written.  Recovery takes the latest snapshot of either kind.
 
 Written to a temporary file, fsynced, then renamed, so a crash leaves either
-the old snapshot or the new one, never half of one.  The state is plain NumPy
-arrays and builtins; pickle protocol 5 writes the arrays without copies.
-The file is the platform's own, on its own disk: it is trusted like the log.
+the old snapshot or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import pickle
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from double11.storage import numbered
+import numpy as np
+
+from double11.storage import UnreadableData, newer_format, numbered
+
+SNAPSHOT_FORMAT = 2
+_MAGIC = b"d11snap\n"
+_PREAMBLE = struct.Struct("<8sIIQ")
+_ALIGN = 64  # an array starts on a cache line: its rows read in place, never straddling one needlessly
+_SUFFIX = ".d11snap"
+_PICKLE_SUFFIX = ".pickle"  # format 1
+
+
+@dataclass
+class State:
+    """What a snapshot holds: JSON scalars and named arrays (any shape, any
+    dtype without objects).  Arrays may be views of live buffers: `write` only
+    reads them."""
+
+    scalars: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _name(seq: int) -> str:
-    return f"snapshot-{seq:016d}.pickle"
+    return f"snapshot-{seq:016d}{_SUFFIX}"
 
 
 def latest(directory: Path) -> tuple[int, Path] | None:
-    found = numbered(directory, "snapshot", ".pickle")
-    return found[-1] if found else None
+    """The snapshot with the highest sequence number, of either format (the new
+    one where both hold the same: a crash between writing it and removing the old)."""
+    found = [(seq, 1, p) for seq, p in numbered(directory, "snapshot", _PICKLE_SUFFIX)]
+    found += [(seq, 2, p) for seq, p in numbered(directory, "snapshot", _SUFFIX)]
+    if not found:
+        return None
+    seq, _, path = max(found)
+    return seq, path
 
 
-def write(directory: Path, seq: int, state: Any) -> Path:
+# ------------------------------------------------------------------ schema
+def dtype_schema(dtype: np.dtype) -> str | dict[str, Any]:
+    """A dtype as JSON: its string for a plain one, names/formats/offsets/itemsize
+    for a record (padding and alignment included, so the bytes read back as written)."""
+    if dtype.names is None:
+        if dtype.hasobject or dtype.subdtype is not None:
+            raise TypeError(f"a snapshot array cannot hold {dtype}")
+        return dtype.str
+    fields: dict[str, Any] = dict(dtype.fields or {})
+    return {"names": list(dtype.names), "formats": [dtype_schema(fields[n][0]) for n in dtype.names],
+            "offsets": [fields[n][1] for n in dtype.names], "itemsize": dtype.itemsize}
+
+
+def dtype_of(schema: str | dict[str, Any]) -> np.dtype:
+    if isinstance(schema, str):
+        return np.dtype(schema)
+    return np.dtype({"names": schema["names"], "formats": [dtype_of(f) for f in schema["formats"]],
+                     "offsets": schema["offsets"], "itemsize": schema["itemsize"]})
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
+
+
+# ------------------------------------------------------------------ writing
+def write(directory: Path, seq: int, state: State) -> Path:
+    """Writes the state as the snapshot at `seq` (atomically), then removes the
+    older snapshots of either format."""
+    arrays = {name: np.ascontiguousarray(a) for name, a in state.arrays.items()}
+    # the header's length fixes where the arrays start, and the header holds their
+    # offsets: lay the arrays out after a generous guess of the header's size
+    schema: list[dict[str, Any]] = [
+        {"name": name, "dtype": dtype_schema(a.dtype), "shape": list(a.shape), "nbytes": a.nbytes}
+        for name, a in arrays.items()]
+    header = {"format": SNAPSHOT_FORMAT, "seq": seq, "scalars": state.scalars, "arrays": schema}
+    room = _aligned(_PREAMBLE.size + len(json.dumps(header)) + 32 * len(schema) + 64)
+    at = room
+    for entry in schema:
+        entry["offset"] = at
+        at = _aligned(at + entry["nbytes"])
+    header["end"] = at
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert _PREAMBLE.size + len(text) <= room, "snapshot header outgrew its room"
     path = directory / _name(seq)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(state, f, protocol=5)
-        f.flush()
+    with open(tmp, "wb", buffering=0) as f:
+        _write_all(f, _PREAMBLE.pack(_MAGIC, SNAPSHOT_FORMAT, 0, len(text)) + text)
+        for entry, a in zip(schema, arrays.values(), strict=True):
+            f.seek(entry["offset"])
+            _write_all(f, a.data.cast("B") if a.nbytes else b"")
+        f.truncate(at)
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fd = os.open(directory, os.O_RDONLY)
@@ -38,12 +126,106 @@ def write(directory: Path, seq: int, state: Any) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)
-    for p in directory.glob("snapshot-*.pickle"):
-        if p != path:
-            p.unlink()
+    for pattern in (f"snapshot-*{_PICKLE_SUFFIX}", f"snapshot-*{_SUFFIX}"):
+        for p in directory.glob(pattern):
+            if p != path:
+                p.unlink()
     return path
 
 
-def read(path: Path) -> Any:
+def _write_all(f: BinaryIO, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view):]
+
+
+# ------------------------------------------------------------------ reading
+class Snapshot:
+    """An open format 2 snapshot: its scalars and schema; arrays are read on
+    request, into a new array or into a buffer the caller made (a table with
+    room to grow)."""
+
+    def __init__(self, path: Path, seq: int, scalars: dict[str, Any], schema: list[dict[str, Any]],
+                 f: io.BufferedReader):
+        self.path, self.seq, self.scalars = path, seq, scalars
+        self.schema = {entry["name"]: entry for entry in schema}
+        self._f = f
+
+    def dtype(self, name: str) -> np.dtype:
+        return dtype_of(self._entry(name)["dtype"])
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._entry(name)["shape"])
+
+    def array(self, name: str) -> np.ndarray:
+        out = np.empty(self.shape(name), dtype=self.dtype(name))
+        self.read_into(name, out)
+        return out
+
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        """Reads array `name` into `out`, which must be C-contiguous, of its
+        dtype and shape."""
+        entry = self._entry(name)
+        if out.dtype != self.dtype(name) or out.shape != self.shape(name) or not out.flags.c_contiguous:
+            raise UnreadableData(f"{self.path}: array {name} is {self.dtype(name)} {self.shape(name)}, "
+                                 f"read into {out.dtype} {out.shape}")
+        self._f.seek(entry["offset"])
+        view = out.data.cast("B") if out.nbytes else memoryview(bytearray())
+        got = 0
+        while got < len(view):
+            n = self._f.readinto(view[got:])
+            if not n:
+                raise UnreadableData(f"{self.path}: array {name} is cut short")
+            got += n
+
+    def _entry(self, name: str) -> dict[str, Any]:
+        entry = self.schema.get(name)
+        if entry is None:
+            raise UnreadableData(f"{self.path}: no array {name!r} in this snapshot")
+        return entry
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def snapshot_format(path: Path) -> int:
+    """1 for a pickled snapshot, else the version in the file's preamble."""
+    if path.name.endswith(_PICKLE_SUFFIX):
+        return 1
+    with open(path, "rb") as f:
+        preamble = f.read(_PREAMBLE.size)
+    if len(preamble) < _PREAMBLE.size or preamble[:8] != _MAGIC:
+        raise UnreadableData(f"{path}: not a double11 snapshot (no snapshot preamble)")
+    return _PREAMBLE.unpack(preamble)[1]
+
+
+def open_snapshot(path: Path) -> Snapshot:
+    """Opens a format 2 snapshot; refuses a newer format, naming the file and version."""
+    version = snapshot_format(path)
+    if version > SNAPSHOT_FORMAT:
+        raise newer_format(path, "snapshot", version, SNAPSHOT_FORMAT)
+    if version != SNAPSHOT_FORMAT:
+        raise UnreadableData(f"{path}: snapshot format {version} is not read by open_snapshot")
+    f = open(path, "rb")  # noqa: SIM115 - the Snapshot owns it until closed
+    try:
+        _, _, _, header_bytes = _PREAMBLE.unpack(f.read(_PREAMBLE.size))
+        header = json.loads(f.read(header_bytes))
+        size = os.fstat(f.fileno()).st_size
+        if size != header["end"]:
+            raise UnreadableData(f"{path}: {size} bytes where its header says {header['end']}")
+        return Snapshot(path, header["seq"], header["scalars"], header["arrays"], f)
+    except BaseException:
+        f.close()
+        raise
+
+
+def read_pickled(path: Path) -> Any:
+    """A format 1 snapshot: the Engine object the releases before pickled."""
     with open(path, "rb") as f:
         return pickle.load(f)
