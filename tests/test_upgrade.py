@@ -126,6 +126,7 @@ def test_a_festival_started_before_the_upgrade_finishes_after_it(v1_data):
         check_retries(g, now_ms)
     finally:
         g.close(snapshot=True)
+    assert [p.suffix for p in v1_data.glob("snapshot-*")] == [".d11snap"]  # the pickle is gone
     h = Festival.open(data_dir=v1_data)  # this code's own snapshot
     try:
         assert views(h) == after
