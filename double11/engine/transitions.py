@@ -52,7 +52,7 @@ RESERVED, PAID, CANCELLED, EXPIRED, SETTLED, REFUNDED = (
 MOBILE = int(Channel.mobile)
 J_PAYMENT, J_SETTLEMENT, J_COMMISSION, J_REFUND = (
     int(TransferKind.payment), int(TransferKind.settlement), int(TransferKind.commission), int(TransferKind.refund))
-OK = int(Result.ok)
+OK, UNKNOWN_OP = int(Result.ok), int(Result.unknown_op)
 UNKNOWN_SKU, UNKNOWN_CHECKOUT, UNKNOWN_ORDER = (
     int(Result.unknown_sku), int(Result.unknown_checkout), int(Result.unknown_order))
 OUT_OF_STOCK, AMOUNT_MISMATCH, ALREADY_PAID, R_EXPIRED, R_CANCELLED, NOT_PAID = (
@@ -144,9 +144,14 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
                 _confirm(row_o, commission_bps, sizes, totals, orders, merchant_balance, journal)
             elif c == OK:
                 _refund(row_o, sizes, totals, available, skus, checkouts, lines, orders, buyer_balance, journal)
-        else:
+        elif o == RESTOCK:
             r = target[i]
             c = _restock(target_row[i], amount[i], available, sku_stocked)
+        else:
+            # an op this loop does not know (a batch that skipped validation:
+            # a log record written by a newer version, a forged column) is
+            # refused and changes nothing, never taken for another op
+            c, r = UNKNOWN_OP, 0
         code[i], ref[i] = c, r
         remembered = keys[row]
         remembered.code = c
