@@ -175,14 +175,30 @@ def test_festival_on_a_data_folder_a_running_festival_holds(tmp_path):
     assert not (tmp_path / "festival" / "catalog").exists()
 
 
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_bench_on_a_port_in_use(tmp_path):
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        # its servers take the port given and the two after it: hold the third,
+        # where the two before it are free (another process may hold any port)
+        for _ in range(50):
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            if _is_free(port - 2) and _is_free(port - 1):
+                break
+            taken.close()
+            taken = socket.socket()
         taken.listen()
-        port = taken.getsockname()[1]
-        # its servers take the port given and the two after it
         r = double11("bench", "--port", str(port - 2), "--seconds", "1", "--batch-orders-per-s", "1000",
                      "--single-connections", "1")
+        taken.close()
     assert r.returncode == 2
     assert said(r)[-1] == (f"double11 bench: port {port} is in use on 127.0.0.1 (another server, perhaps double11 "
                            f"serve): stop it or pick another --port")
