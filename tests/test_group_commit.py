@@ -131,7 +131,7 @@ def test_a_bug_while_answering_fails_the_callers_instead_of_leaving_them_waiting
         raise RuntimeError("a bug")
 
     async def go():
-        monkeypatch.setattr(festival, "_results", broken)
+        monkeypatch.setattr(festival.group_commit, "_results", broken)
         failed = await asyncio.wait_for(asyncio.gather(festival.submit([co("a", [(102, 1)])]),
                                                        return_exceptions=True), timeout=10)
         monkeypatch.undo()

@@ -36,7 +36,7 @@ FESTIVAL_HELP: dict[str, str] = {
     "double11_batch_ms_p99": "99th percentile time of a batch from taken to durable, ms, recent batches.",
     "double11_state_bytes": "Memory held by the engine's growing tables, in bytes.",
 }
-FALLBACK_HELP = "A figure of the festival's engine (see double11/service.py, Festival.metrics)."
+FALLBACK_HELP = "A figure of the festival's engine (see double11/service/festival.py, Festival.metrics)."
 
 
 def metric_name(name: str) -> str:

@@ -1,0 +1,234 @@
+"""The composition root of the transaction core: engine + command log + clock.
+
+`Festival` is the in-process Python API.  HTTP reaches it through
+`link.local.LocalFestival` (in the engine process of `double11 serve`, or in
+the HTTP server's own process): `submit_singles` for the single requests the
+engine process reads in one go, `submit_single` for one, `submit` (JSON
+batches), `submit_binary` and the read methods.
+
+It opens or recovers a data folder and composes the pieces beside it, which
+share the engine, one lock (one writer or reader of the state at a time) and
+the engine thread: `clock` gives each batch its time, `writes` applies a
+batch with its log record, `durability` keeps the log and the snapshots,
+`group_commit` gathers callers' commands into batches and answers them once
+on disk, `reads` serves the state between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from double11 import limits
+from double11.catalog import Catalog
+from double11.config import FestivalConfig
+from double11.engine import views
+from double11.engine.batch import CommandBatch, Op
+from double11.engine.encode import encode_commands
+from double11.engine.json_commands import Bodies
+from double11.engine.machine import Engine
+from double11.engine.warm_up import compile_kernels
+from double11.engine.wire import encode_results
+from double11.service.clock import FestivalClock, first_day, kept_clock
+from double11.service.durability import Durability, latest_snapshot, replay
+from double11.service.group_commit import GroupCommit, check_batch_size
+from double11.service.reads import Reads
+from double11.service.writes import Writes
+from double11.storage import log as command_log
+
+
+class Festival:
+    def __init__(self, engine: Engine, data_dir: Path | None, log: command_log.CommandLog | None,
+                 clock: FestivalClock):
+        self.engine = engine
+        self.clock = clock
+        # one writer or reader at a time: apply + append, or a read of the state
+        lock = threading.Lock()
+        # big batches are applied here (the compiled loop lets go of the GIL), so
+        # the event loop takes in the next requests meanwhile; HTTP reads run
+        # here too, between batches, never on a half-applied one
+        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-engine")
+        self.durability = Durability(data_dir, log, lock)
+        self.writes = Writes(engine, clock, self.durability, lock)
+        self.group_commit = GroupCommit(engine, self.writes.apply, self.durability, self._engine)
+        self.reads = Reads(engine, clock, lock, self._engine)
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, catalog: Catalog | None = None, data_dir: str | Path | None = None,
+             config: FestivalConfig | None = None, speedup: float = 1.0,
+             clock_start_ms: int | None = None) -> Festival:
+        """Open (or recover) a festival.  With data_dir, every command is logged
+        and fsynced before it is answered; without, state is in memory only."""
+        if data_dir is None:
+            if catalog is None:
+                raise ValueError("an in-memory festival needs a catalog")
+            compile_kernels()
+            config, clock_start_ms = first_day(config, clock_start_ms, speedup)
+            return cls(Engine(catalog, config), None, None, FestivalClock(clock_start_ms, speedup))
+        compile_kernels()  # before a replay or a request waits for them
+        directory = Path(data_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        found = latest_snapshot(directory)
+        if found:
+            seq, engine = found
+        else:
+            if catalog is None:
+                raise ValueError(f"{directory} holds no festival yet: a catalog is needed to start one")
+            config, clock_start_ms = first_day(config, clock_start_ms, speedup)
+            seq, engine = 0, Engine(catalog, config)
+        seq = replay(engine, directory, seq)
+        clock = kept_clock(directory, speedup, clock_start_ms)
+        festival = cls(engine, directory, command_log.CommandLog(directory, seq + 1), clock)
+        festival.durability.snapshot_seq = found[0] if found else 0
+        if not found:
+            festival.snapshot()  # the catalog and config live in the snapshot from now on
+        return festival
+
+    # ------------------------------------------------------------------ writes
+    def execute(self, commands: list[dict[str, Any]], now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Apply commands in order as one batch, durable on return.
+        Each result is {"status": int, "body": dict}."""
+        check_batch_size(len(commands))
+        batch = encode_commands(commands)
+        code, ref, written = self.writes.apply(batch, now_ms)
+        if written is not None:
+            written.result()
+        return views.results(self.engine, batch, code, ref, 0, len(code))
+
+    def execute_binary(self, body: bytes, now_ms: int | None = None) -> bytes:
+        batch = CommandBatch.from_bytes(body)
+        code, ref, written = self.writes.apply(batch, now_ms)
+        if written is not None:
+            written.result()
+        return encode_results(self.engine, batch, code, ref)
+
+    # The group commit's (group_commit.GroupCommit has their whole story).
+    async def submit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Same as execute, but gathered with other callers' commands into one
+        group-committed batch; resolves once the batch is on disk."""
+        return await self.group_commit.submit(commands)
+
+    def submit_single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
+        """One command of a single HTTP request; the future gives (status,
+        JSON answer) once its batch is on disk.  (A plain function.)"""
+        return self.group_commit.submit_single(op, target, body)
+
+    async def submit_binary(self, body: bytes) -> bytes:
+        """The compact columnar batch format (double11.engine.batch / wire)."""
+        return await self.group_commit.submit_binary(body)
+
+    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
+        """Many single requests' commands at once; the future gives their
+        (status, JSON answer) in order."""
+        return self.group_commit.submit_singles(ops, targets, bodies)
+
+    async def drain(self, timeout_s: float = limits.drain_s_max) -> bool:
+        """Waits until every command submitted so far is applied, on disk and
+        answered (or failed); False if that took longer than timeout_s."""
+        return await self.group_commit.drain(timeout_s)
+
+    # ------------------------------------------------------------------- reads
+    # Each read sees the state between two batches.  From the event loop, use
+    # `read`: it waits for its turn on the engine thread instead of blocking the
+    # loop while a batch applies.
+    async def read(self, view: Callable[..., Any], *args: Any) -> Any:
+        return await self.reads.read(view, *args)
+
+    def sku(self, sku: int) -> dict[str, Any] | None:
+        return self.reads.sku(sku)
+
+    def checkout(self, checkout: int) -> dict[str, Any] | None:
+        return self.reads.checkout(checkout)
+
+    def order(self, order: int) -> dict[str, Any] | None:
+        return self.reads.order(order)
+
+    def ledger(self) -> dict[str, Any]:
+        return self.reads.ledger()
+
+    def stats(self) -> dict[str, Any]:
+        return self.reads.stats()
+
+    def state_bytes(self) -> int:
+        """Memory held by the engine's growing tables (for bytes per order)."""
+        return self.reads.state_bytes()
+
+    def metrics(self) -> dict[str, int | float]:
+        e = self.engine
+        latencies = sorted(self.group_commit.batch_ms)
+
+        def p(q: float) -> float:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
+        log = self.durability.log
+        return {
+            "double11_batches_total": self.writes.batches,
+            "double11_commands_total": self.writes.commands,
+            "double11_checkouts_total": e.stats.checkouts,
+            "double11_orders_total": e.stats.orders,
+            "double11_payments_total": e.stats.payments,
+            "double11_gmv_fen": e.stats.gmv_fen,
+            "double11_pending_commands": self.group_commit.pending_commands,
+            "double11_log_bytes_total": log.bytes_written if log else 0,
+            "double11_fsyncs_total": log.syncs if log else 0,
+            "double11_table_grows_total": self.writes.table_grows,
+            "double11_batch_ms_p50": p(0.50),
+            "double11_batch_ms_p99": p(0.99),
+            "double11_state_bytes": self.state_bytes(),
+        }
+
+    # The figures and parts a festival always showed, now kept by its pieces.
+    @property
+    def data_dir(self) -> Path | None:
+        return self.durability.data_dir
+
+    @property
+    def log(self) -> command_log.CommandLog | None:
+        return self.durability.log
+
+    @property
+    def log_failure(self) -> BaseException | None:
+        return self.durability.log_failure
+
+    @property
+    def snapshot_seq(self) -> int:
+        return self.durability.snapshot_seq
+
+    @property
+    def batches(self) -> int:
+        return self.writes.batches
+
+    @property
+    def commands(self) -> int:
+        return self.writes.commands
+
+    @property
+    def table_grows(self) -> int:
+        return self.writes.table_grows
+
+    @property
+    def batch_ms(self) -> collections.deque[float]:
+        return self.group_commit.batch_ms
+
+    # --------------------------------------------------------------- lifecycle
+    def snapshot(self) -> None:
+        """Writes the whole state and starts a new log segment; older segments go."""
+        self.durability.snapshot(self.engine)
+
+    def close(self, snapshot: bool = False) -> None:
+        """Closes the log.  With snapshot, writes one first if commands came in
+        since the last: a restart then loads it instead of replaying the log."""
+        self.durability.written()
+        if snapshot and self.durability.behind_snapshot():
+            self.snapshot()
+        self.durability.close()
+        self.group_commit.close()
+        self._engine.shutdown(wait=True)

@@ -1,0 +1,62 @@
+"""Reads of the state, served between two batches.
+
+Each read takes the state's lock, so it sees the state between two batches,
+never half of one (a read may see a batch applied but still syncing).  From
+the event loop, use `read`: it waits for its turn on the engine thread instead
+of blocking the loop while a batch applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from double11.engine import views
+from double11.engine.machine import Engine
+from double11.service.clock import FestivalClock
+
+
+class Reads:
+    def __init__(self, engine: Engine, clock: FestivalClock, lock: threading.Lock,
+                 engine_thread: ThreadPoolExecutor) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._lock = lock
+        self._engine = engine_thread  # HTTP reads run here, in turn with the big batches
+
+    def read(self, view: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """view(*args) on the engine thread, in its turn."""
+        return asyncio.get_running_loop().run_in_executor(self._engine, view, *args)
+
+    def sku(self, sku: int) -> dict[str, Any] | None:
+        with self._lock:
+            return views.sku(self.engine, sku)
+
+    def checkout(self, checkout: int) -> dict[str, Any] | None:
+        with self._lock:
+            return views.checkout(self.engine, checkout)
+
+    def order(self, order: int) -> dict[str, Any] | None:
+        with self._lock:
+            return views.order(self.engine, order)
+
+    def ledger(self) -> dict[str, Any]:
+        with self._lock:
+            return self.engine.ledger.view()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            now = max(self.clock.now_ms(), self.engine.now_ms)
+            view = self.engine.stats.view(self.engine.catalog, now)
+        # the clock's pace, for a client that replays a day against it (double11 simulate)
+        view["speedup"] = self.clock.speedup
+        return view
+
+    def state_bytes(self) -> int:
+        """Memory held by the engine's growing tables (for bytes per order)."""
+        engine = self.engine
+        return (sum(table.nbytes for table in engine.growing_tables())
+                + engine.idem_index.nbytes + engine.buyer_index.nbytes)
