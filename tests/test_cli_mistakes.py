@@ -9,10 +9,12 @@ Each runs the real command line in a subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,19 @@ def free_port() -> int:
 def said(r: subprocess.CompletedProcess) -> list[str]:
     assert "Traceback" not in r.stderr, r.stderr
     return r.stderr.strip().splitlines()
+
+
+@contextlib.contextmanager
+def a_port_in_use() -> Iterator[int]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def port_in_use(command: str, port: int) -> str:
+    return (f"double11 {command}: port {port} is in use on 127.0.0.1 (another server, perhaps double11 serve): "
+            "stop it or pick another --port")
 
 
 USAGE = [  # (arguments, what argparse's one line says)
@@ -104,14 +119,10 @@ def test_serve_with_a_config_file_missing_or_bad(tmp_path):
 
 
 def test_serve_on_a_port_in_use(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with a_port_in_use() as port:
         r = double11("serve", "--port", str(port), "--data", str(tmp_path / "data"))
     assert r.returncode == 2
-    assert said(r) == [f"double11 serve: port {port} is in use on 127.0.0.1 (another server, perhaps double11 "
-                       f"serve): stop it or pick another --port"]
+    assert said(r) == [port_in_use("serve", port)]
 
 
 def test_serve_on_a_data_folder_a_running_server_holds(tmp_path):
@@ -144,14 +155,10 @@ def test_serve_with_a_bad_catalog_file_names_the_file_row_and_column(tmp_path):
 
 
 def test_festival_on_a_port_in_use_says_so_before_making_anything(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with a_port_in_use() as port:
         r = double11("festival", "--port", str(port), "--data", str(tmp_path / "festival"))
     assert r.returncode == 2
-    assert said(r) == [f"double11 festival: port {port} is in use on 127.0.0.1 (another server, perhaps double11 "
-                       f"serve): stop it or pick another --port"]
+    assert said(r) == [port_in_use("festival", port)]
     assert not (tmp_path / "festival").exists()
 
 
@@ -200,8 +207,7 @@ def test_bench_on_a_port_in_use(tmp_path):
                      "--single-connections", "1")
         taken.close()
     assert r.returncode == 2
-    assert said(r)[-1] == (f"double11 bench: port {port} is in use on 127.0.0.1 (another server, perhaps double11 "
-                           f"serve): stop it or pick another --port")
+    assert said(r)[-1] == port_in_use("bench", port)
 
 
 def test_simulate_with_no_server_there():
