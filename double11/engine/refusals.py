@@ -23,19 +23,23 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from double11 import geo, limits
+from double11 import areas, geo, limits
+from double11.engine import commands
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.errors import Result
+from double11.spec import IDEMPOTENCY_KEY
 
-ID_WANTED = f"a positive integer up to {limits.id_max}"
-AMOUNT_WANTED = ID_WANTED  # of fen, as its name says
-KEY_WANTED = f"1..{limits.idempotency_key_chars_max} characters"
-LINE_QTY_WANTED = f"1..{limits.line_qty_max}"
-RESTOCK_QTY_WANTED = f"1..{limits.restock_qty_max}"
-LINES_WANTED = f"1..{limits.checkout_lines_max} lines"
-COUNTRY_WANTED = "an ISO 3166 alpha-2 code such as 'CN'"
-CHANNEL_WANTED = " or ".join(f"'{ch.name}'" for ch in Channel)
-OP_WANTED = "one of " + ", ".join(op.name for op in Op)
+# the bounds in words, from the commands' declarations (double11/engine/commands.py):
+# a bound changed there changes these, the OpenAPI document and docs/api.md together
+ID_WANTED = commands.BUYER.wanted  # every id's
+AMOUNT_WANTED = commands.AMOUNT_FEN.wanted
+KEY_WANTED = IDEMPOTENCY_KEY.wanted
+LINE_QTY_WANTED = commands.LINE_QTY.wanted
+RESTOCK_QTY_WANTED = commands.RESTOCK_QTY.wanted
+LINES_WANTED = commands.LINES.wanted
+COUNTRY_WANTED = commands.COUNTRY.wanted
+CHANNEL_WANTED = commands.CHANNEL.wanted
+OP_WANTED = areas.OP_WANTED
 # the field a command's `target` column holds, by op
 TARGET_FIELD = {Op.checkout: "buyer", Op.pay: "checkout", Op.cancel: "checkout", Op.confirm: "order",
                 Op.refund: "order", Op.restock: "sku"}

@@ -1,8 +1,10 @@
-"""The OpenAPI 3.1 document of the HTTP API, generated from msgspec Structs.
+"""The OpenAPI 3.1 document of the HTTP API.
 
-The Structs describe the wire shapes of docs/api.md; they are used for the
-document only (the engine validates commands itself, the HTTP layer decodes
-bodies untyped so it never answers for the engine).
+The commands (their routes, request bodies, bounds and results) are rendered
+from their declarations (double11/areas.py, double11/spec.py); the answers
+and views from msgspec Structs.  The Structs are used for the document only
+(the engine validates commands itself, the HTTP layer decodes bodies untyped
+so it never answers for the engine).
 """
 
 from __future__ import annotations
@@ -11,58 +13,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from double11 import limits
+from double11 import areas, limits
 from double11.errors import HTTP_STATUS, Result
-
-# --------------------------------------------------------------------------- requests
-
-
-class Line(msgspec.Struct):
-    sku: int
-    qty: int
-
-
-class CheckoutRequest(msgspec.Struct):
-    buyer: int
-    country: str
-    channel: Literal["mobile", "pc"]
-    lines: list[Line]
-    idempotency_key: str
-
-
-class PayRequest(msgspec.Struct):
-    amount_fen: int
-    idempotency_key: str
-
-
-class KeyOnlyRequest(msgspec.Struct):
-    idempotency_key: str
-
-
-class RestockRequest(msgspec.Struct):
-    qty: int
-    idempotency_key: str
-
-
-class BatchCommand(msgspec.Struct):
-    """One command: `op` plus that op's fields (see docs/api.md)."""
-
-    op: Literal["checkout", "pay", "cancel", "confirm", "refund", "restock"]
-    idempotency_key: str
-    buyer: int | msgspec.UnsetType = msgspec.UNSET
-    country: str | msgspec.UnsetType = msgspec.UNSET
-    channel: Literal["mobile", "pc"] | msgspec.UnsetType = msgspec.UNSET
-    lines: list[Line] | msgspec.UnsetType = msgspec.UNSET
-    checkout: int | msgspec.UnsetType = msgspec.UNSET
-    order: int | msgspec.UnsetType = msgspec.UNSET
-    sku: int | msgspec.UnsetType = msgspec.UNSET
-    qty: int | msgspec.UnsetType = msgspec.UNSET
-    amount_fen: int | msgspec.UnsetType = msgspec.UNSET
-
-
-class BatchRequest(msgspec.Struct):
-    commands: list[BatchCommand]
-
+from double11.spec import Command, Field
 
 # --------------------------------------------------------------------------- responses
 
@@ -74,49 +27,6 @@ class ErrorDetail(msgspec.Struct):
 
 class Error(msgspec.Struct):
     error: ErrorDetail
-
-
-class CheckoutOrder(msgspec.Struct):
-    order: int
-    merchant: int
-    amount_fen: int
-
-
-class CheckoutCreated(msgspec.Struct):
-    checkout: int
-    amount_fen: int
-    orders: list[CheckoutOrder]
-    status: Literal["reserved"]
-    expires_at: int
-
-
-class Paid(msgspec.Struct):
-    checkout: int
-    status: Literal["paid"]
-    amount_fen: int
-
-
-class Cancelled(msgspec.Struct):
-    checkout: int
-    status: Literal["cancelled"]
-
-
-class Settled(msgspec.Struct):
-    order: int
-    status: Literal["settled"]
-    merchant_fen: int
-    commission_fen: int
-
-
-class Refunded(msgspec.Struct):
-    order: int
-    status: Literal["refunded"]
-    amount_fen: int
-
-
-class Restocked(msgspec.Struct):
-    sku: int
-    qty: int
 
 
 class CommandResult(msgspec.Struct):
@@ -216,17 +126,20 @@ class Stats(msgspec.Struct):
                     "amounts, counts and rates times 1/scale estimate a real day's")]
 
 
+_ANSWERS = tuple(command.answer for command in areas.COMMANDS)
 _COMPONENTS = (
-    CheckoutRequest, PayRequest, KeyOnlyRequest, RestockRequest, BatchRequest,
-    Error, CheckoutCreated, Paid, Cancelled, Settled, Refunded, Restocked, BatchResponse,
-    SkuView, SkuPage, CheckoutView, OrderView, LedgerView, Stats,
+    Error, *_ANSWERS, BatchResponse, SkuView, SkuPage, CheckoutView, OrderView, LedgerView, Stats,
 )
 
 _REF = "#/components/schemas/{name}"
 
 
+def _ref_name(name: str) -> dict:
+    return {"$ref": _REF.format(name=name)}
+
+
 def _ref(t: type) -> dict:
-    return {"$ref": _REF.format(name=t.__name__)}
+    return _ref_name(t.__name__)
 
 
 def _json(t: type) -> dict:
@@ -235,7 +148,7 @@ def _json(t: type) -> dict:
 
 def _err(*codes: Result) -> dict:
     out: dict[str, dict] = {}
-    for c in codes:
+    for c in dict.fromkeys(codes):  # once each, in the order given
         st = str(HTTP_STATUS[c])
         entry = out.setdefault(st, {"description": "", "content": _json(Error)})
         entry["description"] = (entry["description"] + ", " if entry["description"] else "") + c.name
@@ -251,16 +164,57 @@ def _id_param(name: str) -> dict:
             "schema": {"type": "integer", "minimum": 1, "maximum": limits.id_max}}
 
 
-def _command(summary: str, req: type | None, ok_status: int, ok: type, id_name: str | None,
-             *codes: Result) -> dict:
-    op: dict[str, Any] = {"summary": summary}
-    if id_name:
-        op["parameters"] = [_id_param(id_name)]
-    if req is not None:
-        op["requestBody"] = {"required": True, "content": _json(req)}
-    op["responses"] = {str(ok_status): {"description": "ok", "content": _json(ok)},
-                       **_err(*_TRANSPORT, Result.invalid_idempotency_key,
-                              Result.idempotency_key_reused, *codes)}
+def _schema(field: Field) -> dict:
+    """A field's JSON schema: its type, its bounds and what it means."""
+    schema: dict[str, Any] = {"description": field.meaning}
+    if field.kind == "integer":
+        schema.update(type="integer", minimum=field.low, maximum=field.high)
+    elif field.kind == "string":
+        schema.update(type="string", minLength=field.low, maxLength=field.high)
+    elif field.kind == "choice":
+        schema.update(type="string", enum=list(field.choices))
+    else:
+        schema.update(type="array", items=_object(field.items), minItems=field.low, maxItems=field.high)
+    return schema
+
+
+def _object(fields: tuple[Field, ...], **first: dict) -> dict:
+    properties = {**first, **{f.name: _schema(f) for f in fields}}
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _title(command: Command, suffix: str) -> str:
+    return command.op.capitalize() + suffix
+
+
+def _command_components() -> dict[str, dict]:
+    """Per command: its single request's body (`<Op>Request`) and its form in
+    a batch (`<Op>Command`: op, the path's ids and the body); the batch's."""
+    out: dict[str, dict] = {}
+    for command in areas.COMMANDS:
+        out[_title(command, "Request")] = _object(command.body_fields)
+        out[_title(command, "Command")] = _object(command.fields, op={"const": command.op})
+    out["BatchCommand"] = {
+        "description": "One command: `op` and that op's fields",
+        "oneOf": [_ref_name(_title(c, "Command")) for c in areas.COMMANDS],
+        "discriminator": {"propertyName": "op", "mapping": {
+            c.op: _REF.format(name=_title(c, "Command")) for c in areas.COMMANDS}}}
+    out["BatchRequest"] = {"type": "object", "required": ["commands"], "properties": {"commands": {
+        "type": "array", "items": _ref_name("BatchCommand"), "maxItems": limits.batch_commands_max}}}
+    return out
+
+
+def _command(command: Command) -> dict:
+    op: dict[str, Any] = {"summary": command.summary}
+    if command.path_fields:
+        op["parameters"] = [{"name": f.name, "in": "path", "required": True, "description": f.meaning,
+                             "schema": {"type": "integer", "minimum": f.low, "maximum": f.high}}
+                            for f in command.path_fields]
+    op["requestBody"] = {"required": True, "content": {
+        "application/json": {"schema": _ref_name(_title(command, "Request"))}}}
+    op["responses"] = {str(command.success_status): {"description": "ok", "content": _json(command.answer)},
+                       **_err(*_TRANSPORT, *command.shape_codes, Result.idempotency_key_reused,
+                              *command.results)}
     return {"post": op}
 
 
@@ -293,30 +247,10 @@ def _sku_list() -> dict:
 
 def build_openapi() -> dict:
     _, components = msgspec.json.schema_components(_COMPONENTS, ref_template=_REF)
+    components.update(_command_components())
     binary = "application/x-double11-batch"
     paths = {
-        "/v1/checkouts": _command(
-            "Create a checkout (reserve stock)", CheckoutRequest, 201, CheckoutCreated, None,
-            Result.invalid_quantity, Result.invalid_country, Result.invalid_channel,
-            Result.too_many_lines, Result.empty_checkout, Result.unknown_sku, Result.out_of_stock),
-        "/v1/checkouts/{checkout}/pay": _command(
-            "Pay a checkout", PayRequest, 200, Paid, "checkout", Result.invalid_amount,
-            Result.unknown_checkout, Result.amount_mismatch, Result.already_paid,
-            Result.cancelled, Result.expired),
-        "/v1/checkouts/{checkout}/cancel": _command(
-            "Cancel a reserved checkout", KeyOnlyRequest, 200, Cancelled, "checkout",
-            Result.unknown_checkout, Result.already_paid, Result.cancelled, Result.expired),
-        "/v1/orders/{order}/confirm": _command(
-            "Confirm receipt: settle a paid order to its merchant", KeyOnlyRequest, 200,
-            Settled, "order", Result.unknown_order, Result.not_paid, Result.already_settled,
-            Result.already_refunded),
-        "/v1/orders/{order}/refund": _command(
-            "Refund a paid order", KeyOnlyRequest, 200, Refunded, "order",
-            Result.unknown_order, Result.not_paid, Result.already_settled,
-            Result.already_refunded),
-        "/v1/skus/{sku}/restock": _command(
-            "Add stock to a SKU", RestockRequest, 200, Restocked, "sku",
-            Result.invalid_quantity, Result.unknown_sku),
+        **{command.route: _command(command) for command in areas.COMMANDS},
         "/v1/checkouts/{checkout}": _view("A checkout", CheckoutView, "checkout",
                                           Result.unknown_checkout),
         "/v1/orders/{order}": _view("An order", OrderView, "order", Result.unknown_order),
@@ -327,7 +261,7 @@ def build_openapi() -> dict:
         "/v1/batch": {"post": {
             "summary": "Apply many commands in order; one result per command",
             "requestBody": {"required": True, "content": {
-                **_json(BatchRequest),
+                "application/json": {"schema": _ref_name("BatchRequest")},
                 binary: {"schema": {"type": "string", "contentMediaType": binary},
                          "description": "the compact columnar batch (double11.engine.wire)"}}},
             "responses": {

@@ -1,0 +1,72 @@
+"""The command table of docs/api.md, rendered from the commands' declarations.
+
+`python -m double11.commands_doc` prints the section; tests/test_spec.py
+checks that docs/api.md holds it as rendered, so the page cannot drift from
+the declarations.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from double11 import areas, limits
+from double11.spec import IDEMPOTENCY_KEY, Command, Field
+
+BEGIN = "<!-- the commands' table, rendered from their declarations: python -m double11.commands_doc -->"
+END = "<!-- end of the rendered table -->"
+
+
+def bound(field: Field) -> str:
+    """A field's bound, short enough for a table cell."""
+    if field.kind == "integer" and field.high == limits.id_max:
+        return f"{field.low}..2^63-1"
+    if field.kind == "list":
+        items = ", ".join(f"{item.name} ({bound(item)})" for item in field.items)
+        return f"{field.low}..{field.high} of {{{items}}}"
+    return field.wanted
+
+
+def _shape(t: msgspec.inspect.Type) -> str:
+    if isinstance(t, msgspec.inspect.StructType):
+        return "{" + ", ".join(_member(f.name, f.type) for f in t.fields) + "}"
+    if isinstance(t, msgspec.inspect.ListType):
+        return f"[{_shape(t.item_type)}]"
+    return ""
+
+
+def _member(name: str, t: msgspec.inspect.Type) -> str:
+    if isinstance(t, msgspec.inspect.LiteralType) and len(t.values) == 1:
+        return f'{name}: "{t.values[0]}"'
+    inner = _shape(t)
+    return f"{name}: {inner}" if inner else name
+
+
+def answer(command: Command) -> str:
+    """The body on success, as `{checkout, status: "paid", ...}`."""
+    return _shape(msgspec.inspect.type_info(command.answer))
+
+
+def _fields(command: Command) -> str:
+    return ", ".join(f"{f.name} ({bound(f)}{'; in the path' if f.where == 'path' else ''})"
+                     for f in command.fields if f is not IDEMPOTENCY_KEY)
+
+
+def section() -> str:
+    """The lines between BEGIN and END, both included."""
+    rows = [f"| {c.op} | POST {c.route} | {_fields(c)} | {c.success_status} | {answer(c)} |"
+            for c in areas.COMMANDS]
+    return "\n".join([
+        BEGIN,
+        f"Every command is a JSON object with `op`, `idempotency_key` ({IDEMPOTENCY_KEY.wanted}) and its "
+        "fields. A single request's route gives the op and the ids marked \"in the path\"; in a batch "
+        "they are fields of the command.",
+        "",
+        "| op | single request | fields | success | body on success |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+        END,
+    ])
+
+
+if __name__ == "__main__":
+    print(section())

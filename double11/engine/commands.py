@@ -1,0 +1,107 @@
+"""The core area's six commands, declared (the vocabulary: double11/spec.py).
+
+Checkout reserves stock and splits into one order per merchant; pay, cancel,
+confirm and refund move a checkout or an order along; restock adds stock.
+Each command's fields are listed in the order the edge checks them
+(encode.py, batch.validate): the first broken one names the refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from double11 import geo, limits
+from double11.engine.batch import Channel
+from double11.errors import Result
+from double11.spec import IDEMPOTENCY_KEY, Area, Command, Field, id_field
+
+# ------------------------------------------------------------------ fields
+BUYER = id_field("buyer", "the buyer's id (a new buyer is registered on first sight)")
+COUNTRY = Field("country", "choice", "the buyer's country", Result.invalid_country,
+                choices=geo.ALPHA2, bound_words="an ISO 3166 alpha-2 code such as 'CN'")
+CHANNEL = Field("channel", "choice", "where the buyer shops", Result.invalid_channel,
+                choices=tuple(ch.name for ch in Channel))
+LINE_SKU = id_field("sku", "the SKU bought")
+LINE_QTY = Field("qty", "integer", "units of the SKU", Result.invalid_quantity, low=1, high=limits.line_qty_max)
+LINES = Field("lines", "list", "what is bought, one line per SKU; all reserved or none",
+              Result.invalid_request, low=1, high=limits.checkout_lines_max, unit="lines",
+              items=(LINE_SKU, LINE_QTY), code_below=Result.empty_checkout, code_above=Result.too_many_lines)
+CHECKOUT = id_field("checkout", "the checkout's id", where="path")
+AMOUNT_FEN = Field("amount_fen", "integer", "the checkout's total in fen (it must equal it)",
+                   Result.invalid_amount, low=1, high=limits.id_max)
+ORDER = id_field("order", "the order's id", where="path")
+SKU = id_field("sku", "the SKU's id", where="path")
+RESTOCK_QTY = Field("qty", "integer", "units added to the SKU's stock", Result.invalid_quantity,
+                    low=1, high=limits.restock_qty_max)
+
+
+# ----------------------------------------------------------------- answers
+class CheckoutOrder(msgspec.Struct):
+    order: int
+    merchant: int
+    amount_fen: int
+
+
+class CheckoutCreated(msgspec.Struct):
+    checkout: int
+    amount_fen: int
+    orders: list[CheckoutOrder]
+    status: Literal["reserved"]
+    expires_at: int
+
+
+class Paid(msgspec.Struct):
+    checkout: int
+    status: Literal["paid"]
+    amount_fen: int
+
+
+class Cancelled(msgspec.Struct):
+    checkout: int
+    status: Literal["cancelled"]
+
+
+class Settled(msgspec.Struct):
+    order: int
+    status: Literal["settled"]
+    merchant_fen: int
+    commission_fen: int
+
+
+class Refunded(msgspec.Struct):
+    order: int
+    status: Literal["refunded"]
+    amount_fen: int
+
+
+class Restocked(msgspec.Struct):
+    sku: int
+    qty: int
+
+
+# ---------------------------------------------------------------- commands
+_CHECKOUT_STATE = (Result.unknown_checkout, Result.already_paid, Result.cancelled, Result.expired)
+_ORDER_STATE = (Result.unknown_order, Result.not_paid, Result.already_settled, Result.already_refunded)
+
+COMMANDS = (
+    Command("checkout", "/v1/checkouts", "Create a checkout (reserve stock)",
+            (BUYER, COUNTRY, CHANNEL, LINES, IDEMPOTENCY_KEY), 201, CheckoutCreated,
+            (Result.unknown_sku, Result.out_of_stock)),
+    Command("pay", "/v1/checkouts/{checkout}/pay", "Pay a checkout",
+            (CHECKOUT, AMOUNT_FEN, IDEMPOTENCY_KEY), 200, Paid,
+            (Result.unknown_checkout, Result.amount_mismatch, Result.already_paid, Result.cancelled,
+             Result.expired)),
+    Command("cancel", "/v1/checkouts/{checkout}/cancel", "Cancel a reserved checkout",
+            (CHECKOUT, IDEMPOTENCY_KEY), 200, Cancelled, _CHECKOUT_STATE),
+    Command("confirm", "/v1/orders/{order}/confirm", "Confirm receipt: settle a paid order to its merchant",
+            (ORDER, IDEMPOTENCY_KEY), 200, Settled, _ORDER_STATE),
+    Command("refund", "/v1/orders/{order}/refund", "Refund a paid order",
+            (ORDER, IDEMPOTENCY_KEY), 200, Refunded, _ORDER_STATE),
+    Command("restock", "/v1/skus/{sku}/restock", "Add stock to a SKU",
+            (SKU, RESTOCK_QTY, IDEMPOTENCY_KEY), 200, Restocked, (Result.unknown_sku,)),
+)
+
+CORE = Area("core", COMMANDS, tables=("skus", "checkouts", "lines", "orders", "buyers", "buyer_balances",
+                                      "journal"))

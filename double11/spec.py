@@ -1,0 +1,120 @@
+"""The words a business area declares its commands in: fields, bounds, results.
+
+A command's declaration is the one place its shape is written: the OpenAPI
+document, the bound each refusal quotes (double11/engine/refusals.py) and the
+command table of docs/api.md are rendered from it.  The JSON validation and
+the compiled single-request lane are still written by hand for speed; a
+property test (tests/test_spec.py) holds them to the declaration.
+
+Plain frozen dataclasses: a declaration is data, read at import time and on
+error paths, never on a hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from double11 import limits
+from double11.errors import Result
+
+Kind = Literal["integer", "string", "choice", "list"]
+Where = Literal["body", "path"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a command.  `code` is what a missing, mistyped or out of
+    bounds value is refused with; a list may answer other codes for too few
+    (`code_below`) or too many (`code_above`) items."""
+
+    name: str
+    kind: Kind
+    meaning: str
+    code: Result
+    low: int = 0
+    high: int = 0
+    # path: in the route of a single request (a batch's command carries it)
+    where: Where = "body"
+    choices: tuple[str, ...] = ()
+    items: tuple[Field, ...] = ()  # a list's item: an object of these fields
+    unit: str = ""  # what a string's or a list's bounds count
+    # the bound in words, where a range cannot say it (a code list too long to quote)
+    bound_words: str = ""
+    code_below: Result | None = None
+    code_above: Result | None = None
+
+    @property
+    def wanted(self) -> str:
+        """The bound as a refusal quotes it: `qty must be <wanted>, got 0`."""
+        if self.bound_words:
+            return self.bound_words
+        if self.kind == "integer" and self.low == 1 and self.high == limits.id_max:
+            return f"a positive integer up to {self.high}"
+        if self.kind == "integer":
+            return f"{self.low}..{self.high}"
+        if self.kind == "choice":
+            return " or ".join(f"'{choice}'" for choice in self.choices)
+        return f"{self.low}..{self.high} {self.unit}"
+
+    @property
+    def codes(self) -> tuple[Result, ...]:
+        """Every code a bad value of this field (or of its items) is refused with."""
+        found = [self.code, *(c for c in (self.code_below, self.code_above) if c is not None)]
+        for item in self.items:
+            found.extend(item.codes)
+        return tuple(dict.fromkeys(found))
+
+
+def id_field(name: str, meaning: str, where: Where = "body") -> Field:
+    """A reference to a row by its id (ids are rows + 1, int64)."""
+    return Field(name, "integer", meaning, Result.invalid_request, low=1, high=limits.id_max, where=where)
+
+
+# every command of every area carries one: a retry with the same key and body
+# answers the first result again
+IDEMPOTENCY_KEY = Field(
+    "idempotency_key", "string", "the client's name for this command; a retry reuses it",
+    Result.invalid_idempotency_key, low=1, high=limits.idempotency_key_chars_max, unit="characters")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: its op, its single-request route, its fields in the order
+    they are checked, its answer on success (a msgspec Struct: the body) and
+    the refusals of state it may answer (the shape refusals come from its
+    fields)."""
+
+    op: str
+    route: str
+    summary: str
+    fields: tuple[Field, ...]
+    success_status: int
+    answer: type
+    results: tuple[Result, ...]
+
+    @property
+    def body_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.where == "body")
+
+    @property
+    def path_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.where == "path")
+
+    @property
+    def shape_codes(self) -> tuple[Result, ...]:
+        """The codes a malformed command of this op is refused with."""
+        return tuple(dict.fromkeys(code for f in self.fields for code in f.codes))
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+
+@dataclass(frozen=True)
+class Area:
+    """A business area: its commands and the engine tables it owns (by the
+    names `Engine.tables()` and a snapshot give them)."""
+
+    name: str
+    commands: tuple[Command, ...]
+    tables: tuple[str, ...]
