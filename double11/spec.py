@@ -58,6 +58,12 @@ class Field:
         return f"{self.low}..{self.high} {self.unit}"
 
     @property
+    def is_id(self) -> bool:
+        """A reference to a row by its id (as `id_field` declares one)."""
+        return (self.kind == "integer" and self.code == Result.invalid_request and self.low == 1
+                and self.high == limits.id_max)
+
+    @property
     def codes(self) -> tuple[Result, ...]:
         """Every code a bad value of this field (or of its items) is refused with."""
         found = [self.code, *(c for c in (self.code_below, self.code_above) if c is not None)]
@@ -108,6 +114,12 @@ class Command:
 
     def field(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
+
+    @property
+    def target(self) -> Field:
+        """The field a batch's `target` column holds: the id in its route's
+        path, else its first id field (a checkout's buyer)."""
+        return next(iter(self.path_fields), None) or next(f for f in self.fields if f.is_id)
 
 
 @dataclass(frozen=True)

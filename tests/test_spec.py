@@ -21,7 +21,7 @@ from double11.commands_doc import BEGIN, END, section
 from double11.engine import refusals
 from double11.engine.batch import Channel, CommandBatch, Op, validate
 from double11.engine.encode import encode_commands
-from double11.errors import HTTP_STATUS, Result
+from double11.errors import HTTP_STATUS, MESSAGES, Result
 from double11.http.openapi import build_openapi
 from double11.spec import Command, Field
 
@@ -280,3 +280,22 @@ def test_a_bound_reads_the_same_in_a_refusal_the_document_and_the_page():
     assert batch.notes[0] == f"lines[0].qty must be {qty.wanted}, got {limits.line_qty_max + 1}"
     assert f"qty ({qty.wanted})" in section()
     assert np.int64(qty.high) == limits.line_qty_max
+
+
+def test_a_commands_target_column_holds_its_path_id_else_its_first_id():
+    assert {Op(op).name: name for op, name in refusals.TARGET_FIELD.items()} == {
+        "checkout": "buyer", "pay": "checkout", "cancel": "checkout", "confirm": "order", "refund": "order",
+        "restock": "sku"}
+    for command in areas.COMMANDS:
+        assert command.target.is_id
+        assert command.target in (command.path_fields or command.fields)
+
+
+def test_the_generic_message_of_a_shape_code_quotes_no_bound_of_its_own():
+    # the bounds live in the declarations; the detailed message quotes them
+    for command in areas.COMMANDS:
+        for code in command.shape_codes:
+            message = MESSAGES[code]
+            assert not any(ch.isdigit() for ch in message), message
+            for field in (*command.fields, *(item for f in command.fields for item in f.items)):
+                assert field.wanted not in message, (message, field.wanted)

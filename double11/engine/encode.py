@@ -22,8 +22,7 @@ from double11.errors import Double11Error, Result
 OPS = {op.name: int(op) for op in Op}
 CHANNELS = {ch.name: int(ch) for ch in Channel}
 COUNTRIES = {alpha2: geo.encode(alpha2) for alpha2 in geo.ALPHA2}
-_TARGET_FIELD: dict[int, str] = {Op.pay: "checkout", Op.cancel: "checkout", Op.confirm: "order", Op.refund: "order",
-                                 Op.restock: "sku"}
+_TARGET_FIELD = refusals.TARGET_FIELD  # the declarations' (refusals.py), not a copy
 _CHECKOUT, _PAY, _RESTOCK = int(Op.checkout), int(Op.pay), int(Op.restock)
 _KEY_CHARS_MAX = limits.idempotency_key_chars_max
 _LINES_MAX = limits.checkout_lines_max

@@ -40,9 +40,9 @@ LINES_WANTED = commands.LINES.wanted
 COUNTRY_WANTED = commands.COUNTRY.wanted
 CHANNEL_WANTED = commands.CHANNEL.wanted
 OP_WANTED = areas.OP_WANTED
-# the field a command's `target` column holds, by op
-TARGET_FIELD = {Op.checkout: "buyer", Op.pay: "checkout", Op.cancel: "checkout", Op.confirm: "order",
-                Op.refund: "order", Op.restock: "sku"}
+# the field a command's `target` column holds, by op (its declaration's
+# path field, else its first id field): encode.py reads this one table
+TARGET_FIELD: dict[int, str] = {Op[command.op]: command.target.name for command in areas.COMMANDS}
 RESULTS = {int(code): code for code in Result}  # Result(n), without the enum's call
 OPS = {int(op): op for op in Op}
 # the codes of a command's shape, given at the edge (encode.py, batch.validate)
