@@ -2,9 +2,11 @@
 
 A command's declaration is the one place its shape is written: the OpenAPI
 document, the bound each refusal quotes (double11/engine/refusals.py) and the
-command table of docs/api.md are rendered from it.  The JSON validation and
-the compiled single-request lane are still written by hand for speed; a
-property test (tests/test_spec.py) holds them to the declaration.
+command table of docs/api.md are rendered from it.  The JSON validation
+(double11/engine/encode.py) reads each field's bounds, choices and code from
+it, its checks written out by hand for speed; the compiled checks
+(batch.validate, the single-request lane) are written by hand; a property
+test (tests/test_spec.py) holds them all to the declaration.
 
 Plain frozen dataclasses: a declaration is data, read at import time and on
 error paths, never on a hot path.

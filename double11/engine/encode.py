@@ -14,21 +14,38 @@ from typing import Any, TypeGuard
 import msgspec
 import numpy as np
 
-from double11 import geo, limits
-from double11.engine import refusals
+from double11 import areas, geo
+from double11.engine import commands, refusals
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.errors import Double11Error, Result
+from double11.spec import IDEMPOTENCY_KEY
 
-OPS = {op.name: int(op) for op in Op}
-CHANNELS = {ch.name: int(ch) for ch in Channel}
-COUNTRIES = {alpha2: geo.encode(alpha2) for alpha2 in geo.ALPHA2}
+# every bound, choice and refusal code below is a field's declaration
+# (double11/engine/commands.py), read once here into plain locals for the loop
+OPS = {command.op: int(Op[command.op]) for command in areas.COMMANDS}
+CHANNELS = {name: int(Channel[name]) for name in commands.CHANNEL.choices}
+COUNTRIES = {alpha2: geo.encode(alpha2) for alpha2 in commands.COUNTRY.choices}
 _TARGET_FIELD = refusals.TARGET_FIELD  # the declarations' (refusals.py), not a copy
+# a command's target field's bound and code, by op (all but a checkout's, whose buyer comes first)
+_TARGET: dict[int, tuple[str, int, Result]] = {
+    int(Op[c.op]): (c.target.name, c.target.low, c.target.code) for c in areas.COMMANDS if c.op != "checkout"}
 _CHECKOUT, _PAY, _RESTOCK = int(Op.checkout), int(Op.pay), int(Op.restock)
-_KEY_CHARS_MAX = limits.idempotency_key_chars_max
-_LINES_MAX = limits.checkout_lines_max
-_QTY_MAX = limits.line_qty_max
-_RESTOCK_MAX = limits.restock_qty_max
+_KEY_LOW, _KEY_HIGH, _KEY_CODE = IDEMPOTENCY_KEY.low, IDEMPOTENCY_KEY.high, IDEMPOTENCY_KEY.code
+_BUYER_LOW, _BUYER_CODE = commands.BUYER.low, commands.BUYER.code
+_COUNTRY_CODE, _CHANNEL_CODE = commands.COUNTRY.code, commands.CHANNEL.code
+_LINES_LOW, _LINES_HIGH, _LINES_CODE = commands.LINES.low, commands.LINES.high, commands.LINES.code
+_LINES_TOO_FEW = commands.LINES.code_below or _LINES_CODE
+_LINES_TOO_MANY = commands.LINES.code_above or _LINES_CODE
+_SKU_LOW, _SKU_CODE = commands.LINE_SKU.low, commands.LINE_SKU.code
+_QTY_LOW, _QTY_HIGH, _QTY_CODE = commands.LINE_QTY.low, commands.LINE_QTY.high, commands.LINE_QTY.code
+_AMOUNT_LOW, _AMOUNT_CODE = commands.AMOUNT_FEN.low, commands.AMOUNT_FEN.code
+_RESTOCK_LOW, _RESTOCK_HIGH = commands.RESTOCK_QTY.low, commands.RESTOCK_QTY.high
+_RESTOCK_CODE = commands.RESTOCK_QTY.code
 _INT_MIN, _INT_MAX = -(2**63), 2**63
+# `_is_int(v) and v >= low` says all of these fields' bounds only while each one's high is int64's
+if any(f.high != _INT_MAX - 1 for f in (commands.BUYER, commands.LINE_SKU, commands.AMOUNT_FEN,
+                                        *(c.target for c in areas.COMMANDS))):
+    raise AssertionError("an id's or amount_fen's declared high bound is no longer int64's: check it here")
 
 
 def key_hash(key: str) -> int:
@@ -111,34 +128,34 @@ def encode_commands(commands: list[Any]) -> CommandBatch:
             continue
         op[i] = o
         k = cmd.get("idempotency_key")
-        if type(k) is str and 0 < len(k) <= _KEY_CHARS_MAX:
+        if type(k) is str and _KEY_LOW <= len(k) <= _KEY_HIGH:
             key[i] = key_hash(k)
         else:
-            invalid[i], notes[i] = Result.invalid_idempotency_key, _key_message(cmd)
+            invalid[i], notes[i] = _KEY_CODE, _key_message(cmd)
             continue
         if o == _CHECKOUT:
             refused = _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys)
             if refused is not None:
                 invalid[i], notes[i] = refused
             continue
-        field = _TARGET_FIELD[o]
+        field, low, code = _TARGET[o]
         t = cmd.get(field)
-        if not _is_int(t) or t <= 0:
-            invalid[i], notes[i] = Result.invalid_request, _id_message(cmd, field)
+        if not _is_int(t) or t < low:
+            invalid[i], notes[i] = code, _id_message(cmd, field)
             continue
         target[i] = t
         if o == _PAY:
             a = cmd.get("amount_fen")
-            if not _is_int(a) or a <= 0:
-                invalid[i] = Result.invalid_amount
+            if not _is_int(a) or a < _AMOUNT_LOW:
+                invalid[i] = _AMOUNT_CODE
                 notes[i] = (refusals.wrong("amount_fen", refusals.AMOUNT_WANTED, a) if "amount_fen" in cmd
                             else refusals.missing("amount_fen", refusals.AMOUNT_WANTED))
                 continue
             amount[i] = a
         elif o == _RESTOCK:
             q = cmd.get("qty")
-            if not (type(q) is int and 0 < q <= _RESTOCK_MAX):
-                invalid[i], notes[i] = Result.invalid_quantity, _qty_message(cmd, "qty", refusals.RESTOCK_QTY_WANTED)
+            if not (type(q) is int and _RESTOCK_LOW <= q <= _RESTOCK_HIGH):
+                invalid[i], notes[i] = _RESTOCK_CODE, _qty_message(cmd, "qty", refusals.RESTOCK_QTY_WANTED)
                 continue
             amount[i] = q
     batch = CommandBatch(
@@ -155,40 +172,41 @@ def _encode_checkout(cmd: dict, i: int, channel: list[int], nlines: list[int], c
                      target: list[int], skus: list[int], qtys: list[int]) -> tuple[Result, str] | None:
     """Fills command i's checkout fields; returns its shape error and its words (None if none)."""
     buyer = cmd.get("buyer")
-    if not _is_int(buyer) or buyer <= 0:
-        return Result.invalid_request, _id_message(cmd, "buyer")
+    if not _is_int(buyer) or buyer < _BUYER_LOW:
+        return _BUYER_CODE, _id_message(cmd, "buyer")
     target[i] = buyer
     c = cmd.get("country")
     code = COUNTRIES.get(c, -1) if type(c) is str else -1
     if code < 0:
-        return Result.invalid_country, (refusals.wrong("country", refusals.COUNTRY_WANTED, c) if "country" in cmd
+        return _COUNTRY_CODE, (refusals.wrong("country", refusals.COUNTRY_WANTED, c) if "country" in cmd
                                         else refusals.missing("country", refusals.COUNTRY_WANTED))
     country[i] = code
     ch = cmd.get("channel")
     ch_code = CHANNELS.get(ch) if type(ch) is str else None
     if ch_code is None:
-        return Result.invalid_channel, (refusals.wrong("channel", refusals.CHANNEL_WANTED, ch) if "channel" in cmd
+        return _CHANNEL_CODE, (refusals.wrong("channel", refusals.CHANNEL_WANTED, ch) if "channel" in cmd
                                         else refusals.missing("channel", refusals.CHANNEL_WANTED))
     channel[i] = ch_code
     lines = cmd.get("lines")
     if type(lines) is not list:
         wanted = "a list of " + refusals.LINES_WANTED
-        return Result.invalid_request, (refusals.wrong("lines", wanted, lines) if "lines" in cmd
+        return _LINES_CODE, (refusals.wrong("lines", wanted, lines) if "lines" in cmd
                                         else refusals.missing("lines", wanted))
-    if not lines:
-        return Result.empty_checkout, refusals.line_count(0)
-    if len(lines) > _LINES_MAX:
-        return Result.too_many_lines, refusals.line_count(len(lines))
+    count = len(lines)
+    if count < _LINES_LOW:
+        return _LINES_TOO_FEW, refusals.line_count(count)
+    if count > _LINES_HIGH:
+        return _LINES_TOO_MANY, refusals.line_count(count)
     line_skus, line_qtys = [], []
     for p, line in enumerate(lines):
         if type(line) is not dict:
             return Result.invalid_request, refusals.wrong(f"lines[{p}]", "an object with sku and qty", line)
         sku = line.get("sku")
-        if not _is_int(sku) or sku <= 0:
-            return Result.invalid_request, _id_message(line, "sku", refusals.line_field(p, "sku"))
+        if not _is_int(sku) or sku < _SKU_LOW:
+            return _SKU_CODE, _id_message(line, "sku", refusals.line_field(p, "sku"))
         q = line.get("qty")
-        if not (type(q) is int and 0 < q <= _QTY_MAX):
-            return Result.invalid_quantity, _qty_message(line, refusals.line_field(p, "qty"),
+        if not (type(q) is int and _QTY_LOW <= q <= _QTY_HIGH):
+            return _QTY_CODE, _qty_message(line, refusals.line_field(p, "qty"),
                                                          refusals.LINE_QTY_WANTED)
         line_skus.append(sku)
         line_qtys.append(q)
