@@ -318,6 +318,7 @@ class Simulation:
         i = int(np.searchsorted(at, now - self.start_ms, side="left"))
         self.tally.skipped = i
         resync_at = time.monotonic() + RESYNC_S
+        resync: asyncio.Task | None = None
         while not stop.is_set() and self.failure is None:
             now = self.clock.now_ms()
             due: list[Pending] = []
@@ -332,8 +333,10 @@ class Simulation:
             if due:
                 self.tally.max_lag_ms = max(self.tally.max_lag_ms, now - min(p.due_ms for p in due))
                 await self._dispatch(due)
-            if time.monotonic() >= resync_at:
-                await self._resync()
+            if time.monotonic() >= resync_at and (resync is None or resync.done()):
+                # beside the sending, not in its way: awaited here, each read of the
+                # stats (a round trip) held back every command due meanwhile
+                resync = asyncio.create_task(self._resync())
                 resync_at = time.monotonic() + RESYNC_S
             # what is left on the heap is due after the replayed hours (retries past the end)
             if i >= len(at) and not self.in_flight and (not self.heap or self.heap[0][0] >= self.end_ms):
@@ -343,6 +346,8 @@ class Simulation:
             await asyncio.sleep(min(max(self.clock.real_seconds_until(nxt), tick_s), RESYNC_S))
         if self.in_flight:  # stop sending, but let what is on the wire be answered
             await asyncio.gather(*self.in_flight, return_exceptions=True)
+        if resync is not None:
+            await resync  # a read fails fast where the server is gone
         if self.failure is not None:
             raise self.failure
         await self._resync()
