@@ -10,8 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", "ARCHITECTURE.md", "docs/api.md", "docs/performance.md", "docs/bench-history.md"]
-# a session tag such as 12-02g or a run date such as 2026-12-02 in a comment (not a festival
-# being imitated, such as 2017-11-11)
+# a session tag (month-day and a run letter) or a run date of this decade, in a comment;
+# a festival being imitated (the 2010s) is not a measurement
 DATED = re.compile(r"#.*\b(?:\d{2}-\d{2}[a-z]\b|20[2-9]\d-\d\d-\d\d)")
 
 
