@@ -27,6 +27,7 @@ from double11.gc_tuning import freeze_what_exists
 from double11.lifecycle import CommandFailed
 from double11.simulator import mixes
 from double11.simulator.plan import CatalogView, Plan
+from double11.simulator.schedule import HOUR_MS, stopped_hours, window_ms
 from double11.simulator.tally import Tally
 
 BATCH_COMMANDS_MAX = 4096  # well under limits.batch_commands_max: keeps each request short
@@ -44,13 +45,6 @@ assert limits.batch_commands_max >= BATCH_COMMANDS_MAX
 
 _ENC = msgspec.json.Encoder()
 _DEC = msgspec.json.Decoder()
-
-
-def stopped_hours(elapsed_ms: int, hours: float) -> float:
-    """The hours of the day a replay stopped after `elapsed_ms` of festival time
-    covers: whole minutes, at least one (a report of nothing compares with nothing)."""
-    minutes = max(1, min(round(elapsed_ms / 60_000), round(hours * 60)))
-    return min(hours, minutes / 60)
 
 
 class ServerClock:
@@ -103,7 +97,7 @@ class Simulation:
     def __init__(self, plan: Plan, view: CatalogView, http: httpx.AsyncClient, speedup: float,
                  on_progress: Callable[[dict, Tally], None] | None = None, hours: float = 24.0):
         self.plan, self.view, self.http = plan, view, http
-        self.length_ms = int(min(hours, 24.0) * 3_600_000)  # replay only the day's first hours
+        self.length_ms = window_ms(hours)  # replay only the day's first hours
         self.speedup = speedup
         self.on_progress = on_progress
         self.tally = Tally(hours=min(hours, 24.0), speedup=speedup)
@@ -239,7 +233,7 @@ class Simulation:
             checkout = self.accepted.pop(i)
             if status != 200:
                 return
-            hour = (now_ms - self.start_ms) // 3_600_000
+            hour = (now_ms - self.start_ms) // HOUR_MS
             t.paid(int(body["amount_fen"]), bool(plan.mobile[i]), plan.countries[plan.country[i]],
                    int(plan.buyer[i]), hour, checkout["orders"])
             for j, order in enumerate(checkout["orders"]):

@@ -70,6 +70,13 @@ def hours_text(hours: float) -> str:
     return f"the first {whole} h" + (f" {minutes} min" if minutes else "")
 
 
+def stopped_hours(elapsed_ms: int, hours: float) -> float:
+    """The hours of the day a replay stopped after `elapsed_ms` of festival time
+    covers: whole minutes, at least one (a report of nothing compares with nothing)."""
+    minutes = max(1, min(round(elapsed_ms / 60_000), round(hours * 60)))
+    return min(hours, minutes / 60)
+
+
 def planned(plan: Plan, hours: float) -> tuple[int, int]:
     """(checkouts, payments) the replay of the first `hours` sends: a payment due
     after the window is not sent."""

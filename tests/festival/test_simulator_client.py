@@ -203,8 +203,7 @@ def test_a_server_that_stops_answering_ends_the_replay_with_one_line(monkeypatch
 
 
 def test_a_replay_stopped_early_covers_the_minutes_it_got_through():
-    from double11.simulator.client import stopped_hours
-    from double11.simulator.schedule import hours_text
+    from double11.simulator.schedule import hours_text, stopped_hours
 
     assert stopped_hours(22 * 60_000 + 4_000, 24.0) == 22 / 60
     assert stopped_hours(-5_000, 24.0) == 1 / 60  # stopped before midnight: a minute, not nothing
