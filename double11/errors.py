@@ -24,10 +24,17 @@ class Result(enum.IntEnum):
     batch_too_large = 9
     body_too_large = 10
     unknown_op = 11
+    invalid_template = 12
+    invalid_threshold = 13
+    invalid_deal = 14
     # references to things that do not exist
     unknown_sku = 20
     unknown_checkout = 21
     unknown_order = 22
+    unknown_merchant = 23
+    unknown_template = 24
+    unknown_coupon = 25
+    unknown_deal = 26
     # state conflicts
     out_of_stock = 30
     amount_mismatch = 31
@@ -38,6 +45,19 @@ class Result(enum.IntEnum):
     already_settled = 36
     already_refunded = 37
     idempotency_key_reused = 38
+    # promotions' conflicts (docs/promotions.md)
+    budget_exhausted = 39
+    buyer_limit_reached = 40
+    not_in_window = 41
+    not_your_coupon = 42
+    coupon_not_held = 43
+    coupon_expired = 44
+    two_store_coupons = 45
+    coupon_merchant_not_in_checkout = 46
+    min_spend_not_met = 47
+    deal_sold_out = 48
+    deal_buyer_limit = 49
+    window_overlaps = 54
     # platform
     overloaded = 50
     not_found = 51
@@ -59,9 +79,16 @@ HTTP_STATUS: dict[Result, int] = {
     Result.batch_too_large: 413,
     Result.body_too_large: 413,
     Result.unknown_op: 400,
+    Result.invalid_template: 400,
+    Result.invalid_threshold: 400,
+    Result.invalid_deal: 400,
     Result.unknown_sku: 404,
     Result.unknown_checkout: 404,
     Result.unknown_order: 404,
+    Result.unknown_merchant: 404,
+    Result.unknown_template: 404,
+    Result.unknown_coupon: 404,
+    Result.unknown_deal: 404,
     Result.out_of_stock: 409,
     Result.amount_mismatch: 409,
     Result.already_paid: 409,
@@ -71,6 +98,18 @@ HTTP_STATUS: dict[Result, int] = {
     Result.already_settled: 409,
     Result.already_refunded: 409,
     Result.idempotency_key_reused: 409,
+    Result.budget_exhausted: 409,
+    Result.buyer_limit_reached: 409,
+    Result.not_in_window: 409,
+    Result.not_your_coupon: 409,
+    Result.coupon_not_held: 409,
+    Result.coupon_expired: 409,
+    Result.two_store_coupons: 409,
+    Result.coupon_merchant_not_in_checkout: 409,
+    Result.min_spend_not_met: 409,
+    Result.deal_sold_out: 409,
+    Result.deal_buyer_limit: 409,
+    Result.window_overlaps: 409,
     Result.overloaded: 429,
     Result.not_found: 404,
     Result.method_not_allowed: 405,
@@ -94,9 +133,16 @@ MESSAGES: dict[Result, str] = {
     Result.batch_too_large: "the batch has too many commands",
     Result.body_too_large: "the request body is too large",
     Result.unknown_op: "op is missing or not an op the platform knows",
+    Result.invalid_template: "a field of the coupon template is missing, out of its bounds or impossible",
+    Result.invalid_threshold: "a field of the threshold discount is missing, out of its bounds or impossible",
+    Result.invalid_deal: "a field of the deal is missing, out of its bounds or impossible",
     Result.unknown_sku: "no such sku",
     Result.unknown_checkout: "no such checkout",
     Result.unknown_order: "no such order",
+    Result.unknown_merchant: "no such merchant",
+    Result.unknown_template: "no such coupon template",
+    Result.unknown_coupon: "no such coupon",
+    Result.unknown_deal: "no such deal",
     Result.out_of_stock: "not enough stock for a line of the checkout; nothing was reserved",
     Result.amount_mismatch: "amount_fen does not equal the checkout's total",
     Result.already_paid: "the checkout is already paid",
@@ -106,6 +152,18 @@ MESSAGES: dict[Result, str] = {
     Result.already_settled: "the order is already settled to the merchant",
     Result.already_refunded: "the order is already refunded",
     Result.idempotency_key_reused: "this idempotency_key was used with a different request",
+    Result.budget_exhausted: "the coupon template's budget is spent",
+    Result.buyer_limit_reached: "the buyer already holds as many coupons of this template as one buyer may",
+    Result.not_in_window: "the promotion's window is not open at this time",
+    Result.not_your_coupon: "the coupon belongs to another buyer",
+    Result.coupon_not_held: "the coupon is reserved by another checkout or already used",
+    Result.coupon_expired: "the coupon's use window has closed",
+    Result.two_store_coupons: "at most one store coupon per merchant in a checkout",
+    Result.coupon_merchant_not_in_checkout: "the store coupon's merchant has no line in the checkout",
+    Result.min_spend_not_met: "the checkout does not reach the coupon's minimum spend",
+    Result.deal_sold_out: "the deal has fewer units left than the checkout asks for",
+    Result.deal_buyer_limit: "the buyer would pass the deal's per-buyer limit",
+    Result.window_overlaps: "another promotion of the same kind is open in part of this window",
     Result.overloaded: "the platform is at capacity; retry with the same idempotency_key",
     Result.not_found: "no such resource",
     Result.method_not_allowed: "method not allowed",
