@@ -379,7 +379,8 @@ def test_ledger_double_entry():
     run(m, (T0, [co("a", [(101, 1), (102, 3)]), pay("p", 1, 2299), confirm("f", 2), refund("r", 1)]))
     commission = 1999 * 250 // 10000
     assert m.ledger() == {
-        "accounts": {"buyers": -2299 + 300, "escrow": 0, "merchants": 1999 - commission, "platform": commission},
+        "accounts": {"buyers": -2299 + 300, "escrow": 0, "merchants": 1999 - commission, "platform": commission,
+                     "marketing": 0},
         "sum": 0,
         "transfers": 4,
     }
@@ -395,7 +396,7 @@ def test_stats():
                           co("d", [(102, 1)])]),
     )
     st = m.stats()
-    assert set(st) == set(STATS_KEYS)
+    assert set(st) == {*STATS_KEYS, "promotions"}
     hours = [0] * 24
     hours[10] = 1999
     hours[11] = 650
@@ -411,6 +412,8 @@ def test_stats():
         "refunded_fen": 200,
         "settled_fen": 350,
         "gmv_by_hour_fen": hours,
+        "promotions": {"discounts_fen": {"deal": 0, "store_coupon": 0, "threshold": 0, "platform_coupon": 0},
+                       "coupons_granted": 0, "coupons_used": 0, "deals_sold_out": 0},
     }
     check_invariants(m)
 
@@ -424,5 +427,6 @@ def test_gmv_by_hour_wraps_at_utc8_midnight():
 def test_views_of_unknown_ids():
     m = fresh()
     assert m.sku(UNKNOWN_SKU) is None and m.checkout(1) is None and m.order(1) is None
-    assert m.ledger() == {"accounts": {"buyers": 0, "escrow": 0, "merchants": 0, "platform": 0}, "sum": 0,
+    assert m.ledger() == {"accounts": {"buyers": 0, "escrow": 0, "merchants": 0, "platform": 0, "marketing": 0},
+                          "sum": 0,
                           "transfers": 0}

@@ -49,9 +49,10 @@ def small_catalog(stock: dict[int, int] | None = None) -> Catalog:
 T0 = 1_510_329_600_000 + 10 * 3_600_000  # 2017-11-11 10:00 UTC+8
 
 
-def co(key: str, lines, buyer: int = 7, country: str = "CN", channel: str = "mobile") -> dict:
-    """checkout; lines as [(sku, qty), ...]"""
-    return {
+def co(key: str, lines, buyer: int = 7, country: str = "CN", channel: str = "mobile",
+       coupons: list[int] | None = None) -> dict:
+    """checkout; lines as [(sku, qty), ...]; no "coupons" key when coupons is None"""
+    cmd = {
         "op": "checkout",
         "idempotency_key": key,
         "buyer": buyer,
@@ -59,6 +60,9 @@ def co(key: str, lines, buyer: int = 7, country: str = "CN", channel: str = "mob
         "channel": channel,
         "lines": [{"sku": s, "qty": q} for s, q in lines],
     }
+    if coupons is not None:
+        cmd["coupons"] = list(coupons)
+    return cmd
 
 
 def pay(key: str, checkout: int, amount_fen: int) -> dict:
@@ -79,6 +83,47 @@ def refund(key: str, order: int) -> dict:
 
 def restock(key: str, sku: int, qty: int) -> dict:
     return {"op": "restock", "idempotency_key": key, "sku": sku, "qty": qty}
+
+
+# promotions (docs/promotions.md) -------------------------------------------------
+HOUR_MS = 3_600_000
+
+
+def template(key: str, kind: str = "platform", discount_fen: int = 1000, min_spend_fen: int = 0,
+             budget_count: int = 100, merchant: int | None = None, budget_fen: int | None = None,
+             per_buyer_max: int | None = None, grant_from: int = T0 - HOUR_MS, grant_until: int = T0 + HOUR_MS,
+             use_from: int = T0 - HOUR_MS, use_until: int = T0 + 2 * HOUR_MS) -> dict:
+    """coupon_template; merchant, budget_fen and per_buyer_max are left out when None"""
+    cmd: dict = {"op": "coupon_template", "idempotency_key": key, "kind": kind}
+    if merchant is not None:
+        cmd["merchant"] = merchant
+    cmd.update(discount_fen=discount_fen, min_spend_fen=min_spend_fen, budget_count=budget_count)
+    if budget_fen is not None:
+        cmd["budget_fen"] = budget_fen
+    if per_buyer_max is not None:
+        cmd["per_buyer_max"] = per_buyer_max
+    cmd.update(grant_from=grant_from, grant_until=grant_until, use_from=use_from, use_until=use_until)
+    return cmd
+
+
+def threshold(key: str, every_fen: int, off_fen: int, merchants: list[int] | None = None,
+              start: int = T0 - HOUR_MS, until: int = T0 + HOUR_MS) -> dict:
+    """threshold_discount; no "merchants" key when None ("from" is a keyword: start)"""
+    cmd: dict = {"op": "threshold_discount", "idempotency_key": key, "every_fen": every_fen, "off_fen": off_fen}
+    if merchants is not None:
+        cmd["merchants"] = list(merchants)
+    cmd.update({"from": start, "until": until})
+    return cmd
+
+
+def deal(key: str, sku: int, price_fen: int, qty: int, per_buyer_max: int = 1, start: int = T0 - HOUR_MS,
+         until: int = T0 + HOUR_MS, kind: str = "flash") -> dict:
+    return {"op": "deal", "idempotency_key": key, "sku": sku, "price_fen": price_fen, "qty": qty,
+            "per_buyer_max": per_buyer_max, "from": start, "until": until, "kind": kind}
+
+
+def grant(key: str, template: int, buyer: int = 7, source: str = "game:catch-the-cat") -> dict:
+    return {"op": "grant", "idempotency_key": key, "template": template, "buyer": buyer, "source": source}
 
 
 def code_of(result: dict) -> str:
