@@ -6,13 +6,23 @@ command table of docs/api.md) sees every area's commands in this order.
 
 from __future__ import annotations
 
+import numpy as np
+
 from double11.engine.commands import CORE
+from double11.promotions.spec import PROMOTIONS
 from double11.spec import Area, Command
 
 AREAS: tuple[Area, ...] = (
     CORE,
+    PROMOTIONS,
 )
 
 COMMANDS: tuple[Command, ...] = tuple(command for area in AREAS for command in area.commands)
 BY_OP: dict[str, Command] = {command.op: command for command in COMMANDS}
+BY_NUMBER: dict[int, Command] = {command.number: command for command in COMMANDS}
 OP_WANTED = "one of " + ", ".join(BY_OP)
+# by op number: whether the command carries its fields in args (an area's command)
+IN_ARGS = np.zeros(max(BY_NUMBER) + 1, dtype=np.bool_)
+IN_ARGS[[command.number for command in COMMANDS if command.in_args]] = True
+if len(BY_NUMBER) != len(COMMANDS) or 0 in BY_NUMBER:
+    raise AssertionError("every command needs a number of its own (spec.Command.number)")

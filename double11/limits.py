@@ -44,6 +44,19 @@ drain_s_max = 60  # closing waits this long for the commands already queued
 
 # Time
 payment_timeout_ms_default = 15 * 60 * 1000
+# a promotion's window is festival-clock ms since the Unix epoch, up to 2100-01-01
+festival_time_ms_max = 4_102_444_800_000
+
+# Promotions (docs/promotions.md)
+promotion_fen_max = 10**12  # a discount, a minimum spend, a deal price: as a price
+checkout_coupons_max = 8
+coupon_budget_count_max = 1_000_000_000
+coupon_budget_fen_max = 10**18
+coupon_per_buyer_max = 1_000
+coupon_source_chars_max = 32
+threshold_merchants_max = 64
+deal_qty_max = restock_qty_max
+deal_per_buyer_max = line_qty_max
 
 # Catalog
 # a price cap that keeps every total in int64: price * line_qty_max * checkout_lines_max

@@ -14,8 +14,9 @@ error paths, never on a hot path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from double11 import limits
 from double11.errors import Result
@@ -45,6 +46,9 @@ class Field:
     bound_words: str = ""
     code_below: Result | None = None
     code_above: Result | None = None
+    # a field that may be left out: its value is then `default` (for a list: empty)
+    optional: bool = False
+    default: int = 0
 
     @property
     def wanted(self) -> str:
@@ -64,6 +68,17 @@ class Field:
         """A reference to a row by its id (as `id_field` declares one)."""
         return (self.kind == "integer" and self.code == Result.invalid_request and self.low == 1
                 and self.high == limits.id_max)
+
+    @property
+    def arg_words(self) -> int:
+        """How many of a batch's args the field takes when its command carries
+        it there (`Command.in_args`): a string's bytes in 8-byte words, a
+        list's items after its count, one otherwise."""
+        if self.kind == "string":
+            return (self.high + 7) // 8
+        if self.kind == "list":  # its count, then its items (at most `high`)
+            return 1 + self.high * max(1, len(self.items))
+        return 1
 
     @property
     def codes(self) -> tuple[Result, ...]:
@@ -100,6 +115,14 @@ class Command:
     success_status: int
     answer: type
     results: tuple[Result, ...]
+    # the op's number in a batch's `op` column and the log (never reused)
+    number: int = 0
+    # an area's command carries its fields but the path's id in the batch's
+    # `args` (encoded as `Command.arg_fields` lays out), not in named columns
+    in_args: bool = False
+    # the rules between fields (`from` before `until`), on the values as
+    # decoded: the words of the first one broken, or None
+    check: Callable[[dict[str, Any]], str | None] | None = None
 
     @property
     def body_fields(self) -> tuple[Field, ...]:
@@ -116,6 +139,25 @@ class Command:
 
     def field(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
+
+    @property
+    def arg_fields(self) -> tuple[Field, ...]:
+        """The fields carried in args, in order: all but the path's id and the key."""
+        if not self.in_args:
+            return ()
+        carried = [f for f in self.fields if f.where == "body" and f.name != IDEMPOTENCY_KEY.name]
+        # a list is variable in length: it goes last, so every other field has a fixed place
+        return tuple(sorted(carried, key=lambda f: f.kind == "list"))
+
+    def arg_at(self, name: str) -> int:
+        """Where field `name` starts in a command's args (fixed-size fields
+        first: a list, if any, is the last field)."""
+        at = 0
+        for f in self.arg_fields:
+            if f.name == name:
+                return at
+            at += f.arg_words
+        raise KeyError(name)
 
     @property
     def target(self) -> Field:

@@ -77,6 +77,8 @@ def test_the_old_data_folder_recovers_to_the_state_it_held(v1_data):
     try:
         got = views(f)
         for name, want in EXPECTED["views"].items():
+            if name == "ledger":  # accounts added since start empty
+                want = {**want, "accounts": {**want["accounts"], "marketing": 0}}
             assert got[name] == want, name
         check_retries(f, got["now_ms"])  # keys answered before the upgrade answer as they did
         assert views(f) == got  # and a retry changes nothing

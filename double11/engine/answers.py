@@ -78,13 +78,18 @@ def _write(code, ref, op, checkouts, orders, timeout_ms, merchant_id, out, statu
             status[i] = 0
             ends[i] = p
             continue
-        status[i] = 201 if op[i] == _CHECKOUT else 200
         checkout = checkouts[ref[i] - 1]
+        off = checkout.off_deal + checkout.off_store + checkout.off_threshold + checkout.off_platform
+        if op[i] == _CHECKOUT and off != 0:  # with its discounts: Python's
+            status[i] = 0
+            ends[i] = p
+            continue
+        status[i] = 201 if op[i] == _CHECKOUT else 200
         p = _put(out, p, _T_CHECKOUT)
         p = _put_int(out, p, ref[i])
         if op[i] == _PAY:
             p = _put(out, p, _T_PAID)
-            p = _put_int(out, p, checkout.amount)
+            p = _put_int(out, p, checkout.amount - off)
         else:
             p = _put(out, p, _T_AMOUNT)
             p = _put_int(out, p, checkout.amount)

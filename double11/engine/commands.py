@@ -35,21 +35,38 @@ ORDER = id_field("order", "the order's id", where="path")
 SKU = id_field("sku", "the SKU's id", where="path")
 RESTOCK_QTY = Field("qty", "integer", "units added to the SKU's stock", Result.invalid_quantity,
                     low=1, high=limits.restock_qty_max)
+# a checkout's coupons travel in its args (the promotions area prices them: docs/promotions.md)
+COUPONS = Field("coupons", "list", "the buyer's own coupons to spend (docs/promotions.md); none repeated",
+                Result.invalid_request, low=0, high=limits.checkout_coupons_max, unit="coupons", optional=True,
+                items=(id_field("coupon", "a coupon's id"),))
 
 
 # ----------------------------------------------------------------- answers
-class CheckoutOrder(msgspec.Struct):
+class Discounts(msgspec.Struct):
+    """Each kind of discount in fen (docs/promotions.md)."""
+
+    deal: int
+    store_coupon: int
+    threshold: int
+    platform_coupon: int
+
+
+class CheckoutOrder(msgspec.Struct, omit_defaults=True):
     order: int
     merchant: int
-    amount_fen: int
+    amount_fen: int  # payable
+    list_fen: int | None = None  # with discounts, when any applied
+    discounts: Discounts | None = None
 
 
-class CheckoutCreated(msgspec.Struct):
+class CheckoutCreated(msgspec.Struct, omit_defaults=True):
     checkout: int
-    amount_fen: int
+    amount_fen: int  # payable: what pay must send
     orders: list[CheckoutOrder]
     status: Literal["reserved"]
     expires_at: int
+    list_fen: int | None = None  # with discounts, when any applied
+    discounts: Discounts | None = None
 
 
 class Paid(msgspec.Struct):
@@ -87,20 +104,23 @@ _ORDER_STATE = (Result.unknown_order, Result.not_paid, Result.already_settled, R
 
 COMMANDS = (
     Command("checkout", "/v1/checkouts", "Create a checkout (reserve stock)",
-            (BUYER, COUNTRY, CHANNEL, LINES, IDEMPOTENCY_KEY), 201, CheckoutCreated,
-            (Result.unknown_sku, Result.out_of_stock)),
+            (BUYER, COUNTRY, CHANNEL, LINES, COUPONS, IDEMPOTENCY_KEY), 201, CheckoutCreated,
+            (Result.unknown_sku, Result.unknown_coupon, Result.not_your_coupon, Result.coupon_not_held,
+             Result.not_in_window, Result.coupon_expired, Result.coupon_merchant_not_in_checkout,
+             Result.two_store_coupons, Result.deal_sold_out, Result.deal_buyer_limit, Result.min_spend_not_met,
+             Result.out_of_stock), number=1),
     Command("pay", "/v1/checkouts/{checkout}/pay", "Pay a checkout",
             (CHECKOUT, AMOUNT_FEN, IDEMPOTENCY_KEY), 200, Paid,
             (Result.unknown_checkout, Result.amount_mismatch, Result.already_paid, Result.cancelled,
-             Result.expired)),
+             Result.expired), number=2),
     Command("cancel", "/v1/checkouts/{checkout}/cancel", "Cancel a reserved checkout",
-            (CHECKOUT, IDEMPOTENCY_KEY), 200, Cancelled, _CHECKOUT_STATE),
+            (CHECKOUT, IDEMPOTENCY_KEY), 200, Cancelled, _CHECKOUT_STATE, number=3),
     Command("confirm", "/v1/orders/{order}/confirm", "Confirm receipt: settle a paid order to its merchant",
-            (ORDER, IDEMPOTENCY_KEY), 200, Settled, _ORDER_STATE),
+            (ORDER, IDEMPOTENCY_KEY), 200, Settled, _ORDER_STATE, number=4),
     Command("refund", "/v1/orders/{order}/refund", "Refund a paid order",
-            (ORDER, IDEMPOTENCY_KEY), 200, Refunded, _ORDER_STATE),
+            (ORDER, IDEMPOTENCY_KEY), 200, Refunded, _ORDER_STATE, number=5),
     Command("restock", "/v1/skus/{sku}/restock", "Add stock to a SKU",
-            (SKU, RESTOCK_QTY, IDEMPOTENCY_KEY), 200, Restocked, (Result.unknown_sku,)),
+            (SKU, RESTOCK_QTY, IDEMPOTENCY_KEY), 200, Restocked, (Result.unknown_sku,), number=6),
 )
 
 CORE = Area("core", COMMANDS, tables=("skus", "checkouts", "lines", "orders", "buyers", "buyer_balances",

@@ -16,19 +16,22 @@ import numpy as np
 
 from double11 import areas, geo
 from double11.engine import commands, refusals
+from double11.engine.area_commands import Refused, coupon_args, encode_fields
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.errors import Double11Error, Result
 from double11.spec import IDEMPOTENCY_KEY
 
 # every bound, choice and refusal code below is a field's declaration
 # (double11/engine/commands.py), read once here into plain locals for the loop
-OPS = {command.op: int(Op[command.op]) for command in areas.COMMANDS}
+OPS = {command.op: command.number for command in areas.COMMANDS}
+_IN_ARGS = {command.number: command for command in areas.COMMANDS if command.in_args}
 CHANNELS = {name: int(Channel[name]) for name in commands.CHANNEL.choices}
 COUNTRIES = {alpha2: geo.encode(alpha2) for alpha2 in commands.COUNTRY.choices}
 _TARGET_FIELD = refusals.TARGET_FIELD  # the declarations' (refusals.py), not a copy
 # a command's target field's bound and code, by op (all but a checkout's, whose buyer comes first)
 _TARGET: dict[int, tuple[str, int, Result]] = {
-    int(Op[c.op]): (c.target.name, c.target.low, c.target.code) for c in areas.COMMANDS if c.op != "checkout"}
+    c.number: (c.target.name, c.target.low, c.target.code) for c in areas.COMMANDS
+    if c.op != "checkout" and not c.in_args}
 _CHECKOUT, _PAY, _RESTOCK = int(Op.checkout), int(Op.pay), int(Op.restock)
 _KEY_LOW, _KEY_HIGH, _KEY_CODE = IDEMPOTENCY_KEY.low, IDEMPOTENCY_KEY.high, IDEMPOTENCY_KEY.code
 _BUYER_LOW, _BUYER_CODE = commands.BUYER.low, commands.BUYER.code
@@ -44,7 +47,7 @@ _RESTOCK_CODE = commands.RESTOCK_QTY.code
 _INT_MIN, _INT_MAX = -(2**63), 2**63
 # `_is_int(v) and v >= low` says all of these fields' bounds only while each one's high is int64's
 if any(f.high != _INT_MAX - 1 for f in (commands.BUYER, commands.LINE_SKU, commands.AMOUNT_FEN,
-                                        *(c.target for c in areas.COMMANDS))):
+                                        *(c.target for c in areas.COMMANDS if not c.in_args))):
     raise AssertionError("an id's or amount_fen's declared high bound is no longer int64's: check it here")
 
 
@@ -72,9 +75,9 @@ def decode_single(body: bytes, op: int, target: int) -> dict:
     """The command of a single request: its body, its op from the route and,
     but for a checkout, its target from the path (both win over the body's)."""
     cmd = decode_object(body)
-    cmd["op"] = Op(op).name
-    if op != _CHECKOUT:
-        cmd[_TARGET_FIELD[Op(op)]] = target
+    cmd["op"] = areas.BY_NUMBER[op].op
+    if op in _TARGET_FIELD and op != _CHECKOUT:
+        cmd[_TARGET_FIELD[op]] = target
     return cmd
 
 
@@ -114,6 +117,7 @@ def encode_commands(commands: list[Any]) -> CommandBatch:
     country, key, target, amount = [0] * n, [0] * n, [0] * n, [0] * n
     skus: list[int] = []
     qtys: list[int] = []
+    nargs, args = [0] * n, []
     notes: dict[int, str] = {}
     for i, cmd in enumerate(commands):
         if type(cmd) is not dict:
@@ -137,6 +141,26 @@ def encode_commands(commands: list[Any]) -> CommandBatch:
             refused = _encode_checkout(cmd, i, channel, nlines, country, target, skus, qtys)
             if refused is not None:
                 invalid[i], notes[i] = refused
+                continue
+            try:
+                coupons = coupon_args(cmd)
+            except Refused as e:
+                invalid[i], notes[i] = e.code, e.message
+                nlines[i] = 0
+                del skus[len(skus) - len(cmd["lines"]):], qtys[len(qtys) - len(cmd["lines"]):]
+                continue
+            nargs[i] = len(coupons)
+            args += coupons
+            continue
+        area_command = _IN_ARGS.get(o)
+        if area_command is not None:
+            try:
+                target[i], its_args = encode_fields(area_command, cmd)
+            except Refused as e:
+                invalid[i], notes[i] = e.code, e.message
+                continue
+            nargs[i] = len(its_args)
+            args += its_args
             continue
         field, low, code = _TARGET[o]
         t = cmd.get(field)
@@ -163,7 +187,8 @@ def encode_commands(commands: list[Any]) -> CommandBatch:
         channel=np.array(channel, dtype=np.uint8), lines=np.array(nlines, dtype=np.uint8),
         country=np.array(country, dtype=np.uint16), key=np.array(key, dtype=np.uint64),
         target=np.array(target, dtype=np.int64), amount=np.array(amount, dtype=np.int64),
-        sku=np.array(skus, dtype=np.int64), qty=np.array(qtys, dtype=np.int32), notes=notes,
+        sku=np.array(skus, dtype=np.int64), qty=np.array(qtys, dtype=np.int32),
+        args=np.array(nargs, dtype=np.uint8), arg=np.array(args, dtype=np.int64), notes=notes,
     )
     return batch
 

@@ -35,6 +35,7 @@ _DIGITS_MAX = 18  # below 2**63 whatever the digits; longer numbers take the gen
 _COUNTRY_VALID = geo.VALID.copy()
 _MOBILE, _PC = int(Channel.mobile), int(Channel.pc)
 _CHECKOUT = int(Op.checkout)
+_RESTOCK = int(Op.restock)
 
 # member names, by the bit each takes in a command's `seen` mask
 F_BUYER, F_COUNTRY, F_CHANNEL, F_LINES, F_KEY, F_AMOUNT, F_QTY = 1, 2, 4, 8, 16, 32, 64
@@ -196,7 +197,7 @@ def _lines(buf, p, end, slot, sku, qty):
 @helper
 def _command(buf, p, end, op, i, channel, lines, country, key, target, amount, sku, qty, scratch):
     """Body i (buf[p:end]) into row i; False to leave it to the general path."""
-    if op != _CHECKOUT and target[i] <= 0:
+    if op > _RESTOCK or (op != _CHECKOUT and target[i] <= 0):  # an area's command: the general path
         return False
     p = _skip_ws(buf, p, end)
     if _at(buf, p, end) != 123:
@@ -328,6 +329,8 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
     taken, (invalid, channel, lines, country, key, target, amount, sku, qty) = parse_bodies(bodies, op, targets)
     refused: dict[int, Double11Error] = {}
     notes: dict[int, str] = {}  # the words of a malformed command, by index
+    nargs = np.zeros(len(bodies), dtype=np.uint8)
+    args_of: dict[int, np.ndarray] = {}  # a command's args, by index (the lane takes none with args)
     for i in np.flatnonzero(~taken).tolist():
         try:
             cmd = decode_single(bodies[i], int(op[i]), int(targets[i]))
@@ -339,20 +342,27 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
         key[i], target[i], amount[i] = one.key[0], one.target[0], one.amount[0]
         sku[i, :len(one.sku)] = one.sku
         qty[i, :len(one.qty)] = one.qty
+        if len(one.arg):
+            nargs[i] = one.args[0]
+            args_of[i] = one.arg
         if one.notes:
             notes[i] = one.notes[0]
     if refused:  # rare (a body that is not a JSON object): no copy of the columns otherwise
         keep = np.ones(len(bodies), dtype=np.bool_)
         keep[list(refused)] = False
-        op, invalid, channel, lines, country, key, target, amount, sku, qty = (
-            column[keep] for column in (op, invalid, channel, lines, country, key, target, amount, sku, qty))
+        op, invalid, channel, lines, country, key, target, amount, sku, qty, nargs = (
+            column[keep] for column in (op, invalid, channel, lines, country, key, target, amount, sku, qty, nargs))
         kept_index = np.cumsum(keep) - 1
         notes = {int(kept_index[i]): note for i, note in notes.items()}
     line_sku = np.empty(int(lines.sum(dtype=np.int64)), dtype=np.int64)
     line_qty = np.empty(len(line_sku), dtype=np.int32)
     _compact_lines(sku.reshape(-1), qty.reshape(-1), lines, line_sku, line_qty)
+    # args in the order of their commands (refused bodies have none)
+    arg = (np.concatenate([args_of[i] for i in sorted(args_of)]) if args_of
+           else np.zeros(0, dtype=np.int64))
     batch = CommandBatch(op=op, invalid=invalid, channel=channel, lines=lines, country=country, key=key,
-                         target=target, amount=amount, sku=line_sku, qty=line_qty, notes=notes)
+                         target=target, amount=amount, sku=line_sku, qty=line_qty, args=nargs, arg=arg,
+                         notes=notes)
     return batch, refused
 
 

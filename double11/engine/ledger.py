@@ -2,7 +2,8 @@
 
 Accounts: one funding account per buyer (it goes negative as the buyer pays:
 the money came from outside), platform escrow, one account per merchant, and
-the platform's commission revenue.  Every movement is a transfer recorded in
+the platform's commission revenue, and the platform's marketing account
+(it funds platform coupons: docs/promotions.md; negative, as the buyers').  Every movement is a transfer recorded in
 the journal; balances are the journal's running sums.  The transfers are
 made by the engine's compiled loop (`transitions.py`: _pay, _confirm,
 _refund), which adds to these arrays in place.
@@ -22,6 +23,8 @@ class TransferKind(enum.IntEnum):
     settlement = 2  # escrow -> merchant
     commission = 3  # escrow -> platform
     refund = 4  # escrow -> buyer
+    marketing = 5  # marketing -> escrow: a payment's platform-funded discounts
+    marketing_refund = 6  # escrow -> marketing: a refunded order's platform-funded share
 
 
 # a transfer: its kind, the checkout (payment) or order (the others) it belongs to, its amount
@@ -34,6 +37,7 @@ class Ledger:
         self.merchant_balance = np.zeros(merchants, dtype=np.int64)
         self.escrow = 0
         self.platform = 0
+        self.marketing = 0
         # journal: one record per transfer
         self.journal = Table(JOURNAL_FIELDS, expected_checkouts * 6 // 5, prefault, align=False)
 
@@ -43,6 +47,7 @@ class Ledger:
             "escrow": self.escrow,
             "merchants": int(self.merchant_balance.sum()),
             "platform": self.platform,
+            "marketing": self.marketing,
         }
         return accounts
 

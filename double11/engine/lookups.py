@@ -69,31 +69,34 @@ def claim_keys(key, fingerprint, code, ref, table, shift, mask, keys, size, clai
 
 
 @kernel
-def claim_buyers(op, target, claimed, table, shift, mask, buyers, returning_sorted, buyer_balance, size,
+def claim_buyers(buyer_id, claimed, table, shift, mask, buyers, returning_sorted, buyer_balance, size,
                  buyer_row):
-    """The buyer row of every checkout that will run (a fresh key), registered
-    on first sight: a buyer is known from the first checkout they attempt,
+    """The buyer row of every command that names a buyer (`buyer_id`, 0:
+    none; a checkout's, a grant's) and will run (a fresh key), registered on
+    first sight: a buyer is known from the first checkout they attempt,
     whether or not it is served.  Returns the new count of buyers."""
     slots = table.reshape(-1)
-    n = len(op)
+    n = len(buyer_id)
     for j in range(n + AHEAD):
-        if j < n and op[j] == CHECKOUT:
-            prefetch(slots, 2 * _home(np.uint64(target[j]), shift))
+        if j < n and buyer_id[j] != 0:
+            prefetch(slots, 2 * _home(np.uint64(buyer_id[j]), shift))
         i = j - AHEAD
         if i < 0:
             continue
         buyer_row[i] = -1
-        if op[i] != CHECKOUT or claimed[i] < 0:
+        if buyer_id[i] == 0 or claimed[i] < 0:
             continue
-        buyer_id = target[i]
-        row, added = find_or_claim_one(table, shift, mask, np.uint64(buyer_id), size)
+        buyer_id_i = buyer_id[i]
+        row, added = find_or_claim_one(table, shift, mask, np.uint64(buyer_id_i), size)
         if added:
             size += 1
             buyer = buyers[row]
-            buyer.id = buyer_id
+            buyer.id = buyer_id_i
             buyer.has_paid = False
-            at = np.searchsorted(returning_sorted, buyer_id)
-            buyer.returning = at < len(returning_sorted) and returning_sorted[at] == buyer_id
+            buyer.coupon_head = 0
+            buyer.deal_head = 0
+            at = np.searchsorted(returning_sorted, buyer_id_i)
+            buyer.returning = at < len(returning_sorted) and returning_sorted[at] == buyer_id_i
             buyer_balance[row] = 0
         buyer_row[i] = row
     return size

@@ -32,6 +32,9 @@ from double11.engine.hashindex import HashIndex, StaticIndex
 from double11.engine.ledger import Ledger
 from double11.engine.stats import FestivalStats
 from double11.engine.status import Status
+from double11.promotions import pricing
+from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, THRESHOLD_DISCOUNT
+from double11.promotions.tables import PromotionTables
 
 __all__ = ["Engine", "Status", "ranges"]
 
@@ -49,6 +52,7 @@ class _LookedUp(NamedTuple):
     target_row: np.ndarray
     claimed: np.ndarray | None
     buyer_row: np.ndarray | None
+    arg_rows: np.ndarray  # the batch's args, ids the engine looks up as rows
 
 
 # rows of the main loop's `sizes` that it appends to; the lookups own the key
@@ -57,17 +61,34 @@ _APPENDED_ROWS = [tx.S_CHECKOUTS, tx.S_LINES, tx.S_ORDERS, tx.S_TRANSFERS]
 
 # Each entity's record (see columns.Table).  Rows of other entities are held
 # as row numbers (buyer, order, sku: rows, not external ids).
-SKU_FIELDS = [("price", "i8"), ("sold", "i8"), ("merchant", "i4"), ("merchant_rank", "i4"), ("brand", "i4")]
+# `amount` is a list amount; the `off_*` fields are its discounts by kind
+# (docs/promotions.md), so what the buyer pays is amount less them.  The
+# promotions' links are row + 1 (0: none): deal_head (a SKU's deals), deal (a
+# line's), coupon_head and deal_head (a buyer's coupons and deal units)
+_DISCOUNTS = [("off_deal", "i8"), ("off_store", "i8"), ("off_threshold", "i8"), ("off_platform", "i8")]
+SKU_FIELDS = [("price", "i8"), ("sold", "i8"), ("deal_head", "i8"), ("merchant", "i4"), ("merchant_rank", "i4"),
+              ("brand", "i4")]
 CHECKOUT_FIELDS = [("buyer", "i8"), ("amount", "i8"), ("created", "i8"), ("line_start", "i8"), ("order_start", "i8"),
-                   ("country", "u2"), ("channel", "u1"), ("status", "u1"), ("lines", "u1"), ("orders", "u1")]
-LINE_FIELDS = [("amount", "i8"), ("order", "i8"), ("sku", "i4"), ("qty", "i2"),
+                   *_DISCOUNTS, ("coupon_start", "i8"),  # its coupons: promotions' checkout_coupons
+                   ("country", "u2"), ("channel", "u1"), ("status", "u1"), ("lines", "u1"), ("orders", "u1"),
+                   ("coupons", "u1")]
+LINE_FIELDS = [("amount", "i8"), ("order", "i8"), *_DISCOUNTS, ("sku", "i4"), ("deal", "i4"), ("qty", "i2"),
                ("position", "u1")]  # position: where the line stood in its checkout
-ORDER_FIELDS = [("checkout", "i8"), ("amount", "i8"), ("line_start", "i8"), ("merchant", "i4"), ("status", "u1"),
-                ("lines", "u1")]
-BUYER_FIELDS = [("id", "i8"), ("has_paid", "?"), ("returning", "?")]
+ORDER_FIELDS = [("checkout", "i8"), ("amount", "i8"), ("line_start", "i8"), *_DISCOUNTS, ("merchant", "i4"),
+                ("status", "u1"), ("lines", "u1")]
+BUYER_FIELDS = [("id", "i8"), ("coupon_head", "i8"), ("deal_head", "i8"), ("has_paid", "?"), ("returning", "?")]
 KEY_FIELDS = [("fingerprint", "u8"), ("ref", "i8"), ("code", "u1")]  # what the key's first command answered
 # growing_tables(), in order: names for operators (a table that grows pauses the engine)
 GROWING_TABLE_NAMES = ("checkouts", "lines", "orders", "buyers", "buyer balances", "idempotency keys", "journal")
+
+
+# where the ids the engine looks up sit in an operator command's args
+_GRANT, _GRANT_BUYER = GRANT.number, GRANT.arg_at("buyer")
+_TEMPLATE_MERCHANT = COUPON_TEMPLATE.arg_at("merchant")
+_THRESHOLD_MERCHANTS = THRESHOLD_DISCOUNT.arg_at("merchants")
+_DEAL_SKU = DEAL.arg_at("sku")
+_PSIZES = 8  # where the promotions' sizes are in the loop's `promos`
+_LOOKED_UP_ARGS = np.array([COUPON_TEMPLATE.number, THRESHOLD_DISCOUNT.number, DEAL.number], dtype=np.uint8)
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -94,20 +115,37 @@ class Engine:
     c_status = FieldOf("checkouts", "status")
     c_lines = FieldOf("checkouts", "lines")
     c_orders = FieldOf("checkouts", "orders")
+    c_off_deal = FieldOf("checkouts", "off_deal")
+    c_off_store = FieldOf("checkouts", "off_store")
+    c_off_threshold = FieldOf("checkouts", "off_threshold")
+    c_off_platform = FieldOf("checkouts", "off_platform")
+    c_coupon_start = FieldOf("checkouts", "coupon_start")
+    c_coupons = FieldOf("checkouts", "coupons")
     l_amount = FieldOf("lines", "amount")
     l_order = FieldOf("lines", "order")
     l_sku = FieldOf("lines", "sku")
     l_qty = FieldOf("lines", "qty")
     l_position = FieldOf("lines", "position")
+    l_off_deal = FieldOf("lines", "off_deal")
+    l_off_store = FieldOf("lines", "off_store")
+    l_off_threshold = FieldOf("lines", "off_threshold")
+    l_off_platform = FieldOf("lines", "off_platform")
+    l_deal = FieldOf("lines", "deal")
     o_checkout = FieldOf("orders", "checkout")
     o_amount = FieldOf("orders", "amount")
     o_line_start = FieldOf("orders", "line_start")
     o_merchant = FieldOf("orders", "merchant")
     o_status = FieldOf("orders", "status")
     o_lines = FieldOf("orders", "lines")
+    o_off_deal = FieldOf("orders", "off_deal")
+    o_off_store = FieldOf("orders", "off_store")
+    o_off_threshold = FieldOf("orders", "off_threshold")
+    o_off_platform = FieldOf("orders", "off_platform")
     b_id = FieldOf("buyers", "id")
     b_has_paid = FieldOf("buyers", "has_paid")
     b_returning = FieldOf("buyers", "returning")
+    b_coupon_head = FieldOf("buyers", "coupon_head")
+    b_deal_head = FieldOf("buyers", "deal_head")
     i_fingerprint = FieldOf("keys", "fingerprint")
     i_ref = FieldOf("keys", "ref")
     i_code = FieldOf("keys", "code")
@@ -120,7 +158,7 @@ class Engine:
         self.now_ms = 0
         # catalog, as rows
         self.sku_index = StaticIndex(catalog.sku_id)
-        merchant_index = HashIndex(catalog.merchants)
+        self.merchant_index = merchant_index = HashIndex(catalog.merchants)
         merchant_index.insert(catalog.merchant_id.astype(np.uint64))
         brand_index = HashIndex(catalog.brands)
         brand_index.insert(catalog.brand_id.astype(np.uint64))
@@ -153,6 +191,7 @@ class Engine:
         self.expire_cursor = 0
         self.ledger = Ledger(catalog.merchants, cap, pf)
         self.stats = FestivalStats(catalog, config)
+        self.promos = PromotionTables(cap, pf)
 
     def commission(self, amounts):
         """The platform's cut of a settlement: floor(amount * bps / 10,000) fen."""
@@ -188,7 +227,7 @@ class Engine:
     # ------------------------------------------------------------------ apply
     def apply(self, batch: CommandBatch, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """Applies the batch; returns (result code, reference id) per command."""
-        self._with_room(len(batch), len(batch.sku))
+        self._with_room(len(batch), len(batch.sku), len(batch.arg))
         return self._run(self._look_up(batch, now_ms))
 
     def apply_all(self, batches: Iterable[tuple[CommandBatch, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -209,7 +248,7 @@ class Engine:
         item = next(pending, None)
         if item is None:
             return
-        self._with_room(len(item[0]), len(item[0].sku))
+        self._with_room(len(item[0]), len(item[0].sku), len(item[0].arg))
         looked: _LookedUp | None = self._look_up(*item)
         with ThreadPoolExecutor(1, thread_name_prefix="double11-lookups") as lookups_thread:
             while looked is not None:
@@ -217,7 +256,8 @@ class Engine:
                 ahead = None
                 if item is not None:
                     batch = item[0]
-                    self._with_room(len(looked.batch) + len(batch), len(looked.batch.sku) + len(batch.sku))
+                    self._with_room(len(looked.batch) + len(batch), len(looked.batch.sku) + len(batch.sku),
+                                    len(looked.batch.arg) + len(batch.arg))
                     ahead = lookups_thread.submit(self._look_up, *item)
                 try:
                     result = self._run(looked)
@@ -239,7 +279,7 @@ class Engine:
         code = batch.invalid.astype(np.uint8)
         ref = np.zeros(n, dtype=np.int64)
         if n == 0 or code.all():
-            return _LookedUp(batch, now, code, ref, _NO_ROWS, _NO_ROWS, None, None)
+            return _LookedUp(batch, now, code, ref, _NO_ROWS, _NO_ROWS, None, None, batch.arg)
         sku_row = self.sku_index.lookup(batch.sku) if len(batch.sku) else _NO_ROWS
         restocks = batch.op == tx.RESTOCK
         target_row = self.sku_index.lookup(np.where(restocks, batch.target, 0)) if restocks.any() else _NO_ROWS
@@ -249,16 +289,53 @@ class Engine:
                                   self.keys.reserve(0), self.keys.size, claimed)
         self.keys.size = idem.size = int(keys)
         buyer_row = np.empty(n, dtype=np.int64)
-        buyers = lookups.claim_buyers(batch.op, batch.target, claimed, buyer_index.table, buyer_index.shift,
+        buyers = lookups.claim_buyers(self._buyer_ids(batch, code), claimed, buyer_index.table, buyer_index.shift,
                                       buyer_index.mask, self.buyers.reserve(0), self.returning_sorted,
                                       self.ledger.buyer_balance.reserve(0), self.buyers.size, buyer_row)
         # one funding account per buyer
         self.buyers.size = buyer_index.size = self.ledger.buyer_balance.size = int(buyers)
-        return _LookedUp(batch, now, code, ref, sku_row, target_row, claimed, buyer_row)
+        return _LookedUp(batch, now, code, ref, sku_row, target_row, claimed, buyer_row, self._arg_rows(batch, code))
+
+    @staticmethod
+    def _buyer_ids(batch: CommandBatch, code: np.ndarray) -> np.ndarray:
+        """The buyer each command names (0: none): a checkout's, a grant's."""
+        buyer_id = np.where(batch.op == tx.CHECKOUT, batch.target, 0)
+        grants = np.flatnonzero((batch.op == _GRANT) & (code == 0))
+        if len(grants):
+            buyer_id[grants] = batch.arg[batch.arg_starts()[grants] + _GRANT_BUYER]
+        return buyer_id
+
+    def _arg_rows(self, batch: CommandBatch, code: np.ndarray) -> np.ndarray:
+        """The batch's args with the ids of merchants and SKUs the operator
+        commands name made rows (-1: unknown); the same array when none does."""
+        ops = np.flatnonzero(np.isin(batch.op, _LOOKED_UP_ARGS) & (code == 0))
+        if not len(ops):
+            return batch.arg
+        rows = batch.arg.copy()
+        starts = batch.arg_starts()
+        for i in ops.tolist():
+            a = int(starts[i])
+            o = int(batch.op[i])
+            if o == COUPON_TEMPLATE.number:
+                at = [a + _TEMPLATE_MERCHANT] if rows[a + _TEMPLATE_MERCHANT] else []
+                index = self.merchant_index
+            elif o == THRESHOLD_DISCOUNT.number:
+                at = list(range(a + _THRESHOLD_MERCHANTS + 1, a + _THRESHOLD_MERCHANTS + 1
+                                + int(rows[a + _THRESHOLD_MERCHANTS])))
+                index = self.merchant_index
+            else:
+                at = [a + _DEAL_SKU]
+                index = None
+            if not at:
+                continue
+            ids = rows[at]
+            found = self.sku_index.lookup(ids) if index is None else index.lookup(ids.astype(np.uint64))
+            rows[at] = found
+        return rows
 
     def _run(self, looked: _LookedUp) -> tuple[np.ndarray, np.ndarray]:
         """A batch's second half: what is due expires, then the main loop."""
-        batch, now, code, ref, sku_row, target_row, claimed, buyer_row = looked
+        batch, now, code, ref, sku_row, target_row, claimed, buyer_row, arg_rows = looked
         self._expire(now)
         if claimed is None:
             return code, ref
@@ -266,22 +343,40 @@ class Engine:
         sizes = np.zeros(len(GROWING_TABLE_NAMES), dtype=np.int64)
         sizes[_APPENDED_ROWS] = [table.size for table in appended]
         totals = np.zeros(tx.TOTALS, dtype=np.int64)
+        promos = self._promos_for_loop(now)
         tx.apply_batch(
-            (batch.op, batch.channel, batch.lines, batch.country, batch.target, batch.amount, target_row),
-            (batch.sku, sku_row, batch.qty),
+            (batch.op, batch.channel, batch.lines, batch.country, batch.target, batch.amount, target_row, batch.args),
+            (batch.sku, sku_row, batch.qty), arg_rows,
             now, self.config.commission_bps, sizes, totals, code, ref, self.keys.reserve(0),
             self.skus.rows, (self.available, self.sku_stocked),
             self.checkouts.reserve(0), self.lines.reserve(0), self.orders.reserve(0), self.buyers.reserve(0),
             (self.ledger.buyer_balance.reserve(0), self.ledger.merchant_balance, self.ledger.journal.reserve(0)),
             (self.stats.merchant_gmv, self.stats.brand_gmv, self.stats.country_gmv),
             (np.empty(limits.checkout_lines_max, dtype=np.int64), claimed, buyer_row),
+            promos,
         )
         for table, size in zip(appended, sizes[_APPENDED_ROWS].tolist()):
             table.size = size
+        for table, size in zip(self.promos.growing(), promos[_PSIZES].tolist()):
+            table.size = size
         self.ledger.escrow += int(totals[tx.T_ESCROW])
         self.ledger.platform += int(totals[tx.T_PLATFORM])
+        self.ledger.marketing += int(totals[tx.T_MARKETING])
         self.stats.on_batch(now, totals)
         return code, ref
+
+    def _promos_for_loop(self, now: int) -> tuple:
+        """The promotions' buffers as the compiled loop takes them (`promos`
+        of transitions.apply_batch); their sizes go in and come out at _PSIZES."""
+        p = self.promos
+        psizes = np.array([table.size for table in p.growing()], dtype=np.int64)
+        return (p.coupon_templates.reserve(0), p.coupons.reserve(0), p.thresholds.reserve(0),
+                p.threshold_merchants.reserve(0), p.deals.reserve(0), p.deal_takers.reserve(0),
+                p.checkout_coupons.reserve(0), p.figures.data, psizes,
+                np.array([p.open_threshold(now)], dtype=np.int64),
+                np.zeros((pricing.SCRATCH_ROWS, max(limits.checkout_lines_max, limits.checkout_coupons_max)),
+                         dtype=np.int64),
+                self.buyers.reserve(0))
 
     def tables(self) -> dict[str, Table | Column]:
         """Every table of rows the engine keeps, by the name a snapshot gives it
@@ -289,7 +384,7 @@ class Engine:
         ledger = self.ledger
         return {"skus": self.skus, "checkouts": self.checkouts, "lines": self.lines, "orders": self.orders,
                 "buyers": self.buyers, "keys": self.keys, "buyer_balances": ledger.buyer_balance,
-                "journal": ledger.journal}
+                "journal": ledger.journal} | self.promos.tables()
 
     # The buffers the compiled loop works on, each with room for the batch:
     # the loop appends in place and reports the new counts in `sizes`.
@@ -304,10 +399,12 @@ class Engine:
         table (at most one order per line, two transfers per command)."""
         return (n, n_lines, n_lines, n, n, n, 2 * n)
 
-    def _with_room(self, n: int, n_lines: int) -> tuple[np.ndarray, ...]:
-        """Each buffer with room for a batch of n commands and n_lines lines."""
+    def _with_room(self, n: int, n_lines: int, n_args: int) -> tuple[np.ndarray, ...]:
+        """Each buffer with room for a batch of n commands, n_lines lines and n_args args."""
         self.idem_index.reserve(n)
         self.buyer_index.reserve(n)
+        for table, extra in zip(self.promos.growing(), self.promos.room(n, n_lines, n_args)):
+            table.reserve(extra)
         return tuple(table.reserve(extra) for table, extra in zip(self.growing_tables(), self._room(n, n_lines)))
 
     def must_grow(self, n: int, n_lines: int) -> list[str]:
@@ -326,4 +423,4 @@ class Engine:
         if self.expire_cursor >= len(checkouts) or checkouts[self.expire_cursor]["created"] > due:
             return
         self.expire_cursor = int(tx.expire_due(self.expire_cursor, due, self.available, checkouts,
-                                               self.lines.rows, self.orders.rows))
+                                               self.lines.rows, self.orders.rows, self._promos_for_loop(now)))

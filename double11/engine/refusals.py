@@ -42,7 +42,8 @@ CHANNEL_WANTED = commands.CHANNEL.wanted
 OP_WANTED = areas.OP_WANTED
 # the field a command's `target` column holds, by op (its declaration's
 # path field, else its first id field): encode.py reads this one table
-TARGET_FIELD: dict[int, str] = {Op[command.op]: command.target.name for command in areas.COMMANDS}
+TARGET_FIELD: dict[int, str] = {command.number: command.target.name for command in areas.COMMANDS
+                                 if not command.in_args or command.path_fields}
 RESULTS = {int(code): code for code in Result}  # Result(n), without the enum's call
 OPS = {int(op): op for op in Op}
 # the codes of a command's shape, given at the edge (encode.py, batch.validate)
@@ -101,11 +102,21 @@ def shape_message(batch: CommandBatch, i: int, first_line: int) -> tuple[Result,
     `batch._validate` (a test holds the codes equal)."""
     o, n = int(batch.op[i]), int(batch.lines[i])
     target, amount = int(batch.target[i]), int(batch.amount[i])
-    if not Op.checkout <= o <= Op.restock:
+    area_command = areas.BY_NUMBER.get(o)
+    if area_command is None:
         return Result.unknown_op, wrong("op", OP_WANTED, o)
-    op = Op(o)
     if batch.key[i] == 0:
         return Result.invalid_idempotency_key, missing("idempotency_key", KEY_WANTED)
+    if area_command.in_args:
+        if n != 0:
+            return Result.invalid_request, f"lines must be empty for {area_command.op}, got {n}"
+        from double11.engine.area_commands import args_message
+
+        return args_message(batch, i)
+    op = Op(o)
+    n_args = int(batch.args[i])
+    if op != Op.checkout and n_args != 0:
+        return Result.invalid_request, f"{op.name} takes no args, got {n_args}"
     if op == Op.checkout:
         country, channel = int(batch.country[i]), int(batch.channel[i])
         if target <= 0:
@@ -127,6 +138,16 @@ def shape_message(batch: CommandBatch, i: int, first_line: int) -> tuple[Result,
             return Result.invalid_request, wrong(line_field(k, "sku"), ID_WANTED, sku)
         if not 1 <= qty <= limits.line_qty_max:
             return Result.invalid_quantity, wrong(line_field(k, "qty"), LINE_QTY_WANTED, qty)
+    if op == Op.checkout and n_args:
+        start = int(batch.arg_starts()[i])
+        coupons = batch.arg[start:start + n_args].tolist()
+        if n_args > limits.checkout_coupons_max:
+            return Result.invalid_request, f"coupons must hold {commands.COUPONS.low}..{commands.COUPONS.high} coupons, got {n_args}"
+        for p, coupon in enumerate(coupons):
+            if coupon <= 0:
+                return Result.invalid_request, wrong(f"coupons[{p}]", ID_WANTED, coupon)
+            if coupon in coupons[:p]:
+                return Result.invalid_request, f"coupons[{p}] repeats coupon {coupon}"
     if op != Op.checkout and target <= 0:
         return Result.invalid_request, wrong(TARGET_FIELD[op], ID_WANTED, target)
     if op == Op.pay and amount <= 0:
@@ -154,7 +175,13 @@ def state_message(code: Result, ref: int, batch: CommandBatch, i: int, first_lin
     """The words of an engine refusal of command i (`code`, `ref`: its result;
     `total_fen`: the checkout's total, for amount_mismatch).  None: the code's
     plain message says it all."""
+    if int(batch.op[i]) not in OPS:  # an area's command
+        return _area_message(code, ref, batch, i)
     op, target = OPS[int(batch.op[i])], int(batch.target[i])
+    if code in _ABOUT_COUPON:
+        return f"coupon {ref}: {_ABOUT_COUPON[code]}"
+    if code in _ABOUT_DEAL:
+        return f"deal {ref}: {_ABOUT_DEAL[code]}"
     if code == Result.unknown_sku:
         if op == Op.restock:
             return f"sku {target} is not in the catalog"
@@ -186,3 +213,48 @@ _ABOUT = {
     Result.already_settled: "{} {} is already settled to the merchant",
     Result.already_refunded: "{} {} is already refunded",
 }
+
+_ABOUT_COUPON = {
+    Result.unknown_coupon: "no such coupon",
+    Result.not_your_coupon: "it belongs to another buyer",
+    Result.coupon_not_held: "it is reserved by another checkout or already used",
+    Result.not_in_window: "its use window has not opened yet",
+    Result.coupon_expired: "its use window has closed",
+    Result.coupon_merchant_not_in_checkout: "its merchant has no line in this checkout",
+    Result.two_store_coupons: "an earlier coupon of the list is a store coupon of the same merchant",
+    Result.min_spend_not_met: "the lines it applies to do not reach its minimum spend",
+}
+_ABOUT_DEAL = {
+    Result.deal_sold_out: "fewer units left than the checkout asks for",
+    Result.deal_buyer_limit: "the buyer would pass its per-buyer limit",
+}
+
+
+def _area_message(code: Result, ref: int, batch: CommandBatch, i: int) -> str | None:
+    """The words of a refused operator command or grant."""
+    from double11.engine.area_commands import values_of
+
+    command = areas.BY_NUMBER[int(batch.op[i])]
+    start = int(batch.arg_starts()[i])
+    values = values_of(command, batch.arg[start:start + int(batch.args[i])])
+    target = int(batch.target[i])
+    if code == Result.unknown_template:
+        return f"template {target} does not exist"
+    if code == Result.not_in_window:
+        return f"template {target} grants only from its grant_from until its grant_until"
+    if code == Result.budget_exhausted:
+        return f"template {target} has granted all its budget allows"
+    if code == Result.buyer_limit_reached:
+        return f"buyer {values.get('buyer')} already holds per_buyer_max coupons of template {target}"
+    if code == Result.unknown_merchant:
+        merchants = values.get("merchants")
+        if merchants is not None and 1 <= ref <= len(merchants):
+            return f"merchants[{ref - 1}]: merchant {merchants[ref - 1]} is not in the catalog"
+        return f"merchant {values.get('merchant')} is not in the catalog"
+    if code == Result.unknown_sku:
+        return f"sku {values.get('sku')} is not in the catalog"
+    if code == Result.invalid_deal:
+        return f"price_fen must be below the SKU's list price {ref}, got {values.get('price_fen')}"
+    if code == Result.window_overlaps:
+        return f"its window meets that of {command.op.replace('_discount', '')} {ref}"
+    return None

@@ -42,6 +42,8 @@ from double11.engine.prefetch import prefetch
 from double11.engine.refusals import OUT_OF_STOCK_LINE_BITS
 from double11.engine.status import Status
 from double11.errors import Result
+from double11.promotions import kernels as promo
+from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, THRESHOLD_DISCOUNT
 
 # plain ints: Numba freezes module globals as compile-time constants
 CHECKOUT, PAY, CANCEL, CONFIRM, REFUND, RESTOCK = (
@@ -49,9 +51,12 @@ CHECKOUT, PAY, CANCEL, CONFIRM, REFUND, RESTOCK = (
 RESERVED, PAID, CANCELLED, EXPIRED, SETTLED, REFUNDED = (
     int(Status.reserved), int(Status.paid), int(Status.cancelled), int(Status.expired),
     int(Status.settled), int(Status.refunded))
+TEMPLATE, THRESHOLD, DEAL_, GRANT_ = (
+    COUPON_TEMPLATE.number, THRESHOLD_DISCOUNT.number, DEAL.number, GRANT.number)
 MOBILE = int(Channel.mobile)
 J_PAYMENT, J_SETTLEMENT, J_COMMISSION, J_REFUND = (
     int(TransferKind.payment), int(TransferKind.settlement), int(TransferKind.commission), int(TransferKind.refund))
+J_MARKETING, J_MARKETING_REFUND = int(TransferKind.marketing), int(TransferKind.marketing_refund)
 OK, UNKNOWN_OP = int(Result.ok), int(Result.unknown_op)
 UNKNOWN_SKU, UNKNOWN_CHECKOUT, UNKNOWN_ORDER = (
     int(Result.unknown_sku), int(Result.unknown_checkout), int(Result.unknown_order))
@@ -72,28 +77,35 @@ CONFIRM_OR_REFUND_VERDICT[[PAID, SETTLED, REFUNDED]] = OK, ALREADY_SETTLED, ALRE
 S_CHECKOUTS, S_LINES, S_ORDERS, S_BUYERS, S_BUYER_BALANCES, S_KEYS, S_TRANSFERS = range(7)
 # rows of `totals`: what the batch added to each sum
 (T_ESCROW, T_PLATFORM, T_GMV, T_MOBILE_GMV, T_PAYMENTS, T_CHECKOUTS, T_ORDERS,
- T_BUYERS, T_NEW_BUYERS, T_SETTLED, T_REFUNDED) = range(11)
-TOTALS = 11
+ T_BUYERS, T_NEW_BUYERS, T_SETTLED, T_REFUNDED, T_MARKETING) = range(12)
+TOTALS = 12
 
 
 @kernel
-def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
-                keys, skus, stock, checkouts, lines, orders, buyers, ledger, figures, scratch):
+def apply_batch(cmd, line, arg, now_ms, commission_bps, sizes, totals, code, ref,
+                keys, skus, stock, checkouts, lines, orders, buyers, ledger, figures, scratch, promos):
     """Applies every command of the batch in order.  `code` comes in holding
     the edge's verdict (non-zero: the command is malformed and is skipped,
     unremembered); `code` and `ref` go out holding every command's result.
     `keys`, `skus`, `checkouts`, `lines`, `orders`, `buyers`: each entity's
-    records (machine.py has their fields).  `scratch`: (room for one
-    checkout's line order, each command's key row from `lookups.claim_keys`,
-    each checkout's buyer row from `lookups.claim_buyers`)."""
-    op, channel, n_lines, country, target, amount, target_row = cmd  # keys: claimed in lookups.py
+    records (machine.py has their fields).  `arg`: the commands' args, one
+    command's after another, ids already rows where the engine looked them
+    up (machine.py).  `scratch`: (room for one checkout's line order, each
+    command's key row from `lookups.claim_keys`, each command's buyer row
+    from `lookups.claim_buyers`).  `promos`: the promotions' tables
+    (promotions/tables.py), their sizes and live figures, the open
+    threshold's row and a checkout's pricing scratch."""
+    op, channel, n_lines, country, target, amount, target_row, n_args = cmd  # keys: claimed in lookups.py
     sku_id, sku_row, qty = line
     available, sku_stocked = stock
     buyer_balance, merchant_balance, journal = ledger
     merchant_gmv, brand_gmv, country_gmv = figures
     perm, claimed, buyer_row = scratch
+    (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
+     open_threshold, ps, _buyers) = promos
     n = len(op)
     start = 0  # first line of command i
+    a_next = 0  # first arg of command i
     ahead_start = 0  # first line of command i + AHEAD
     for j in range(n + AHEAD):
         # software pipeline: prefetch the rows command j will touch, and the
@@ -111,6 +123,8 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
         count = np.int64(n_lines[i])
         first_line = start
         start += count  # type: ignore[assignment]  # compiled: an int64 in Numba from the start
+        a = a_next
+        a_next += n_args[i]
         row = claimed[i]
         if row == NOT_RUN:
             continue
@@ -121,32 +135,40 @@ def apply_batch(cmd, line, now_ms, commission_bps, sizes, totals, code, ref,
             continue
         o = op[i]
         if o == CHECKOUT:
-            r = _checkout(first_line, count, buyer_row[i], country[i], channel[i], now_ms, sizes, totals, perm,
-                          sku_row, qty, skus, available, checkouts, lines, orders)
-            if r == 0:
-                c, r = OUT_OF_STOCK, _short_line(first_line, count, sku_row, qty, available)
-            elif r < 0:
-                c, r = UNKNOWN_SKU, sku_id[first_line - r - 1]
-            else:
-                c = OK
+            c, r = _checkout(first_line, count, buyer_row[i], country[i], channel[i], now_ms, sizes, totals, perm,
+                             sku_row, qty, skus, available, checkouts, lines, orders, buyers, arg, a, n_args[i],
+                             promos)
+            if c == OUT_OF_STOCK:
+                r = _short_line(first_line, count, sku_row, qty, available)
+            elif c == UNKNOWN_SKU:
+                r = sku_id[first_line + r]
         elif o == PAY or o == CANCEL:  # noqa: SIM109 (compiled: plain comparisons)
             c, row_c = _row_of(target[i], sizes[S_CHECKOUTS], checkouts, PAY_OR_CANCEL_VERDICT, UNKNOWN_CHECKOUT)
             r = target[i]
             if c == OK and o == CANCEL:
-                release_reserved(row_c, CANCELLED, available, checkouts, lines, orders)
+                release_reserved(row_c, CANCELLED, available, checkouts, lines, orders, promos)
             elif c == OK:
                 c = _pay(row_c, amount[i], sizes, totals, skus, checkouts, lines, orders, buyers, buyer_balance,
-                         journal, merchant_gmv, brand_gmv, country_gmv)
+                         journal, merchant_gmv, brand_gmv, country_gmv, promos)
         elif o == CONFIRM or o == REFUND:  # noqa: SIM109 (compiled: plain comparisons)
             c, row_o = _row_of(target[i], sizes[S_ORDERS], orders, CONFIRM_OR_REFUND_VERDICT, UNKNOWN_ORDER)
             r = target[i]
             if c == OK and o == CONFIRM:
                 _confirm(row_o, commission_bps, sizes, totals, orders, merchant_balance, journal)
             elif c == OK:
-                _refund(row_o, sizes, totals, available, skus, checkouts, lines, orders, buyer_balance, journal)
+                _refund(row_o, sizes, totals, available, skus, checkouts, lines, orders, buyer_balance, journal,
+                        promos)
         elif o == RESTOCK:
             r = target[i]
             c = _restock(target_row[i], amount[i], available, sku_stocked)
+        elif o == GRANT_:
+            c, r = promo.grant(target[i], a, arg, buyer_row[i], now_ms, templates, coupons, buyers, psizes, pfigures)
+        elif o == TEMPLATE:
+            c, r = promo.create_template(a, arg, now_ms, templates, psizes)
+        elif o == THRESHOLD:
+            c, r = promo.create_threshold(a, arg, now_ms, thresholds, threshold_merchants, psizes, open_threshold)
+        elif o == DEAL_:
+            c, r = promo.create_deal(a, arg, now_ms, skus, available, deals, psizes)
         else:
             # an op this loop does not know (a batch that skipped validation:
             # a log record written by a newer version, a forged column) is
@@ -196,15 +218,20 @@ def _prefetch_payment(row, n_checkouts, checkouts, lines, orders, skus, buyers, 
 
 @inline
 def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals, perm,
-              sku_row, qty, skus, available, checkouts, lines, orders):
-    """Reserves the lines, all or nothing, and records the checkout, split
-    into one order per merchant.  Returns the checkout id; 0 when out of
-    stock; -1 - p when line p names an unknown SKU."""
+              sku_row, qty, skus, available, checkouts, lines, orders, buyers, arg, a, n_coupons, promos):
+    """Prices the lines (promotions: when the checkout has coupons, a line
+    is on deal or a threshold discount is open), reserves them, all or
+    nothing, and records the checkout, split into one order per merchant.
+    Returns (code, ref): the checkout id; for unknown_sku, the index of the
+    line naming it; for a promotions refusal, the coupon's or deal's id."""
+    (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
+     open_threshold, ps, _buyers) = promos
+    priced = n_coupons > 0 or open_threshold[0] >= 0
     for j in range(first_line, first_line + count):
         if sku_row[j] < 0:
-            return -1 - (j - first_line)
-    if not claim_lines(available, sku_row, qty, first_line, count):
-        return 0
+            return UNKNOWN_SKU, j - first_line
+        if skus[sku_row[j]].deal_head != 0:
+            priced = True
     # lines go by merchant id (one order per merchant, ascending), then as given
     for p in range(count):
         perm[p] = p
@@ -216,6 +243,14 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
             perm[q + 1] = perm[q]
             q -= 1
         perm[q + 1] = moving
+    if priced:
+        pc, pr = promo.price_checkout(first_line, count, perm, sku_row, qty, arg, a, n_coupons, buyer, now_ms, skus,
+                                      templates, coupons, thresholds, threshold_merchants, deals, deal_takers,
+                                      buyers, open_threshold, psizes, ps)
+        if pc != OK:
+            return pc, pr
+    if not claim_lines(available, sku_row, qty, first_line, count):
+        return OUT_OF_STOCK, 0
     c = sizes[S_CHECKOUTS]
     l_base = sizes[S_LINES]
     o_base = sizes[S_ORDERS]
@@ -237,6 +272,10 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
             order.status = RESERVED
             order.line_start = n
             order.lines = 0
+            order.off_deal = 0
+            order.off_store = 0
+            order.off_threshold = 0
+            order.off_platform = 0
         line_amount = sku.price * qty[j]
         ln = lines[n]
         ln.sku = s
@@ -248,6 +287,22 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
         order.amount += line_amount
         order.lines += 1
         total += line_amount
+        if priced:
+            ln.deal = ps[promo.S_DEAL, p] + 1
+            ln.off_deal = ps[promo.S_OFF_DEAL, p]
+            ln.off_store = ps[promo.S_OFF_STORE, p]
+            ln.off_threshold = ps[promo.S_OFF_THRESHOLD, p]
+            ln.off_platform = ps[promo.S_OFF_PLATFORM, p]
+            order.off_deal += ln.off_deal
+            order.off_store += ln.off_store
+            order.off_threshold += ln.off_threshold
+            order.off_platform += ln.off_platform
+        else:
+            ln.deal = 0
+            ln.off_deal = 0
+            ln.off_store = 0
+            ln.off_threshold = 0
+            ln.off_platform = 0
     made = o + 1 - o_base
     checkout = checkouts[c]
     checkout.buyer = buyer
@@ -260,12 +315,28 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
     checkout.lines = count
     checkout.order_start = o_base
     checkout.orders = made
+    checkout.off_deal = 0
+    checkout.off_store = 0
+    checkout.off_threshold = 0
+    checkout.off_platform = 0
+    checkout.coupon_start = 0
+    checkout.coupons = 0
+    if priced:
+        for p in range(count):
+            checkout.off_deal += ps[promo.S_OFF_DEAL, p]
+            checkout.off_store += ps[promo.S_OFF_STORE, p]
+            checkout.off_threshold += ps[promo.S_OFF_THRESHOLD, p]
+            checkout.off_platform += ps[promo.S_OFF_PLATFORM, p]
+        checkout.coupon_start = promo.commit_checkout(c, first_line, count, perm, qty, arg, a, n_coupons, buyer,
+                                                      now_ms, coupons, deals, deal_takers, buyers, checkout_coupons,
+                                                      psizes, pfigures, ps)
+        checkout.coupons = n_coupons
     sizes[S_CHECKOUTS] = c + 1
     sizes[S_LINES] = l_base + count
     sizes[S_ORDERS] = o_base + made
     totals[T_CHECKOUTS] += 1
     totals[T_ORDERS] += made
-    return c + 1
+    return OK, c + 1
 
 
 @kernel
@@ -298,26 +369,43 @@ def _row_of(entity_id, count, table, verdict_by_status, unknown):
 
 
 @inline
+def _payable(x):
+    """What a checkout or an order costs its buyer: its list amount less its discounts."""
+    return x.amount - x.off_deal - x.off_store - x.off_threshold - x.off_platform
+
+
+@inline
 def _pay(row, amount, sizes, totals, skus, checkouts, lines, orders, buyers, buyer_balance, journal,
-         merchant_gmv, brand_gmv, country_gmv):
-    """Moves the checkout's total from the buyer to escrow: its units are sold."""
+         merchant_gmv, brand_gmv, country_gmv, promos):
+    """Moves the checkout's payable amount from the buyer, and its platform
+    funded discounts from the marketing account, to escrow: its units are sold."""
     checkout = checkouts[row]
-    if amount != checkout.amount:
+    payable = _payable(checkout)
+    if amount != payable:
         return AMOUNT_MISMATCH
     checkout.status = PAID
     for o in range(checkout.order_start, checkout.order_start + checkout.orders):
         order = orders[o]
         order.status = PAID
-        merchant_gmv[order.merchant] += order.amount
+        merchant_gmv[order.merchant] += _payable(order)
     for n in range(checkout.line_start, checkout.line_start + checkout.lines):
         ln = lines[n]
         sku = skus[ln.sku]
         sku.sold += ln.qty
-        brand_gmv[sku.brand] += ln.amount
+        brand_gmv[sku.brand] += _payable(ln)
     b = checkout.buyer
     buyer_balance[b] -= amount
     _journal(J_PAYMENT, row + 1, amount, sizes, journal)
     totals[T_ESCROW] += amount
+    platform_funded = checkout.off_platform
+    if platform_funded != 0:
+        _journal(J_MARKETING, row + 1, platform_funded, sizes, journal)
+        totals[T_ESCROW] += platform_funded
+        totals[T_MARKETING] -= platform_funded
+    if checkout.coupons != 0 or checkout.off_deal != 0 or checkout.off_threshold != 0:
+        (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
+         open_threshold, ps, p_buyers) = promos
+        promo.on_payment(checkout, lines, templates, coupons, deals, checkout_coupons, pfigures)
     buyer = buyers[b]
     if not buyer.has_paid:
         buyer.has_paid = True
@@ -333,8 +421,9 @@ def _pay(row, amount, sizes, totals, skus, checkouts, lines, orders, buyers, buy
 
 
 @kernel
-def release_reserved(row, status, available, checkouts, lines, orders):
-    """A reserved checkout is cancelled or expires: its units go back on sale."""
+def release_reserved(row, status, available, checkouts, lines, orders, promos):
+    """A reserved checkout is cancelled or expires: its units go back on
+    sale, its coupons are held again and its deal units go back."""
     checkout = checkouts[row]
     checkout.status = status
     for o in range(checkout.order_start, checkout.order_start + checkout.orders):
@@ -342,26 +431,32 @@ def release_reserved(row, status, available, checkouts, lines, orders):
     for n in range(checkout.line_start, checkout.line_start + checkout.lines):
         ln = lines[n]
         available[ln.sku] += ln.qty
+    if checkout.coupons != 0 or checkout.off_deal != 0:
+        (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
+         open_threshold, ps, p_buyers) = promos
+        promo.release(checkout, lines, coupons, deals, deal_takers, p_buyers, checkout_coupons)
 
 
 @kernel
-def expire_due(first, due_ms, available, checkouts, lines, orders):
+def expire_due(first, due_ms, available, checkouts, lines, orders, promos):
     """Expires the reserved checkouts created at or before due_ms, from row
     `first` on (checkouts are created in time order, so those due are a
     prefix).  Returns the first row not yet due."""
     row = first
     while row < len(checkouts) and checkouts[row].created <= due_ms:
         if checkouts[row].status == RESERVED:
-            release_reserved(row, EXPIRED, available, checkouts, lines, orders)
+            release_reserved(row, EXPIRED, available, checkouts, lines, orders, promos)
         row += 1
     return row
 
 
 @kernel
 def _confirm(row, commission_bps, sizes, totals, orders, merchant_balance, journal):
-    """The buyer received the order: escrow pays the merchant, less the platform's commission."""
+    """The buyer received the order: escrow pays the merchant its amount
+    before platform-funded discounts (list less what the merchant funds),
+    less the platform's commission."""
     order = orders[row]
-    amount = order.amount
+    amount = order.amount - order.off_deal - order.off_store - order.off_threshold
     commission = amount * commission_bps // 10_000
     order.status = SETTLED
     merchant_balance[order.merchant] += amount - commission
@@ -373,19 +468,30 @@ def _confirm(row, commission_bps, sizes, totals, orders, merchant_balance, journ
 
 
 @kernel
-def _refund(row, sizes, totals, available, skus, checkouts, lines, orders, buyer_balance, journal):
-    """A paid order goes back: escrow repays the buyer and its units are on sale again."""
+def _refund(row, sizes, totals, available, skus, checkouts, lines, orders, buyer_balance, journal, promos):
+    """A paid order goes back: escrow repays the buyer what they paid for it
+    and the marketing account its platform-funded share, and its units are
+    on sale again."""
     order = orders[row]
-    amount = order.amount
+    amount = _payable(order)
     order.status = REFUNDED
     for n in range(order.line_start, order.line_start + order.lines):
         ln = lines[n]
         skus[ln.sku].sold -= ln.qty
         available[ln.sku] += ln.qty
-    buyer_balance[checkouts[order.checkout].buyer] += amount
+    buyer = checkouts[order.checkout].buyer
+    buyer_balance[buyer] += amount
     totals[T_ESCROW] -= amount
     totals[T_REFUNDED] += amount
     _journal(J_REFUND, row + 1, amount, sizes, journal)
+    if order.off_platform != 0:
+        _journal(J_MARKETING_REFUND, row + 1, order.off_platform, sizes, journal)
+        totals[T_ESCROW] -= order.off_platform
+        totals[T_MARKETING] += order.off_platform
+    if order.off_deal != 0:
+        (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
+         open_threshold, ps, p_buyers) = promos
+        promo.on_refund(order, buyer, lines, deals, deal_takers, p_buyers)
 
 
 @kernel

@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from double11 import geo
+from double11 import areas, geo
 from double11.engine import refusals
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.engine.machine import Engine, Status
 from double11.errors import HTTP_STATUS, Result, error_body
+from double11.promotions import views as promotion_views
+from double11.promotions.views import discounted, money
 
 _CREATED = {Op.checkout}
 
@@ -29,7 +31,7 @@ def refusal(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int, fi
     else:
         total = None
         if code == Result.amount_mismatch:
-            total = int(engine.c_amount.data[int(batch.target[i]) - 1])
+            total = money(engine.checkouts.rows[int(batch.target[i]) - 1])["amount_fen"]
         message = refusals.state_message(code, ref, batch, i, first_line, total)
     return {"status": HTTP_STATUS[code], "body": error_body(code, message=message)}
 
@@ -37,25 +39,42 @@ def refusal(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int, fi
 def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) -> dict[str, Any]:
     """The {"status", "body"} answer to command i of a batch, done (code 0),
     but a created checkout (`results` builds those for the whole batch at once)."""
-    op = Op(int(batch.op[i]))
+    number = int(batch.op[i])
+    created = promotion_views.CREATED.get(areas.BY_NUMBER[number].op)
+    if created is not None:
+        return {"status": 201, "body": created(engine, ref)}
+    op = Op(number)
     if op == Op.pay:
         row = ref - 1
         return {"status": 200, "body": {"checkout": ref, "status": "paid",
-                                        "amount_fen": int(engine.c_amount.data[row])}}
+                                        "amount_fen": money(engine.checkouts.rows[row])["amount_fen"]}}
     if op == Op.cancel:
         return {"status": 200, "body": {"checkout": ref, "status": "cancelled"}}
     if op == Op.confirm:
-        amount = int(engine.o_amount.data[ref - 1])
+        order = engine.orders.rows[ref - 1]
+        # the merchant is settled on its price less only what it funds
+        amount = int(order["amount"] - order["off_deal"] - order["off_store"] - order["off_threshold"])
         commission = engine.commission(amount)
         return {"status": 200, "body": {"order": ref, "status": "settled", "merchant_fen": amount - commission,
                                         "commission_fen": commission}}
     if op == Op.refund:
         return {"status": 200, "body": {"order": ref, "status": "refunded",
-                                        "amount_fen": int(engine.o_amount.data[ref - 1])}}
+                                        "amount_fen": money(engine.orders.rows[ref - 1])["amount_fen"]}}
     return {"status": 200, "body": {"sku": ref, "qty": int(batch.amount[i])}}
 
 
-def _lines(engine: Engine, start: int, count: int, with_order: bool) -> list[dict[str, Any]]:
+def _with_money(out: dict[str, Any], record: Any, shown: bool) -> dict[str, Any]:
+    """`out` with its amounts: amount_fen payable, and list_fen and discounts
+    where its checkout has any discount (`shown`)."""
+    amounts = money(record)
+    out["amount_fen"] = amounts["amount_fen"]
+    if shown:
+        out["list_fen"] = amounts["list_fen"]
+        out["discounts"] = amounts["discounts"]
+    return out
+
+
+def _lines(engine: Engine, start: int, count: int, with_order: bool, shown: bool = False) -> list[dict[str, Any]]:
     out = []
     sku_id = engine.catalog.sku_id
     rows: Sequence[int] = range(start, start + count)
@@ -64,8 +83,8 @@ def _lines(engine: Engine, start: int, count: int, with_order: bool) -> list[dic
     for ln in rows:
         sku = int(engine.l_sku.data[ln])
         qty = int(engine.l_qty.data[ln])
-        line = {"sku": int(sku_id[sku]), "qty": qty, "price_fen": int(engine.l_amount.data[ln]) // qty,
-                "amount_fen": int(engine.l_amount.data[ln])}
+        line = _with_money({"sku": int(sku_id[sku]), "qty": qty, "price_fen": int(engine.l_amount.data[ln]) // qty},
+                           engine.lines.rows[ln], shown)
         if with_order:
             line["order"] = int(engine.l_order.data[ln]) + 1
         out.append(line)
@@ -78,36 +97,43 @@ def checkout(engine: Engine, checkout_id: int) -> dict[str, Any] | None:
     row = checkout_id - 1
     start, count = int(engine.c_order_start.data[row]), int(engine.c_orders.data[row])
     created = int(engine.c_created.data[row])
-    return {
+    record = engine.checkouts.rows[row]
+    shown = discounted(record)
+    out = {
         "checkout": checkout_id,
         "buyer": int(engine.b_id.data[engine.c_buyer.data[row]]),
         "country": geo.decode(int(engine.c_country.data[row])),
         "channel": Channel(int(engine.c_channel.data[row])).name,
         "status": Status(int(engine.c_status.data[row])).name,
-        "amount_fen": int(engine.c_amount.data[row]),
+    }
+    _with_money(out, record, shown)
+    out |= {
         "created_at": created,
         "expires_at": created + engine.config.payment_timeout_ms,
-        "lines": _lines(engine, int(engine.c_line_start.data[row]), int(engine.c_lines.data[row]), True),
+        "lines": _lines(engine, int(engine.c_line_start.data[row]), int(engine.c_lines.data[row]), True, shown),
         "orders": [
-            {"order": o + 1, "merchant": int(engine.catalog.merchant_id[engine.o_merchant.data[o]]),
-             "amount_fen": int(engine.o_amount.data[o]), "status": Status(int(engine.o_status.data[o])).name}
+            _with_money({"order": o + 1, "merchant": int(engine.catalog.merchant_id[engine.o_merchant.data[o]])},
+                        engine.orders.rows[o], shown) | {"status": Status(int(engine.o_status.data[o])).name}
             for o in range(start, start + count)
         ],
     }
+    return out
 
 
 def order(engine: Engine, order_id: int) -> dict[str, Any] | None:
     if not 1 <= order_id <= engine.o_status.size:
         return None
     row = order_id - 1
-    return {
+    shown = discounted(engine.checkouts.rows[int(engine.o_checkout.data[row])])
+    out = {
         "order": order_id,
         "checkout": int(engine.o_checkout.data[row]) + 1,
         "merchant": int(engine.catalog.merchant_id[engine.o_merchant.data[row]]),
         "status": Status(int(engine.o_status.data[row])).name,
-        "amount_fen": int(engine.o_amount.data[row]),
-        "lines": _lines(engine, int(engine.o_line_start.data[row]), int(engine.o_lines.data[row]), False),
     }
+    _with_money(out, engine.orders.rows[row], shown)
+    out["lines"] = _lines(engine, int(engine.o_line_start.data[row]), int(engine.o_lines.data[row]), False, shown)
+    return out
 
 
 def sku(engine: Engine, sku_id: int) -> dict[str, Any] | None:
@@ -146,6 +172,20 @@ def sku_page(engine: Engine, rows: np.ndarray, next_after: int | None) -> dict[s
     return {"skus": [sku_at(engine, row) for row in rows.tolist()], "next_after": next_after}
 
 
+def _created_with_discounts(engine: Engine, checkout_id: int, order_ids: list[int], merchants: list[int],
+                            expires_at: int) -> dict[str, Any]:
+    amounts = money(engine.checkouts.rows[checkout_id - 1])
+    return {
+        "checkout": checkout_id,
+        "amount_fen": amounts["amount_fen"],
+        "orders": [{"order": o, "merchant": m} | money(engine.orders.rows[o - 1]) for o, m in zip(order_ids, merchants)],
+        "status": "reserved",
+        "expires_at": expires_at,
+        "list_fen": amounts["list_fen"],
+        "discounts": amounts["discounts"],
+    }
+
+
 def results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarray,
             start: int, stop: int) -> list[dict[str, Any]]:
     """The answers to commands start..stop of a batch.  Created checkouts, the
@@ -167,15 +207,24 @@ def results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
         amounts = engine.c_amount.data[rows].tolist()
         expires = (engine.c_created.data[rows] + engine.config.payment_timeout_ms).tolist()
         at = 0
+        checkouts = engine.checkouts.rows[rows]
+        offs = (checkouts["off_deal"] + checkouts["off_store"] + checkouts["off_threshold"]
+                + checkouts["off_platform"])
+        priced = (offs != 0).tolist()
+        amounts = (checkouts["amount"] - offs).tolist()
         for k, (i, n) in enumerate(zip(created.tolist(), counts.tolist())):
-            bodies[i] = {
-                "checkout": refs[i],
-                "amount_fen": amounts[k],
-                "orders": [{"order": order_ids[j], "merchant": order_merchants[j], "amount_fen": order_amounts[j]}
-                           for j in range(at, at + n)],
-                "status": "reserved",
-                "expires_at": expires[k],
-            }
+            if priced[k]:  # with its discounts, for the checkout and its orders
+                bodies[i] = _created_with_discounts(engine, refs[i], order_ids[at:at + n], order_merchants[at:at + n],
+                                                    expires[k])
+            else:
+                bodies[i] = {
+                    "checkout": refs[i],
+                    "amount_fen": amounts[k],
+                    "orders": [{"order": order_ids[j], "merchant": order_merchants[j],
+                                "amount_fen": order_amounts[j]} for j in range(at, at + n)],
+                    "status": "reserved",
+                    "expires_at": expires[k],
+                }
             at += n
     out = []
     first_line: np.ndarray | None = None  # of each command: where a refusal's lines are

@@ -21,7 +21,7 @@ import numpy as np
 
 from double11.engine import refusals
 from double11.engine.batch import CommandBatch, Op
-from double11.engine.compiled import kernel
+from double11.engine.compiled import inline, kernel
 from double11.engine.machine import Engine
 from double11.errors import Result, error_body
 
@@ -47,6 +47,11 @@ def encode_results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: n
     return b"".join(parts)
 
 
+@inline
+def _payable(row):
+    return row["amount"] - row["off_deal"] - row["off_store"] - row["off_threshold"] - row["off_platform"]
+
+
 @kernel
 def _checkout_columns(code, ref, op, checkouts, payment_timeout_ms, amount, first_order, orders, expires):
     # one pass, each checkout's record read once (it was four NumPy gathers
@@ -57,12 +62,12 @@ def _checkout_columns(code, ref, op, checkouts, payment_timeout_ms, amount, firs
         orders[i] = 0
         expires[i] = 0
         if code[i] == _AMOUNT_MISMATCH:  # the total the pay should have given
-            amount[i] = checkouts[ref[i] - 1]["amount"]
+            amount[i] = _payable(checkouts[ref[i] - 1])
             continue
         if code[i] != _OK or (op[i] != _CHECKOUT and op[i] != _PAY):
             continue
         row = checkouts[ref[i] - 1]
-        amount[i] = row["amount"]
+        amount[i] = _payable(row)
         if op[i] == _CHECKOUT:
             first_order[i] = row["order_start"] + 1
             orders[i] = row["orders"]

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from granian.rsgi import ProtocolClosed, ProtocolError
 
-from double11 import limits
+from double11 import areas, limits
 from double11.engine.batch import Op
 from double11.engine.refusals import shown
 from double11.errors import HTTP_STATUS, Double11Error, Result, error_body
@@ -79,6 +79,15 @@ ROUTES: tuple[str, ...] = (
     "/v1/stats",
     "/v1/batch",
     "/v1/stats/stream",
+    "/v1/coupon-templates",
+    "/v1/threshold-discounts",
+    "/v1/deals",
+    "/v1/coupon-templates/{template}/grants",
+    "/v1/coupon-templates/{template}",
+    "/v1/coupons/{coupon}",
+    "/v1/buyers/{buyer}/coupons",
+    "/v1/deals/{deal}",
+    "/v1/threshold-discounts/{threshold}",
     "/metrics",
     "/openapi.json",
     "/",
@@ -187,7 +196,7 @@ class _SingleCommand:
 
     __slots__ = ("op",)
 
-    def __init__(self, op: Op) -> None:
+    def __init__(self, op: Op | int) -> None:
         self.op = op
 
 
@@ -256,6 +265,23 @@ class App:
             "checkouts": ("/v1/checkouts/{checkout}", {"GET": read(View.CHECKOUT)}),
             "orders": ("/v1/orders/{order}", {"GET": read(View.ORDER)}),
             "skus": ("/v1/skus/{sku}", {"GET": read(View.SKU)}),
+        }
+        # an area's commands, from their declarations: POST /v1/<things> or
+        # POST /v1/<things>/{id}/<action>
+        for command in areas.COMMANDS:
+            if not command.in_args:
+                continue
+            parts = command.route.split("/")
+            if len(parts) == 3:
+                self._exact[command.route] = (command.route, {"POST": single(command.number)})
+            else:
+                self._by_id[(parts[2], parts[4])] = (command.route, {"POST": single(command.number)})
+        self._by_id |= {
+            "coupon-templates": ("/v1/coupon-templates/{template}", {"GET": read(View.COUPON_TEMPLATE)}),
+            "coupons": ("/v1/coupons/{coupon}", {"GET": read(View.COUPON)}),
+            ("buyers", "coupons"): ("/v1/buyers/{buyer}/coupons", {"GET": read(View.BUYER_COUPONS)}),
+            "deals": ("/v1/deals/{deal}", {"GET": read(View.DEAL)}),
+            "threshold-discounts": ("/v1/threshold-discounts/{threshold}", {"GET": read(View.THRESHOLD_DISCOUNT)}),
         }
         self._static_route = ("/static/{file}", {"GET": self._static})
 

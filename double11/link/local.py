@@ -42,6 +42,11 @@ class LocalFestival:
             View.ORDER: (f.order, Result.unknown_order),
             View.LEDGER: (f.ledger, None),
             View.STATS: (f.stats, None),
+            View.COUPON_TEMPLATE: (f.coupon_template, Result.unknown_template),
+            View.COUPON: (f.coupon, Result.unknown_coupon),
+            View.BUYER_COUPONS: (f.buyer_coupons, Result.not_found),  # a buyer without coupons has none
+            View.DEAL: (f.deal, Result.unknown_deal),
+            View.THRESHOLD_DISCOUNT: (f.threshold_discount, Result.not_found),
         }
         self._listing: SkuListing | None = None
 

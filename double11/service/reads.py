@@ -16,6 +16,7 @@ from typing import Any
 
 from double11.engine import views
 from double11.engine.machine import Engine
+from double11.promotions import views as promotion_views
 from double11.service.clock import FestivalClock
 
 
@@ -47,10 +48,31 @@ class Reads:
         with self._lock:
             return self.engine.ledger.view()
 
+    def coupon_template(self, template: int) -> dict[str, Any] | None:
+        with self._lock:
+            return promotion_views.template(self.engine, template)
+
+    def coupon(self, coupon: int) -> dict[str, Any] | None:
+        with self._lock:
+            return promotion_views.coupon(self.engine, coupon)
+
+    def buyer_coupons(self, buyer: int) -> dict[str, Any]:
+        with self._lock:
+            return promotion_views.buyer_coupons(self.engine, buyer)
+
+    def deal(self, deal: int) -> dict[str, Any] | None:
+        with self._lock:
+            return promotion_views.deal(self.engine, deal)
+
+    def threshold_discount(self, threshold: int) -> dict[str, Any] | None:
+        with self._lock:
+            return promotion_views.threshold(self.engine, threshold)
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             now = max(self.clock.now_ms(), self.engine.now_ms)
             view = self.engine.stats.view(self.engine.catalog, now)
+            view["promotions"] = promotion_views.figures(self.engine)
         # the clock's pace, for a client that replays a day against it (double11 simulate)
         view["speedup"] = self.clock.speedup
         return view

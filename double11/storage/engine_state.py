@@ -28,7 +28,7 @@ import numpy as np
 
 from double11.catalog.model import Catalog
 from double11.config import FestivalConfig
-from double11.engine.columns import Column, Field, Table
+from double11.engine.columns import Column, Table
 from double11.engine.hashindex import HashIndex
 from double11.engine.machine import Engine
 from double11.engine.stats import PerSecond
@@ -85,7 +85,8 @@ def engine_state(engine: Engine) -> State:
         "indexes": indexes,
         "counters": {name: [int(o), int(n)] for name, (o, n) in engine.counters.kinds.items()},
         "stock_offset": int(engine.stock_offset),
-        "ledger": {"escrow": int(ledger.escrow), "platform": int(ledger.platform)},
+        "ledger": {"escrow": int(ledger.escrow), "platform": int(ledger.platform),
+                   "marketing": int(ledger.marketing)},
         "stats": {name: int(getattr(stats, name)) for name in _STATS_SCALARS} | {"per_second": per_second},
     }
     return State(scalars, arrays)
@@ -106,7 +107,8 @@ def read_engine(snap: Snapshot) -> Engine:
     # the tables are built empty (not prefaulted) and refilled from the file below
     engine = Engine(_catalog(snap), config, prefault=False)
     for name, table in engine.tables().items():
-        _read_rows(snap, name, table, s["capacity"][name])
+        if name in snap.schema:  # a table added since the snapshot was written starts empty
+            _read_rows(snap, name, table, s["capacity"][name])
     for name, index in _indexes(engine).items():
         index.__setstate__({"entries": snap.array(name), **s["indexes"][name]})
     kinds = {name: (offset, count) for name, (offset, count) in s["counters"].items()}
@@ -118,6 +120,7 @@ def read_engine(snap: Snapshot) -> Engine:
     ledger, stats = engine.ledger, engine.stats
     snap.read_into("ledger.merchant_balance", ledger.merchant_balance)
     ledger.escrow, ledger.platform = s["ledger"]["escrow"], s["ledger"]["platform"]
+    ledger.marketing = s["ledger"].get("marketing", 0)
     for name in _STATS_ARRAYS:
         snap.read_into(f"stats.{name}", getattr(stats, name))
     for name in _STATS_SCALARS:
@@ -156,6 +159,36 @@ def _read_rows(snap: Snapshot, name: str, table: Table | Column, capacity: int) 
         rows[field] = old[field]
 
 
+def _from_pickled(old: Engine) -> Engine:
+    """The engine a format 1 snapshot pickled, in this code's layout: a
+    fresh engine holding its rows (field by field where a record gained
+    fields since; a table it did not have starts empty) and the rest of its
+    state as it was."""
+    engine = Engine(old.catalog, old.config, prefault=False)
+    kept = vars(old)
+    old_tables = {"skus": kept["skus"], "checkouts": kept["checkouts"], "lines": kept["lines"],
+                  "orders": kept["orders"], "buyers": kept["buyers"], "keys": kept["keys"],
+                  "buyer_balances": kept["ledger"].buyer_balance, "journal": kept["ledger"].journal}
+    for name, table in engine.tables().items():
+        if name not in old_tables:
+            continue
+        was = old_tables[name]
+        stored = _rows(was)
+        rows = table.refill(len(stored), was.capacity)
+        if stored.dtype.names is None:
+            rows[:] = stored
+            continue
+        for field in stored.dtype.names:
+            rows[field] = stored[field]
+    for name in ("now_ms", "expire_cursor", "counters", "stock_offset", "sku_stocked", "buyer_index", "idem_index",
+                 "stats"):
+        setattr(engine, name, kept[name])
+    ledger = kept["ledger"]
+    engine.ledger.merchant_balance = ledger.merchant_balance
+    engine.ledger.escrow, engine.ledger.platform = ledger.escrow, ledger.platform
+    return engine
+
+
 # ------------------------------------------------------------------ files
 def write(directory: Path, seq: int, engine: Engine) -> Path:
     """The engine's state as the snapshot at `seq` (format 2)."""
@@ -165,11 +198,6 @@ def write(directory: Path, seq: int, engine: Engine) -> Path:
 def read(path: Path) -> Engine:
     """The engine of a snapshot of any format this code reads."""
     if snapshots.snapshot_format(path) == 1:
-        engine = snapshots.read_pickled(path)
-        # format 1 pickled the field views the engine then set on itself: let the
-        # class's own stand (they read the same tables)
-        for name in [name for name, value in vars(engine).items() if isinstance(value, Field)]:
-            delattr(engine, name)
-        return engine
+        return _from_pickled(snapshots.read_pickled(path))
     with snapshots.open_snapshot(path) as snap:
         return read_engine(snap)

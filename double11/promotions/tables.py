@@ -1,0 +1,90 @@
+"""What the engine keeps for promotions: one table of records per entity.
+
+Rows of other entities are held as rows (a merchant's, a SKU's, a buyer's),
+and links between rows as row + 1 (0: none), so a zeroed record means
+"nothing" and a table read from an older snapshot needs no fix-up.
+
+Lists hang off their owner as chains, newest first: a buyer's coupons
+(`buyers.coupon_head` -> `coupons.next_of_buyer`), a buyer's deal units
+(`buyers.deal_head` -> `deal_takers.next`), a SKU's deals (`skus.deal_head`
+-> `deals.next_of_sku`).  A buyer holds a handful of coupons and a SKU sees a
+few deals a day, so walking a chain is a few loads, and nothing needs a
+hash table or a rebuild.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from double11.engine.columns import Column, Table
+
+# coupon and deal statuses, as a record's `status` holds them
+HELD, RESERVED, USED = 1, 2, 3
+COUPON_STATUS = {HELD: "held", RESERVED: "reserved", USED: "used"}
+NEVER = -1  # a time that has not come (a deal never sold out)
+
+TEMPLATE_FIELDS = [("discount", "i8"), ("min_spend", "i8"), ("budget_count", "i8"), ("budget_fen", "i8"),
+                   ("grant_from", "i8"), ("grant_until", "i8"), ("use_from", "i8"), ("use_until", "i8"),
+                   ("granted", "i8"), ("used", "i8"), ("given", "i8"),  # given: discount of coupons paid with
+                   ("merchant", "i4"),  # a store coupon's merchant row; -1 for a platform one
+                   ("per_buyer_max", "i4"), ("kind", "u1")]
+COUPON_FIELDS = [("buyer", "i8"), ("checkout", "i8"),  # checkout: row + 1 while reserved or used
+                 ("granted_at", "i8"), ("next_of_buyer", "i8"),
+                 ("applied", "i8"),  # the discount it gave its checkout
+                 ("source0", "i8"), ("source1", "i8"), ("source2", "i8"), ("source3", "i8"),
+                 ("template", "i4"), ("status", "u1")]
+THRESHOLD_FIELDS = [("every", "i8"), ("off", "i8"), ("opens", "i8"), ("closes", "i8"),
+                    ("merchant_start", "i8"), ("merchants", "i4")]  # merchants: 0 = all
+DEAL_FIELDS = [("price", "i8"), ("qty", "i8"), ("taken", "i8"),  # taken: reserved + paid units
+               ("sold", "i8"), ("opens", "i8"), ("closes", "i8"), ("sold_out_at", "i8"),
+               ("next_of_sku", "i8"), ("per_buyer_max", "i4"), ("sku", "i4"), ("kind", "u1")]
+DEAL_TAKER_FIELDS = [("units", "i8"), ("next", "i8"), ("deal", "i4")]
+
+# rows of `figures`: the live figures promotions add to (docs/promotions.md, "Live figures")
+F_DEAL, F_STORE_COUPON, F_THRESHOLD, F_PLATFORM_COUPON, F_GRANTED, F_USED, F_SOLD_OUT = range(7)
+DISCOUNT_KINDS = ("deal", "store_coupon", "threshold", "platform_coupon")  # rows F_DEAL..F_PLATFORM_COUPON
+FIGURES = 7
+
+LAYOUTS: dict[str, list[tuple[str, str]]] = {
+    "coupon_templates": TEMPLATE_FIELDS, "coupons": COUPON_FIELDS, "thresholds": THRESHOLD_FIELDS,
+    "deals": DEAL_FIELDS, "deal_takers": DEAL_TAKER_FIELDS}
+
+
+class PromotionTables:
+    """The promotions' tables; operator-made ones start small (operators make
+    thousands, not millions), coupons and deal takers as big as the buyers'."""
+
+    def __init__(self, expected_checkouts: int, prefault: bool = False) -> None:
+        self.coupon_templates = Table(TEMPLATE_FIELDS, 1 << 10, align=False)
+        self.coupons = Table(COUPON_FIELDS, expected_checkouts // 4, prefault, align=False)
+        self.thresholds = Table(THRESHOLD_FIELDS, 1 << 6, align=False)
+        self.threshold_merchants = Column(np.int32, 1 << 10)  # each threshold's merchant rows, one after another
+        self.deals = Table(DEAL_FIELDS, 1 << 10, align=False)
+        self.deal_takers = Table(DEAL_TAKER_FIELDS, 1 << 16, align=False)
+        # each checkout's coupons (rows), one checkout's after another (checkouts.coupon_start)
+        self.checkout_coupons = Column(np.int64, expected_checkouts // 4, prefault)
+        self.figures = Column(np.int64, FIGURES)
+        self.figures.size = FIGURES
+
+    def open_threshold(self, now_ms: int) -> int:
+        """The row of the threshold discount open at now_ms, or -1 (windows
+        never meet, so there is at most one)."""
+        rows = self.thresholds.rows
+        open_now = (rows["opens"] <= now_ms) & (now_ms < rows["closes"])
+        return int(np.argmax(open_now)) if open_now.any() else -1
+
+    def tables(self) -> dict[str, Table | Column]:
+        return {"coupon_templates": self.coupon_templates, "coupons": self.coupons, "thresholds": self.thresholds,
+                "threshold_merchants": self.threshold_merchants, "deals": self.deals,
+                "deal_takers": self.deal_takers, "checkout_coupons": self.checkout_coupons,
+                "promotion_figures": self.figures}
+
+    def growing(self) -> tuple[Table | Column, ...]:
+        """What a batch may append to, in the order of the kernel's `psizes`."""
+        return (self.coupon_templates, self.coupons, self.thresholds, self.threshold_merchants, self.deals,
+                self.deal_takers, self.checkout_coupons)
+
+    @staticmethod
+    def room(n: int, n_lines: int, n_args: int) -> tuple[int, ...]:
+        """Rows a batch of n commands, n_lines lines and n_args args may add to each."""
+        return (n, n, n, n_args, n, n_lines, n_args)

@@ -1,0 +1,126 @@
+"""What the promotions look like from outside (docs/promotions.md, "Views"):
+the created things, the live figures, and the discounts of checkouts,
+orders and lines.  Read between batches (service/reads.py), never in the loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from double11.engine.area_commands import string_of
+from double11.promotions.spec import DEAL_KINDS, TEMPLATE_KINDS
+from double11.promotions.tables import COUPON_STATUS, DISCOUNT_KINDS, F_GRANTED, F_SOLD_OUT, F_USED, HELD, NEVER
+
+_OFF_FIELDS = ("off_deal", "off_store", "off_threshold", "off_platform")  # in DISCOUNT_KINDS' order
+
+
+def money(record: Any) -> dict[str, Any]:
+    """A checkout's, order's or line's record as amounts: `amount_fen` (what
+    the buyer pays) and, when any discount applied, `list_fen` and
+    `discounts` by kind."""
+    offs = [int(record[name]) for name in _OFF_FIELDS]
+    amount = int(record["amount"])
+    return {"amount_fen": amount - sum(offs), "list_fen": amount,
+            "discounts": dict(zip(DISCOUNT_KINDS, offs))}
+
+
+def discounted(record: Any) -> bool:
+    return any(int(record[name]) != 0 for name in _OFF_FIELDS)
+
+
+def _merchant_id(engine: Any, row: int) -> int | None:
+    return None if row < 0 else int(engine.catalog.merchant_id[row])
+
+
+def template(engine: Any, template_id: int) -> dict[str, Any] | None:
+    table = engine.promos.coupon_templates
+    if not 1 <= template_id <= table.size:
+        return None
+    t = table.rows[template_id - 1]
+    budget_fen = int(t["budget_fen"])
+    granted, discount = int(t["granted"]), int(t["discount"])
+    return {
+        "template": template_id, "kind": TEMPLATE_KINDS[int(t["kind"])],
+        "merchant": _merchant_id(engine, int(t["merchant"])), "discount_fen": discount,
+        "min_spend_fen": int(t["min_spend"]), "budget_count": int(t["budget_count"]),
+        "budget_fen": budget_fen or None, "per_buyer_max": int(t["per_buyer_max"]),
+        "grant_from": int(t["grant_from"]), "grant_until": int(t["grant_until"]),
+        "use_from": int(t["use_from"]), "use_until": int(t["use_until"]),
+        "granted": granted, "used": int(t["used"]), "discount_given_fen": int(t["given"]),
+        "budget_count_left": int(t["budget_count"]) - granted,
+        "budget_fen_left": budget_fen - granted * discount if budget_fen else None,
+    }
+
+
+def coupon(engine: Any, coupon_id: int) -> dict[str, Any] | None:
+    coupons = engine.promos.coupons
+    if not 1 <= coupon_id <= coupons.size:
+        return None
+    c = coupons.rows[coupon_id - 1]
+    t = engine.promos.coupon_templates.rows[int(c["template"])]
+    status = COUPON_STATUS[int(c["status"])]
+    if int(c["status"]) == HELD and engine.now_ms >= int(t["use_until"]):
+        status = "expired"
+    checkout = int(c["checkout"])
+    return {
+        "coupon": coupon_id, "template": int(c["template"]) + 1, "kind": TEMPLATE_KINDS[int(t["kind"])],
+        "merchant": _merchant_id(engine, int(t["merchant"])), "buyer": int(engine.b_id.data[int(c["buyer"])]),
+        "source": string_of([c["source0"], c["source1"], c["source2"], c["source3"]]), "status": status,
+        "discount_fen": int(t["discount"]), "min_spend_fen": int(t["min_spend"]),
+        "use_from": int(t["use_from"]), "use_until": int(t["use_until"]), "granted_at": int(c["granted_at"]),
+        "checkout": checkout or None,
+    }
+
+
+def buyer_coupons(engine: Any, buyer_id: int) -> dict[str, Any]:
+    """A buyer's coupons, newest first (none for a buyer never seen)."""
+    out: list[dict[str, Any]] = []
+    if 0 < buyer_id < 2**63:
+        row = int(engine.buyer_index.lookup(np.array([buyer_id], dtype=np.uint64))[0])
+        if row >= 0:
+            c = int(engine.buyers.rows[row]["coupon_head"]) - 1
+            coupons = engine.promos.coupons.rows
+            while c >= 0:
+                out.append(coupon(engine, c + 1))
+                c = int(coupons[c]["next_of_buyer"]) - 1
+    return {"buyer": buyer_id, "coupons": out}
+
+
+def deal(engine: Any, deal_id: int) -> dict[str, Any] | None:
+    deals = engine.promos.deals
+    if not 1 <= deal_id <= deals.size:
+        return None
+    d = deals.rows[deal_id - 1]
+    taken, sold, qty = int(d["taken"]), int(d["sold"]), int(d["qty"])
+    sold_out_at = int(d["sold_out_at"])
+    return {
+        "deal": deal_id, "sku": int(engine.catalog.sku_id[int(d["sku"])]), "kind": DEAL_KINDS[int(d["kind"])],
+        "price_fen": int(d["price"]), "qty": qty, "per_buyer_max": int(d["per_buyer_max"]),
+        "from": int(d["opens"]), "until": int(d["closes"]), "sold": sold, "reserved": taken - sold,
+        "left": qty - taken, "sold_out_at": None if sold_out_at == NEVER else sold_out_at,
+    }
+
+
+def threshold(engine: Any, threshold_id: int) -> dict[str, Any] | None:
+    thresholds = engine.promos.thresholds
+    if not 1 <= threshold_id <= thresholds.size:
+        return None
+    t = thresholds.rows[threshold_id - 1]
+    start, count = int(t["merchant_start"]), int(t["merchants"])
+    rows = engine.promos.threshold_merchants.data[start:start + count]
+    return {"threshold": threshold_id, "every_fen": int(t["every"]), "off_fen": int(t["off"]),
+            "merchants": [int(m) for m in engine.catalog.merchant_id[rows]],
+            "from": int(t["opens"]), "until": int(t["closes"])}
+
+
+def figures(engine: Any) -> dict[str, Any]:
+    """The live figures /v1/stats shows under `promotions`."""
+    f = engine.promos.figures.data
+    return {"discounts_fen": {kind: int(f[k]) for k, kind in enumerate(DISCOUNT_KINDS)},
+            "coupons_granted": int(f[F_GRANTED]), "coupons_used": int(f[F_USED]),
+            "deals_sold_out": int(f[F_SOLD_OUT])}
+
+
+# the view each created thing's command answers with, by op
+CREATED = {"coupon_template": template, "threshold_discount": threshold, "deal": deal, "grant": coupon}
