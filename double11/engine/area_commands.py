@@ -153,7 +153,8 @@ def _args_refusal(command: Command, args: list[int]) -> tuple[Result, str] | Non
     lists = [f for f in command.arg_fields if f.kind == "list"]
     wanted_count = fixed + (1 + args[fixed] if lists and len(args) > fixed else 0)
     if len(args) != wanted_count or (lists and len(args) <= fixed):
-        return command.arg_fields[0].code, f"{command.op} takes {fixed}{' + a list' if lists else ''} args, got {len(args)}"
+        shape = f"{fixed} + a list's" if lists else f"{fixed}"
+        return command.arg_fields[0].code, f"{command.op} takes {shape} args, got {len(args)}"
     values = values_of(command, args)
     for field in command.arg_fields:
         v = values[field.name]

@@ -304,7 +304,9 @@ def _validate(op, key, target, country, channel, lines, amount, sku, qty, args, 
             code = _INVALID_REQUEST
         elif bad_line != 0:
             code = bad_line
-        elif is_checkout and not _coupons_ok(arg, first_arg, n_args) or not is_checkout and n_args != 0 or o != _RESTOCK and not is_checkout and target[i] <= 0:
+        elif ((is_checkout and not _coupons_ok(arg, first_arg, n_args))  # its coupons
+              or (not is_checkout and n_args != 0)
+              or (o != _RESTOCK and not is_checkout and target[i] <= 0)):  # pay, cancel, confirm, refund
             code = _INVALID_REQUEST
         elif o == _PAY and amount[i] <= 0:
             code = _INVALID_AMOUNT

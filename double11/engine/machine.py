@@ -357,8 +357,8 @@ class Engine:
         )
         for table, size in zip(appended, sizes[_APPENDED_ROWS].tolist()):
             table.size = size
-        for table, size in zip(self.promos.growing(), promos[_PSIZES].tolist()):
-            table.size = size
+        for grown, size in zip(self.promos.growing(), promos[_PSIZES].tolist()):
+            grown.size = size
         self.ledger.escrow += int(totals[tx.T_ESCROW])
         self.ledger.platform += int(totals[tx.T_PLATFORM])
         self.ledger.marketing += int(totals[tx.T_MARKETING])
@@ -382,9 +382,11 @@ class Engine:
         """Every table of rows the engine keeps, by the name a snapshot gives it
         (the record layouts are the *_FIELDS above)."""
         ledger = self.ledger
-        return {"skus": self.skus, "checkouts": self.checkouts, "lines": self.lines, "orders": self.orders,
-                "buyers": self.buyers, "keys": self.keys, "buyer_balances": ledger.buyer_balance,
-                "journal": ledger.journal} | self.promos.tables()
+        core: dict[str, Table | Column] = {
+            "skus": self.skus, "checkouts": self.checkouts, "lines": self.lines, "orders": self.orders,
+            "buyers": self.buyers, "keys": self.keys, "buyer_balances": ledger.buyer_balance,
+            "journal": ledger.journal}
+        return core | self.promos.tables()
 
     # The buffers the compiled loop works on, each with room for the batch:
     # the loop appends in place and reports the new counts in `sizes`.

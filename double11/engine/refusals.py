@@ -142,7 +142,7 @@ def shape_message(batch: CommandBatch, i: int, first_line: int) -> tuple[Result,
         start = int(batch.arg_starts()[i])
         coupons = batch.arg[start:start + n_args].tolist()
         if n_args > limits.checkout_coupons_max:
-            return Result.invalid_request, f"coupons must hold {commands.COUPONS.low}..{commands.COUPONS.high} coupons, got {n_args}"
+            return Result.invalid_request, f"coupons must be {_wanted_list(commands.COUPONS)}, got {n_args} coupons"
         for p, coupon in enumerate(coupons):
             if coupon <= 0:
                 return Result.invalid_request, wrong(f"coupons[{p}]", ID_WANTED, coupon)
@@ -228,6 +228,10 @@ _ABOUT_DEAL = {
     Result.deal_sold_out: "fewer units left than the checkout asks for",
     Result.deal_buyer_limit: "the buyer would pass its per-buyer limit",
 }
+
+
+def _wanted_list(field: Any) -> str:
+    return f"a list of {field.low}..{field.high} {field.unit}"
 
 
 def _area_message(code: Result, ref: int, batch: CommandBatch, i: int) -> str | None:

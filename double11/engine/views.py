@@ -178,7 +178,8 @@ def _created_with_discounts(engine: Engine, checkout_id: int, order_ids: list[in
     return {
         "checkout": checkout_id,
         "amount_fen": amounts["amount_fen"],
-        "orders": [{"order": o, "merchant": m} | money(engine.orders.rows[o - 1]) for o, m in zip(order_ids, merchants)],
+        "orders": [{"order": o, "merchant": m} | money(engine.orders.rows[o - 1])
+                   for o, m in zip(order_ids, merchants)],
         "status": "reserved",
         "expires_at": expires_at,
         "list_fen": amounts["list_fen"],

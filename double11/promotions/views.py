@@ -82,7 +82,9 @@ def buyer_coupons(engine: Any, buyer_id: int) -> dict[str, Any]:
             c = int(engine.buyers.rows[row]["coupon_head"]) - 1
             coupons = engine.promos.coupons.rows
             while c >= 0:
-                out.append(coupon(engine, c + 1))
+                view = coupon(engine, c + 1)
+                assert view is not None  # a chain holds coupons that exist
+                out.append(view)
                 c = int(coupons[c]["next_of_buyer"]) - 1
     return {"buyer": buyer_id, "coupons": out}
 
