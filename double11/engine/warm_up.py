@@ -24,7 +24,7 @@ import functools
 import msgspec
 import numpy as np
 
-from double11 import geo
+from double11 import geo, limits
 from double11.catalog import Catalog
 from double11.config import FestivalConfig
 from double11.engine import views
@@ -89,7 +89,52 @@ def compile_kernels() -> None:
         code, ref = engine.apply(batch, now)
         answers(engine, batch, code, ref, 0, len(code))
 
+    _promotions(engine, now)
+
     # a reserved checkout expires; the SKU index of sparse ids; an index grows
     engine.apply(encode_commands([]), now + engine.config.payment_timeout_ms + 1)
     StaticIndex(np.array([1, 1 << 40], dtype=np.int64)).lookup(np.array([1, 2], dtype=np.int64))
     HashIndex(16).find_or_claim(np.arange(1, 2000, dtype=np.uint64))
+
+
+def _promotions(engine: Engine, now: int) -> None:
+    """Promotions through every lane: operator commands and grants (binary,
+    checked), checkouts priced by a deal, a store and a platform coupon and
+    a threshold (JSON and a single request's body), then paid, cancelled,
+    refunded; one left reserved expires with the rest."""
+    always = {"grant_from": 0, "grant_until": limits.festival_time_ms_max,
+              "use_from": 0, "use_until": limits.festival_time_ms_max}
+    setup = encode_commands([
+        {"op": "coupon_template", "idempotency_key": "p1", "kind": "store", "merchant": 11, "discount_fen": 10,
+         "min_spend_fen": 0, "budget_count": 10, **always},
+        {"op": "coupon_template", "idempotency_key": "p2", "kind": "platform", "discount_fen": 10,
+         "min_spend_fen": 0, "budget_count": 10, "per_buyer_max": 5, **always},
+        {"op": "threshold_discount", "idempotency_key": "p3", "every_fen": 100, "off_fen": 5, "merchants": [11],
+         "from": 0, "until": limits.festival_time_ms_max},
+        {"op": "deal", "idempotency_key": "p4", "sku": 2, "price_fen": 50, "qty": 5, "per_buyer_max": 3, "from": 0,
+         "until": limits.festival_time_ms_max, "kind": "flash"},
+        *({"op": "grant", "idempotency_key": f"p{5 + k}", "template": 1 + (k > 0), "buyer": 7, "source": "warm-up"}
+          for k in range(4)),
+    ])
+    binary = CommandBatch.from_bytes(setup.to_bytes())
+    code, ref = engine.apply(binary, now)
+    views.results(engine, binary, code, ref, 0, len(code))
+    coupons = ref[4:].tolist()
+    priced = encode_commands([{**_checkout("q", 1, 2), "coupons": coupons[:2]},
+                              {**_checkout("r", 2), "coupons": coupons[2:3]}])
+    code, ref = engine.apply(priced, now)
+    views.results(engine, priced, code, ref, 0, len(code))
+    answers(engine, priced, code, ref, 0, len(code))
+    encode_results(engine, priced, code, ref)
+    paid, cancelled = int(ref[0]), int(ref[1])
+    payable = int(views.checkout(engine, paid)["amount_fen"])  # type: ignore[index]
+    order = int(engine.checkouts.rows["order_start"][paid - 1]) + 1
+    life = encode_commands([{"op": "pay", "checkout": paid, "amount_fen": payable, "idempotency_key": "s"},
+                            {"op": "cancel", "checkout": cancelled, "idempotency_key": "t"},
+                            {"op": "refund", "order": order, "idempotency_key": "u"}])
+    engine.apply(life, now)
+    body = msgspec.json.encode({**_checkout("v", 2, op=False), "coupons": coupons[3:]})
+    singles, _ = encode_bodies(Bodies.of([body]), np.array([Op.checkout], dtype=np.uint8),
+                               np.zeros(1, dtype=np.int64))
+    code, ref = engine.apply(singles, now)
+    answers(engine, singles, code, ref, 0, len(code))
