@@ -4,7 +4,23 @@ which must agree with the same hand-written table), plus the success bodies."""
 from __future__ import annotations
 
 import pytest
-from model import T0, UNKNOWN_SKU, cancel, co, code_of, confirm, pay, refund, restock, small_catalog
+from model import (
+    HOUR_MS,
+    T0,
+    UNKNOWN_SKU,
+    cancel,
+    co,
+    code_of,
+    confirm,
+    deal,
+    grant,
+    pay,
+    refund,
+    restock,
+    small_catalog,
+    template,
+    threshold,
+)
 from model.reference import ReferenceFestival
 
 from double11 import Festival, limits
@@ -72,6 +88,44 @@ ROWS = [
     ("already_refunded (confirm)", [(0, [*PAID, refund("r", 1), confirm("k", 1)])], "already_refunded"),
     ("idempotency_key_reused", [(0, [CO, co("co", [(102, 2)])])], "idempotency_key_reused"),
     ("idempotency_key_reused (other op)", [(0, [CO, pay("co", 1, 100)])], "idempotency_key_reused"),
+    # promotions (docs/promotions.md); a template's coupons are 1000 fen off by default
+    ("invalid_template", [(0, [template("k", discount_fen=0)])], "invalid_template"),
+    ("invalid_template (store coupon without merchant)", [(0, [template("k", kind="store")])], "invalid_template"),
+    ("invalid_template (window)", [(0, [template("k", use_from=T0, use_until=T0)])], "invalid_template"),
+    ("invalid_threshold", [(0, [threshold("k", 1000, 1000)])], "invalid_threshold"),
+    ("invalid_deal", [(0, [deal("k", 101, 0, 1)])], "invalid_deal"),
+    ("invalid_deal (not below the list price)", [(0, [deal("k", 101, 1999, 1)])], "invalid_deal"),
+    ("unknown_merchant", [(0, [template("k", kind="store", merchant=99)])], "unknown_merchant"),
+    ("unknown_merchant (threshold)", [(0, [threshold("k", 1000, 100, merchants=[10, 99])])], "unknown_merchant"),
+    ("unknown_sku (deal)", [(0, [deal("k", UNKNOWN_SKU, 1, 1)])], "unknown_sku"),
+    ("unknown_template", [(0, [grant("k", 1)])], "unknown_template"),
+    ("unknown_coupon", [(0, [co("k", [(102, 1)], coupons=[1])])], "unknown_coupon"),
+    ("window_overlaps", [(0, [threshold("h", 1000, 100), threshold("k", 2000, 100)])], "window_overlaps"),
+    ("window_overlaps (deal)", [(0, [deal("d", 101, 1000, 1), deal("k", 101, 900, 1)])], "window_overlaps"),
+    ("not_in_window (grant)", [(0, [template("t", grant_from=T0 + HOUR_MS, grant_until=T0 + 2 * HOUR_MS,
+                                             use_until=T0 + 3 * HOUR_MS), grant("k", 1)])], "not_in_window"),
+    ("not_in_window (coupon)", [(0, [template("t", use_from=T0 + HOUR_MS), grant("g", 1),
+                                     co("k", [(102, 1)], coupons=[1])])], "not_in_window"),
+    ("budget_exhausted", [(0, [template("t", budget_count=1), grant("g", 1), grant("k", 1, buyer=8)])],
+     "budget_exhausted"),
+    ("budget_exhausted (budget_fen)", [(0, [template("t", budget_fen=1500), grant("g", 1),
+                                            grant("k", 1, buyer=8)])], "budget_exhausted"),
+    ("buyer_limit_reached", [(0, [template("t"), grant("g", 1), grant("k", 1)])], "buyer_limit_reached"),
+    ("not_your_coupon", [(0, [template("t"), grant("g", 1, buyer=8), co("k", [(102, 1)], coupons=[1])])],
+     "not_your_coupon"),
+    ("coupon_not_held", [(0, [template("t"), grant("g", 1), co("c", [(102, 1)], coupons=[1]),
+                              co("k", [(102, 1)], coupons=[1])])], "coupon_not_held"),
+    ("coupon_expired", [(0, [template("t", use_until=T0 + HOUR_MS), grant("g", 1)]),
+                        (HOUR_MS, [co("k", [(102, 1)], coupons=[1])])], "coupon_expired"),
+    ("coupon_merchant_not_in_checkout", [(0, [template("t", kind="store", merchant=20), grant("g", 1),
+                                              co("k", [(102, 1)], coupons=[1])])], "coupon_merchant_not_in_checkout"),
+    ("two_store_coupons", [(0, [template("t", kind="store", merchant=10, discount_fen=10, per_buyer_max=2),
+                                grant("g", 1), grant("h", 1), co("k", [(102, 2)], coupons=[1, 2])])],
+     "two_store_coupons"),
+    ("min_spend_not_met", [(0, [template("t", min_spend_fen=1000), grant("g", 1),
+                                co("k", [(102, 1)], coupons=[1])])], "min_spend_not_met"),
+    ("deal_sold_out", [(0, [deal("d", 101, 1000, 1, per_buyer_max=2), co("k", [(101, 2)])])], "deal_sold_out"),
+    ("deal_buyer_limit", [(0, [deal("d", 101, 1000, 3), co("k", [(101, 2)])])], "deal_buyer_limit"),
 ]
 
 
@@ -95,8 +149,9 @@ def test_result_code(festival, name, batches, code):
 
 
 def test_every_command_level_code_has_a_row():
+    # unknown_deal: only GET /v1/deals/{deal} answers it (no command names a deal)
     edge_only = {Result.ok, Result.batch_too_large, Result.body_too_large, Result.overloaded, Result.not_found,
-                 Result.method_not_allowed, Result.internal, Result.unavailable}
+                 Result.method_not_allowed, Result.internal, Result.unavailable, Result.unknown_deal}
     assert {Result[r[2]] for r in ROWS} == set(Result) - edge_only
 
 
@@ -197,7 +252,8 @@ def test_success_bodies(festival):
     assert f.sku(104)["stock"] == 4 and f.sku(104)["reserved"] == 0
     assert f.sku(UNKNOWN_SKU) is None and f.checkout(3) is None and f.order(5) is None
     assert f.ledger() == {
-        "accounts": {"buyers": -52299 + 50000, "escrow": 300, "merchants": 1999 - commission, "platform": commission},
+        "accounts": {"buyers": -52299 + 50000, "escrow": 300, "merchants": 1999 - commission, "platform": commission,
+                     "marketing": 0},
         "sum": 0,
         "transfers": 4,
     }

@@ -82,8 +82,6 @@ def _one(field: Field, holder: dict, name: str, shown_as: str) -> list[int]:
 
 
 def _wanted(field: Field) -> str:
-    if field.kind == "string":
-        return f"{field.low}..{field.high} printable ASCII characters"
     if field.kind == "list":
         return f"a list of {field.low}..{field.high} {field.unit}"
     return field.wanted
@@ -133,6 +131,10 @@ def values_of(command: Command, args: list[int] | np.ndarray) -> dict[str, Any]:
     string as its text, a list as a list."""
     values: dict[str, Any] = {}
     at = 0
+    # a command refused for its shape may hold fewer args than its fields
+    # (none, from the JSON edge): the missing ones read as 0, never past the end
+    fixed = sum(f.arg_words for f in command.arg_fields if f.kind != "list")
+    args = list(args) + [0] * max(0, fixed + 1 - len(args))
     for field in command.arg_fields:
         if field.kind == "list":
             count = int(args[at]) if at < len(args) else 0

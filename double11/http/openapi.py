@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from double11 import areas, limits
+from double11.engine.commands import Discounts
 from double11.errors import HTTP_STATUS, Result
+from double11.promotions.spec import CouponView
 from double11.spec import Command, Field
 
 # --------------------------------------------------------------------------- responses
@@ -60,19 +62,25 @@ class SkuPage(msgspec.Struct):
     next_after: int | None
 
 
-class CheckoutLineView(msgspec.Struct):
+# where a checkout has any discount, it, its orders and its lines carry
+# list_fen and discounts beside amount_fen, the payable amount (docs/promotions.md)
+class CheckoutLineView(msgspec.Struct, omit_defaults=True):
     sku: int
     qty: int
-    price_fen: int
+    price_fen: int  # the list price
     amount_fen: int
     order: int
+    list_fen: int | None = None
+    discounts: Discounts | None = None
 
 
-class CheckoutOrderView(msgspec.Struct):
+class CheckoutOrderView(msgspec.Struct, omit_defaults=True):
     order: int
     merchant: int
     amount_fen: int
     status: str
+    list_fen: int | None = None
+    discounts: Discounts | None = None
 
 
 class CheckoutView(msgspec.Struct):
@@ -86,28 +94,48 @@ class CheckoutView(msgspec.Struct):
     expires_at: int
     lines: list[CheckoutLineView]
     orders: list[CheckoutOrderView]
+    list_fen: int | None = None
+    discounts: Discounts | None = None
 
 
-class OrderLineView(msgspec.Struct):
+class OrderLineView(msgspec.Struct, omit_defaults=True):
     sku: int
     qty: int
     price_fen: int
     amount_fen: int
+    list_fen: int | None = None
+    discounts: Discounts | None = None
 
 
-class OrderView(msgspec.Struct):
+class OrderView(msgspec.Struct, omit_defaults=True):
     order: int
     checkout: int
     merchant: int
     status: Literal["reserved", "paid", "settled", "refunded", "cancelled", "expired"]
     amount_fen: int
     lines: list[OrderLineView]
+    list_fen: int | None = None
+    discounts: Discounts | None = None
+
+
+class BuyerCoupons(msgspec.Struct):
+    """A buyer's coupons, newest first (empty for a buyer without any)."""
+
+    buyer: int
+    coupons: list[CouponView]
 
 
 class LedgerView(msgspec.Struct):
     accounts: dict[str, Any]
     sum: int
     transfers: int
+
+
+class PromotionFigures(msgspec.Struct):
+    discounts_fen: Discounts  # of the payments so far; refunds do not take them back
+    coupons_granted: int
+    coupons_used: int
+    deals_sold_out: int
 
 
 class Stats(msgspec.Struct):
@@ -124,11 +152,12 @@ class Stats(msgspec.Struct):
     scale: Annotated[float, msgspec.Meta(
         description="the share of a real festival's traffic this one simulates (serve --scale; 1: real size); "
                     "amounts, counts and rates times 1/scale estimate a real day's")]
+    promotions: PromotionFigures
 
 
 _ANSWERS = tuple(command.answer for command in areas.COMMANDS)
 _COMPONENTS = (
-    Error, *_ANSWERS, BatchResponse, SkuView, SkuPage, CheckoutView, OrderView, LedgerView, Stats,
+    Error, *_ANSWERS, BatchResponse, SkuView, SkuPage, CheckoutView, OrderView, LedgerView, Stats, BuyerCoupons,
 )
 
 _REF = "#/components/schemas/{name}"
@@ -173,14 +202,20 @@ def _schema(field: Field) -> dict:
         schema.update(type="string", minLength=field.low, maxLength=field.high)
     elif field.kind == "choice":
         schema.update(type="string", enum=list(field.choices))
+    elif len(field.items) == 1:  # a list of one-field items holds them bare: [10, 20]
+        schema.update(type="array", items=_schema(field.items[0]), minItems=field.low, maxItems=field.high)
     else:
         schema.update(type="array", items=_object(field.items), minItems=field.low, maxItems=field.high)
+    if field.optional:
+        schema["default"] = [] if field.kind == "list" else field.default
     return schema
 
 
 def _object(fields: tuple[Field, ...], **first: dict) -> dict:
     properties = {**first, **{f.name: _schema(f) for f in fields}}
-    return {"type": "object", "properties": properties, "required": list(properties)}
+    # a field that may be left out is not required
+    required = [*first, *(f.name for f in fields if not f.optional)]
+    return {"type": "object", "properties": properties, "required": required}
 
 
 def _title(command: Command, suffix: str) -> str:
@@ -256,6 +291,14 @@ def build_openapi() -> dict:
         "/v1/orders/{order}": _view("An order", OrderView, "order", Result.unknown_order),
         "/v1/skus/{sku}": _view("A SKU and its stock", SkuView, "sku", Result.unknown_sku),
         "/v1/skus": _sku_list(),
+        "/v1/coupon-templates/{template}": _view("A coupon template and what its coupons did",
+                                                 areas.BY_OP["coupon_template"].answer, "template",
+                                                 Result.unknown_template),
+        "/v1/coupons/{coupon}": _view("A coupon", CouponView, "coupon", Result.unknown_coupon),
+        "/v1/buyers/{buyer}/coupons": _view("A buyer's coupons, newest first", BuyerCoupons, "buyer"),
+        "/v1/deals/{deal}": _view("A deal and its units", areas.BY_OP["deal"].answer, "deal", Result.unknown_deal),
+        "/v1/threshold-discounts/{threshold}": _view("A threshold discount", areas.BY_OP["threshold_discount"].answer,
+                                                     "threshold"),
         "/v1/ledger": _view("The ledger: balances by account class, sum (always 0)", LedgerView, None),
         "/v1/stats": _view("The live festival figures", Stats, None),
         "/v1/batch": {"post": {

@@ -158,8 +158,8 @@ class DealView(msgspec.Struct):
 
 
 # --------------------------------------------------------------------- grants
-SOURCE = Field("source", "string", "where the coupon was won (e.g. 'game:catch-the-cat'): printable ASCII",
-               Result.invalid_request, low=1, high=limits.coupon_source_chars_max, unit="characters")
+SOURCE = Field("source", "string", "where the coupon was won (e.g. 'game:catch-the-cat')",
+               Result.invalid_request, low=1, high=limits.coupon_source_chars_max, unit="printable ASCII characters")
 GRANT_FIELDS = (
     id_field("template", "the coupon template", where="path"),
     id_field("buyer", "the buyer it is granted to"),
@@ -205,4 +205,4 @@ GRANT = Command(
 
 PROMOTIONS = Area("promotions", (COUPON_TEMPLATE, THRESHOLD_DISCOUNT, DEAL, GRANT),
                   tables=("coupon_templates", "coupons", "thresholds", "threshold_merchants", "deals",
-                          "deal_takers"))
+                          "deal_takers", "checkout_coupons", "promotion_figures"))
