@@ -20,7 +20,8 @@ from model import small_catalog as _small_catalog  # noqa: E402
 # process, no browser, no compiling every kernel from an empty cache. The rule lives here, not in
 # each file, so a new test is a unit test unless it is one of these (or says `slow` itself).
 _SLOW_FOLDERS = {"http"}
-_SLOW_MODULES = {"test_crash.py", "test_warm_up.py", "test_festival_command.py", "test_screen_browser.py"}
+_SLOW_MODULES = {"test_crash.py", "test_crash_promotions.py", "test_warm_up.py", "test_festival_command.py",
+                 "test_screen_browser.py"}
 _SLOW_FIXTURES = {"server", "client", "shared_server", "shared_client", "live_server", "browser", "chromium",
                   "serve_help_works"}
 

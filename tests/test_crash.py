@@ -86,7 +86,8 @@ class ServerProcess:
         # a session of its own: a crash kills the front and the engine process together
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
-        deadline = time.monotonic() + 30
+        # a first start after the engine changed compiles it (about half a minute, more on a busy machine)
+        deadline = time.monotonic() + 180
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {log_path.read_text()[-3000:]}")

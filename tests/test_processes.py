@@ -298,7 +298,9 @@ def test_simulate_stopped_by_sigterm_keeps_what_was_acknowledged(tmp_path, catal
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    start = FestivalConfig().festival_start_ms - 2 * 600 * 1000  # midnight two real seconds after its start
+    # midnight ten real seconds after its start: a replay must begin within a festival minute of
+    # midnight (0.1 s at 600x), so the server's start and the replay's own must both fit before it
+    start = FestivalConfig().festival_start_ms - 10 * 600 * 1000
     server = double11("serve", "--port", str(port), "--data", str(tmp_path / "data"), "--catalog", str(catalog_dir),
                       "--speedup", "600", "--clock-start", str(start), log=tmp_path / "serve.log")
     try:

@@ -250,9 +250,19 @@ def test_two_platform_coupons_each_on_what_the_one_before_left():
     m = fresh()
     run_ok(m, [template("a", discount_fen=1500), template("b", discount_fen=1000, min_spend_fen=499),
                grant("g1", 1), grant("g2", 2), co("c", [(101, 1)], coupons=[1, 2])])
-    c = check_checkout(m, 1)  # 1999 - 1500 = 499 >= 499: min(1000, 499) = 499
-    assert c["discounts"] == disc(platform=1999) and c["amount_fen"] == 0
-    assert m.keys["c"][1]["body"]["amount_fen"] == 0
+    # 1999 - 1500 = 499 >= 499: min(1000, 499) = 499, less the 1 fen a checkout always costs
+    c = check_checkout(m, 1)
+    assert c["discounts"] == disc(platform=1998) and c["amount_fen"] == 1
+    assert m.keys["c"][1]["body"]["amount_fen"] == 1
+
+
+def test_a_checkout_always_costs_a_fen_whatever_its_coupons():
+    m = fresh()  # sku 102: 100 fen, merchant 10; a store coupon bigger than the line
+    run_ok(m, [template("s", kind="store", merchant=10, discount_fen=500), grant("g", 1),
+               co("c", [(102, 1)], coupons=[1])])
+    c = check_checkout(m, 1)
+    assert c["discounts"] == disc(store=99) and c["amount_fen"] == 1
+    assert code_of(m.execute([pay("p", 1, 1)], T0)[0]) == "ok"
 
 
 def test_deal_price_is_the_only_price_while_open():

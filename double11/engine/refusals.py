@@ -49,7 +49,8 @@ OPS = {int(op): op for op in Op}
 # the codes of a command's shape, given at the edge (encode.py, batch.validate)
 SHAPE_CODES = frozenset({Result.invalid_request, Result.invalid_quantity, Result.invalid_country,
                          Result.invalid_channel, Result.too_many_lines, Result.empty_checkout,
-                         Result.invalid_amount, Result.invalid_idempotency_key, Result.unknown_op})
+                         Result.invalid_amount, Result.invalid_idempotency_key, Result.unknown_op,
+                         Result.invalid_template, Result.invalid_threshold})
 _SHOWN_CHARS_MAX = 40  # of a value quoted back: enough to recognise it
 
 

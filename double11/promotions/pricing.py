@@ -92,11 +92,15 @@ def _allocate(ps, count, discount, base, row):
 @inline
 def coupon(ps, count, k, row, discount, min_spend):
     """Coupon k over the marked lines: what it took off, or -1 when they
-    do not reach its minimum spend."""
+    do not reach its minimum spend.  A checkout always costs at least 1 fen
+    (as on Taobao): a coupon takes off at most what leaves that."""
     base = _base(ps, count)
     if base < min_spend:
         return -1
-    taken = min(discount, base)
+    left = 0
+    for p in range(count):
+        left += ps[S_LEFT, p]
+    taken = max(0, min(discount, base, left - 1))
     _allocate(ps, count, taken, base, row)
     ps[S_APPLIED, k] = taken
     return taken

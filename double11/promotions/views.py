@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from double11 import limits
 from double11.engine.area_commands import string_of
 from double11.promotions.spec import DEAL_KINDS, TEMPLATE_KINDS
 from double11.promotions.tables import COUPON_STATUS, DISCOUNT_KINDS, F_GRANTED, F_SOLD_OUT, F_USED, HELD, NEVER
@@ -121,8 +122,65 @@ def figures(engine: Any) -> dict[str, Any]:
     f = engine.promos.figures.data
     return {"discounts_fen": {kind: int(f[k]) for k, kind in enumerate(DISCOUNT_KINDS)},
             "coupons_granted": int(f[F_GRANTED]), "coupons_used": int(f[F_USED]),
-            "deals_sold_out": int(f[F_SOLD_OUT])}
+            "deals_sold_out": int(f[F_SOLD_OUT]), **budgets_left(engine),
+            "deals_sold_out_latest": deals_sold_out_latest(engine)}
 
 
-# the view each created thing's command answers with, by op
-CREATED = {"coupon_template": template, "threshold_discount": threshold, "deal": deal, "grant": coupon}
+def budgets_left(engine: Any) -> dict[str, dict[str, int]]:
+    """By template kind: `coupons_left`, the coupons the templates may still
+    grant (their count budget, and their fen budget where they have one), and
+    `coupon_budget_left_fen`, what those coupons are worth at face value."""
+    table = engine.promos.coupon_templates
+    t = table.rows[:table.size]
+    discount = t["discount"]
+    left = t["budget_count"] - t["granted"]
+    by_fen = (t["budget_fen"] - t["granted"] * discount) // np.maximum(discount, 1)
+    left = np.where(t["budget_fen"] > 0, np.minimum(left, by_fen), left)
+    kinds = list(enumerate(TEMPLATE_KINDS))
+    return {"coupons_left": {kind: int(left[t["kind"] == k].sum()) for k, kind in kinds},
+            "coupon_budget_left_fen": {kind: int((left * discount)[t["kind"] == k].sum()) for k, kind in kinds}}
+
+
+def deals_sold_out_latest(engine: Any) -> list[dict[str, Any]]:
+    """The deals that sold out last, newest first (as many as the stats' top lists)."""
+    table = engine.promos.deals
+    at = table.rows[:table.size]["sold_out_at"]
+    sold_out = np.flatnonzero(at != NEVER)
+    latest = sold_out[np.argsort(-at[sold_out], kind="stable")][:limits.stats_top_n]
+    out = []
+    for row in latest.tolist():
+        view = deal(engine, row + 1)
+        assert view is not None  # a row of the table
+        out.append({key: view[key] for key in ("deal", "sku", "kind", "sold_out_at")})
+    return out
+
+
+# A command that creates a thing answers the thing as it was created (its
+# counters at zero), whatever later commands of its batch did to it, so that
+# a retry reads the same answer as the first try did.
+def template_as_created(engine: Any, template_id: int) -> dict[str, Any] | None:
+    view = template(engine, template_id)
+    if view is not None:
+        view |= {"granted": 0, "used": 0, "discount_given_fen": 0, "budget_count_left": view["budget_count"],
+                 "budget_fen_left": view["budget_fen"]}
+    return view
+
+
+def deal_as_created(engine: Any, deal_id: int) -> dict[str, Any] | None:
+    view = deal(engine, deal_id)
+    if view is not None:
+        view |= {"sold": 0, "reserved": 0, "left": view["qty"], "sold_out_at": None}
+    return view
+
+
+def coupon_as_created(engine: Any, coupon_id: int) -> dict[str, Any] | None:
+    view = coupon(engine, coupon_id)
+    if view is not None:
+        expired = view["granted_at"] >= view["use_until"]
+        view |= {"status": "expired" if expired else "held", "checkout": None}
+    return view
+
+
+# the answer of each command that creates a thing, by op
+CREATED = {"coupon_template": template_as_created, "threshold_discount": threshold, "deal": deal_as_created,
+           "grant": coupon_as_created}

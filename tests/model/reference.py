@@ -134,6 +134,10 @@ P13 stats["promotions"] = {"discounts_fen": {deal, store_coupon, threshold,
     platform_coupon}, "coupons_granted", "coupons_used", "deals_sold_out"};
     discounts_fen and coupons_used grow at payment only; coupons_granted at
     each grant.
+P14 A checkout costs at least 1 fen: a coupon takes off at most what leaves
+    the whole checkout 1 fen to pay (so `pay`, whose amount_fen is 1 or
+    more, can always pay it).  A create command answers the thing as created
+    (counters at zero), whatever later commands of its batch did to it.
 Not modelled: batch_too_large / body_too_large (edge limits), overloaded,
 not_found, method_not_allowed (HTTP), and the stats figures outside
 STATS_KEYS (rates, peaks, tops, growth).
@@ -659,7 +663,7 @@ class ReferenceFestival:
             base = sum(x["left"] for x in applies)
             if base < t["min_spend_fen"]:
                 raise Refused(Result.min_spend_not_met)
-            coupon_discounts[c["coupon"]] = min(t["discount_fen"], base)
+            coupon_discounts[c["coupon"]] = self._coupon_takes(t, base, stored)
             step("store_coupon", applies, coupon_discounts[c["coupon"]])
         th = self._open_threshold()
         if th is not None:
@@ -671,11 +675,17 @@ class ReferenceFestival:
             base = sum(x["left"] for x in stored)
             if base < t["min_spend_fen"]:
                 raise Refused(Result.min_spend_not_met)
-            coupon_discounts[c["coupon"]] = min(t["discount_fen"], base)
+            coupon_discounts[c["coupon"]] = self._coupon_takes(t, base, stored)
             step("platform_coupon", stored, coupon_discounts[c["coupon"]])
         for line in priced:
             del line["left"]
         return priced, coupon_discounts
+
+    @staticmethod
+    def _coupon_takes(t: dict, base: int, stored: list[dict]) -> int:
+        """What a coupon takes off: its discount, at most its base, and at most
+        what leaves the whole checkout 1 fen to pay."""
+        return max(0, min(t["discount_fen"], base, sum(x["left"] for x in stored) - 1))
 
     # pricing read back ------------------------------------------------------
     @staticmethod
