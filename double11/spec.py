@@ -94,6 +94,12 @@ def id_field(name: str, meaning: str, where: Where = "body") -> Field:
     return Field(name, "integer", meaning, Result.invalid_request, low=1, high=limits.id_max, where=where)
 
 
+def string_of(words: Any) -> str:
+    """A string field's text from its words (zero bytes pad it)."""
+    raw = b"".join(int(w).to_bytes(8, "little", signed=True) for w in words)
+    return raw.rstrip(b"\0").decode("ascii", errors="replace")
+
+
 # every command of every area carries one: a retry with the same key and body
 # answers the first result again
 IDEMPOTENCY_KEY = Field(
@@ -167,10 +173,25 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Read:
+    """One view an area serves: `GET route` (one id in its path) answers
+    `read(engine, id)`, or 404 `missing` where that gives None; the Python
+    API reads it as `Festival.view(name, id)`."""
+
+    name: str
+    route: str
+    summary: str
+    read: Callable[[Any, int], dict[str, Any] | None]
+    missing: Result
+    answer: type  # a msgspec Struct: the body, for the OpenAPI document
+
+
+@dataclass(frozen=True)
 class Area:
-    """A business area: its commands and the engine tables it owns (by the
-    names `Engine.tables()` and a snapshot give them)."""
+    """A business area: its commands, the engine tables it owns (by the
+    names `Engine.tables()` and a snapshot give them) and its views."""
 
     name: str
     commands: tuple[Command, ...]
     tables: tuple[str, ...]
+    reads: tuple[Read, ...] = ()

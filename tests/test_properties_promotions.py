@@ -299,21 +299,24 @@ class Driver:
                     f"view {name}: engine {got[name]!r}, model {want[name]!r}")
         check_invariants(want)
 
+MODEL_FIGURES = ("discounts_fen", "coupons_granted", "coupons_used", "deals_sold_out")
+
 
 def views(f: Any, model: ReferenceFestival) -> dict:
     """Every view of f, the core's and the promotions', for every id the model knows and one past them."""
     out = core_views(f, model)
     for i in range(1, len(model.templates) + 2):
-        out[f"coupon_template({i})"] = f.coupon_template(i)
+        out[f"coupon_template({i})"] = f.view("coupon_template", i)
     for i in range(1, len(model.coupons) + 2):
-        out[f"coupon({i})"] = f.coupon(i)
+        out[f"coupon({i})"] = f.view("coupon", i)
     for i in range(1, len(model.deals) + 2):
-        out[f"deal({i})"] = f.deal(i)
+        out[f"deal({i})"] = f.view("deal", i)
     for i in range(1, len(model.thresholds) + 2):
-        out[f"threshold_discount({i})"] = f.threshold_discount(i)
+        out[f"threshold_discount({i})"] = f.view("threshold_discount", i)
     for b in (*BUYERS, 99):
-        out[f"buyer_coupons({b})"] = f.buyer_coupons(b)
-    out["promotions"] = f.stats().get("promotions")
+        out[f"buyer_coupons({b})"] = f.view("buyer_coupons", b)
+    figures = f.stats().get("promotions") or {}  # the figures the model keeps (the screen's extras aside)
+    out["promotions"] = {key: figures.get(key) for key in MODEL_FIGURES}
     return out
 
 

@@ -23,7 +23,7 @@ from double11 import areas
 from double11.engine import commands, refusals
 from double11.engine.batch import CommandBatch
 from double11.errors import Result
-from double11.spec import Command, Field
+from double11.spec import Command, Field, string_of
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63
 
@@ -45,12 +45,6 @@ def _printable(text: str) -> bool:
 def _string_words(text: str, words: int) -> list[int]:
     raw = text.encode("ascii").ljust(8 * words, b"\0")
     return [int.from_bytes(raw[8 * w: 8 * w + 8], "little", signed=True) for w in range(words)]
-
-
-def string_of(words: list[int] | np.ndarray) -> str:
-    """A string field's text from its words (zero bytes pad it)."""
-    raw = b"".join(int(w).to_bytes(8, "little", signed=True) for w in words)
-    return raw.rstrip(b"\0").decode("ascii", errors="replace")
 
 
 # ------------------------------------------------------------------ JSON -> args

@@ -236,7 +236,7 @@ class App:
 
         view = festival.view
 
-        def read(which: View):
+        def read(which: int):
             async def handler(scope, proto, id_):
                 status, body = await view(which, id_ or 0)
                 return status, body, _H_JSON
@@ -276,13 +276,11 @@ class App:
                 self._exact[command.route] = (command.route, {"POST": single(command.number)})
             else:
                 self._by_id[(parts[2], parts[4])] = (command.route, {"POST": single(command.number)})
-        self._by_id |= {
-            "coupon-templates": ("/v1/coupon-templates/{template}", {"GET": read(View.COUPON_TEMPLATE)}),
-            "coupons": ("/v1/coupons/{coupon}", {"GET": read(View.COUPON)}),
-            ("buyers", "coupons"): ("/v1/buyers/{buyer}/coupons", {"GET": read(View.BUYER_COUPONS)}),
-            "deals": ("/v1/deals/{deal}", {"GET": read(View.DEAL)}),
-            "threshold-discounts": ("/v1/threshold-discounts/{threshold}", {"GET": read(View.THRESHOLD_DISCOUNT)}),
-        }
+        # an area's views, from their declarations: GET /v1/<things>/{id} or /v1/<things>/{id}/<part>
+        for area_read in areas.READS:
+            parts = area_read.route.split("/")
+            key = parts[2] if len(parts) == 4 else (parts[2], parts[4])
+            self._by_id[key] = (area_read.route, {"GET": read(areas.READ_NUMBER[area_read.name])})
         self._static_route = ("/static/{file}", {"GET": self._static})
 
     # ------------------------------------------------------------------ entry

@@ -16,7 +16,6 @@ import msgspec
 from double11 import areas, limits
 from double11.engine.commands import Discounts
 from double11.errors import HTTP_STATUS, Result
-from double11.promotions.spec import CouponView
 from double11.spec import Command, Field
 
 # --------------------------------------------------------------------------- responses
@@ -118,13 +117,6 @@ class OrderView(msgspec.Struct, omit_defaults=True):
     discounts: Discounts | None = None
 
 
-class BuyerCoupons(msgspec.Struct):
-    """A buyer's coupons, newest first (empty for a buyer without any)."""
-
-    buyer: int
-    coupons: list[CouponView]
-
-
 class LedgerView(msgspec.Struct):
     accounts: dict[str, Any]
     sum: int
@@ -157,7 +149,8 @@ class Stats(msgspec.Struct):
 
 _ANSWERS = tuple(command.answer for command in areas.COMMANDS)
 _COMPONENTS = (
-    Error, *_ANSWERS, BatchResponse, SkuView, SkuPage, CheckoutView, OrderView, LedgerView, Stats, BuyerCoupons,
+    Error, *_ANSWERS, BatchResponse, SkuView, SkuPage, CheckoutView, OrderView, LedgerView, Stats,
+    *(read.answer for read in areas.READS),
 )
 
 _REF = "#/components/schemas/{name}"
@@ -291,14 +284,8 @@ def build_openapi() -> dict:
         "/v1/orders/{order}": _view("An order", OrderView, "order", Result.unknown_order),
         "/v1/skus/{sku}": _view("A SKU and its stock", SkuView, "sku", Result.unknown_sku),
         "/v1/skus": _sku_list(),
-        "/v1/coupon-templates/{template}": _view("A coupon template and what its coupons did",
-                                                 areas.BY_OP["coupon_template"].answer, "template",
-                                                 Result.unknown_template),
-        "/v1/coupons/{coupon}": _view("A coupon", CouponView, "coupon", Result.unknown_coupon),
-        "/v1/buyers/{buyer}/coupons": _view("A buyer's coupons, newest first", BuyerCoupons, "buyer"),
-        "/v1/deals/{deal}": _view("A deal and its units", areas.BY_OP["deal"].answer, "deal", Result.unknown_deal),
-        "/v1/threshold-discounts/{threshold}": _view("A threshold discount", areas.BY_OP["threshold_discount"].answer,
-                                                     "threshold"),
+        **{read.route: _view(read.summary, read.answer, read.route.split("{")[1].split("}")[0], read.missing)
+           for read in areas.READS},
         "/v1/ledger": _view("The ledger: balances by account class, sum (always 0)", LedgerView, None),
         "/v1/stats": _view("The live festival figures", Stats, None),
         "/v1/batch": {"post": {

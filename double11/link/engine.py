@@ -133,7 +133,7 @@ class EngineLink(asyncio.Protocol):
             elif kind == Kind.VIEW and op == View.SKU_PAGE:
                 (status, body), binary = await self.local.sku_page(*SKU_PAGE_QUERY.unpack(payload)), False
             elif kind == Kind.VIEW:
-                (status, body), binary = await self.local.view(View(op), target), False
+                (status, body), binary = await self.local.view(op, target), False
             elif kind == Kind.METRICS:
                 status, body, binary = 200, _ENC.encode(await self.local.metrics()), False
             else:

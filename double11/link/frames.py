@@ -163,11 +163,7 @@ class View(enum.IntEnum):
     LEDGER = 4
     STATS = 5
     SKU_PAGE = 6  # payload: SKU_PAGE_QUERY
-    COUPON_TEMPLATE = 7
-    COUPON = 8
-    BUYER_COUPONS = 9
-    DEAL = 10
-    THRESHOLD_DISCOUNT = 11
+    # an area's views are numbered from areas.FIRST_READ_NUMBER on
 
 
 # a VIEW call of SKU_PAGE carries its query: merchant (0: all), after, limit

@@ -10,6 +10,7 @@ same way; only a single command's future may fail (with a Double11Error).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from double11 import limits
+from double11 import areas, limits
 from double11.catalog.listing import SkuListing
 from double11.engine import views
 from double11.engine.batch import Op
@@ -36,18 +37,15 @@ class LocalFestival:
     def __init__(self, festival: Festival) -> None:
         self.festival = festival
         f = festival
-        self._views: dict[View, tuple[Callable[..., Any], Result | None]] = {
+        self._views: dict[int, tuple[Callable[..., Any], Result | None]] = {
             View.SKU: (f.sku, Result.unknown_sku),
             View.CHECKOUT: (f.checkout, Result.unknown_checkout),
             View.ORDER: (f.order, Result.unknown_order),
             View.LEDGER: (f.ledger, None),
             View.STATS: (f.stats, None),
-            View.COUPON_TEMPLATE: (f.coupon_template, Result.unknown_template),
-            View.COUPON: (f.coupon, Result.unknown_coupon),
-            View.BUYER_COUPONS: (f.buyer_coupons, Result.not_found),  # a buyer without coupons has none
-            View.DEAL: (f.deal, Result.unknown_deal),
-            View.THRESHOLD_DISCOUNT: (f.threshold_discount, Result.not_found),
         }
+        for read in areas.READS:  # the areas' views, by their numbers
+            self._views[areas.READ_NUMBER[read.name]] = (functools.partial(f.view, read.name), read.missing)
         self._listing: SkuListing | None = None
 
     def single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
@@ -77,7 +75,7 @@ class LocalFestival:
         except Double11Error as e:
             return (*refusal(e), False)
 
-    async def view(self, which: View, id_: int = 0) -> tuple[int, bytes]:
+    async def view(self, which: int, id_: int = 0) -> tuple[int, bytes]:
         """A read of the state between two batches: (status, JSON)."""
         get, missing = self._views[which]
         if missing is None:  # the ledger and the stats: always there

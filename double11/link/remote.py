@@ -88,7 +88,7 @@ class RemoteFestival(asyncio.Protocol):
         status, answer, is_binary = await self._call(Kind.BATCH, int(binary), 0, body)
         return status, answer, bool(is_binary)
 
-    async def view(self, which: View, id_: int = 0) -> tuple[int, bytes]:
+    async def view(self, which: int, id_: int = 0) -> tuple[int, bytes]:
         status, body, _ = await self._call(Kind.VIEW, which, id_, b"")
         return status, body
 

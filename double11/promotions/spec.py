@@ -1,7 +1,7 @@
 """The promotions area's commands, declared (the vocabulary: double11/spec.py).
 
 Operators create coupon templates, threshold discounts and deals; games and
-apps grant coupons to buyers.  A checkout spends coupons through its own
+apps grant coupons to buyers (the area as a whole, with its views: area.py).  A checkout spends coupons through its own
 `coupons` field (double11/engine/commands.py).  Every field here travels in
 a batch's args, laid out by `Command.arg_fields`.
 """
@@ -14,7 +14,7 @@ import msgspec
 
 from double11 import limits
 from double11.errors import Result
-from double11.spec import IDEMPOTENCY_KEY, Area, Command, Field, id_field
+from double11.spec import IDEMPOTENCY_KEY, Command, Field, id_field
 
 TEMPLATE_KINDS = ("store", "platform")
 DEAL_KINDS = ("flash", "group_buy", "livestream")
@@ -184,6 +184,13 @@ class CouponView(msgspec.Struct):
     checkout: int | None
 
 
+class BuyerCoupons(msgspec.Struct):
+    """A buyer's coupons, newest first (empty for a buyer without any)."""
+
+    buyer: int
+    coupons: list[CouponView]
+
+
 # ------------------------------------------------------------------- commands
 COUPON_TEMPLATE = Command(
     "coupon_template", "/v1/coupon-templates", "Create a coupon template (store coupons or platform red packets)",
@@ -202,7 +209,3 @@ GRANT = Command(
     GRANT_FIELDS, 201, CouponView,
     (Result.unknown_template, Result.not_in_window, Result.budget_exhausted, Result.buyer_limit_reached),
     number=19, in_args=True)
-
-PROMOTIONS = Area("promotions", (COUPON_TEMPLATE, THRESHOLD_DISCOUNT, DEAL, GRANT),
-                  tables=("coupon_templates", "coupons", "thresholds", "threshold_merchants", "deals",
-                          "deal_takers", "checkout_coupons", "promotion_figures"))

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from double11 import limits
-from double11.engine.area_commands import string_of
 from double11.promotions.spec import DEAL_KINDS, TEMPLATE_KINDS
 from double11.promotions.tables import COUPON_STATUS, DISCOUNT_KINDS, F_GRANTED, F_SOLD_OUT, F_USED, HELD, NEVER
+from double11.spec import string_of
 
 _OFF_FIELDS = ("off_deal", "off_store", "off_threshold", "off_platform")  # in DISCOUNT_KINDS' order
 

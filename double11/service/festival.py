@@ -154,21 +154,10 @@ class Festival:
     def ledger(self) -> dict[str, Any]:
         return self.reads.ledger()
 
-    # promotions (docs/promotions.md, "Views")
-    def coupon_template(self, template: int) -> dict[str, Any] | None:
-        return self.reads.coupon_template(template)
-
-    def coupon(self, coupon: int) -> dict[str, Any] | None:
-        return self.reads.coupon(coupon)
-
-    def buyer_coupons(self, buyer: int) -> dict[str, Any]:
-        return self.reads.buyer_coupons(buyer)
-
-    def deal(self, deal: int) -> dict[str, Any] | None:
-        return self.reads.deal(deal)
-
-    def threshold_discount(self, threshold: int) -> dict[str, Any] | None:
-        return self.reads.threshold_discount(threshold)
+    def view(self, name: str, id_: int) -> dict[str, Any] | None:
+        """An area's view of a thing: `view("coupon", 7)` (the names:
+        areas.READS, e.g. docs/promotions.md's views); None when there is none."""
+        return self.reads.view(name, id_)
 
     def stats(self) -> dict[str, Any]:
         return self.reads.stats()

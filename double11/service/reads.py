@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from double11 import areas
 from double11.engine import views
 from double11.engine.machine import Engine
 from double11.promotions import views as promotion_views
@@ -48,25 +49,11 @@ class Reads:
         with self._lock:
             return self.engine.ledger.view()
 
-    def coupon_template(self, template: int) -> dict[str, Any] | None:
+    def view(self, name: str, id_: int) -> dict[str, Any] | None:
+        """An area's view `name` (areas.READS) of the thing `id_`; None when there is none."""
+        read = areas.READ_BY_NAME[name].read
         with self._lock:
-            return promotion_views.template(self.engine, template)
-
-    def coupon(self, coupon: int) -> dict[str, Any] | None:
-        with self._lock:
-            return promotion_views.coupon(self.engine, coupon)
-
-    def buyer_coupons(self, buyer: int) -> dict[str, Any]:
-        with self._lock:
-            return promotion_views.buyer_coupons(self.engine, buyer)
-
-    def deal(self, deal: int) -> dict[str, Any] | None:
-        with self._lock:
-            return promotion_views.deal(self.engine, deal)
-
-    def threshold_discount(self, threshold: int) -> dict[str, Any] | None:
-        with self._lock:
-            return promotion_views.threshold(self.engine, threshold)
+            return read(self.engine, id_)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

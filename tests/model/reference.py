@@ -992,6 +992,10 @@ class ReferenceFestival:
             view["budget_fen_left"] = t["budget_fen"] - t["granted"] * t["discount_fen"]
         return view
 
+    def view(self, name: str, id_: int) -> dict | None:
+        """Festival.view's: a promotions view by name."""
+        return getattr(self, name)(id_)
+
     def coupon_template(self, tid: int) -> dict | None:
         return self._template_view(tid) if tid in self.templates else None
 

@@ -1,0 +1,34 @@
+"""The promotions area as the registry sees it (double11/areas.py): its
+commands, the engine tables it owns and the views it serves."""
+
+from __future__ import annotations
+
+from double11.errors import Result
+from double11.promotions import views
+from double11.promotions.spec import (
+    COUPON_TEMPLATE,
+    DEAL,
+    GRANT,
+    THRESHOLD_DISCOUNT,
+    BuyerCoupons,
+    CouponView,
+    DealView,
+    TemplateView,
+    ThresholdView,
+)
+from double11.spec import Area, Read
+
+PROMOTIONS = Area(
+    "promotions", (COUPON_TEMPLATE, THRESHOLD_DISCOUNT, DEAL, GRANT),
+    tables=("coupon_templates", "coupons", "thresholds", "threshold_merchants", "deals", "deal_takers",
+            "checkout_coupons", "promotion_figures"),
+    reads=(
+        Read("coupon_template", "/v1/coupon-templates/{template}", "A coupon template and what its coupons did",
+             views.template, Result.unknown_template, TemplateView),
+        Read("coupon", "/v1/coupons/{coupon}", "A coupon", views.coupon, Result.unknown_coupon, CouponView),
+        Read("buyer_coupons", "/v1/buyers/{buyer}/coupons", "A buyer's coupons, newest first",
+             views.buyer_coupons, Result.not_found, BuyerCoupons),
+        Read("deal", "/v1/deals/{deal}", "A deal and its units", views.deal, Result.unknown_deal, DealView),
+        Read("threshold_discount", "/v1/threshold-discounts/{threshold}", "A threshold discount",
+             views.threshold, Result.not_found, ThresholdView),
+    ))
