@@ -49,6 +49,9 @@ class Field:
     # a field that may be left out: its value is then `default` (for a list: empty)
     optional: bool = False
     default: int = 0
+    # an id the engine makes a row before its loop ("merchant", "sku"; -1 when
+    # unknown) where an area's command carries it in args
+    lookup: Literal["merchant", "sku", None] = None
 
     @property
     def wanted(self) -> str:

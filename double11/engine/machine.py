@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from double11 import limits
+from double11 import areas, limits
 from double11.catalog.model import Catalog
 from double11.config import FestivalConfig
 from double11.engine import lookups
@@ -33,7 +33,7 @@ from double11.engine.ledger import Ledger
 from double11.engine.stats import FestivalStats
 from double11.engine.status import Status
 from double11.promotions import pricing
-from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, THRESHOLD_DISCOUNT
+from double11.promotions.spec import GRANT
 from double11.promotions.tables import PromotionTables
 
 __all__ = ["Engine", "Status", "ranges"]
@@ -84,11 +84,13 @@ GROWING_TABLE_NAMES = ("checkouts", "lines", "orders", "buyers", "buyer balances
 
 # where the ids the engine looks up sit in an operator command's args
 _GRANT, _GRANT_BUYER = GRANT.number, GRANT.arg_at("buyer")
-_TEMPLATE_MERCHANT = COUPON_TEMPLATE.arg_at("merchant")
-_THRESHOLD_MERCHANTS = THRESHOLD_DISCOUNT.arg_at("merchants")
-_DEAL_SKU = DEAL.arg_at("sku")
 _PSIZES = 8  # where the promotions' sizes are in the loop's `promos`
-_LOOKED_UP_ARGS = np.array([COUPON_TEMPLATE.number, THRESHOLD_DISCOUNT.number, DEAL.number], dtype=np.uint8)
+# by op: (where in its args, whether a list, which index) of each id it names that the engine looks up
+_LOOKUPS: dict[int, list[tuple[int, bool, str]]] = {
+    command.number: [(command.arg_at(f.name), f.kind == "list", str(f.lookup or f.items[0].lookup))
+                     for f in command.arg_fields if f.lookup or (f.items and f.items[0].lookup)]
+    for command in areas.COMMANDS if command.in_args}
+_LOOKED_UP = np.array([op for op, found in _LOOKUPS.items() if found], dtype=np.uint8)
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -306,31 +308,26 @@ class Engine:
         return buyer_id
 
     def _arg_rows(self, batch: CommandBatch, code: np.ndarray) -> np.ndarray:
-        """The batch's args with the ids of merchants and SKUs the operator
-        commands name made rows (-1: unknown); the same array when none does."""
-        ops = np.flatnonzero(np.isin(batch.op, _LOOKED_UP_ARGS) & (code == 0))
+        """The batch's args with the ids that area commands' declarations say
+        the engine looks up (`spec.Field.lookup`) made rows (-1: unknown, and
+        a left-out optional id stays 0); the same array when none does."""
+        ops = np.flatnonzero(np.isin(batch.op, _LOOKED_UP) & (code == 0))
         if not len(ops):
             return batch.arg
         rows = batch.arg.copy()
         starts = batch.arg_starts()
+        at: dict[str, list[int]] = {"merchant": [], "sku": []}
         for i in ops.tolist():
             a = int(starts[i])
-            o = int(batch.op[i])
-            if o == COUPON_TEMPLATE.number:
-                at = [a + _TEMPLATE_MERCHANT] if rows[a + _TEMPLATE_MERCHANT] else []
-                index = self.merchant_index
-            elif o == THRESHOLD_DISCOUNT.number:
-                at = list(range(a + _THRESHOLD_MERCHANTS + 1, a + _THRESHOLD_MERCHANTS + 1
-                                + int(rows[a + _THRESHOLD_MERCHANTS])))
-                index = self.merchant_index
-            else:
-                at = [a + _DEAL_SKU]
-                index = None
-            if not at:
-                continue
-            ids = rows[at]
-            found = self.sku_index.lookup(ids) if index is None else index.lookup(ids.astype(np.uint64))
-            rows[at] = found
+            for offset, is_list, kind in _LOOKUPS[int(batch.op[i])]:
+                if is_list:
+                    at[kind].extend(range(a + offset + 1, a + offset + 1 + int(rows[a + offset])))
+                elif rows[a + offset]:
+                    at[kind].append(a + offset)
+        if at["merchant"]:
+            rows[at["merchant"]] = self.merchant_index.lookup(rows[at["merchant"]].astype(np.uint64))
+        if at["sku"]:
+            rows[at["sku"]] = self.sku_index.lookup(rows[at["sku"]])
         return rows
 
     def _run(self, looked: _LookedUp) -> tuple[np.ndarray, np.ndarray]:

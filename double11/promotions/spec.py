@@ -34,7 +34,7 @@ TEMPLATE_FIELDS = (
     Field("kind", "choice", "'store': funded by its merchant, for that merchant's lines; "
           "'platform': a red packet, funded by the platform, for the whole checkout", _IT, choices=TEMPLATE_KINDS),
     Field("merchant", "integer", "the merchant of a store coupon (left out for a platform one)", _IT,
-          low=1, high=limits.id_max, optional=True),
+          low=1, high=limits.id_max, optional=True, lookup="merchant"),
     Field("discount_fen", "integer", "what a coupon takes off", _IT, low=1, high=_FEN),
     Field("min_spend_fen", "integer", "the least amount a coupon applies to (0: any)", _IT, low=0, high=_FEN),
     Field("budget_count", "integer", "how many coupons may be granted", _IT, low=1,
@@ -96,7 +96,7 @@ THRESHOLD_FIELDS = (
     Field("off_fen", "integer", "...takes this much off (less than every_fen)", _ITH, low=1, high=_FEN),
     Field("merchants", "list", "the participating merchants' ids (left out or empty: all)", _ITH,
           low=0, high=limits.threshold_merchants_max, unit="merchants", optional=True,
-          items=(Field("merchant", "integer", "a merchant's id", _ITH, low=1, high=limits.id_max),)),
+          items=(Field("merchant", "integer", "a merchant's id", _ITH, low=1, high=limits.id_max, lookup="merchant"),)),
     _time("from", "when it opens", _ITH),
     _time("until", "when it closes", _ITH),
     IDEMPOTENCY_KEY,
@@ -126,7 +126,7 @@ class ThresholdView(msgspec.Struct):
 # ---------------------------------------------------------------------- deals
 _ID = Result.invalid_deal
 DEAL_FIELDS = (
-    Field("sku", "integer", "the SKU on deal", _ID, low=1, high=limits.id_max),
+    Field("sku", "integer", "the SKU on deal", _ID, low=1, high=limits.id_max, lookup="sku"),
     Field("price_fen", "integer", "the deal's unit price (below the SKU's list price)", _ID, low=1, high=_FEN),
     Field("qty", "integer", "units sold at that price", _ID, low=1, high=limits.deal_qty_max),
     Field("per_buyer_max", "integer", "units one buyer may take, over all their checkouts", _ID,
