@@ -158,11 +158,13 @@ def _fit(command: Command, cmd: dict, path: str, draw: Any) -> None:
     if command.op == "threshold_discount":
         every, off = _int(cmd, "every_fen"), _int(cmd, "off_fen")
         high = command.field("every_fen").high
-        if path == "off_fen" and off is not None:
-            cmd["every_fen"] = draw(st.integers(min(max(off + 1, 1), high), high))
-        elif path == "every_fen" and every is not None:
-            cmd["off_fen"] = draw(st.integers(1, max(every - 1, 1)))
-        elif path != "every_fen":
+        if path == "off_fen":
+            if off is not None:
+                cmd["every_fen"] = draw(st.integers(min(max(off + 1, 1), high), high))
+        elif path == "every_fen":
+            if every is not None:
+                cmd["off_fen"] = draw(st.integers(1, max(every - 1, 1)))
+        else:
             cmd["every_fen"] = every = draw(st.integers(2, high))
             cmd["off_fen"] = draw(st.integers(1, every - 1))
     pairs = _WINDOWS.get(command.op, ())
@@ -384,6 +386,13 @@ def _well_formed_args(command: Command, draw: Any) -> list[int]:
     return batch.arg.tolist()
 
 
+def _shaped(batch: CommandBatch) -> tuple[Result, str]:
+    """The first command's shape refusal and its words (it has one)."""
+    shaped = refusals.shape_message(batch, 0, 0)
+    assert shaped is not None
+    return shaped
+
+
 @settings(max_examples=150, deadline=None)
 @given(case=st.sampled_from(_ARG_CASES), data=st.data())
 def test_the_check_of_an_area_commands_args_enforces_the_declared_bounds(case: ArgCase, data):
@@ -394,7 +403,7 @@ def test_the_check_of_an_area_commands_args_enforces_the_declared_bounds(case: A
         args[at: at + field.arg_words] = _string_args(bad, field.arg_words)
     elif field.kind == "list" and item is None:  # one item too many
         args[at:] = [bad, *range(1, bad + 1)]
-    elif field.kind == "list":
+    elif item is not None:
         if args[at] == 0:  # give the list an item to spoil
             args[at:] = [1, item.high]
         args[at + 1] = bad
@@ -402,7 +411,7 @@ def test_the_check_of_an_area_commands_args_enforces_the_declared_bounds(case: A
         args[at] = bad
     batch = _args_batch(command, args, data.draw)
     assert batch.invalid[0] == field.code  # from_bytes validated it
-    code, message = refusals.shape_message(batch, 0, 0)
+    code, message = _shaped(batch)
     assert code == field.code
     if item is not None:
         _check_words(message, f"{field.name}[0]", item)
@@ -422,7 +431,7 @@ def test_the_check_of_an_area_commands_args_keeps_its_rules_between_fields(comma
         args[command.arg_at(opens)], args[command.arg_at(closes)] = _T, 0
     batch = _args_batch(command, args, data.draw)
     assert batch.invalid[0] == _rule_code(command)
-    code, message = refusals.shape_message(batch, 0, 0)
+    code, message = _shaped(batch)
     assert code == _rule_code(command)
     assert " must be before " in message, message
 
@@ -436,7 +445,7 @@ def test_the_check_of_an_area_commands_args_counts_them(command: Command, extra:
     if any(f.kind == "list" for f in command.arg_fields):  # a list's count says how many args follow it
         args = args[:command.arg_at(next(f.name for f in command.arg_fields if f.kind == "list"))]
     batch = _args_batch(command, args, data.draw)
-    code, message = refusals.shape_message(batch, 0, 0)
+    code, message = _shaped(batch)
     assert batch.invalid[0] == code == command.arg_fields[0].code
     assert message.startswith(f"{command.op} takes "), message
 
@@ -455,7 +464,7 @@ def test_the_compiled_check_of_a_checkouts_coupons_enforces_their_declaration(co
     sent.args[0], sent.arg = len(coupons), np.array(coupons, dtype=np.int64)
     batch = CommandBatch.from_bytes(sent.to_bytes())
     assert Result(int(batch.invalid[0])) == field.code
-    code, message = refusals.shape_message(batch, 0, 0)
+    code, message = _shaped(batch)
     assert code == field.code and message.startswith(words), message
 
 
