@@ -145,3 +145,22 @@ def test_every_binary_answer_carries_what_the_json_answer_says():
         elif not ok and body["error"]["code"] == "amount_mismatch":  # the total it should have paid
             want["amount_fen"] = json_festival.checkout(command["checkout"])["amount_fen"]
         assert got == want, (i, command)
+
+
+def test_a_binary_deals_refusals_are_worded_by_who_refused_it():
+    """invalid_deal is the edge's for a price out of its bounds and the
+    engine's for a price not below the list price: a gateway reads each
+    one's own words (wire.messages), as a JSON client does."""
+    from double11.engine.wire import messages
+    from double11.promotions.spec import DEAL
+
+    window = {"from": 0, "until": 4_102_444_800_000, "kind": "flash", "qty": 2, "per_buyer_max": 1}
+    commands = [{"op": "deal", "idempotency_key": "d1", "sku": 101, "price_fen": 5, **window},
+                {"op": "deal", "idempotency_key": "d2", "sku": 102, "price_fen": 100, **window}]
+    batch = encode_commands(commands)
+    batch.arg[DEAL.arg_at("price_fen")] = 0  # the first deal's price, past its bound: only a gateway can send it
+    festival = Festival.open(small_catalog())
+    sent = CommandBatch.from_bytes(batch.to_bytes())
+    said = messages(sent, decode_results(festival.execute_binary(batch.to_bytes(), T0)))
+    assert said[0] == "price_fen must be 1..1000000000000, got 0"
+    assert said[1] == "price_fen must be below the SKU's list price 100, got 100"

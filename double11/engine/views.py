@@ -23,8 +23,7 @@ def refusal(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int, fi
     (`first_line`: the index of its first line in the batch): its message
     names the field, the line and the bound (refusals.py)."""
     code = refusals.RESULTS[code]
-    # invalid_deal is also the engine's (a price not below the list price, its ref): at the edge, ref is 0
-    if code in refusals.SHAPE_CODES or (code == Result.invalid_deal and ref == 0):  # the edge's words: `notes`
+    if refusals.refused_at_the_edge(code, ref):  # the edge left its words in `notes`
         message = batch.notes.get(i)
         if message is None:  # a batch built from columns
             shaped = refusals.shape_message(batch, i, first_line)

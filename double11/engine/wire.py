@@ -99,7 +99,7 @@ def messages(batch: CommandBatch, answer: dict[str, np.ndarray]) -> list[str | N
             continue
         code = Result(c)
         message = None
-        if code in refusals.SHAPE_CODES:
+        if refusals.refused_at_the_edge(code, r):
             shaped = refusals.shape_message(batch, i, int(first_line[i]))
             message = shaped[1] if shaped is not None and shaped[0] == code else None
         else:
