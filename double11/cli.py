@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the most checkouts a second the batch load offers, and what its server is sized for: "
                             "it holds every order in memory (default: bench.run.BATCH_LOAD_SIZED_FOR_ORDERS_PER_S, "
                             "900,000)")
+    bench.add_argument("--no-promotions", dest="promotions", action="store_false",
+                       help="skip the promotions mix (coupons, threshold, flash deals) for a quicker run")
+    bench.add_argument("--promo-seconds", type=positive_float,
+                       help="how long the promotions mix's batch load runs (default: --seconds, at most "
+                            "bench.run.PROMO_LOAD_S_MAX: its coupons are granted over HTTP before it)")
     bench.add_argument("--port", type=int_in(1, 65_533), default=1199, help="the first of three ports it takes")
     bench.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     bench.set_defaults(run=_bench)

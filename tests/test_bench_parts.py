@@ -6,10 +6,22 @@ import argparse
 import sys
 import threading
 
+import numpy as np
 import pytest
 
+from double11 import limits
+from double11.bench import promotions as promo
 from double11.bench import run as bench_run
 from double11.bench.run import OfferSchedule, StolenTime
+from double11.bench.workload import Workload
+from double11.catalog.generate import generate_catalog
+from double11.config import FestivalConfig
+from double11.engine import area_commands
+from double11.engine.batch import CommandBatch
+from double11.engine.machine import Engine
+from double11.errors import Result
+from double11.promotions import views
+from double11.promotions.spec import GRANT
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/stat is Linux's")
@@ -101,3 +113,169 @@ def test_the_bench_says_why_it_will_not_run_and_exits_2(monkeypatch, capsys):
     args = argparse.Namespace(seconds=60.0, single_connections=None, batch_orders_per_s=None)
     assert bench_run.bench_main(args) == 2
     assert "lower --batch-orders-per-s or --seconds" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the promotions mix
+# A small festival: a generated catalog with stock to spare but for the flash deals' rows,
+# the engine sized for a few rounds of the mix.
+_PROMO_NOW = bench_run.FESTIVAL_START_MS
+
+
+@pytest.fixture
+def promo_catalog():
+    catalog = generate_catalog(merchants=40, skus=3_000, seed=3)
+    catalog.sku_stock = np.full(catalog.skus, 1_000_000, dtype=np.int64)
+    catalog.sku_stock[:promo.FLASH_DEALS] = 400
+    return catalog
+
+
+@pytest.fixture
+def promo_engine(promo_catalog):
+    engine = Engine(promo_catalog, FestivalConfig(expected_checkouts=1 << 14))
+    for setup in promo.setup_batches(promo_catalog):
+        code, _ = engine.apply(setup, _PROMO_NOW)
+        promo.check_setup(setup, code)
+    return engine
+
+
+def _mix_round(engine, catalog, n=1_500, seed=5):
+    mix = promo.PromoMix(catalog, seed=seed)
+    planned = mix.round(n)
+    sent = promo.grant_ahead([planned], lambda grants: engine.apply(grants, _PROMO_NOW))[0]
+    return mix, planned, sent
+
+
+def _pay_accepted(engine, mix, sent, code, ref):
+    ok = (code == Result.ok) & promo.checkouts_of(sent)
+    paid, _ = engine.apply(mix.work.pays(ref[ok], promo.payable_fen(engine, ref[ok] - 1)), _PROMO_NOW + 20)
+    return ok, paid
+
+
+def test_the_promotions_setup_is_accepted_and_makes_what_the_mix_names(promo_engine, promo_catalog):
+    engine, catalog = promo_engine, promo_catalog
+    threshold = views.threshold(engine, 1)
+    assert threshold is not None and threshold["merchants"] == []  # over all merchants
+    assert (threshold["every_fen"], threshold["off_fen"]) == (promo.THRESHOLD_EVERY_FEN, promo.THRESHOLD_OFF_FEN)
+    red = views.template(engine, promo.RED_PACKET_TEMPLATE)
+    assert red is not None and red["kind"] == "platform" and red["min_spend_fen"] == 0
+    # a store template per merchant, in the catalog's order, right after the red packet's
+    for row in (0, catalog.merchants - 1):
+        store = views.template(engine, promo.RED_PACKET_TEMPLATE + 1 + row)
+        assert store is not None and store["kind"] == "store"
+        assert store["merchant"] == int(catalog.merchant_id[row])
+    assert views.template(engine, promo.RED_PACKET_TEMPLATE + 1 + catalog.merchants) is None
+    for row in range(promo.FLASH_DEALS):
+        deal = views.deal(engine, row + 1)
+        assert deal is not None and deal["sku"] == int(catalog.sku_id[row]) and deal["kind"] == "flash"
+        assert deal["price_fen"] == int(catalog.sku_price_fen[row]) // 2
+        assert deal["qty"] == 400 and deal["per_buyer_max"] == promo.FLASH_DEAL_PER_BUYER
+        assert deal["from"] == 0 and deal["until"] == limits.festival_time_ms_max
+
+
+def test_a_refused_setup_is_said_not_measured(promo_engine, promo_catalog):
+    again = promo.setup_batches(promo_catalog)[0]
+    again.key[:] += np.uint64(1 << 40)  # new keys: a second threshold over the same window
+    code, _ = promo_engine.apply(again, _PROMO_NOW)
+    with pytest.raises(RuntimeError, match="command 0 .* answered window_overlaps"):
+        promo.check_setup(again, code)
+
+
+def test_the_grants_are_well_formed_binary_commands(promo_catalog):
+    grants = Workload(promo_catalog.sku_id, seed=1).grants(np.array([1, 7]), np.array([42, 43]), "game:ar")
+    decoded = CommandBatch.from_bytes(grants.to_bytes())  # the edge's checks, as a server runs them
+    assert decoded.invalid.tolist() == [0, 0]
+    assert area_commands.values_of(GRANT, decoded.arg[:decoded.args[0]]) == {"buyer": 42, "source": "game:ar"}
+    assert decoded.target.tolist() == [1, 7]
+
+
+def test_the_mix_spends_each_buyers_own_coupons_and_is_accepted_with_discounts(promo_engine, promo_catalog):
+    engine, catalog = promo_engine, promo_catalog
+    mix, planned, sent = _mix_round(engine, catalog)
+    n = len(planned.checkouts)
+    assert 0.4 < planned.store.mean() < 0.6 and 0.1 < planned.red.mean() < 0.3
+    assert int((~promo.checkouts_of(sent)).sum()) == round(n * promo.GAME_GRANT_SHARE)
+    starts = sent.arg_starts()
+    first_line = np.cumsum(sent.lines[:n], dtype=np.int64) - sent.lines[:n]
+    for i in range(n):
+        coupons = sent.arg[starts[i]: starts[i] + sent.args[i]].tolist()
+        assert len(coupons) == int(planned.store[i]) + int(planned.red[i])
+        views_of = [v for v in (views.coupon(engine, c) for c in coupons) if v is not None]
+        assert len(views_of) == len(coupons)
+        assert all(v["buyer"] == int(sent.target[i]) and v["status"] == "held" for v in views_of)
+        if planned.store[i]:  # the store coupon first, of the merchant of the first line's SKU
+            row = int(mix.sku_rows(sent.sku[first_line[i]: first_line[i] + 1])[0])
+            assert views_of[0]["kind"] == "store" and views_of[0]["merchant"] == int(catalog.sku_merchant[row])
+        if planned.red[i]:
+            assert views_of[-1]["kind"] == "platform"
+    code, ref = engine.apply(sent, _PROMO_NOW + 10)
+    checkouts = promo.checkouts_of(sent)
+    assert (code[~checkouts] == Result.ok).all()  # the game's grants
+    accepted = (code == Result.ok) & checkouts
+    assert accepted.sum() >= 0.98 * n  # a few may ask a flash deal for more units than a buyer may take
+    assert set(code[checkouts & ~accepted].tolist()) <= {int(Result.deal_buyer_limit)}
+    rows = ref[accepted] - 1
+    store, red = planned.store[accepted[:n]], planned.red[accepted[:n]]
+    c = engine.checkouts.rows[rows]
+    assert (c["off_store"][store] > 0).all() and (c["off_store"][~store] == 0).all()
+    assert (c["off_store"] <= promo.STORE_COUPON_FEN).all()
+    # a red packet takes its amount off what the steps before left, but the 1 fen a checkout always costs
+    left = c["amount"] - c["off_deal"] - c["off_store"] - c["off_threshold"]
+    assert (c["off_platform"][red] == np.minimum(promo.RED_PACKET_FEN, left[red] - 1)).all()
+    assert (c["off_platform"][~red] == 0).all()
+    big = engine.c_amount.data[rows] - engine.c_off_deal.data[rows] - engine.c_off_store.data[rows] \
+        >= promo.THRESHOLD_EVERY_FEN
+    assert big.any() and (engine.c_off_threshold.data[rows][big] > 0).all()
+    assert (engine.c_off_deal.data[rows] > 0).any()
+    ok, paid = _pay_accepted(engine, mix, sent, code, ref)
+    assert (paid == Result.ok).all() and len(paid) == ok.sum()
+    assert all(promo.promotion_checks(engine, engine.ledger.view()).values())
+
+
+def test_sold_out_hot_items_are_swapped_for_the_same_stores_items(promo_engine, promo_catalog):
+    catalog = promo_catalog
+    swap = promo.SoldOutSwap(catalog, watched=20)
+    sent = promo.PromoMix(catalog, seed=9).round(2_000).checkouts
+    gone = [int(catalog.sku_id[0]), int(catalog.sku_id[3])]
+    before = sent.sku.copy()
+    swap.apply(sent, gone)
+    hit = np.isin(before, gone)
+    assert hit.any() and not np.isin(sent.sku, gone).any()
+    assert (sent.sku[~hit] == before[~hit]).all()
+    rows_before, rows_after = before[hit] - 1, sent.sku[hit] - 1  # generated ids are rows + 1
+    assert (catalog.sku_merchant[rows_after] == catalog.sku_merchant[rows_before]).all()
+    assert (rows_after >= 20).all()  # an item nobody watches for stock
+
+
+@pytest.mark.parametrize("break_it, check", [
+    (lambda e: e.promos.coupon_templates.rows["granted"].__setitem__(  # granted past its budget, by hand
+        0, int(e.promos.coupon_templates.rows["budget_count"][0]) + 1), "templates_within_budget"),
+    (lambda e: e.promos.deals.rows["taken"].__setitem__(0, int(e.promos.deals.rows["qty"][0]) + 1),
+     "deal_units_within_qty"),
+    (lambda e: e.promos.deals.rows["taken"].__setitem__(0, -1), "deal_units_within_qty"),
+    (lambda e: e.promos.deals.rows["per_buyer_max"].__setitem__(slice(None), 0), "deal_units_within_per_buyer_max"),
+    (lambda e: e.checkouts.rows["off_threshold"].__setitem__(
+        int(np.argmax(e.checkouts.rows["off_threshold"])), 1), "list_less_discounts_is_payable"),
+    (lambda e: e.lines.rows["off_store"].__setitem__(int(np.argmax(e.lines.rows["off_store"])), 0),
+     "each_discount_sums_over_orders_and_lines"),
+    (lambda e: setattr(e.ledger, "marketing", e.ledger.marketing + 1), "ledger_with_marketing_sums_to_zero"),
+    (lambda e: e.promos.coupons.rows["status"].__setitem__(
+        int(np.argmax(e.promos.coupons.rows["checkout"])), 1), "coupons_of_paid_checkouts_used"),
+])
+def test_the_promotions_invariants_catch_a_broken_state(promo_engine, promo_catalog, break_it, check):
+    engine = promo_engine
+    mix, _, sent = _mix_round(engine, promo_catalog, n=600)
+    code, ref = engine.apply(sent, _PROMO_NOW + 10)
+    _pay_accepted(engine, mix, sent, code, ref)
+    assert all(promo.promotion_checks(engine, engine.ledger.view()).values())
+    break_it(engine)
+    checks = promo.promotion_checks(engine, engine.ledger.view())
+    assert checks[check] is False
+
+
+def test_the_promotions_mix_runs_unless_skipped():
+    from double11.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["bench"]).promotions is True
+    assert parser.parse_args(["bench", "--no-promotions"]).promotions is False
+    assert parser.parse_args(["bench", "--promo-seconds", "5"]).promo_seconds == 5.0

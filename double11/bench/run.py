@@ -37,14 +37,18 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from double11 import limits
+from double11.bench import promotions as promo
 from double11.bench.workload import Workload
 from double11.catalog.files import save_catalog
 from double11.catalog.generate import generate_catalog, popularity_weights
 from double11.config import FestivalConfig
+from double11.engine.batch import CommandBatch
 from double11.engine.machine import Engine, Status
 from double11.engine.warm_up import compile_kernels
 from double11.engine.wire import decode_results
@@ -97,6 +101,14 @@ BATCH_LOAD_SIZED_FOR_ORDERS_PER_S = 900_000  # the default; --batch-orders-per-s
 # behind the constants")
 SIZED_BYTES_PER_CHECKOUT = 336
 BESIDE_THE_ENGINE_BYTES = 5 * 2**29  # 2.5 GiB
+# The promotions mix's batch load runs at most this long unless told
+# (--promo-seconds): before it, its coupons (0.7 a checkout) are granted over
+# HTTP, off the clock, and a grant's args are checked in Python at the edge,
+# far slower than the engine applies it
+PROMO_LOAD_S_MAX = 10.0
+# it plans its work ahead from the plain load's rate, with this much room:
+# clients that run out of it stop early, and the rate is taken over their time
+PROMO_WORK_OVER_PLAIN = 1.25
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
 HOT_ITEMS_POLL_S = 0.5
 
@@ -124,11 +136,13 @@ def single_phase_s(args: argparse.Namespace) -> float:
     return SINGLE_ROUNDS * getattr(args, "single_seconds", 0) + SINGLE_WARM_UP_S
 
 
-def engine_rate(catalog, seconds: float, batch: int) -> float:
+def engine_rate(catalog, seconds: float, batch: int, promotions: bool = False) -> float:
+    """Commands a second through Engine.apply_all: the plain mix, or the
+    promotions mix (its setup and its coupons' grants applied first, off the
+    clock)."""
     compile_kernels()  # compiled, if not cached yet
     checkouts = int(1_500_000 * seconds)  # the work made ready: as many as the tables are sized for
     engine = Engine(catalog, FestivalConfig(expected_checkouts=checkouts + 1_000_000, prefault_memory=True))
-    work = Workload(catalog.sku_id, seed=5)
     # the clock times the engine alone: checkout batches are made ahead, and
     # each payment batch (it needs its checkouts' ids) off the clock; each
     # round gets fresh keys and buyers, so it is new work (not retries, not
@@ -137,11 +151,21 @@ def engine_rate(catalog, seconds: float, batch: int) -> float:
     # main loop of the one before, so a checkout batch's payments come a batch
     # later (checkouts 1, checkouts 2, payments 1, checkouts 3, payments 2...)
     rounds = max(8, checkouts // batch)
-    batches = [work.checkouts(batch) for _ in range(rounds)]
-    # whether each batch fed is checkouts (not payments), in order
-    checkouts_fed: collections.deque[bool] = collections.deque()
-    # (code, ref) of each checkout batch applied, until its payments are made
-    applied: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
+    if promotions:
+        for setup in promo.setup_batches(catalog):
+            promo.check_setup(setup, engine.apply(setup, FESTIVAL_START_MS)[0])
+        mix = promo.PromoMix(catalog, seed=5)
+        work = mix.work
+        batches = promo.grant_ahead([mix.round(batch) for _ in range(rounds)],
+                                    lambda grants: engine.apply(grants, FESTIVAL_START_MS))
+    else:
+        work = Workload(catalog.sku_id, seed=5)
+        batches = [work.checkouts(batch) for _ in range(rounds)]
+    is_checkout = [promo.checkouts_of(b) for b in batches]  # the promotions mix has grants beside them
+    # of each batch fed, in order: which of its commands are checkouts (None: a payment batch)
+    checkouts_fed: collections.deque[np.ndarray | None] = collections.deque()
+    # (code, ref, which are checkouts) of each checkout batch applied, until its payments are made
+    applied: collections.deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = collections.deque()
     off_clock = 0.0
     started = time.perf_counter()
 
@@ -150,22 +174,23 @@ def engine_rate(catalog, seconds: float, batch: int) -> float:
         for k, checkout_batch in enumerate(batches):
             if time.perf_counter() - started - off_clock >= seconds:
                 return
-            checkouts_fed.append(True)
+            checkouts_fed.append(is_checkout[k])
             yield checkout_batch, FESTIVAL_START_MS + 10 * k
             if k:  # the payments of the checkouts before (apply_all has answered those by now)
                 paying = time.perf_counter()
-                code, ref = applied.popleft()
-                ok = code == Result.ok
-                pays = work.pays(ref[ok], engine.c_amount.data[ref[ok] - 1])
+                code, ref, of_checkouts = applied.popleft()
+                ok = (code == Result.ok) & of_checkouts
+                pays = work.pays(ref[ok], promo.payable_fen(engine, ref[ok] - 1))
                 off_clock += time.perf_counter() - paying
-                checkouts_fed.append(False)
+                checkouts_fed.append(None)
                 yield pays, FESTIVAL_START_MS + 10 * k
 
     commands = 0
     for code, ref in engine.apply_all(feed()):
         commands += len(code)
-        if checkouts_fed.popleft():
-            applied.append((code, ref))
+        fed = checkouts_fed.popleft()
+        if fed is not None:
+            applied.append((code, ref, fed))
     return commands / (time.perf_counter() - started - off_clock)
 
 
@@ -271,13 +296,20 @@ def check_batch_load_fits(orders_per_s: int, seconds: float, available_bytes: in
             f"for the rest of the run): lower --batch-orders-per-s or --seconds")
 
 
-def batch_load(server: Server, catalog, args: argparse.Namespace) -> dict:
+def batch_load(server: Server, catalog, args: argparse.Namespace, seconds: float | None = None,
+               ready: promo.MadeAhead | None = None) -> dict:
+    """The gateway-like clients' load for `seconds` (args.seconds unless
+    told): fresh checkouts of the plain mix, or the batches `ready` holds
+    (the promotions mix, made ahead: its checkouts spend coupons granted
+    before), until they run out."""
+    seconds = args.seconds if seconds is None else seconds
     counts = {"checkouts": 0, "payments": 0, "paid_fen": 0, "commands": 0}
     latencies: list[float] = []
     lock = threading.Lock()
     started = time.perf_counter()
-    stop_at = started + args.seconds
+    stop_at = started + seconds
     schedule = OfferSchedule(started, stop_at, args.batch_orders_per_s)
+    per_batch = args.batch if ready is None else ready.checkouts_per_batch
     waited_s = [0.0]  # the clients' time spent waiting for their slots
     port = int(server.url.rsplit(":", 1)[1])
 
@@ -315,7 +347,7 @@ def batch_load(server: Server, catalog, args: argparse.Namespace) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         known_sold_out = 0
         while time.perf_counter() < stop_at:
-            slot = schedule.take(args.batch)
+            slot = schedule.take(per_batch)
             if slot is None:
                 break
             wait_s = slot - time.perf_counter()
@@ -323,12 +355,20 @@ def batch_load(server: Server, catalog, args: argparse.Namespace) -> dict:
                 time.sleep(wait_s)
                 with lock:
                     waited_s[0] += wait_s
-            if len(sold_out) > known_sold_out:
-                known_sold_out = len(sold_out)
-                work.drop_skus(np.array(sold_out[:known_sold_out], dtype=np.int64))
-            checkouts = work.checkouts(args.batch)
+            if ready is None:
+                if len(sold_out) > known_sold_out:
+                    known_sold_out = len(sold_out)
+                    work.drop_skus(np.array(sold_out[:known_sold_out], dtype=np.int64))
+                checkouts = work.checkouts(args.batch)
+                ok = np.ones(len(checkouts), dtype=bool)
+            else:
+                made = ready.take(sold_out[:])
+                if made is None:  # the work made ahead ran out
+                    break
+                checkouts = made
+                ok = promo.checkouts_of(checkouts)
             res = post(conn, checkouts.to_bytes())
-            ok = res["code"] == Result.ok
+            ok &= res["code"] == Result.ok
             pays = work.pays(res["ref"][ok], res["amount_fen"][ok])
             paid = post(conn, pays.to_bytes())
             paid_ok = paid["code"] == Result.ok
@@ -370,6 +410,68 @@ def batch_load(server: Server, catalog, args: argparse.Namespace) -> dict:
         "seconds": elapsed,
         "held_share": waited_s[0] / (elapsed * args.connections),
     }
+
+
+def _post_batch(conn: http.client.HTTPConnection, batch: CommandBatch) -> dict[str, np.ndarray]:
+    conn.request("POST", "/v1/batch", body=batch.to_bytes(), headers={"Content-Type": BINARY})
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"batch answered {resp.status}: {data[:300]!r}")
+    return decode_results(data)
+
+
+def promotions_batch_load(server: Server, catalog, args: argparse.Namespace, plain_orders_per_s: float,
+                          seconds: float) -> dict:
+    """The promotions mix against a fresh server: its setup, the coupons its
+    checkouts will spend granted over HTTP (off the clock), then the timed
+    load as batch_load's (checkouts spending them, the game's grants beside
+    them, the payments of the accepted ones)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    for setup in promo.setup_batches(catalog):
+        promo.check_setup(setup, _post_batch(conn, setup)["code"])
+    conn.close()
+    batch = min(args.batch, int(limits.batch_commands_max / (1 + promo.GAME_GRANT_SHARE)))
+    offered = min(args.batch_orders_per_s, plain_orders_per_s * PROMO_WORK_OVER_PLAIN) * seconds
+    mix = promo.PromoMix(catalog, seed=7, key_space=1 << 20)
+    rounds = [mix.round(batch) for _ in range(max(2, int(np.ceil(offered / batch))))]
+    started = time.perf_counter()
+    spent: list[CommandBatch | None] = [None] * len(rounds)  # each round as it will be sent
+    failures: list[BaseException] = []
+
+    def grant(k: int) -> None:
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+
+        def apply(grants: CommandBatch) -> tuple[np.ndarray, np.ndarray]:
+            res = _post_batch(client, grants)
+            return res["code"], res["ref"]
+
+        try:
+            spent[k::args.connections] = promo.grant_ahead(rounds[k::args.connections], apply)
+        except (OSError, RuntimeError) as e:  # said once, below, as the bench's one line
+            failures.append(e)
+        finally:
+            client.close()
+
+    granting = [threading.Thread(target=grant, args=(k,), daemon=True) for k in range(args.connections)]
+    for t in granting:
+        t.start()
+    for t in granting:
+        t.join()
+    grants = sum(len(r.pre_grants) for r in rounds)
+    granted_s = time.perf_counter() - started
+    if failures or any(b is None for b in spent):
+        raise RuntimeError(f"granting the promotions mix's coupons failed: {failures[0] if failures else 'no answer'}")
+    ready = promo.MadeAhead([b for b in spent if b is not None], catalog, HOT_ITEMS_WATCHED)
+    say(f"  {grants:,} coupons granted ahead for {len(rounds) * batch:,} checkouts in {granted_s:.1f} s "
+        f"({grants / granted_s:,.0f}/s), off the clock")
+    rounds.clear()  # their grants are spent into `ready`: the memory goes back before the load
+    load = batch_load(server, catalog, args, seconds=seconds, ready=ready)
+    if len(ready) == 0 and load["seconds"] < seconds * 0.95:
+        say(f"  the work made ahead ran out after {load['seconds']:.1f} s")
+    load.update(pre_grants=grants, pre_grant_s=granted_s, batch_checkouts=batch)
+    return load
 
 
 WRK_SCRIPT = """
@@ -436,7 +538,10 @@ def single_load(url: str, catalog, seconds: float, run: int, workdir: Path, conn
     return rate * (total - errors) / total if total else 0.0
 
 
-def check_invariants(data_dir: Path, paid_fen_seen: int) -> dict:
+def check_invariants(data_dir: Path, paid_fen_seen: int,
+                     more_checks: Callable[[Engine, dict], dict[str, bool]] | None = None) -> dict:
+    """The data folder recovered and its invariants checked; `more_checks`
+    (the engine, its ledger's view) adds an area's."""
     from double11.service import Festival
 
     started = time.perf_counter()
@@ -448,19 +553,55 @@ def check_invariants(data_dir: Path, paid_fen_seen: int) -> dict:
     stock_ok = bool((e.available >= 0).all() and (e.sku_sold >= 0).all()
                     and (e.available + reserved + e.sku_sold == e.sku_stocked).all())
     ledger = festival.ledger()
-    paid = e.c_status.data == Status.paid
-    gmv_ok = e.stats.gmv_fen == int(e.c_amount.data[paid].sum())
+    paid = np.flatnonzero(e.c_status.data[:e.checkouts.size] == Status.paid)
+    gmv_ok = e.stats.gmv_fen == int(promo.payable_fen(e, paid).sum())  # what the buyers paid
     checks = {
         "no_oversell_and_units_conserved": stock_ok,
         "ledger_sums_to_zero": ledger["sum"] == 0,
         "gmv_equals_paid_checkouts": gmv_ok,
         "client_saw_every_payment": e.stats.gmv_fen >= paid_fen_seen,
     }
+    if more_checks is not None:
+        checks.update(more_checks(e, ledger))
     state_bytes = festival.state_bytes()
     orders = max(1, e.stats.checkouts)
     festival.close()
     return {"checks": checks, "recovery_s": recovery_s, "bytes_per_order": state_bytes / orders,
             "recovered_checkouts": e.stats.checkouts}
+
+
+def promotions_phase(catalog_dir: Path, workdir: Path, catalog, args: argparse.Namespace,
+                     plain_orders_per_s: float, steal: dict[str, float | None]) -> dict:
+    """The promotions mix's batch load on a fresh server of the same catalog
+    (the plain one is stopped: its memory is back), then its data folder
+    recovered and checked with the promotions' invariants: the promo_ figures."""
+    seconds = getattr(args, "promo_seconds", None) or min(args.seconds, PROMO_LOAD_S_MAX)
+    say(f"promotions mix over HTTP for {seconds:g} s (threshold, store coupons, red packets, flash deals, grants):")
+    server = Server(catalog_dir, workdir / "promo-data", args.port,
+                    expected_checkouts=batch_load_sizing(args.batch_orders_per_s, seconds))
+    try:
+        with _stolen_during("promo_batch_load", steal):
+            load = promotions_batch_load(server, catalog, args, plain_orders_per_s, seconds)
+        grows = server.table_grows("the promotions' setup, grants and load", args.batch_orders_per_s)
+    finally:
+        server.stop()
+    say("recovering the promotions' data folder and checking invariants ...")
+    audit = check_invariants(workdir / "promo-data", load["paid_fen"], more_checks=promo.promotion_checks)
+    shutil.rmtree(workdir / "promo-data", ignore_errors=True)
+    say(f"  recovered {audit['recovered_checkouts']:,} checkouts in {audit['recovery_s']:.1f} s: {audit['checks']}")
+    return {
+        "promo_orders_per_s": round(load["orders_per_s"]),
+        "promo_payments_per_s": round(load["payments_per_s"]),
+        "promo_batch_p99_ms": round(load["batch_p99_ms"], 1),
+        "promo_batch_p50_ms": round(load["batch_p50_ms"], 1),
+        "promo_invariants_ok": all(audit["checks"].values()),
+        "promo_invariants": audit["checks"],
+        "promo_checkouts": load["checkouts"],
+        "promo_seconds": round(load["seconds"], 1),
+        "promo_pre_grants": load["pre_grants"],
+        "promo_pre_grant_s": round(load["pre_grant_s"], 1),
+        "promo_table_grows": grows,
+    }
 
 
 class StolenTime:
@@ -556,6 +697,12 @@ def bench_main(args: argparse.Namespace) -> int:
         with _stolen_during("engine", steal):
             engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
             say(f"  {engine_cps:,.0f} commands/s")
+        promo_engine_cps = 0.0
+        if getattr(args, "promotions", True):
+            say("engine with the promotions mix, in-process (setup and coupons granted first, off the clock):")
+            with _stolen_during("promo_engine", steal):
+                promo_engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch, promotions=True)
+                say(f"  {promo_engine_cps:,.0f} commands/s")
         say(f"batch load over HTTP for {args.seconds:.0f} s (binary batches of {args.batch:,}, fsync on):")
         # sized for the run, so that no table grows mid-run (growing doubles a
         # table and copies it: a pause of seconds).  A faster engine outran
@@ -577,6 +724,11 @@ def bench_main(args: argparse.Namespace) -> int:
         say("recovering the data folder and checking invariants ...")
         audit = check_invariants(workdir / "data", load["paid_fen"])
         say(f"  recovered {audit['recovered_checkouts']:,} checkouts in {audit['recovery_s']:.1f} s: {audit['checks']}")
+        promo_result = {}
+        if getattr(args, "promotions", True):
+            shutil.rmtree(workdir / "data", ignore_errors=True)  # checked: its disk goes back before the next
+            promo_result = promotions_phase(catalog_dir, workdir, catalog, args, load["orders_per_s"], steal)
+            promo_result["promo_engine_commands_per_s"] = round(promo_engine_cps)
         single, empty = sum(singles) / len(singles), sum(empties) / len(empties)
         result = {
             "orders_per_s": round(load["orders_per_s"]),
@@ -603,11 +755,15 @@ def bench_main(args: argparse.Namespace) -> int:
             "cores": os.cpu_count(),
             "host_steal_share": steal,
         }
+        if promo_result:
+            result.update(promo_result)
+            result["promo_vs_plain"] = (round(promo_result["promo_orders_per_s"] / result["orders_per_s"], 3)
+                                        if result["orders_per_s"] else 0.0)
         if args.json:
             print(json.dumps(result))
         else:
             for k, v in result.items():
                 print(f"{k:>24}: {v}")
-        return 0 if result["invariants_ok"] else 1
+        return 0 if result["invariants_ok"] and result.get("promo_invariants_ok", True) else 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

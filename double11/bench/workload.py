@@ -3,6 +3,8 @@
 Zipf-hot SKUs (row order is popularity rank, see double11.catalog.generate),
 1 to 3 lines per checkout, 90% mobile, buyers from 192 countries (mostly CN).
 Batches are built directly in the compact wire form, as a gateway would send.
+The promotions mix (bench/promotions.py) adds grants, and checkouts spending
+coupons (their ids in the batch's args).
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ import numpy as np
 from double11 import geo
 from double11.catalog.generate import popularity_weights
 from double11.engine.batch import Channel, CommandBatch, Op
+from double11.promotions.spec import GRANT
 
 _COUNTRY_CODES = np.array([geo.encode(c) for c in geo.ALPHA2[:249]], dtype=np.uint16)
+# a grant's args, where its declaration lays them out
+_GRANT_ARGS = sum(f.arg_words for f in GRANT.arg_fields)
+_GRANT_BUYER, _GRANT_SOURCE = GRANT.arg_at("buyer"), GRANT.arg_at("source")
+_SOURCE_WORDS = GRANT.field("source").arg_words
 
 
 class Workload:
@@ -78,3 +85,36 @@ class Workload:
             sku=np.zeros(0, dtype=np.int64),
             qty=np.zeros(0, dtype=np.int32),
         )
+
+    def grants(self, templates: np.ndarray, buyers: np.ndarray, source: str) -> CommandBatch:
+        """A coupon of each template for the buyer beside it, won at `source`
+        (printable ASCII: a string arg is its bytes as little-endian words)."""
+        n = len(templates)
+        words = np.frombuffer(source.encode("ascii").ljust(8 * _SOURCE_WORDS, b"\0"), dtype="<i8")
+        arg = np.empty((n, _GRANT_ARGS), dtype=np.int64)
+        arg[:, _GRANT_BUYER] = buyers
+        arg[:, _GRANT_SOURCE:_GRANT_SOURCE + _SOURCE_WORDS] = words
+        return CommandBatch(
+            op=np.full(n, GRANT.number, dtype=np.uint8),
+            invalid=np.zeros(n, dtype=np.uint8),
+            channel=np.zeros(n, dtype=np.uint8),
+            lines=np.zeros(n, dtype=np.uint8),
+            country=np.zeros(n, dtype=np.uint16),
+            key=self.fresh_keys(n),
+            target=templates.astype(np.int64),
+            amount=np.zeros(n, dtype=np.int64),
+            sku=np.zeros(0, dtype=np.int64),
+            qty=np.zeros(0, dtype=np.int32),
+            args=np.full(n, _GRANT_ARGS, dtype=np.uint8),
+            arg=arg.ravel(),
+        )
+
+
+def spending(checkouts: CommandBatch, coupons: np.ndarray) -> CommandBatch:
+    """The checkouts, each spending the coupons of its row of `coupons`
+    (n x k ids, 0: none), in that order, as its args."""
+    held = coupons > 0
+    c = checkouts
+    return CommandBatch(op=c.op, invalid=c.invalid, channel=c.channel, lines=c.lines, country=c.country, key=c.key,
+                        target=c.target, amount=c.amount, sku=c.sku, qty=c.qty,
+                        args=held.sum(axis=1).astype(np.uint8), arg=coupons[held].astype(np.int64))
