@@ -14,11 +14,12 @@ from double11.catalog.generate import generate_catalog
 from double11.config import FestivalConfig
 from double11.engine import views
 from double11.engine.answers import answers
-from double11.engine.batch import COMMAND_COLUMNS, LINE_COLUMNS, Op
+from double11.engine.batch import ARG_COLUMNS, COMMAND_COLUMNS, LINE_COLUMNS, Op
 from double11.engine.encode import decode_single, encode_commands
 from double11.engine.json_commands import Bodies, encode_bodies, parse_bodies
 from double11.engine.machine import Engine
 from double11.errors import Double11Error
+from double11.promotions.spec import GRANT
 
 NOW = 1_510_329_600_000
 
@@ -35,24 +36,29 @@ lines = st.lists(st.fixed_dictionaries({"sku": st.integers(1, 40)}, optional={"q
 
 def _field(name: str):
     return {"buyer": ints, "country": texts, "channel": texts, "lines": lines, "idempotency_key": keys,
-            "amount_fen": ints, "qty": ints, "op": texts, "checkout": ints, "note": texts}[name]
+            "amount_fen": ints, "qty": ints, "op": texts, "checkout": ints, "note": texts,
+            "coupons": st.one_of(st.lists(ints, max_size=10), ints), "source": texts, "template": ints}[name]
 
 
 @st.composite
 def bodies(draw):
     """A request body: mostly well-formed commands, spelled in every way JSON
     allows (order, spaces, escapes), with every kind of wrong value mixed in."""
-    op = draw(st.sampled_from(list(Op)))
+    op = draw(st.sampled_from([*Op, GRANT.number]))  # a grant: an area's command, never the lane's
     needed = {Op.checkout: ["buyer", "country", "channel", "lines", "idempotency_key"], Op.pay: ["amount_fen",
-              "idempotency_key"], Op.restock: ["qty", "idempotency_key"]}.get(op, ["idempotency_key"])
+              "idempotency_key"], Op.restock: ["qty", "idempotency_key"],
+              GRANT.number: ["buyer", "source", "idempotency_key"]}.get(op, ["idempotency_key"])
+    if op == Op.checkout and draw(st.booleans()):
+        needed = needed + ["coupons"]
     good = {"buyer": st.integers(1, 10**6), "country": st.sampled_from(["CN", "US", "JP"]),
             "channel": st.sampled_from(["mobile", "pc"]), "idempotency_key": keys.filter(lambda k: isinstance(k, str)),
             "lines": st.lists(st.fixed_dictionaries({"sku": st.integers(1, 40), "qty": st.integers(1, 999)}),
                               min_size=1, max_size=16),
-            "amount_fen": st.integers(1, 10**9), "qty": st.integers(1, 10**9)}
+            "amount_fen": st.integers(1, 10**9), "qty": st.integers(1, 10**9),
+            "coupons": st.lists(st.integers(1, 50), max_size=8, unique=True), "source": st.just("game:ar")}
     names = draw(st.permutations(needed))
     if draw(st.booleans()):  # drop or add a field
-        extra = draw(st.sampled_from(["buyer", "amount_fen", "qty", "op", "checkout", "note", "lines"]))
+        extra = draw(st.sampled_from(["buyer", "amount_fen", "qty", "op", "checkout", "note", "lines", "coupons"]))
         names = names[1:] if draw(st.booleans()) else names + [extra]
     members = []
     for name in names:
@@ -77,6 +83,22 @@ def bodies(draw):
     return int(op), target, raw
 
 
+def test_the_lane_takes_a_checkouts_coupons():
+    with_coupons = (b'{"buyer":7,"country":"CN","channel":"pc","lines":[{"sku":3,"qty":2}],"coupons":[4, 9],'
+                    b'"idempotency_key":"a"}')
+    no_coupons = b'{"buyer":7,"country":"CN","channel":"pc","lines":[{"sku":3,"qty":2}],"coupons":[],' \
+                 b'"idempotency_key":"b"}'
+    repeated = b'{"buyer":7,"country":"CN","channel":"pc","lines":[{"sku":3,"qty":2}],"coupons":[4,4],' \
+               b'"idempotency_key":"c"}'
+    bodies = Bodies.of([with_coupons, no_coupons, repeated])
+    ops, targets = np.array([Op.checkout] * 3, dtype=np.uint8), np.zeros(3, dtype=np.int64)
+    taken, _ = parse_bodies(bodies, ops, targets)
+    assert taken.tolist() == [True, True, False]  # a repeat is worded by the general path
+    batch, _ = encode_bodies(bodies, ops, targets)
+    assert batch.args.tolist() == [2, 0, 0] and batch.arg.tolist() == [4, 9]
+    assert batch.invalid.tolist() == [0, 0, 1]  # 1: invalid_request
+
+
 def _expected(op: int, target: int, body: bytes):
     try:
         return encode_commands([decode_single(body, op, target)])
@@ -98,7 +120,7 @@ def test_the_lane_encodes_every_body_as_the_general_path_does(requests):
     assert len(batch) == len(kept)
     if kept:
         want = kept[0].concat(kept)
-        for name, _dtype in COMMAND_COLUMNS + LINE_COLUMNS:
+        for name, _dtype in COMMAND_COLUMNS + LINE_COLUMNS + ARG_COLUMNS:
             got, exp = getattr(batch, name), getattr(want, name)
             assert got.dtype == exp.dtype, name
             assert np.array_equal(got, exp), (name, got, exp, requests)

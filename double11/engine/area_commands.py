@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from double11 import areas
-from double11.engine import commands, refusals
+from double11.engine import area_rules, commands, refusals
 from double11.engine.batch import CommandBatch
 from double11.errors import Result
 from double11.spec import Command, Field, string_of
@@ -175,19 +175,24 @@ def _args_refusal(command: Command, args: list[int]) -> tuple[Result, str] | Non
 
 
 def check_args(batch: CommandBatch) -> None:
-    """Marks a binary batch's malformed area commands (their args against
-    their declarations, a path id that is not positive) in `invalid`."""
+    """Marks a binary batch's malformed area commands (a path id that is not
+    positive, args against their declarations: area_rules.py, compiled) in
+    `invalid`; then the rules between fields of those that have some."""
+    area_rules.check_batch(batch.op, batch.invalid, batch.target, batch.args, batch.arg)
+    checked = np.flatnonzero((batch.invalid == 0) & _HAS_CHECK[np.minimum(batch.op, len(_HAS_CHECK) - 1)])
+    if not len(checked):
+        return
     starts = batch.arg_starts()
-    for i in np.flatnonzero((batch.invalid == 0) & areas.IN_ARGS[np.minimum(batch.op, len(areas.IN_ARGS) - 1)]):
+    for i in checked.tolist():
         command = areas.BY_NUMBER[int(batch.op[i])]
-        path = command.path_fields
-        if path and batch.target[i] <= 0:
-            batch.invalid[i] = path[0].code
-            continue
-        args = batch.arg[starts[i]: starts[i] + batch.args[i]].tolist()
-        refused = _args_refusal(command, args)
-        if refused is not None:
-            batch.invalid[i] = refused[0]
+        broken = command.check(values_of(command, batch.arg[starts[i]: starts[i] + batch.args[i]]))  # type: ignore[misc]
+        if broken is not None:
+            batch.invalid[i] = command.arg_fields[0].code
+
+
+# by op: whether its command has rules between fields (`Command.check`)
+_HAS_CHECK = np.zeros(len(areas.IN_ARGS), dtype=np.bool_)
+_HAS_CHECK[[c.number for c in areas.COMMANDS if c.check is not None]] = True
 
 
 def args_message(batch: CommandBatch, i: int) -> tuple[Result, str] | None:

@@ -27,6 +27,7 @@ from double11.engine.encode import decode_single, encode_commands
 from double11.errors import Double11Error
 
 LINES_MAX = limits.checkout_lines_max
+COUPONS_MAX = limits.checkout_coupons_max
 _QTY_MAX = limits.line_qty_max
 _RESTOCK_MAX = limits.restock_qty_max
 _KEY_BYTES_MAX = limits.idempotency_key_chars_max  # ASCII only here: a byte is a character
@@ -53,9 +54,11 @@ def _bytes(s: str) -> np.ndarray:
 
 
 _F_SKU = 128  # a line's member, never a command's
+F_COUPONS = 256  # a checkout's, and optional
 # the member names known, end to end, and the bit of each
 _NAME_LIST = (("buyer", F_BUYER), ("country", F_COUNTRY), ("channel", F_CHANNEL), ("lines", F_LINES),
-              ("idempotency_key", F_KEY), ("amount_fen", F_AMOUNT), ("qty", F_QTY), ("sku", _F_SKU))
+              ("idempotency_key", F_KEY), ("amount_fen", F_AMOUNT), ("qty", F_QTY), ("sku", _F_SKU),
+              ("coupons", F_COUPONS))
 _NAMES = _bytes("".join(name for name, _ in _NAME_LIST))
 _NAME_START = np.cumsum([0] + [len(name) for name, _ in _NAME_LIST]).astype(np.int64)
 _NAME_BIT = np.array([bit for _, bit in _NAME_LIST], dtype=np.int64)
@@ -195,7 +198,37 @@ def _lines(buf, p, end, slot, sku, qty):
 
 
 @helper
-def _command(buf, p, end, op, i, channel, lines, country, key, target, amount, sku, qty, scratch):
+def _coupons(buf, p, end, slot, coupon):
+    """A checkout's coupons array at p into coupon[slot:]: (count, position
+    after it), count -1 when it is not a plain list of at most COUPONS_MAX
+    positive ids, none repeated (the general path words what is wrong)."""
+    if _at(buf, p, end) != 91:
+        return -1, p
+    p = _skip_ws(buf, p + 1, end)
+    if _at(buf, p, end) == 93:
+        return 0, _skip_ws(buf, p + 1, end)
+    n = 0
+    while True:
+        v, p = _number(buf, p, end)
+        if v <= 0 or n == COUPONS_MAX:
+            return -1, p
+        for q in range(n):
+            if coupon[slot + q] == v:
+                return -1, p
+        coupon[slot + n] = v
+        n += 1
+        p = _skip_ws(buf, p, end)
+        c = _at(buf, p, end)
+        p = _skip_ws(buf, p + 1, end)
+        if c == 93:
+            return n, p
+        if c != 44:
+            return -1, p
+
+
+@helper
+def _command(buf, p, end, op, i, channel, lines, country, key, target, amount, sku, qty, coupon, coupons,
+             scratch):
     """Body i (buf[p:end]) into row i; False to leave it to the general path."""
     if op > _RESTOCK or (op != _CHECKOUT and target[i] <= 0):  # an area's command: the general path
         return False
@@ -226,6 +259,11 @@ def _command(buf, p, end, op, i, channel, lines, country, key, target, amount, s
             if n < 0:
                 return False
             lines[i] = n
+        elif name == F_COUPONS:
+            n, p = _coupons(buf, p, end, i * COUPONS_MAX, coupon)
+            if n < 0 or op != _CHECKOUT:
+                return False
+            coupons[i] = n
         else:
             s, e, p = _string(buf, p, end)
             if s < 0:
@@ -251,17 +289,19 @@ def _command(buf, p, end, op, i, channel, lines, country, key, target, amount, s
             if more < 0:
                 return False
             break
-    return p == end and seen == _NEEDS[op]
+    return p == end and (seen & ~F_COUPONS) == _NEEDS[op]
 
 
 @kernel
-def parse_commands(buf, starts, ends, op, taken, channel, lines, country, key, target, amount, sku, qty, scratch):
+def parse_commands(buf, starts, ends, op, taken, channel, lines, country, key, target, amount, sku, qty, coupon,
+                   coupons, scratch):
     """Each body buf[starts[i]:ends[i]] of op[i] into row i; taken[i] says
     whether it was (the rest go to the general path).  A row's lines go to
-    sku/qty[i * LINES_MAX:], its target is preset from the path (pay...)."""
+    sku/qty[i * LINES_MAX:], its coupons to coupon[i * COUPONS_MAX:], its
+    target is preset from the path (pay...)."""
     for i in range(len(starts)):
         taken[i] = _command(buf, starts[i], ends[i], op[i], i, channel, lines, country, key, target, amount,
-                            sku, qty, scratch)
+                            sku, qty, coupon, coupons, scratch)
 
 
 class Bodies:
@@ -301,7 +341,8 @@ class Bodies:
 
 def parse_bodies(bodies: Bodies, op: np.ndarray, targets: np.ndarray):
     """The fast lane over the bodies: the mask of those it took, and the
-    columns (lines as rows of LINES_MAX slots), filled for those rows."""
+    columns (lines as rows of LINES_MAX slots, coupons as rows of
+    COUPONS_MAX and their counts), filled for those rows."""
     n = len(bodies)
     invalid = np.zeros(n, dtype=np.uint8)
     channel = np.zeros(n, dtype=np.uint8)
@@ -313,10 +354,13 @@ def parse_bodies(bodies: Bodies, op: np.ndarray, targets: np.ndarray):
     # a row's slots past its line count are never read (`_compact_lines`)
     sku = np.empty((n, LINES_MAX), dtype=np.int64)
     qty = np.empty((n, LINES_MAX), dtype=np.int32)
+    coupon = np.empty((n, COUPONS_MAX), dtype=np.int64)
+    coupons = np.zeros(n, dtype=np.uint8)
     taken = np.zeros(n, dtype=np.bool_)
     parse_commands(bodies.buf, bodies.starts, bodies.ends, op, taken, channel, lines, country, key, target, amount,
-                   sku.reshape(-1), qty.reshape(-1), np.empty(BLAKE2B_SCRATCH_WORDS, dtype=np.uint64))
-    return taken, (invalid, channel, lines, country, key, target, amount, sku, qty)
+                   sku.reshape(-1), qty.reshape(-1), coupon.reshape(-1), coupons,
+                   np.empty(BLAKE2B_SCRATCH_WORDS, dtype=np.uint64))
+    return taken, (invalid, channel, lines, country, key, target, amount, sku, qty, coupon, coupons)
 
 
 def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
@@ -326,12 +370,14 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
     is not a JSON object), returned by index with their error.  Bodies the
     fast lane does not take are encoded as a JSON batch's commands are."""
     op, targets = np.asarray(ops, dtype=np.uint8), np.asarray(targets, dtype=np.int64)
-    taken, (invalid, channel, lines, country, key, target, amount, sku, qty) = parse_bodies(bodies, op, targets)
+    taken, columns = parse_bodies(bodies, op, targets)
+    invalid, channel, lines, country, key, target, amount, sku, qty, coupon, nargs = columns
     refused: dict[int, Double11Error] = {}
     notes: dict[int, str] = {}  # the words of a malformed command, by index
-    nargs = np.zeros(len(bodies), dtype=np.uint8)
-    args_of: dict[int, np.ndarray] = {}  # a command's args, by index (the lane takes none with args)
+    # the args of the bodies the lane did not take (an area's commands may hold more than a row's slots)
+    args_of: dict[int, np.ndarray] = {}
     for i in np.flatnonzero(~taken).tolist():
+        nargs[i] = 0  # what the lane read before it let the body go
         try:
             cmd = decode_single(bodies[i], int(op[i]), int(targets[i]))
         except Double11Error as e:
@@ -350,20 +396,40 @@ def encode_bodies(bodies: Bodies, ops: np.ndarray, targets: np.ndarray
     if refused:  # rare (a body that is not a JSON object): no copy of the columns otherwise
         keep = np.ones(len(bodies), dtype=np.bool_)
         keep[list(refused)] = False
-        op, invalid, channel, lines, country, key, target, amount, sku, qty, nargs = (
-            column[keep] for column in (op, invalid, channel, lines, country, key, target, amount, sku, qty, nargs))
+        op, invalid, channel, lines, country, key, target, amount, sku, qty, coupon, nargs = (
+            column[keep] for column in (op, invalid, channel, lines, country, key, target, amount, sku, qty,
+                                        coupon, nargs))
         kept_index = np.cumsum(keep) - 1
         notes = {int(kept_index[i]): note for i, note in notes.items()}
+        args_of = {int(kept_index[i]): args for i, args in args_of.items()}
     line_sku = np.empty(int(lines.sum(dtype=np.int64)), dtype=np.int64)
     line_qty = np.empty(len(line_sku), dtype=np.int32)
     _compact_lines(sku.reshape(-1), qty.reshape(-1), lines, line_sku, line_qty)
-    # args in the order of their commands (refused bodies have none)
-    arg = (np.concatenate([args_of[i] for i in sorted(args_of)]) if args_of
-           else np.zeros(0, dtype=np.int64))
+    # args in the order of their commands: the lane's from their slots, the
+    # general path's (rare: an area's command, a malformed checkout) as it made them
+    arg = np.empty(int(nargs.sum(dtype=np.int64)), dtype=np.int64)
+    _compact_args(coupon.reshape(-1), nargs, arg)
+    if args_of:
+        at = np.cumsum(nargs, dtype=np.int64) - nargs
+        for i, args in args_of.items():
+            arg[at[i]:at[i] + len(args)] = args
     batch = CommandBatch(op=op, invalid=invalid, channel=channel, lines=lines, country=country, key=key,
                          target=target, amount=amount, sku=line_sku, qty=line_qty, args=nargs, arg=arg,
                          notes=notes)
     return batch, refused
+
+
+@kernel
+def _compact_args(coupon, nargs, arg):
+    """Row i's first nargs[i] slots (of COUPONS_MAX) one after another; a
+    row with more (the general path's) is left for the caller to fill."""
+    p = 0
+    for i in range(len(nargs)):
+        if nargs[i] <= COUPONS_MAX:
+            slot = i * COUPONS_MAX
+            for j in range(nargs[i]):
+                arg[p + j] = coupon[slot + j]
+        p += nargs[i]
 
 
 @kernel

@@ -406,12 +406,15 @@ class Engine:
             table.reserve(extra)
         return tuple(table.reserve(extra) for table, extra in zip(self.growing_tables(), self._room(n, n_lines)))
 
-    def must_grow(self, n: int, n_lines: int) -> list[str]:
-        """The tables a batch of n commands and n_lines lines would make grow
-        (each doubles and is copied, or rehashed: a pause of seconds when it
-        holds tens of millions of rows); empty when they have room."""
+    def must_grow(self, n: int, n_lines: int, n_args: int = 0) -> list[str]:
+        """The tables a batch of n commands, n_lines lines and n_args args
+        would make grow (each doubles and is copied, or rehashed: a pause of
+        seconds when it holds tens of millions of rows); empty when they have room."""
         names = [name for name, table, extra in zip(GROWING_TABLE_NAMES, self.growing_tables(), self._room(n, n_lines))
                  if table.must_grow(extra)]
+        promos = self.promos
+        names += [name for name, table, extra in zip(promos.GROWING_NAMES, promos.growing(),
+                                                     promos.room(n, n_lines, n_args)) if table.must_grow(extra)]
         names += [name for name, index in (("idempotency key index", self.idem_index),
                                            ("buyer index", self.buyer_index)) if index.must_grow(n)]
         return names

@@ -79,6 +79,10 @@ class PromotionTables:
                 "deal_takers": self.deal_takers, "checkout_coupons": self.checkout_coupons,
                 "promotion_figures": self.figures}
 
+    # growing(), in order: names for operators (a table that grows pauses the engine)
+    GROWING_NAMES = ("coupon templates", "coupons", "threshold discounts", "threshold merchants", "deals",
+                     "deal takers", "checkout coupons")
+
     def growing(self) -> tuple[Table | Column, ...]:
         """What a batch may append to, in the order of the kernel's `psizes`."""
         return (self.coupon_templates, self.coupons, self.thresholds, self.threshold_merchants, self.deals,
