@@ -159,7 +159,46 @@ def rows(stats: dict, year: int | YearProfile = 2017, scale: float | None = None
     out.append(Row("buyers", "buyers", _count(buyers), _count(buyers * up), "-", None))
     out.append(Row("new_buyers", "new buyers", f"{_count(new)} ({_pct(new / buyers if buyers else 0)})",
                    _count(new * up), "-", None, "first purchase ever"))
+    return out + promotion_rows(stats, s)
+
+
+# each kind of discount as the report names it (docs/promotions.md's kinds)
+DISCOUNT_LABELS = {"deal": "deals (flash, livestream, group buy)", "store_coupon": "store coupons",
+                   "threshold": "cross-store threshold", "platform_coupon": "red packets (platform coupons)"}
+
+
+def promotion_rows(stats: dict, scale: float) -> list[Row]:
+    """The discount given, by kind, and the coupons granted and used, from the stats'
+    `promotions` (none from a server without them).  2017 published no such figures:
+    they are shown, with the scale undone, and compared with nothing."""
+    promotions = stats.get("promotions")
+    if not promotions:
+        return []
+    up = 1.0 / scale
+    discounts = {kind: int(fen) for kind, fen in (promotions.get("discounts_fen") or {}).items()}
+    total = sum(discounts.values())
+    listed = int(stats.get("gmv_fen", 0)) + total  # what the paid checkouts were worth at list prices
+    out = [Row("discounts", "discount given", _rmb(total), _bn(total * up), "-", None,
+               f"{_pct(total / listed if listed else 0)} of the list value of what was paid for; GMV is what was paid")]
+    for kind, label in DISCOUNT_LABELS.items():
+        fen = discounts.get(kind, 0)
+        out.append(Row(f"discount_{kind}", f"  by {label}", _rmb(fen), _bn(fen * up), "-", None,
+                       f"{_pct(fen / total if total else 0)} of the discount"))
+    granted, used = int(promotions.get("coupons_granted", 0)), int(promotions.get("coupons_used", 0))
+    out.append(Row("coupons", "coupons granted / used", f"{_count(granted)} / {_count(used)}",
+                   f"{_count(granted * up)} / {_count(used * up)}", "-", None,
+                   f"{_pct(used / granted if granted else 0)} of those granted were used"))
+    out.append(Row("deals_sold_out", "deals sold out", _count(int(promotions.get("deals_sold_out", 0))), "", "-",
+                   None))
     return out
+
+
+def deals_sold_out(stats: dict) -> list[dict]:
+    """The deals that sold out last, newest first, each with `moment`: the festival
+    clock when it sold out."""
+    latest = (stats.get("promotions") or {}).get("deals_sold_out_latest") or []
+    start = int(stats.get("festival_start", 0))
+    return [dict(d, moment=format_clock((int(d["sold_out_at"]) - start) / 1000)) for d in latest]
 
 
 def top_brands(stats: dict) -> list[dict]:

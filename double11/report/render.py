@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import time
 
-from double11.report.figures import Row, effective_scale, lag_note, report_hours, rows, top_brands
+from double11.report.figures import Row, deals_sold_out, effective_scale, lag_note, report_hours, rows, top_brands
 from double11.simulator.curve import format_clock
 from double11.simulator.schedule import hours_text
 from double11.simulator.years import profile, targets
@@ -52,6 +52,10 @@ def text_report(stats: dict, year: int = 2017, scale: float | None = None, summa
     if brands:
         lines += ["", "top brands: " + ", ".join(
             b["name"] + (" (intl)" if b.get("international") else "") for b in brands)]
+    sold_out = deals_sold_out(stats)
+    if sold_out:
+        lines += ["", "deals sold out last: " + ", ".join(
+            f"{d['kind']} deal {d['deal']} on SKU {d['sku']} at {d['moment']}" for d in sold_out)]
     return "\n".join(lines)
 
 
@@ -102,6 +106,11 @@ def html_report(stats: dict, year: int = 2017, scale: float | None = None, summa
         f' RMB {int(b.get("gmv_fen", 0)) / 100:,.0f}</li>' for b in top_brands(stats))
     merchants = "".join(f'<li>{e(m["name"])} <small>{e(m.get("marketplace", ""))}</small> '
                         f'RMB {int(m.get("gmv_fen", 0)) / 100:,.0f}</li>' for m in stats.get("top_merchants") or [])
+    sold_out = "".join(f'<li data-deal="{int(d["deal"])}">{e(str(d["kind"]))} deal {int(d["deal"])} on SKU '
+                       f'{int(d["sku"])} <small>sold out at {e(d["moment"])}</small></li>'
+                       for d in deals_sold_out(stats))
+    sold_out_html = (f'<div><h2>Deals sold out last</h2><ol id="deals-sold-out">{sold_out}</ol></div>'
+                     if sold_out else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>11.11 festival report</title>
@@ -127,6 +136,6 @@ Report made {e(time.strftime("%Y-%m-%d %H:%M:%S"))}.</p>
 <p>Bars: this festival (UTC+8); dots: {y.year}'s hourly shape over the same hours, at the same total.</p>
 {_bar_chart([int(v) for v in stats.get("gmv_by_hour_fen") or [0] * 24], targets(y, h).hourly_permille)}
 <div class="cols"><div><h2>Top brands</h2><ol>{brands}</ol></div>
-<div><h2>Top merchants</h2><ol>{merchants}</ol></div></div>
+<div><h2>Top merchants</h2><ol>{merchants}</ol></div>{sold_out_html}</div>
 </body></html>
 """

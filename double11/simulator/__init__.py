@@ -12,6 +12,11 @@ So, with the scale undone (times 1/s):
 - reach (countries and regions) does not scale: every reachable place keeps a few
   buyers, so ~195 are reached at any scale;
 - merchant clubs are counted at the thresholds times s (RMB 100M * s, ...).
+
+Promotions: the day runs 2017's (promotions.py: the cross-store threshold, store
+coupons, red packets from the games, flash, livestream and group-buy deals), and
+GMV is what the buyers pay, so the baskets are worth the discounts more at list
+prices (plan.build) and the mean payment is still the year's.
 """
 
 from double11.simulator.curve import payment_curve

@@ -27,6 +27,7 @@ from double11.gc_tuning import freeze_what_exists
 from double11.lifecycle import CommandFailed
 from double11.simulator import mixes
 from double11.simulator.plan import CatalogView, Plan
+from double11.simulator.promotions import Coupon, Deal, choose_coupons
 from double11.simulator.schedule import HOUR_MS, stopped_hours, window_ms
 from double11.simulator.tally import Tally
 
@@ -36,6 +37,11 @@ RESYNC_S = 1.0  # how often the festival clock is read back from the server
 SUBSTITUTIONS_MAX = 2  # a buyer who finds an item sold out tries this many other ones
 RETRIES_MAX = 20
 RETRY_BACKOFF_S = 0.05
+# a checkout refused for one of these is sent again at once without its coupons
+COUPON_REFUSALS = frozenset(("unknown_coupon", "not_your_coupon", "coupon_not_held", "not_in_window", "coupon_expired",
+                             "coupon_merchant_not_in_checkout", "two_store_coupons", "min_spend_not_met"))
+# refusals that send the buyer to another item: sold out, or a deal's units or per-buyer limit gone
+SOLD_OUT_REFUSALS = frozenset(("out_of_stock", "deal_sold_out", "deal_buyer_limit"))
 # a server that has not answered a clock read for this long is gone: say so and stop,
 # rather than wait out the day for commands that can no longer be sent
 SERVER_LOST_S = 10.0
@@ -86,11 +92,12 @@ class Pending:
     """A command waiting for its moment, with what we need to handle its answer."""
 
     due_ms: int
-    kind: str  # checkout, pay, cancel, confirm, refund
-    index: int  # checkout index in the plan
+    kind: str  # checkout, pay, cancel, confirm, refund, grant
+    index: int  # checkout index in the plan (a grant's index in the plan's grants)
     command: dict
     extra: Any = None  # (substitution round, SKU rows or None) of a checkout; the order of a confirm/refund
     tries: int = 0
+    coupons: list[Coupon] | None = None  # those a checkout spends, out of its buyer's wallet meanwhile
 
 
 class Simulation:
@@ -105,46 +112,97 @@ class Simulation:
         self.heap: list[tuple[int, int, Pending]] = []
         self.seq = itertools.count()
         self.accepted: dict[int, dict] = {}  # plan index -> checkout answer body
+        self.spending: dict[int, list[Coupon]] = {}  # plan index -> the coupons its accepted checkout holds
         self.sold_out: set[int] = set()  # SKU rows seen sold out
         spare_rng = np.random.default_rng([plan.seed, 11])
         self.spare_rows = mixes.draw_rows(plan.weights, SPARE_ROWS, spare_rng)
         self.in_flight: set[asyncio.Task] = set()
         self.slots = asyncio.Semaphore(IN_FLIGHT_MAX)
         self.stats: dict = {}
+        # promotions: each buyer's held coupons (from the grants' answers), the deals by SKU row,
+        # the templates' ids on the server, and the SKU rows whose deal sold out (until when)
+        self.wallets: dict[int, list[Coupon]] = {}
+        self.deals: dict[int, list[Deal]] = plan.promotions.deal_rows() if plan.promotions else {}
+        self.deal_row_of = {int(view.sku_id[r]): r for r in self.deals}
+        self.template_ids: list[int | None] = []
+        self.deal_gone_until: dict[int, int] = {}
         self.unreachable_since = 0.0  # monotonic time of the first clock read that failed in a row
         self.failure: BaseException | None = None
 
     # -------------------------------------------------------------- commands
 
-    def _lines(self, i: int, rows: np.ndarray | None = None) -> list[dict]:
+    def _deal_open(self, row: int, due_ms: int) -> Deal | None:
+        at = due_ms - self.start_ms
+        return next((d for d in self.deals.get(row, ()) if d.from_ms <= at < d.until_ms), None)
+
+    def _lines(self, i: int, due_ms: int, rows: np.ndarray | None = None) -> list[dict]:
         a, b = self.plan.line_offsets[i], self.plan.line_offsets[i + 1]
         rows = self.plan.line_rows[a:b] if rows is None else rows
         sku = self.view.sku_id
         qty = self.plan.line_qty[a:b]
-        return [{"sku": int(sku[r]), "qty": int(qty[j]) if j < len(qty) else 1} for j, r in enumerate(rows)]
+        lines = [{"sku": int(sku[r]), "qty": int(qty[j]) if j < len(qty) else 1} for j, r in enumerate(rows)]
+        if self.deals:  # a deal's page says how many a buyer may take: nobody asks for more
+            for line, r in zip(lines, rows):
+                deal = self._deal_open(int(r), due_ms)
+                if deal is not None:
+                    line["qty"] = min(line["qty"], deal.per_buyer_max)
+        return lines
 
-    def _checkout(self, i: int, due_ms: int, round_: int = 0, rows: np.ndarray | None = None) -> Pending:
+    def _checkout(self, i: int, due_ms: int, round_: int = 0, rows: np.ndarray | None = None,
+                  with_coupons: bool = True) -> Pending:
         p = self.plan
+        lines = self._lines(i, due_ms, rows)
         cmd = {
-            "op": "checkout", "idempotency_key": f"{self.run_id}-c{i}.{round_}",
+            "op": "checkout", "idempotency_key": f"{self.run_id}-c{i}.{round_}" + ("" if with_coupons else "n"),
             "buyer": int(p.buyer[i]), "country": p.countries[p.country[i]],
-            "channel": "mobile" if p.mobile[i] else "pc", "lines": self._lines(i, rows),
+            "channel": "mobile" if p.mobile[i] else "pc", "lines": lines,
         }
-        return Pending(due_ms, "checkout", i, cmd, (round_, rows))
+        pending = Pending(due_ms, "checkout", i, cmd, (round_, rows))
+        if with_coupons and p.promotions is not None and p.promotions.spends_coupons[i]:
+            pending.coupons = self._take_coupons(int(p.buyer[i]), lines, rows if rows is not None
+                                                 else p.line_rows[p.line_offsets[i]:p.line_offsets[i + 1]])
+            if pending.coupons:
+                cmd["coupons"] = [c.coupon for c in pending.coupons]
+        return pending
 
-    def _substitute(self, i: int, pending: Pending) -> Pending | None:
+    def _take_coupons(self, buyer: int, lines: list[dict], rows: np.ndarray) -> list[Coupon]:
+        """The buyer's coupons this checkout spends, out of the wallet until its fate is
+        known.  A store coupon's minimum spend is checked against the merchant's lines
+        at the lowest price any deal gives them: what they cost after deals, or less."""
+        wallet = self.wallets.get(buyer)
+        if not wallet:
+            return []
+        amounts: dict[int, int] = {}
+        for line, r in zip(lines, rows):
+            price = min([int(self.view.price_fen[r])] + [d.price_fen for d in self.deals.get(int(r), ())])
+            m = int(self.view.merchant[r])
+            amounts[m] = amounts.get(m, 0) + price * line["qty"]
+        chosen = choose_coupons(wallet, amounts)
+        if chosen:
+            self.wallets[buyer] = [c for c in wallet if c not in chosen]
+        return chosen
+
+    def _give_back(self, p: Pending) -> None:
+        """The coupons of a checkout refused, cancelled or not paid are held again."""
+        if p.coupons:
+            self.wallets.setdefault(int(self.plan.buyer[p.index]), []).extend(p.coupons)
+            p.coupons = None
+
+    def _substitute(self, i: int, pending: Pending, code: str = "out_of_stock") -> Pending | None:
         """The same buyer tries again with another item in place of the sold-out one."""
         round_, rows = pending.extra
         a, b = self.plan.line_offsets[i], self.plan.line_offsets[i + 1]
         rows = np.array(self.plan.line_rows[a:b] if rows is None else rows)
-        if len(rows) == 1:  # one line: that item is what ran out
+        if len(rows) == 1 and code == "out_of_stock":  # one line: that item is what ran out
             self.sold_out.add(int(rows[0]))
         if round_ >= SUBSTITUTIONS_MAX:
             return None
         # With several lines the answer does not say which one ran out: replace those
         # known to be sold out, else the most popular one (rows are popularity ranks,
-        # and the hottest items are the flash deals that run out).
-        known = [j for j, r in enumerate(rows) if int(r) in self.sold_out]
+        # and the hottest items are the flash deals that run out); a deal's refusal
+        # is about the items on a deal.
+        known = [j for j, r in enumerate(rows) if int(r) in self.sold_out or self._deal_gone(int(r), pending.due_ms)
+                 or (code != "out_of_stock" and self._deal_open(int(r), pending.due_ms) is not None)]
         for j in known or [int(np.argmin(rows))]:
             rows[j] = self._spare(i * 31 + round_ * 7 + j, int(rows[j]))
         rows = self._dedupe(rows)
@@ -153,10 +211,11 @@ class Simulation:
     def _in_stock_rows(self, i: int) -> np.ndarray | None:
         """The plan's items, with those already seen sold out swapped for others: the
         buyer sees "sold out" on the item's page and never checks it out."""
-        if not self.sold_out:
+        if not self.sold_out and not self.deal_gone_until:
             return None
         rows = self.plan.line_rows[self.plan.line_offsets[i]:self.plan.line_offsets[i + 1]]
-        gone = [j for j, r in enumerate(rows) if int(r) in self.sold_out]
+        due = self.start_ms + int(self.plan.at_ms[i])
+        gone = [j for j, r in enumerate(rows) if int(r) in self.sold_out or self._deal_gone(int(r), due)]
         if not gone:
             return None
         rows = rows.copy()
@@ -165,6 +224,11 @@ class Simulation:
         self.tally.sold_out_avoided += 1
         return self._dedupe(rows)
 
+    def _deal_gone(self, row: int, due_ms: int) -> bool:
+        """Whether the item's deal was seen sold out, its window still open: while a
+        deal is open the item sells only at its price, so it is not to be had."""
+        return due_ms < self.deal_gone_until.get(row, 0)
+
     def _spare(self, k: int, instead_of: int) -> int:
         """Another popular item still on sale, as close in price as a few looks find:
         a buyer who misses a deal takes a similar one, so the day's GMV holds."""
@@ -172,7 +236,7 @@ class Simulation:
         best, best_gap = None, None
         for step in range(64):
             r = int(self.spare_rows[(k * 2654435761 + step) % SPARE_ROWS])
-            if r in self.sold_out:
+            if r in self.sold_out or r in self.deal_gone_until:
                 continue
             gap = abs(int(price[r]) - int(price[instead_of]))
             if best is None or best_gap is None or gap < best_gap:
@@ -209,33 +273,66 @@ class Simulation:
             self._push(p)
             return
         i, plan = p.index, self.plan
-        if p.kind == "checkout":
+        if p.kind == "grant":
+            if status == 201:
+                t.coupons_granted += 1
+                self.wallets.setdefault(int(body["buyer"]), []).append(
+                    Coupon(int(body["coupon"]), body["kind"], body["merchant"], int(body["discount_fen"]),
+                           int(body["min_spend_fen"])))
+        elif p.kind == "checkout":
             if status == 201:
                 t.checkouts += 1
+                t.coupon_checkouts += 1 if p.coupons else 0
                 if plan.fate[i] == mixes.PAY:
                     self.accepted[i] = body
+                    if p.coupons:
+                        self.spending[i] = p.coupons
                     cmd = {"op": "pay", "idempotency_key": f"{self.run_id}-p{i}",
                            "checkout": body["checkout"], "amount_fen": body["amount_fen"]}
                     self._push_new(Pending(self.start_ms + int(plan.next_at_ms[i]), "pay", i, cmd))
                 elif plan.fate[i] == mixes.CANCEL:
                     cmd = {"op": "cancel", "idempotency_key": f"{self.run_id}-x{i}",
                            "checkout": body["checkout"]}
-                    self._push_new(Pending(self.start_ms + int(plan.next_at_ms[i]), "cancel", i, cmd))
-            elif code == "out_of_stock":
-                retry = self._substitute(i, p)
+                    self._push_new(Pending(self.start_ms + int(plan.next_at_ms[i]), "cancel", i, cmd,
+                                           coupons=p.coupons))
+                # an abandoned checkout's coupons come back only when it expires: the buyer has gone
+            elif code in COUPON_REFUSALS and p.coupons:
+                # the wallet was wrong about them (none should be): the buyer pays without them
+                t.coupons_dropped += len(p.coupons)
+                round_, rows = p.extra
+                again = self._checkout(i, p.due_ms, round_, rows, with_coupons=False)
+                again.due_ms = now_ms
+                self._push_new(again)
+            elif code in SOLD_OUT_REFUSALS:
+                self._give_back(p)
+                if code == "deal_sold_out":  # its item is not to be had until its window closes
+                    for line in p.command["lines"]:
+                        row = self.deal_row_of.get(line["sku"], -1)
+                        deal = self._deal_open(row, p.due_ms)
+                        if deal is not None:
+                            self.deal_gone_until[row] = self.start_ms + deal.until_ms
+                retry = self._substitute(i, p, code)
                 if retry is None:
                     t.lost_checkouts += 1
                 else:
                     t.substitutions += 1
                     retry.due_ms = now_ms
                     self._push_new(retry)
+            else:
+                self._give_back(p)
+        elif p.kind == "cancel":
+            self._give_back(p)
         elif p.kind == "pay":
             checkout = self.accepted.pop(i)
-            if status != 200:
+            spent = self.spending.pop(i, None)
+            if status != 200:  # not paid: the checkout expires, and its coupons are held again
+                if spent:
+                    self.wallets.setdefault(int(plan.buyer[i]), []).extend(spent)
                 return
             hour = (now_ms - self.start_ms) // HOUR_MS
             t.paid(int(body["amount_fen"]), bool(plan.mobile[i]), plan.countries[plan.country[i]],
                    int(plan.buyer[i]), hour, checkout["orders"])
+            t.discounted(checkout.get("discounts"), len(spent or ()))
             for j, order in enumerate(checkout["orders"]):
                 what, delay_ms = mixes.order_fate(plan.seed, i, j)
                 due = now_ms + delay_ms
@@ -250,30 +347,69 @@ class Simulation:
 
     # -------------------------------------------------------------- sending
 
+    async def _post(self, commands: list[dict]) -> list[dict]:
+        """The results of a batch, sent again (same keys) after an overload or a broken connection."""
+        body = _ENC.encode({"commands": commands})
+        for attempt in range(RETRIES_MAX + 1):
+            try:
+                r = await self.http.post("/v1/batch", content=body, headers={"content-type": "application/json"})
+                if r.status_code == 200:
+                    return _DEC.decode(r.content)["results"]
+                if r.status_code < 500 and r.status_code != 429:
+                    raise CommandFailed(f"the server refused a batch: {r.status_code} {r.text[:300]}", 1)
+            except httpx.TransportError:
+                self.tally.transport_errors += 1
+            self.tally.retries += 1
+            await asyncio.sleep(RETRY_BACKOFF_S * (attempt + 1))
+        raise CommandFailed(f"{self.http.base_url} did not answer a batch in {RETRIES_MAX + 1} tries: "
+                            "is the server still running?", 1)
+
     async def _send(self, batch: list[Pending]) -> None:
         try:
-            body = _ENC.encode({"commands": [p.command for p in batch]})
-            for attempt in range(RETRIES_MAX + 1):
-                try:
-                    r = await self.http.post("/v1/batch", content=body,
-                                             headers={"content-type": "application/json"})
-                    if r.status_code == 200:
-                        results = _DEC.decode(r.content)["results"]
-                        break
-                    if r.status_code < 500 and r.status_code != 429:
-                        raise CommandFailed(f"the server refused a batch: {r.status_code} {r.text[:300]}", 1)
-                except httpx.TransportError:
-                    self.tally.transport_errors += 1
-                self.tally.retries += 1
-                await asyncio.sleep(RETRY_BACKOFF_S * (attempt + 1))
-            else:
-                raise CommandFailed(f"{self.http.base_url} did not answer a batch in {RETRIES_MAX + 1} tries: "
-                                    "is the server still running?", 1)
+            results = await self._post([p.command for p in batch])
             now_ms = self.clock.now_ms()
             for p, res in zip(batch, results):
                 self._on_answer(p, res, now_ms)
         finally:
             self.slots.release()
+
+    async def _open_promotions(self) -> None:
+        """What the operators and the games did before midnight: the threshold, the
+        coupon templates and the deals created, then the coupons won or claimed
+        before the day granted (the buyers' wallets filled from the answers); the
+        grants of the day are queued for their moments."""
+        promos = self.plan.promotions
+        if promos is None:
+            return
+        key = f"{self.run_id}-promo"
+        commands = [promos.threshold_command(f"{key}-h", self.start_ms)]
+        commands += [t.command(f"{key}-t{k}", self.start_ms) for k, t in enumerate(promos.templates)]
+        commands += [d.command(f"{key}-d{k}", self.start_ms, int(self.view.sku_id[d.sku_row]))
+                     for k, d in enumerate(promos.deals)]
+        results = await self._post(commands)
+        for command, res in zip(commands, results):
+            self.tally.answer(command["op"], res["status"], res["body"])
+            self.tally.promotions_created += res["status"] == 201
+        self.template_ids = [int(res["body"]["template"]) if res["status"] == 201 else None
+                             for res in results[1:1 + len(promos.templates)]]
+        before: list[Pending] = []
+        for g in range(len(promos.grant_at_ms)):
+            template = self.template_ids[int(promos.grant_template[g])]
+            if template is None:  # refused (said in the answers): nothing to grant from
+                continue
+            source = promos.templates[int(promos.grant_template[g])].source
+            cmd = {"op": "grant", "idempotency_key": f"{key}-g{g}", "template": template,
+                   "buyer": int(promos.grant_buyer[g]), "source": source}
+            due = self.start_ms + int(promos.grant_at_ms[g])
+            if promos.grant_at_ms[g] < 0:
+                self.tally.sent["grant"] += 1
+                before.append(Pending(due, "grant", g, cmd))
+            else:
+                self._push_new(Pending(due, "grant", g, cmd))
+        for k in range(0, len(before), BATCH_COMMANDS_MAX):
+            chunk = before[k:k + BATCH_COMMANDS_MAX]
+            for p, res in zip(chunk, await self._post([p.command for p in chunk])):
+                self._on_answer(p, res, self.start_ms)
 
     async def _dispatch(self, due: list[Pending]) -> None:
         for k in range(0, len(due), BATCH_COMMANDS_MAX):
@@ -304,9 +440,12 @@ class Simulation:
         # pass over them stalls the pacing loop for tens of ms, festival seconds
         freeze_what_exists()
         stats, real_s = await read_stats(self.http)
-        self.stats = stats
         self.start_ms = int(stats["festival_start"])
         self.end_ms = self.start_ms + self.length_ms
+        if self.plan.promotions is not None:
+            await self._open_promotions()
+            stats, real_s = await read_stats(self.http)
+        self.stats = stats
         self.clock = ServerClock(int(stats["at"]), real_s, self.speedup)
         plan = self.plan
         at = plan.at_ms[: int(np.searchsorted(plan.at_ms, self.length_ms, side="left"))]

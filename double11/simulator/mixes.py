@@ -107,13 +107,15 @@ def mobile_flags(at_ms: np.ndarray, profile: YearProfile, rng: np.random.Generat
     return rng.random(len(at_ms)) < p
 
 
-def shopping_weights(profile: YearProfile, prices_fen: np.ndarray, popularity: np.ndarray) -> tuple[np.ndarray, float]:
+def shopping_weights(profile: YearProfile, prices_fen: np.ndarray, popularity: np.ndarray,
+                     target_fen: float | None = None) -> tuple[np.ndarray, float]:
     """(chance of each SKU row per unit bought, mean units per checkout), fitted so the
-    mean checkout is worth the year's mean payment (GMV / payments): then both the GMV
-    and the payment counts land near the year's.  Where the catalog's popular items
-    are dearer than that, festival buyers lean to the cheaper ones (popularity times
-    price ** -tilt); where cheaper, they buy more units per checkout."""
-    target = profile.mean_payment_fen
+    mean checkout is worth the year's mean payment (GMV / payments), or `target_fen`
+    at list prices: then both the GMV and the payment counts land near the year's.
+    Where the catalog's popular items are dearer than that, festival buyers lean to
+    the cheaper ones (popularity times price ** -tilt); where cheaper, they buy more
+    units per checkout."""
+    target = profile.mean_payment_fen if target_fen is None else target_fen
     prices = prices_fen.astype(np.float64)
 
     def tilted(tilt: float) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from double11.catalog.generate import popularity_weights as catalog_popularity
 from double11.catalog.model import Catalog
-from double11.simulator import curve, mixes
+from double11.simulator import curve, mixes, promotions
 from double11.simulator.years import CLUB_THRESHOLDS_FEN, YearProfile
 
 
@@ -68,6 +68,7 @@ class Plan:
     line_qty: np.ndarray
     value_fen: np.ndarray  # at catalog prices
     weights: np.ndarray  # chance of each SKU row per unit bought (substitutes come from it too)
+    promotions: promotions.Promotions | None = None  # 2017's promotions; None: a day at list prices
 
     def __len__(self) -> int:
         return len(self.at_ms)
@@ -79,15 +80,56 @@ def paid_checkouts_for(profile: YearProfile, scale: float, mean_value_fen: float
     return int(round(profile.gmv_fen * scale / mean_value_fen))
 
 
-def build(profile: YearProfile, scale: float, seed: int, view: CatalogView) -> Plan:
+def build(profile: YearProfile, scale: float, seed: int, view: CatalogView, with_promotions: bool = True) -> Plan:
+    """The day's plan.  With 2017's promotions (promotions.py) the GMV is what the
+    buyers pay, the list value less the discounts, so the baskets are fitted twice:
+    a first draw gives the share of the list value the plan's promotions take off,
+    and the day is drawn again with its baskets worth that much more at list prices
+    (the same seed: the same buyers and moments, a little more in the baskets)."""
     if not 0 < scale <= 1:
         raise ValueError("scale must be in (0, 1]")
+    plan = _draw(profile, scale, seed, view, profile.mean_payment_fen)
+    if not with_promotions or len(plan) == 0:
+        return plan
+    plan.promotions = _promotions(plan, view)
+    share = discount_share(plan, view)
+    if 0 < share < 1:
+        plan = _draw(profile, scale, seed, view, profile.mean_payment_fen / (1 - share))
+        plan.promotions = _promotions(plan, view)
+    return plan
+
+
+def _promotions(plan: Plan, view: CatalogView) -> promotions.Promotions:
+    # from a generator of their own, so the traffic is the same day with or without them
+    return promotions.build(plan.at_ms, plan.buyer, plan.fate, plan.line_offsets, plan.line_rows, plan.line_qty,
+                            view.price_fen, view.merchant, view.stock, np.random.default_rng([plan.seed, 22]))
+
+
+def planned_discounts(plan: Plan, view: CatalogView) -> tuple[dict[str, int], np.ndarray]:
+    """The paid checkouts' discounts, by kind and per checkout, if everything goes as
+    planned (promotions.expected_discounts; zeros without promotions)."""
+    if plan.promotions is None:
+        return dict.fromkeys(promotions.DISCOUNT_KINDS, 0), np.zeros(len(plan), np.int64)
+    return promotions.expected_discounts(plan.at_ms, plan.buyer, plan.fate, plan.line_offsets, plan.line_rows,
+                                         plan.line_qty, view.price_fen, view.merchant, plan.promotions)
+
+
+def discount_share(plan: Plan, view: CatalogView) -> float:
+    """The share of the paid checkouts' list value that the planned discounts take off."""
+    listed = int(plan.value_fen[plan.fate == mixes.PAY].sum())
+    return sum(planned_discounts(plan, view)[0].values()) / listed if listed else 0.0
+
+
+def _draw(profile: YearProfile, scale: float, seed: int, view: CatalogView, mean_list_fen: float) -> Plan:
+    """The day's traffic, its mean checkout worth `mean_list_fen` at list prices."""
     rng = np.random.default_rng(seed)
-    weights, _ = mixes.shopping_weights(profile, view.price_fen, view.weights)
+    weights, _ = mixes.shopping_weights(profile, view.price_fen, view.weights, mean_list_fen)
     weights = mixes.cap_merchants(weights, view.price_fen, view.merchant)
-    # units per checkout refitted so the mean checkout is still the year's mean payment
-    mean_units = float(np.clip(profile.mean_payment_fen / np.dot(view.price_fen, weights), 1.0, 4.0))
-    n_paid = paid_checkouts_for(profile, scale, mean_units * float(np.dot(view.price_fen, weights)))
+    # units per checkout refitted so the mean checkout is still the target
+    mean_units = float(np.clip(mean_list_fen / np.dot(view.price_fen, weights), 1.0, 4.0))
+    # paid checkouts: the year's GMV over what each will pay (its list value less the discounts)
+    paid_value = mean_units * float(np.dot(view.price_fen, weights)) * profile.mean_payment_fen / mean_list_fen
+    n_paid = paid_checkouts_for(profile, scale, paid_value)
     n_unpaid = int(round(n_paid * (1 - profile.conversion) / profile.conversion))
     n = n_paid + n_unpaid
     day = curve.payment_curve(profile)
@@ -124,19 +166,26 @@ def build(profile: YearProfile, scale: float, seed: int, view: CatalogView) -> P
 
 def expected_figures(plan: Plan, view: CatalogView) -> dict:
     """The day's figures if every step of the plan is accepted as planned (stock
-    permitting), raw and with the scale undone: what the tests and the report compare."""
+    permitting), raw and with the scale undone: what the tests and the report compare.
+    GMV is what the buyers pay: each checkout's list value less the discounts the
+    plan expects it to get (planned_discounts); a merchant's share of a checkout's
+    discounts is taken pro rata to its lines' list value (the server allocates each
+    kind to the lines it applies to, so a merchant's own figure may differ a little)."""
     paid = plan.fate == mixes.PAY
+    by_kind, off = planned_discounts(plan, view)
+    payable = plan.value_fen - off
     pay_s = plan.next_at_ms[paid] // 1000
-    gmv = int(plan.value_fen[paid].sum())
-    by_hour = np.bincount(pay_s // 3600, weights=plan.value_fen[paid], minlength=24)
+    gmv = int(payable[paid].sum())
+    by_hour = np.bincount(pay_s // 3600, weights=payable[paid], minlength=24)
     pay_per_s = np.bincount(pay_s, minlength=curve.DAY_S)
     orders_per_s = np.bincount(plan.at_ms // 1000, minlength=curve.DAY_S)
-    mobile_gmv = int(plan.value_fen[paid & plan.mobile].sum())
-    # merchant GMV: each paid line to its SKU's merchant
+    mobile_gmv = int(payable[paid & plan.mobile].sum())
+    # merchant GMV: each paid line to its SKU's merchant, less its share of its checkout's discounts
     line_owner = np.repeat(np.arange(len(plan)), np.diff(plan.line_offsets))
     line_paid = paid[line_owner]
-    merchant_gmv = _sum_by(view.merchant[plan.line_rows[line_paid]],
-                           view.price_fen[plan.line_rows[line_paid]] * plan.line_qty[line_paid])
+    line_value = view.price_fen[plan.line_rows] * plan.line_qty
+    line_payable = line_value * (payable / np.maximum(plan.value_fen, 1))[line_owner]
+    merchant_gmv = _sum_by(view.merchant[plan.line_rows[line_paid]], line_payable[line_paid])
     clubs = [int((merchant_gmv >= t * plan.scale).sum()) for t in CLUB_THRESHOLDS_FEN]
     undo = 1.0 / plan.scale
     return {
@@ -144,6 +193,8 @@ def expected_figures(plan: Plan, view: CatalogView) -> dict:
         "payments": int(paid.sum()),
         "gmv_fen": gmv,
         "gmv_fen_full_scale": gmv * undo,
+        "list_value_fen": int(plan.value_fen[paid].sum()),
+        "discounts_fen": by_kind,
         "first_hour_share": float(by_hour[0] / gmv) if gmv else 0.0,
         "gmv_by_hour_fen": [int(x) for x in by_hour],
         "mobile_share": mobile_gmv / gmv if gmv else 0.0,

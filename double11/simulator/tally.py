@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from double11.simulator.promotions import DISCOUNT_KINDS
 from double11.simulator.schedule import lag_warning
 from double11.simulator.years import CLUB_THRESHOLDS_FEN
 
@@ -32,6 +33,13 @@ class Tally:
     max_lag_ms: int = 0  # festival ms between a command's due time and its sending
     hours: float = 24.0  # the first hours of the day replayed
     speedup: float = 0.0  # the server's clock's pace the replay kept to
+    # promotions
+    promotions_created: int = 0  # threshold, coupon templates and deals the server made
+    coupons_granted: int = 0
+    coupon_checkouts: int = 0  # accepted checkouts that spent coupons
+    coupons_used: int = 0  # coupons of the paid checkouts
+    coupons_dropped: int = 0  # refused in a checkout (none should be): its buyer paid without them
+    discounts_fen: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DISCOUNT_KINDS, 0))
 
     def answer(self, op: str, status: int, body: dict) -> None:
         code = body.get("error", {}).get("code", "ok") if isinstance(body, dict) else "?"
@@ -47,6 +55,12 @@ class Tally:
         self.buyers.add(buyer)
         for o in orders:
             self.merchant_gmv_fen[int(o["merchant"])] += int(o["amount_fen"])
+
+    def discounted(self, discounts: dict | None, coupons: int) -> None:
+        """A paid checkout's discounts by kind (its answer's; none when it had none)."""
+        self.coupons_used += coupons
+        for kind, fen in (discounts or {}).items():
+            self.discounts_fen[kind] = self.discounts_fen.get(kind, 0) + int(fen)
 
     def merchant_clubs(self, scale: float) -> list[int]:
         """Merchants above the press release's thresholds, scaled like the traffic."""
@@ -68,6 +82,9 @@ class Tally:
             "countries": len(self.countries),
             "buyers": len(self.buyers),
             "merchant_clubs_scaled_thresholds": self.merchant_clubs(scale),
+            "promotions": {"created": self.promotions_created, "discounts_fen": dict(self.discounts_fen),
+                           "coupons_granted": self.coupons_granted, "coupons_used": self.coupons_used,
+                           "coupon_checkouts": self.coupon_checkouts, "coupons_dropped": self.coupons_dropped},
             "substitutions": self.substitutions,
             "sold_out_avoided": self.sold_out_avoided,
             "lost_checkouts": self.lost_checkouts,

@@ -53,6 +53,8 @@ def live_server(tmp_path, serve_help_works):
 
     catalog = tmp_path / "catalog"
     save_catalog(generate_catalog(merchants=500, skus=5000, seed=3, returning_buyers=2000), catalog)
-    server = LiveServer(tmp_path, catalog, speedup=600.0, preroll_real_s=3.0)
+    # the preroll holds a simulator's start (imports, the plan, the promotions made and the
+    # coupons won before the day granted) on a busy two-core machine, which 3 s did not always
+    server = LiveServer(tmp_path, catalog, speedup=600.0, preroll_real_s=6.0)
     yield server
     assert server.stop() == 0, (tmp_path / "server.log").read_text()[-2000:]

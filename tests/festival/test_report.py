@@ -121,3 +121,43 @@ def test_report_command_reads_the_server_and_writes_the_page(tmp_path, monkeypat
     assert cli.report_main(["--url", "http://festival.test/", "--out", str(out)]) == 0
     assert "<svg" in out.read_text()
     assert "RMB 168.2 bn" in capsys.readouterr().out
+
+
+def with_promotions(**over) -> dict:
+    """stats_at_scale's day with 2017's promotions in its live figures."""
+    promotions = {"discounts_fen": {"deal": 40_000_000, "store_coupon": 10_000_000, "threshold": 60_000_000,
+                                    "platform_coupon": 8_000_000},
+                  "coupons_granted": 50_000, "coupons_used": 20_000, "deals_sold_out": 4,
+                  "coupons_left": {"store": 100, "platform": 2_000},
+                  "coupon_budget_left_fen": {"store": 80_000, "platform": 1_000_000},
+                  "deals_sold_out_latest": [
+                      {"deal": 7, "sku": 1201, "kind": "flash", "sold_out_at": START + 10 * 3_600_000 + 754_000},
+                      {"deal": 1, "sku": 1200, "kind": "flash", "sold_out_at": START + 201_000}]}
+    return stats_at_scale(promotions=promotions, **over)
+
+
+def test_the_report_shows_the_discount_given_by_kind_and_the_coupons():
+    r = by_key(rows(with_promotions(), 2017, SCALE))
+    assert r["discounts"].ours == "RMB 1,180,000" and r["discounts"].full == "RMB 11.8 bn"
+    # GMV is what was paid: the list value is GMV plus the discounts
+    assert "6.6% of the list value" in r["discounts"].note  # 11.8 / (168.2 + 11.8)
+    assert r["discount_threshold"].ours == "RMB 600,000" and "50.8% of the discount" in r["discount_threshold"].note
+    assert r["discount_deal"].full == "RMB 4.0 bn" and r["discount_platform_coupon"].ours == "RMB 80,000"
+    assert r["coupons"].ours == "50,000 / 20,000" and r["coupons"].full == "500,000,000 / 200,000,000"
+    assert "40.0% of those granted" in r["coupons"].note
+    assert r["deals_sold_out"].ours == "4"
+    assert all(r[k].ratio is None for k in ("discounts", "coupons", "deals_sold_out"))  # 2017 published none
+
+
+def test_the_reports_list_the_deals_that_sold_out_last_with_their_moment():
+    text = text_report(with_promotions(), 2017, SCALE)
+    assert "deals sold out last: flash deal 7 on SKU 1201 at 10:12:34, flash deal 1 on SKU 1200 at 00:03:21" in text
+    assert re.search(r"by cross-store threshold\s+RMB 600,000\s+RMB 6.0 bn", text)
+    page = html_report(with_promotions(), 2017, SCALE)
+    assert 'id="row-discount_store_coupon"' in page and 'id="row-coupons"' in page
+    assert page.index('data-deal="7"') < page.index('data-deal="1"') and "sold out at 10:12:34" in page
+
+
+def test_a_server_without_promotions_gets_no_promotion_rows():
+    assert not any(r.key.startswith(("discount", "coupons")) for r in rows(stats_at_scale(), 2017, SCALE))
+    assert "deals sold out" not in text_report(stats_at_scale(), 2017, SCALE)

@@ -27,6 +27,18 @@ RAW_FIGURES = {
     "peak-payments-at": lambda s: s["peak_payments_per_s"]["at"],
     "peak-orders": lambda s: s["peak_orders_per_s"]["value"],
     "club-0": lambda s: s["merchant_clubs"][0]["merchants"],
+    # promotions: the discount given by kind, coupons, budgets left, deals sold out
+    "discount-total": lambda s: sum(s["promotions"]["discounts_fen"].values()),
+    "discount-deal": lambda s: s["promotions"]["discounts_fen"]["deal"],
+    "discount-store_coupon": lambda s: s["promotions"]["discounts_fen"]["store_coupon"],
+    "discount-threshold": lambda s: s["promotions"]["discounts_fen"]["threshold"],
+    "discount-platform_coupon": lambda s: s["promotions"]["discounts_fen"]["platform_coupon"],
+    "coupons-granted": lambda s: s["promotions"]["coupons_granted"],
+    "coupons-used": lambda s: s["promotions"]["coupons_used"],
+    "coupons-left-store": lambda s: s["promotions"]["coupons_left"]["store"],
+    "coupons-left-platform": lambda s: s["promotions"]["coupons_left"]["platform"],
+    "budget-left-fen": lambda s: sum(s["promotions"]["coupon_budget_left_fen"].values()),
+    "deals-sold-out": lambda s: s["promotions"]["deals_sold_out"],
 }
 
 
@@ -69,6 +81,12 @@ def test_screen_moves_with_the_traffic_and_agrees_with_the_stats(browser, live_s
     brands = page.locator("#top-brands li")
     assert brands.count() == len(stats["top_brands"]) > 0
     assert page.locator("#top-brands .intl").count() == sum(b["international"] for b in stats["top_brands"])
+    # the replay ran 2017's promotions, and the screen lists the deals that sold out last, newest first
+    assert stats["promotions"]["coupons_used"] > 0 and int(data_value(page, "discount-total")) > 0
+    latest = page.locator("#deals-sold-out-latest li")
+    assert latest.count() == len(stats["promotions"]["deals_sold_out_latest"]) > 0
+    assert [latest.nth(k).get_attribute("data-sold-out-at") for k in range(latest.count())] == [
+        str(d["sold_out_at"]) for d in stats["promotions"]["deals_sold_out_latest"]]
     assert page.get_attribute("#connection", "data-state") == "live"
     assert outside == [] and errors == []
     page.screenshot(path=str(tmp_path / "screen.png"))

@@ -21,7 +21,10 @@ PREROLL_MS = 60_000
 
 
 class FakeServer:
-    """Just enough of the platform: stock, checkouts, pay/cancel/confirm/refund, keys."""
+    """Just enough of the platform: stock, checkouts, pay/cancel/confirm/refund, keys;
+    promotions as far as coupons go (templates with a count budget, grants, a checkout's
+    coupons checked in the doc's order and taken off: a store coupon from its merchant's
+    order, a red packet from the last order; no deal pricing)."""
 
     def __init__(self, view: plans.CatalogView):
         self.stock = dict(zip(view.sku_id.tolist(), view.stock.tolist()))
@@ -31,15 +34,25 @@ class FakeServer:
         self.orders: dict[int, str] = {}
         self.keys: dict[str, dict] = {}
         self.ops = Counter()
-        # the clock starts a festival minute before midnight, on first look: at 5,000x
-        # that is 12 real ms for the client to get going (a second, 0.2 ms, was too
-        # little on a busy machine, and the first checkout came due before it started)
+        self.templates: dict[int, dict] = {}
+        self.coupons: dict[int, dict] = {}
+        self.first_checkout_seen_promotions = -1  # operator commands made before the first checkout
+        # the clock starts a festival minute before midnight, once the promotions are made:
+        # at 5,000x that is 12 real ms for the client to get going (a second, 0.2 ms, was
+        # too little on a busy machine, and the first checkout came due before it started)
         self.t0: float | None = None
 
-    def at(self) -> int:
+    def elapsed_real_s(self) -> float:
+        """Real seconds the clock has run: it stands until the operators have made the
+        day's promotions (the replay's first commands), as a real server's preroll is
+        long enough for them."""
         now = asyncio.get_running_loop().time()
-        self.t0 = now if self.t0 is None else self.t0
-        return START - PREROLL_MS + int((now - self.t0) * 1000 * SPEEDUP)
+        if self.t0 is None and self.ops["coupon_template"]:
+            self.t0 = now
+        return 0.0 if self.t0 is None else now - self.t0
+
+    def at(self) -> int:
+        return START - PREROLL_MS + int(self.elapsed_real_s() * 1000 * SPEEDUP)
 
     def apply(self, c: dict) -> dict:
         if c["idempotency_key"] in self.keys:
@@ -49,24 +62,86 @@ class FakeServer:
         self.keys[c["idempotency_key"]] = res
         return res
 
+    def threshold_discount(self, c):
+        return {"status": 201, "body": {"threshold": 1}}
+
+    def deal(self, c):
+        assert c["price_fen"] < self.price[c["sku"]] and c["from"] < c["until"]
+        return {"status": 201, "body": {"deal": self.ops["deal"]}}
+
+    def coupon_template(self, c):
+        tid = len(self.templates) + 1
+        self.templates[tid] = dict(c, granted=0)
+        return {"status": 201, "body": {"template": tid}}
+
+    def grant(self, c):
+        t = self.templates[c["template"]]
+        if t["granted"] >= t["budget_count"]:
+            return {"status": 409, "body": {"error": {"code": "budget_exhausted"}}}
+        t["granted"] += 1
+        cid = len(self.coupons) + 1
+        self.coupons[cid] = {"buyer": c["buyer"], "template": t, "status": "held", "source": c["source"]}
+        return {"status": 201, "body": {"coupon": cid, "buyer": c["buyer"], "kind": t["kind"],
+                                        "merchant": t.get("merchant"), "discount_fen": t["discount_fen"],
+                                        "min_spend_fen": t["min_spend_fen"], "status": "held"}}
+
+    def _refuse_coupons(self, c, by_merchant) -> str | None:
+        stores = set()
+        for k in c.get("coupons", []):
+            coupon = self.coupons.get(k)
+            if coupon is None:
+                return "unknown_coupon"
+            if coupon["buyer"] != c["buyer"]:
+                return "not_your_coupon"
+            if coupon["status"] != "held":
+                return "coupon_not_held"
+            t = coupon["template"]
+            if t["kind"] == "store":
+                if t["merchant"] not in by_merchant:
+                    return "coupon_merchant_not_in_checkout"
+                if t["merchant"] in stores:
+                    return "two_store_coupons"
+                stores.add(t["merchant"])
+                if by_merchant[t["merchant"]] < t["min_spend_fen"]:
+                    return "min_spend_not_met"
+        return None
+
     def checkout(self, c):
+        if self.first_checkout_seen_promotions < 0:
+            self.first_checkout_seen_promotions = self.ops["coupon_template"] + self.ops["deal"]
         lines = c["lines"]
         if any(self.stock[line["sku"]] < line["qty"] for line in lines):
             return {"status": 409, "body": {"error": {"code": "out_of_stock"}}}
-        for line in lines:
-            self.stock[line["sku"]] -= line["qty"]
         by_merchant = Counter()
         for line in lines:
             by_merchant[self.merchant[line["sku"]]] += self.price[line["sku"]] * line["qty"]
+        refused = self._refuse_coupons(c, by_merchant)
+        if refused:
+            return {"status": 409, "body": {"error": {"code": refused}}}
+        for line in lines:
+            self.stock[line["sku"]] -= line["qty"]
+        payable = dict(by_merchant)
+        discounts = {"deal": 0, "store_coupon": 0, "threshold": 0, "platform_coupon": 0}
+        last = max(payable)
+        for k in c.get("coupons", []):
+            self.coupons[k]["status"] = "reserved"
+            t = self.coupons[k]["template"]
+            m = t["merchant"] if t["kind"] == "store" else last
+            off = min(t["discount_fen"], payable[m] - 1)
+            payable[m] -= off
+            discounts["store_coupon" if t["kind"] == "store" else "platform_coupon"] += off
         orders = []
-        for m in sorted(by_merchant):
+        for m in sorted(payable):
             oid = len(self.orders) + 1
             self.orders[oid] = "reserved"
-            orders.append({"order": oid, "merchant": m, "amount_fen": by_merchant[m]})
+            orders.append({"order": oid, "merchant": m, "amount_fen": payable[m]})
         cid = len(self.checkouts) + 1
-        self.checkouts[cid] = {"status": "reserved", "amount": sum(by_merchant.values()), "orders": orders}
-        return {"status": 201, "body": {"checkout": cid, "amount_fen": sum(by_merchant.values()),
-                                        "orders": orders, "status": "reserved"}}
+        self.checkouts[cid] = {"status": "reserved", "amount": sum(payable.values()), "orders": orders,
+                               "coupons": list(c.get("coupons", [])), "discounts": discounts}
+        body = {"checkout": cid, "amount_fen": sum(payable.values()), "orders": orders, "status": "reserved"}
+        if c.get("coupons"):
+            body["discounts"] = discounts
+        return {"status": 201, "body": body}
 
     def pay(self, c):
         ck = self.checkouts[c["checkout"]]
@@ -74,10 +149,15 @@ class FakeServer:
         ck["status"] = "paid"
         for o in ck["orders"]:
             self.orders[o["order"]] = "paid"
+        for k in ck["coupons"]:
+            self.coupons[k]["status"] = "used"
         return {"status": 200, "body": {"checkout": c["checkout"], "status": "paid", "amount_fen": ck["amount"]}}
 
     def cancel(self, c):
-        self.checkouts[c["checkout"]]["status"] = "cancelled"
+        ck = self.checkouts[c["checkout"]]
+        ck["status"] = "cancelled"
+        for k in ck["coupons"]:
+            self.coupons[k]["status"] = "held"
         return {"status": 200, "body": {"checkout": c["checkout"], "status": "cancelled"}}
 
     def confirm(self, c):
@@ -127,6 +207,48 @@ def test_the_client_follows_up_only_what_the_server_accepted():
     assert sum(v for k, v in tally.answers.items() if " ok" not in k and "out_of_stock" not in k) == 0
     assert tally.merchant_clubs(1.0) == [0, 0, 0]
     assert sum(tally.merchant_gmv_fen.values()) == tally.gmv_fen
+    # 2017's promotions: made before the first checkout, the coupons granted as planned ...
+    promos = plan.promotions
+    assert fake.ops["threshold_discount"] == 1
+    assert fake.first_checkout_seen_promotions == len(promos.templates) + len(promos.deals)
+    granted = int((promos.grant_at_ms < 2 * 3_600_000).sum())
+    assert tally.sent["grant"] == tally.coupons_granted == len(fake.coupons) == granted > 0
+    assert {c["source"] for c in fake.coupons.values()} == {"store-page", "game:ar-catch-the-cat", "game:trivia"}
+    # ... and spent only by their own buyers while held (the fake refuses anything else, and
+    # no refusal but out_of_stock came back), used when paid, with the discounts they gave
+    assert tally.coupon_checkouts > 0 and tally.coupons_dropped == 0
+    assert tally.coupons_used == sum(c["status"] == "used" for c in fake.coupons.values()) > 0
+    assert tally.discounts_fen == {kind: sum(c["discounts"][kind] for c in paid) for kind in tally.discounts_fen}
+    assert tally.discounts_fen["platform_coupon"] > 0 and tally.discounts_fen["store_coupon"] > 0
+
+
+class CouponsSpentElsewhere(FakeServer):
+    """Every third coupon is used on another device as soon as it is granted: the
+    simulator's wallet is wrong about it."""
+
+    def grant(self, c):
+        res = super().grant(c)
+        if res["status"] == 201 and res["body"]["coupon"] % 3 == 0:
+            self.coupons[res["body"]["coupon"]]["status"] = "used"
+        return res
+
+
+def test_a_checkout_refused_for_its_coupons_is_sent_again_without_them():
+    view = _small_view()
+    plan = plans.build(profile(2017), 2e-6, 1, view)
+    fake = CouponsSpentElsewhere(view)
+
+    async def run():
+        async with httpx.AsyncClient(base_url="http://fake", transport=httpx.MockTransport(fake.handle)) as http:
+            return await Simulation(plan, view, http, SPEEDUP, hours=1).run(asyncio.Event())
+
+    tally = _run_in_thread(run())
+    refused = tally.answers["checkout 409 coupon_not_held"]
+    assert refused > 0 and tally.coupons_dropped >= refused
+    # each refused checkout went again without coupons and was accepted: every planned one is there
+    assert tally.checkouts == int((plan.at_ms < 3_600_000).sum())
+    resent = [k for k in fake.keys if k.endswith("n")]
+    assert len(resent) == refused and all(fake.keys[k]["status"] == 201 for k in resent)
 
 
 def _small_view(n: int = 400) -> plans.CatalogView:
@@ -150,9 +272,7 @@ class SlowFake(FakeServer):
         self.fail_stats_after_reads = fail_stats_after_reads
 
     def at(self) -> int:
-        now = asyncio.get_running_loop().time()
-        self.t0 = now if self.t0 is None else self.t0
-        return START - 2_000 + int((now - self.t0) * 1000 * 60)
+        return START - 2_000 + int(self.elapsed_real_s() * 1000 * 60)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/stats":

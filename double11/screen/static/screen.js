@@ -171,6 +171,29 @@
       `<li data-merchant="${m.merchant}"><span class="name">${escapeHtml(m.name)}</span><span class="amount">${yuanShort(m.gmv_fen)}</span></li>`);
     const hour = elapsed >= 0 && elapsed < 86400000 ? Math.floor(elapsed / 3600000) : -1;
     renderHours(s.gmv_by_hour_fen || [], hour);
+    renderPromotions(s.promotions || {}, start);
+  }
+
+  // Discounts by kind, coupons granted and used, what the templates may still
+  // grant, and the deals that sold out last with their moment on the festival clock.
+  function renderPromotions(p, start) {
+    const discounts = p.discounts_fen || {};
+    const kinds = ["deal", "store_coupon", "threshold", "platform_coupon"];
+    let total = 0;
+    kinds.forEach((k) => { const v = discounts[k] || 0; total += v; set("discount-" + k, v, yuanShort(v)); });
+    set("discount-total", total, yuanShort(total));
+    const granted = p.coupons_granted || 0, used = p.coupons_used || 0;
+    set("coupons-granted", granted, int.format(granted));
+    set("coupons-used", used, int.format(used));
+    set("coupons-used-share", granted ? used / granted : null, granted ? (100 * used / granted).toFixed(1) + "%" : "-");
+    const left = p.coupons_left || {}, leftFen = p.coupon_budget_left_fen || {};
+    const leftTotal = (leftFen.store || 0) + (leftFen.platform || 0);
+    set("budget-left-fen", leftTotal, yuanShort(leftTotal));
+    set("coupons-left-store", left.store || 0, int.format(left.store || 0));
+    set("coupons-left-platform", left.platform || 0, int.format(left.platform || 0));
+    set("deals-sold-out", p.deals_sold_out || 0, int.format(p.deals_sold_out || 0));
+    renderList("deals-sold-out-latest", p.deals_sold_out_latest || [], (d) =>
+      `<li data-deal="${d.deal}" data-sold-out-at="${d.sold_out_at}"><span class="name">${escapeHtml(d.kind)} · SKU ${d.sku}</span><span class="amount">${clock(d.sold_out_at - start)}</span></li>`);
   }
 
   function connect() {
