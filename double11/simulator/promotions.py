@@ -252,10 +252,19 @@ def expected_discounts(at_ms: np.ndarray, buyer: np.ndarray, fate: np.ndarray, l
     out = dict.fromkeys(DISCOUNT_KINDS, 0)
     per_checkout = np.zeros(len(at_ms), np.int64)
     deals_of = promos.deal_rows()
+    # Most checkouts have no line on a deal and spend no coupon: only the threshold
+    # applies, to their list value, taken in one go; the others are priced one by one.
+    lines = np.diff(line_offsets)
+    on_deal = np.add.reduceat(np.isin(line_rows, list(deals_of)), line_offsets[:-1]) > 0 if len(at_ms) else lines > 0
+    one_by_one = on_deal | (promos.spends_coupons & np.isin(buyer, promos.grant_buyer))
+    plain = (fate == mixes.PAY) & ~one_by_one
+    value = np.add.reduceat(price_fen[line_rows] * line_qty, line_offsets[:-1]) if len(at_ms) else lines
+    per_checkout[plain] = value[plain] // THRESHOLD_EVERY_FEN * THRESHOLD_OFF_FEN
+    out["threshold"] = int(per_checkout.sum())
     left = {id(d): d.qty for d in promos.deals}
     wallets: dict[int, list[Coupon]] = {}
     g, n_grants = 0, len(promos.grant_at_ms)
-    for i in range(len(at_ms)):
+    for i in np.flatnonzero(one_by_one).tolist():
         at = int(at_ms[i])
         while g < n_grants and promos.grant_at_ms[g] <= at:
             t = promos.templates[int(promos.grant_template[g])]
