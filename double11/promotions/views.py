@@ -128,14 +128,16 @@ def figures(engine: Any) -> dict[str, Any]:
 
 def budgets_left(engine: Any) -> dict[str, dict[str, int]]:
     """By template kind: `coupons_left`, the coupons the templates may still
-    grant (their count budget, and their fen budget where they have one), and
-    `coupon_budget_left_fen`, what those coupons are worth at face value."""
+    grant (their count budget, and their fen budget where they have one; none
+    once their grant window has closed), and `coupon_budget_left_fen`, what
+    those coupons are worth at face value."""
     table = engine.promos.coupon_templates
     t = table.rows[:table.size]
     discount = t["discount"]
     left = t["budget_count"] - t["granted"]
     by_fen = (t["budget_fen"] - t["granted"] * discount) // np.maximum(discount, 1)
     left = np.where(t["budget_fen"] > 0, np.minimum(left, by_fen), left)
+    left = np.where(engine.now_ms < t["grant_until"], left, 0)
     kinds = list(enumerate(TEMPLATE_KINDS))
     return {"coupons_left": {kind: int(left[t["kind"] == k].sum()) for k, kind in kinds},
             "coupon_budget_left_fen": {kind: int((left * discount)[t["kind"] == k].sum()) for k, kind in kinds}}
