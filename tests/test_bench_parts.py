@@ -20,7 +20,7 @@ from double11.engine import area_commands
 from double11.engine.batch import CommandBatch
 from double11.engine.machine import Engine
 from double11.errors import Result
-from double11.promotions import views
+from double11.promotions import audit, views
 from double11.promotions.spec import GRANT
 
 
@@ -215,17 +215,17 @@ def test_the_mix_spends_each_buyers_own_coupons_and_is_accepted_with_discounts(p
     assert set(code[checkouts & ~accepted].tolist()) <= {int(Result.deal_buyer_limit)}
     rows = ref[accepted] - 1
     store, red = planned.store[accepted[:n]], planned.red[accepted[:n]]
-    c = engine.checkouts.rows[rows]
-    assert (c["off_store"][store] > 0).all() and (c["off_store"][~store] == 0).all()
-    assert (c["off_store"] <= promo.STORE_COUPON_FEN).all()
+    off_deal, off_store, off_threshold, off_platform = audit.discounts_by_row(engine, "checkouts")[rows].T
+    amount = engine.c_amount.data[rows]
+    assert (off_store[store] > 0).all() and (off_store[~store] == 0).all()
+    assert (off_store <= promo.STORE_COUPON_FEN).all()
     # a red packet takes its amount off what the steps before left, but the 1 fen a checkout always costs
-    left = c["amount"] - c["off_deal"] - c["off_store"] - c["off_threshold"]
-    assert (c["off_platform"][red] == np.minimum(promo.RED_PACKET_FEN, left[red] - 1)).all()
-    assert (c["off_platform"][~red] == 0).all()
-    big = engine.c_amount.data[rows] - engine.c_off_deal.data[rows] - engine.c_off_store.data[rows] \
-        >= promo.THRESHOLD_EVERY_FEN
-    assert big.any() and (engine.c_off_threshold.data[rows][big] > 0).all()
-    assert (engine.c_off_deal.data[rows] > 0).any()
+    left = amount - off_deal - off_store - off_threshold
+    assert (off_platform[red] == np.minimum(promo.RED_PACKET_FEN, left[red] - 1)).all()
+    assert (off_platform[~red] == 0).all()
+    big = amount - off_deal - off_store >= promo.THRESHOLD_EVERY_FEN
+    assert big.any() and (off_threshold[big] > 0).all()
+    assert (off_deal > 0).any()
     ok, paid = _pay_accepted(engine, mix, sent, code, ref)
     assert (paid == Result.ok).all() and len(paid) == ok.sum()
     assert all(promo.promotion_checks(engine, engine.ledger.view()).values())
@@ -253,10 +253,10 @@ def test_sold_out_hot_items_are_swapped_for_the_same_stores_items(promo_engine, 
      "deal_units_within_qty"),
     (lambda e: e.promos.deals.rows["taken"].__setitem__(0, -1), "deal_units_within_qty"),
     (lambda e: e.promos.deals.rows["per_buyer_max"].__setitem__(slice(None), 0), "deal_units_within_per_buyer_max"),
-    (lambda e: e.checkouts.rows["off_threshold"].__setitem__(
-        int(np.argmax(e.checkouts.rows["off_threshold"])), 1), "list_less_discounts_is_payable"),
-    (lambda e: e.lines.rows["off_store"].__setitem__(int(np.argmax(e.lines.rows["off_store"])), 0),
-     "each_discount_sums_over_orders_and_lines"),
+    (lambda e: e.promos.checkout_promos.rows["off_threshold"].__setitem__(
+        int(np.argmax(e.promos.checkout_promos.rows["off_threshold"])), 1), "list_less_discounts_is_payable"),
+    (lambda e: e.promos.line_promos.rows["off_store"].__setitem__(
+        int(np.argmax(e.promos.line_promos.rows["off_store"])), 0), "each_discount_sums_over_orders_and_lines"),
     (lambda e: setattr(e.ledger, "marketing", e.ledger.marketing + 1), "ledger_with_marketing_sums_to_zero"),
     (lambda e: e.promos.coupons.rows["status"].__setitem__(
         int(np.argmax(e.promos.coupons.rows["checkout"])), 1), "coupons_of_paid_checkouts_used"),

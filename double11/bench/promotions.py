@@ -31,6 +31,7 @@ from double11.engine.encode import encode_commands
 from double11.engine.machine import Engine, ranges
 from double11.engine.status import Status
 from double11.errors import Result
+from double11.promotions import audit
 from double11.promotions.tables import RESERVED, USED
 
 # the cross-store threshold: every 200 yuan of a checkout, 25 off
@@ -54,7 +55,6 @@ GAME_SOURCE = "game:catch-the-cat"
 # ids the setup gives, in its order: the red packet's template is the first,
 # the store templates follow in the catalog's merchant order
 RED_PACKET_TEMPLATE = 1
-_OFFS = ("off_deal", "off_store", "off_threshold", "off_platform")  # a record's discounts, by kind
 
 
 def setup_commands(catalog: Catalog) -> list[dict[str, Any]]:
@@ -172,8 +172,7 @@ def grant_ahead(rounds: list[Round], apply: Callable[[CommandBatch], tuple[np.nd
 
 def payable_fen(engine: Engine, rows: np.ndarray) -> np.ndarray:
     """What the checkouts of these rows ask the buyer to pay: list less discounts."""
-    records = engine.checkouts.rows[rows]
-    return records["amount"] - sum(records[name] for name in _OFFS)
+    return audit.payable(engine, rows)
 
 
 def checkouts_of(batch: CommandBatch) -> np.ndarray:
@@ -242,7 +241,7 @@ def promotion_checks(engine: Engine, ledger: dict[str, Any]) -> dict[str, bool]:
 
     # a deal's units: on the lines of its orders still reserved or paid
     n_lines = engine.lines.size
-    deal_row = engine.l_deal.data[:n_lines].astype(np.int64) - 1
+    deal_row = audit.line_deals(engine)
     order_status = engine.o_status.data[engine.l_order.data[:n_lines]]
     taking = (deal_row >= 0) & np.isin(order_status, (Status.reserved, Status.paid, Status.settled))
     qty = engine.l_qty.data[:n_lines].astype(np.int64)
@@ -261,7 +260,7 @@ def promotion_checks(engine: Engine, ledger: dict[str, Any]) -> dict[str, bool]:
 
     amounts_ok, kinds_ok = _checkout_sums(engine)
     paid = engine.c_status.data[:engine.checkouts.size] == Status.paid
-    platform_paid = int(engine.c_off_platform.data[:engine.checkouts.size][paid].sum())
+    platform_paid = int(audit.discounts_by_row(engine, "checkouts")[paid, 3].sum())
     accounts = ledger["accounts"]
     return {
         "templates_within_budget": budgets_ok,
@@ -290,17 +289,18 @@ def _checkout_sums(engine: Engine) -> tuple[bool, bool]:
     def by_checkout(values: np.ndarray, owner: np.ndarray) -> np.ndarray:
         return np.bincount(owner, weights=values, minlength=len(checkouts)).astype(np.int64)
 
-    def payable(records: np.ndarray) -> np.ndarray:
-        return records["amount"] - sum(records[name] for name in _OFFS)
-
-    pay = payable(checkouts)
-    amounts_ok = bool((pay >= 1).all() and (payable(orders) >= 0).all() and (payable(lines) >= 0).all()
-                      and (by_checkout(payable(orders)[order_rows], of_order) == pay).all()
-                      and (by_checkout(payable(lines)[line_rows], of_line) == pay).all()
+    offs = {kind: audit.discounts_by_row(engine, kind) for kind in ("checkouts", "orders", "lines")}
+    pay = checkouts["amount"] - offs["checkouts"].sum(axis=1)
+    order_pay = orders["amount"] - offs["orders"].sum(axis=1)
+    line_pay = lines["amount"] - offs["lines"].sum(axis=1)
+    amounts_ok = bool((pay >= 1).all() and (order_pay >= 0).all() and (line_pay >= 0).all()
+                      and (by_checkout(order_pay[order_rows], of_order) == pay).all()
+                      and (by_checkout(line_pay[line_rows], of_line) == pay).all()
                       and (by_checkout(orders["amount"][order_rows], of_order) == checkouts["amount"]).all())
-    kinds_ok = all((checkouts[name] >= 0).all()
-                   and (by_checkout(orders[name][order_rows], of_order) == checkouts[name]).all()
-                   and (by_checkout(lines[name][line_rows], of_line) == checkouts[name]).all() for name in _OFFS)
+    kinds_ok = all((offs["checkouts"][:, k] >= 0).all()
+                   and (by_checkout(offs["orders"][order_rows, k], of_order) == offs["checkouts"][:, k]).all()
+                   and (by_checkout(offs["lines"][line_rows, k], of_line) == offs["checkouts"][:, k]).all()
+                   for k in range(4))
     return amounts_ok, bool(kinds_ok)
 
 

@@ -68,7 +68,7 @@ def _put_int(out, p, v):
 
 
 @kernel
-def _write(code, ref, op, checkouts, orders, timeout_ms, merchant_id, out, status, ends):
+def _write(code, ref, op, checkouts, checkout_promos, orders, timeout_ms, merchant_id, out, status, ends):
     """Answers of created checkouts and payments into out: row i's ends at
     ends[i] and starts where row i-1's ended; status 0 (and no bytes) for the
     rows left to Python.  `checkouts`, `orders`: the tables' records."""
@@ -79,8 +79,11 @@ def _write(code, ref, op, checkouts, orders, timeout_ms, merchant_id, out, statu
             ends[i] = p
             continue
         checkout = checkouts[ref[i] - 1]
-        off = checkout.off_deal + checkout.off_store + checkout.off_threshold + checkout.off_platform
-        if op[i] == _CHECKOUT and off != 0:  # with its discounts: Python's
+        off = 0
+        if checkout.promo != 0:
+            cp = checkout_promos[checkout.promo - 1]
+            off = cp.off_deal + cp.off_store + cp.off_threshold + cp.off_platform
+        if op[i] == _CHECKOUT and checkout.promo != 0:  # with its discounts and coupons: Python's
             status[i] = 0
             ends[i] = p
             continue
@@ -158,8 +161,8 @@ def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
     # ones): a kernel compiles once per kind, and the warm-up compiles this one
     merchant_id = engine.catalog.merchant_id.view()
     merchant_id.flags.writeable = False
-    _write(codes, refs, ops, engine.checkouts.rows, engine.orders.rows, engine.config.payment_timeout_ms,
-           merchant_id, out, status, ends)
+    _write(codes, refs, ops, engine.checkouts.rows, engine.promos.checkout_promos.reserve(0), engine.orders.rows,
+           engine.config.payment_timeout_ms, merchant_id, out, status, ends)
     written = int(ends[-1]) if len(ends) else 0
     starts = np.empty_like(ends)
     starts[:1] = 0

@@ -93,8 +93,7 @@ def claim_buyers(buyer_id, claimed, table, shift, mask, buyers, returning_sorted
             buyer = buyers[row]
             buyer.id = buyer_id_i
             buyer.has_paid = False
-            buyer.coupon_head = 0
-            buyer.deal_head = 0
+            buyer.promo = 0
             at = np.searchsorted(returning_sorted, buyer_id_i)
             buyer.returning = at < len(returning_sorted) and returning_sorted[at] == buyer_id_i
             buyer_balance[row] = 0

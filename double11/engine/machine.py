@@ -61,22 +61,20 @@ _APPENDED_ROWS = [tx.S_CHECKOUTS, tx.S_LINES, tx.S_ORDERS, tx.S_TRANSFERS]
 
 # Each entity's record (see columns.Table).  Rows of other entities are held
 # as row numbers (buyer, order, sku: rows, not external ids).
-# `amount` is a list amount; the `off_*` fields are its discounts by kind
-# (docs/promotions.md), so what the buyer pays is amount less them.  The
-# promotions' links are row + 1 (0: none): deal_head (a SKU's deals), deal (a
-# line's), coupon_head and deal_head (a buyer's coupons and deal units)
-_DISCOUNTS = [("off_deal", "i8"), ("off_store", "i8"), ("off_threshold", "i8"), ("off_platform", "i8")]
+# `amount` is a list amount.  `promo` links a checkout with discounts or
+# coupons to its promotions record (row + 1; 0: none) and a buyer with coupons
+# or deal units to theirs (promotions/tables.py); `deal_head` is a SKU's
+# deals (row + 1 of the newest)
 SKU_FIELDS = [("price", "i8"), ("sold", "i8"), ("deal_head", "i8"), ("merchant", "i4"), ("merchant_rank", "i4"),
               ("brand", "i4")]
 CHECKOUT_FIELDS = [("buyer", "i8"), ("amount", "i8"), ("created", "i8"), ("line_start", "i8"), ("order_start", "i8"),
-                   *_DISCOUNTS, ("coupon_start", "i8"),  # its coupons: promotions' checkout_coupons
-                   ("country", "u2"), ("channel", "u1"), ("status", "u1"), ("lines", "u1"), ("orders", "u1"),
-                   ("coupons", "u1")]
-LINE_FIELDS = [("amount", "i8"), ("order", "i8"), *_DISCOUNTS, ("sku", "i4"), ("deal", "i4"), ("qty", "i2"),
+                   ("promo", "i8"), ("country", "u2"), ("channel", "u1"), ("status", "u1"), ("lines", "u1"),
+                   ("orders", "u1")]
+LINE_FIELDS = [("amount", "i8"), ("order", "i8"), ("sku", "i4"), ("qty", "i2"),
                ("position", "u1")]  # position: where the line stood in its checkout
-ORDER_FIELDS = [("checkout", "i8"), ("amount", "i8"), ("line_start", "i8"), *_DISCOUNTS, ("merchant", "i4"),
-                ("status", "u1"), ("lines", "u1")]
-BUYER_FIELDS = [("id", "i8"), ("coupon_head", "i8"), ("deal_head", "i8"), ("has_paid", "?"), ("returning", "?")]
+ORDER_FIELDS = [("checkout", "i8"), ("amount", "i8"), ("line_start", "i8"), ("merchant", "i4"), ("status", "u1"),
+                ("lines", "u1")]
+BUYER_FIELDS = [("id", "i8"), ("promo", "i4"), ("has_paid", "?"), ("returning", "?")]
 KEY_FIELDS = [("fingerprint", "u8"), ("ref", "i8"), ("code", "u1")]  # what the key's first command answered
 # growing_tables(), in order: names for operators (a table that grows pauses the engine)
 GROWING_TABLE_NAMES = ("checkouts", "lines", "orders", "buyers", "buyer balances", "idempotency keys", "journal")
@@ -117,37 +115,22 @@ class Engine:
     c_status = FieldOf("checkouts", "status")
     c_lines = FieldOf("checkouts", "lines")
     c_orders = FieldOf("checkouts", "orders")
-    c_off_deal = FieldOf("checkouts", "off_deal")
-    c_off_store = FieldOf("checkouts", "off_store")
-    c_off_threshold = FieldOf("checkouts", "off_threshold")
-    c_off_platform = FieldOf("checkouts", "off_platform")
-    c_coupon_start = FieldOf("checkouts", "coupon_start")
-    c_coupons = FieldOf("checkouts", "coupons")
+    c_promo = FieldOf("checkouts", "promo")
     l_amount = FieldOf("lines", "amount")
     l_order = FieldOf("lines", "order")
     l_sku = FieldOf("lines", "sku")
     l_qty = FieldOf("lines", "qty")
     l_position = FieldOf("lines", "position")
-    l_off_deal = FieldOf("lines", "off_deal")
-    l_off_store = FieldOf("lines", "off_store")
-    l_off_threshold = FieldOf("lines", "off_threshold")
-    l_off_platform = FieldOf("lines", "off_platform")
-    l_deal = FieldOf("lines", "deal")
     o_checkout = FieldOf("orders", "checkout")
     o_amount = FieldOf("orders", "amount")
     o_line_start = FieldOf("orders", "line_start")
     o_merchant = FieldOf("orders", "merchant")
     o_status = FieldOf("orders", "status")
     o_lines = FieldOf("orders", "lines")
-    o_off_deal = FieldOf("orders", "off_deal")
-    o_off_store = FieldOf("orders", "off_store")
-    o_off_threshold = FieldOf("orders", "off_threshold")
-    o_off_platform = FieldOf("orders", "off_platform")
     b_id = FieldOf("buyers", "id")
     b_has_paid = FieldOf("buyers", "has_paid")
     b_returning = FieldOf("buyers", "returning")
-    b_coupon_head = FieldOf("buyers", "coupon_head")
-    b_deal_head = FieldOf("buyers", "deal_head")
+    b_promo = FieldOf("buyers", "promo")
     i_fingerprint = FieldOf("keys", "fingerprint")
     i_ref = FieldOf("keys", "ref")
     i_code = FieldOf("keys", "code")
@@ -193,7 +176,7 @@ class Engine:
         self.expire_cursor = 0
         self.ledger = Ledger(catalog.merchants, cap, pf)
         self.stats = FestivalStats(catalog, config)
-        self.promos = PromotionTables(cap, pf)
+        self.promos = PromotionTables(cap)
 
     def commission(self, amounts):
         """The platform's cut of a settlement: floor(amount * bps / 10,000) fen."""
@@ -373,7 +356,8 @@ class Engine:
                 np.array([p.open_threshold(now)], dtype=np.int64),
                 np.zeros((pricing.SCRATCH_ROWS, max(limits.checkout_lines_max, limits.checkout_coupons_max)),
                          dtype=np.int64),
-                self.buyers.reserve(0))
+                self.buyers.reserve(0), p.checkout_promos.reserve(0), p.line_promos.reserve(0),
+                p.order_promos.reserve(0), p.buyer_promos.reserve(0))
 
     def tables(self) -> dict[str, Table | Column]:
         """Every table of rows the engine keeps, by the name a snapshot gives it

@@ -102,7 +102,7 @@ def apply_batch(cmd, line, arg, now_ms, commission_bps, sizes, totals, code, ref
     merchant_gmv, brand_gmv, country_gmv = figures
     perm, claimed, buyer_row = scratch
     (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
-     open_threshold, ps, _buyers) = promos
+     open_threshold, ps, _buyers, checkout_promos, line_promos, order_promos, buyer_promos) = promos
     n = len(op)
     start = 0  # first line of command i
     a_next = 0  # first arg of command i
@@ -154,7 +154,7 @@ def apply_batch(cmd, line, arg, now_ms, commission_bps, sizes, totals, code, ref
             c, row_o = _row_of(target[i], sizes[S_ORDERS], orders, CONFIRM_OR_REFUND_VERDICT, UNKNOWN_ORDER)
             r = target[i]
             if c == OK and o == CONFIRM:
-                _confirm(row_o, commission_bps, sizes, totals, orders, merchant_balance, journal)
+                _confirm(row_o, commission_bps, sizes, totals, checkouts, orders, merchant_balance, journal, promos)
             elif c == OK:
                 _refund(row_o, sizes, totals, available, skus, checkouts, lines, orders, buyer_balance, journal,
                         promos)
@@ -162,7 +162,8 @@ def apply_batch(cmd, line, arg, now_ms, commission_bps, sizes, totals, code, ref
             r = target[i]
             c = _restock(target_row[i], amount[i], available, sku_stocked)
         elif o == GRANT_:
-            c, r = promo.grant(target[i], a, arg, buyer_row[i], now_ms, templates, coupons, buyers, psizes, pfigures)
+            c, r = promo.grant(target[i], a, arg, buyer_row[i], now_ms, templates, coupons, buyers, buyer_promos,
+                               psizes, pfigures)
         elif o == TEMPLATE:
             c, r = promo.create_template(a, arg, now_ms, templates, psizes)
         elif o == THRESHOLD:
@@ -225,7 +226,7 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
     Returns (code, ref): the checkout id; for unknown_sku, the index of the
     line naming it; for a promotions refusal, the coupon's or deal's id."""
     (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
-     open_threshold, ps, _buyers) = promos
+     open_threshold, ps, _buyers, checkout_promos, line_promos, order_promos, buyer_promos) = promos
     priced = n_coupons > 0 or open_threshold[0] >= 0
     for j in range(first_line, first_line + count):
         if sku_row[j] < 0:
@@ -246,7 +247,7 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
     if priced:
         pc, pr = promo.price_checkout(first_line, count, perm, sku_row, qty, arg, a, n_coupons, buyer, now_ms, skus,
                                       templates, coupons, thresholds, threshold_merchants, deals, deal_takers,
-                                      buyers, open_threshold, psizes, ps)
+                                      buyers, buyer_promos, open_threshold, psizes, ps)
         if pc != OK:
             return pc, pr
     if not claim_lines(available, sku_row, qty, first_line, count):
@@ -272,10 +273,6 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
             order.status = RESERVED
             order.line_start = n
             order.lines = 0
-            order.off_deal = 0
-            order.off_store = 0
-            order.off_threshold = 0
-            order.off_platform = 0
         line_amount = sku.price * qty[j]
         ln = lines[n]
         ln.sku = s
@@ -287,22 +284,6 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
         order.amount += line_amount
         order.lines += 1
         total += line_amount
-        if priced:
-            ln.deal = ps[promo.S_DEAL, p] + 1
-            ln.off_deal = ps[promo.S_OFF_DEAL, p]
-            ln.off_store = ps[promo.S_OFF_STORE, p]
-            ln.off_threshold = ps[promo.S_OFF_THRESHOLD, p]
-            ln.off_platform = ps[promo.S_OFF_PLATFORM, p]
-            order.off_deal += ln.off_deal
-            order.off_store += ln.off_store
-            order.off_threshold += ln.off_threshold
-            order.off_platform += ln.off_platform
-        else:
-            ln.deal = 0
-            ln.off_deal = 0
-            ln.off_store = 0
-            ln.off_threshold = 0
-            ln.off_platform = 0
     made = o + 1 - o_base
     checkout = checkouts[c]
     checkout.buyer = buyer
@@ -315,22 +296,12 @@ def _checkout(first_line, count, buyer, country, channel, now_ms, sizes, totals,
     checkout.lines = count
     checkout.order_start = o_base
     checkout.orders = made
-    checkout.off_deal = 0
-    checkout.off_store = 0
-    checkout.off_threshold = 0
-    checkout.off_platform = 0
-    checkout.coupon_start = 0
-    checkout.coupons = 0
+    checkout.promo = 0
     if priced:
-        for p in range(count):
-            checkout.off_deal += ps[promo.S_OFF_DEAL, p]
-            checkout.off_store += ps[promo.S_OFF_STORE, p]
-            checkout.off_threshold += ps[promo.S_OFF_THRESHOLD, p]
-            checkout.off_platform += ps[promo.S_OFF_PLATFORM, p]
-        checkout.coupon_start = promo.commit_checkout(c, first_line, count, perm, qty, arg, a, n_coupons, buyer,
-                                                      now_ms, coupons, deals, deal_takers, buyers, checkout_coupons,
-                                                      psizes, pfigures, ps)
-        checkout.coupons = n_coupons
+        checkout.promo = promo.commit_checkout(c, l_base, o_base, count, perm, qty, first_line, lines, arg, a,
+                                               n_coupons, buyer, now_ms, coupons, deals, deal_takers, buyers,
+                                               buyer_promos, checkout_coupons, checkout_promos, line_promos,
+                                               order_promos, psizes, pfigures, ps)
     sizes[S_CHECKOUTS] = c + 1
     sizes[S_LINES] = l_base + count
     sizes[S_ORDERS] = o_base + made
@@ -369,9 +340,9 @@ def _row_of(entity_id, count, table, verdict_by_status, unknown):
 
 
 @inline
-def _payable(x):
-    """What a checkout or an order costs its buyer: its list amount less its discounts."""
-    return x.amount - x.off_deal - x.off_store - x.off_threshold - x.off_platform
+def _off(x):
+    """A promotions record's discounts, all kinds."""
+    return x.off_deal + x.off_store + x.off_threshold + x.off_platform
 
 
 @inline
@@ -380,32 +351,63 @@ def _pay(row, amount, sizes, totals, skus, checkouts, lines, orders, buyers, buy
     """Moves the checkout's payable amount from the buyer, and its platform
     funded discounts from the marketing account, to escrow: its units are sold."""
     checkout = checkouts[row]
-    payable = _payable(checkout)
-    if amount != payable:
+    if checkout.promo != 0:
+        return _pay_discounted(row, amount, sizes, totals, skus, checkouts, lines, orders, buyers, buyer_balance,
+                               journal, merchant_gmv, brand_gmv, country_gmv, promos)
+    if amount != checkout.amount:
         return AMOUNT_MISMATCH
     checkout.status = PAID
     for o in range(checkout.order_start, checkout.order_start + checkout.orders):
         order = orders[o]
         order.status = PAID
-        merchant_gmv[order.merchant] += _payable(order)
+        merchant_gmv[order.merchant] += order.amount
     for n in range(checkout.line_start, checkout.line_start + checkout.lines):
         ln = lines[n]
         sku = skus[ln.sku]
         sku.sold += ln.qty
-        brand_gmv[sku.brand] += _payable(ln)
+        brand_gmv[sku.brand] += ln.amount
+    _paid(row, amount, sizes, totals, checkout, buyers, buyer_balance, journal, country_gmv)
+    return OK
+
+
+@kernel
+def _pay_discounted(row, amount, sizes, totals, skus, checkouts, lines, orders, buyers, buyer_balance, journal,
+                    merchant_gmv, brand_gmv, country_gmv, promos):
+    """_pay of a checkout with discounts or coupons (its promotions record
+    gives what each order and line costs)."""
+    (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
+     open_threshold, ps, p_buyers, checkout_promos, line_promos, order_promos, buyer_promos) = promos
+    checkout = checkouts[row]
+    cp = checkout_promos[checkout.promo - 1]
+    if amount != checkout.amount - _off(cp):
+        return AMOUNT_MISMATCH
+    checkout.status = PAID
+    for k in range(checkout.orders):
+        order = orders[checkout.order_start + k]
+        order.status = PAID
+        merchant_gmv[order.merchant] += order.amount - _off(order_promos[cp.order_start + k])
+    for k in range(checkout.lines):
+        ln = lines[checkout.line_start + k]
+        sku = skus[ln.sku]
+        sku.sold += ln.qty
+        brand_gmv[sku.brand] += ln.amount - _off(line_promos[cp.line_start + k])
+    if cp.off_platform != 0:
+        _journal(J_MARKETING, row + 1, cp.off_platform, sizes, journal)
+        totals[T_ESCROW] += cp.off_platform
+        totals[T_MARKETING] -= cp.off_platform
+    promo.on_payment(cp, checkout.lines, checkout.line_start, lines, templates, coupons, deals, checkout_coupons,
+                     line_promos, pfigures)
+    _paid(row, amount, sizes, totals, checkout, buyers, buyer_balance, journal, country_gmv)
+    return OK
+
+
+@inline
+def _paid(row, amount, sizes, totals, checkout, buyers, buyer_balance, journal, country_gmv):
+    """What every payment moves: the buyer's amount to escrow, and the figures."""
     b = checkout.buyer
     buyer_balance[b] -= amount
     _journal(J_PAYMENT, row + 1, amount, sizes, journal)
     totals[T_ESCROW] += amount
-    platform_funded = checkout.off_platform
-    if platform_funded != 0:
-        _journal(J_MARKETING, row + 1, platform_funded, sizes, journal)
-        totals[T_ESCROW] += platform_funded
-        totals[T_MARKETING] -= platform_funded
-    if checkout.coupons != 0 or checkout.off_deal != 0 or checkout.off_threshold != 0:
-        (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
-         open_threshold, ps, p_buyers) = promos
-        promo.on_payment(checkout, lines, templates, coupons, deals, checkout_coupons, pfigures)
     buyer = buyers[b]
     if not buyer.has_paid:
         buyer.has_paid = True
@@ -417,7 +419,6 @@ def _pay(row, amount, sizes, totals, skus, checkouts, lines, orders, buyers, buy
         totals[T_MOBILE_GMV] += amount
     totals[T_PAYMENTS] += 1
     country_gmv[checkout.country] += amount
-    return OK
 
 
 @kernel
@@ -431,10 +432,11 @@ def release_reserved(row, status, available, checkouts, lines, orders, promos):
     for n in range(checkout.line_start, checkout.line_start + checkout.lines):
         ln = lines[n]
         available[ln.sku] += ln.qty
-    if checkout.coupons != 0 or checkout.off_deal != 0:
+    if checkout.promo != 0:
         (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
-         open_threshold, ps, p_buyers) = promos
-        promo.release(checkout, lines, coupons, deals, deal_takers, p_buyers, checkout_coupons)
+         open_threshold, ps, p_buyers, checkout_promos, line_promos, order_promos, buyer_promos) = promos
+        promo.release(checkout_promos[checkout.promo - 1], checkout.lines, checkout.line_start, checkout.buyer, lines,
+                      coupons, deals, deal_takers, p_buyers, buyer_promos, checkout_coupons, line_promos)
 
 
 @kernel
@@ -450,13 +452,27 @@ def expire_due(first, due_ms, available, checkouts, lines, orders, promos):
     return row
 
 
+@inline
+def _order_promo(row, checkouts, orders, checkout_promos):
+    """The row of order `row`'s promotions record (its discounts), or -1."""
+    checkout = checkouts[orders[row].checkout]
+    if checkout.promo == 0:
+        return -1
+    return checkout_promos[checkout.promo - 1].order_start + row - checkout.order_start
+
+
 @kernel
-def _confirm(row, commission_bps, sizes, totals, orders, merchant_balance, journal):
+def _confirm(row, commission_bps, sizes, totals, checkouts, orders, merchant_balance, journal, promos):
     """The buyer received the order: escrow pays the merchant its amount
     before platform-funded discounts (list less what the merchant funds),
     less the platform's commission."""
     order = orders[row]
-    amount = order.amount - order.off_deal - order.off_store - order.off_threshold
+    amount = order.amount
+    checkout_promos, order_promos = promos[12], promos[14]  # (see apply_batch's unpacking)
+    op = _order_promo(row, checkouts, orders, checkout_promos)
+    if op >= 0:
+        off = order_promos[op]
+        amount -= off.off_deal + off.off_store + off.off_threshold
     commission = amount * commission_bps // 10_000
     order.status = SETTLED
     merchant_balance[order.merchant] += amount - commission
@@ -473,25 +489,35 @@ def _refund(row, sizes, totals, available, skus, checkouts, lines, orders, buyer
     and the marketing account its platform-funded share, and its units are
     on sale again."""
     order = orders[row]
-    amount = _payable(order)
+    amount = order.amount
+    platform_funded = 0
+    checkout_promos, order_promos = promos[12], promos[14]  # (see apply_batch's unpacking)
+    op = _order_promo(row, checkouts, orders, checkout_promos)
+    if op >= 0:
+        off = order_promos[op]
+        amount -= off.off_deal + off.off_store + off.off_threshold + off.off_platform
+        platform_funded = off.off_platform
     order.status = REFUNDED
     for n in range(order.line_start, order.line_start + order.lines):
         ln = lines[n]
         skus[ln.sku].sold -= ln.qty
         available[ln.sku] += ln.qty
-    buyer = checkouts[order.checkout].buyer
+    checkout = checkouts[order.checkout]
+    buyer = checkout.buyer
     buyer_balance[buyer] += amount
     totals[T_ESCROW] -= amount
     totals[T_REFUNDED] += amount
     _journal(J_REFUND, row + 1, amount, sizes, journal)
-    if order.off_platform != 0:
-        _journal(J_MARKETING_REFUND, row + 1, order.off_platform, sizes, journal)
-        totals[T_ESCROW] -= order.off_platform
-        totals[T_MARKETING] += order.off_platform
-    if order.off_deal != 0:
+    if platform_funded != 0:
+        _journal(J_MARKETING_REFUND, row + 1, platform_funded, sizes, journal)
+        totals[T_ESCROW] -= platform_funded
+        totals[T_MARKETING] += platform_funded
+    if checkout.promo != 0:
         (templates, coupons, thresholds, threshold_merchants, deals, deal_takers, checkout_coupons, pfigures, psizes,
-         open_threshold, ps, p_buyers) = promos
-        promo.on_refund(order, buyer, lines, deals, deal_takers, p_buyers)
+         open_threshold, ps, p_buyers, checkout_promos, line_promos, order_promos, buyer_promos) = promos
+        cp = checkout_promos[checkout.promo - 1]
+        promo.on_refund(cp.line_start + order.line_start - checkout.line_start, order.lines, order.line_start, buyer,
+                        lines, deals, deal_takers, p_buyers, buyer_promos, line_promos)
 
 
 @kernel

@@ -13,7 +13,7 @@ from double11.engine.batch import Channel, CommandBatch, Op
 from double11.engine.machine import Engine, Status
 from double11.errors import HTTP_STATUS, Result, error_body
 from double11.promotions import views as promotion_views
-from double11.promotions.views import discounted, money
+from double11.promotions.views import checkout_money, discounted, line_money, order_money
 
 _CREATED = {Op.checkout}
 
@@ -31,7 +31,7 @@ def refusal(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int, fi
     else:
         total = None
         if code == Result.amount_mismatch:
-            total = money(engine.checkouts.rows[int(batch.target[i]) - 1])["amount_fen"]
+            total = checkout_money(engine, int(batch.target[i]) - 1)["amount_fen"]
         message = refusals.state_message(code, ref, batch, i, first_line, total)
     return {"status": HTTP_STATUS[code], "body": error_body(code, message=message)}
 
@@ -47,26 +47,25 @@ def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) ->
     if op == Op.pay:
         row = ref - 1
         return {"status": 200, "body": {"checkout": ref, "status": "paid",
-                                        "amount_fen": money(engine.checkouts.rows[row])["amount_fen"]}}
+                                        "amount_fen": checkout_money(engine, row)["amount_fen"]}}
     if op == Op.cancel:
         return {"status": 200, "body": {"checkout": ref, "status": "cancelled"}}
     if op == Op.confirm:
-        order = engine.orders.rows[ref - 1]
         # the merchant is settled on its price less only what it funds
-        amount = int(order["amount"] - order["off_deal"] - order["off_store"] - order["off_threshold"])
+        amounts = order_money(engine, ref - 1)
+        amount = amounts["amount_fen"] + amounts["discounts"]["platform_coupon"]
         commission = engine.commission(amount)
         return {"status": 200, "body": {"order": ref, "status": "settled", "merchant_fen": amount - commission,
                                         "commission_fen": commission}}
     if op == Op.refund:
         return {"status": 200, "body": {"order": ref, "status": "refunded",
-                                        "amount_fen": money(engine.orders.rows[ref - 1])["amount_fen"]}}
+                                        "amount_fen": order_money(engine, ref - 1)["amount_fen"]}}
     return {"status": 200, "body": {"sku": ref, "qty": int(batch.amount[i])}}
 
 
-def _with_money(out: dict[str, Any], record: Any, shown: bool) -> dict[str, Any]:
+def _with_money(out: dict[str, Any], amounts: dict[str, Any], shown: bool) -> dict[str, Any]:
     """`out` with its amounts: amount_fen payable, and list_fen and discounts
     where its checkout has any discount (`shown`)."""
-    amounts = money(record)
     out["amount_fen"] = amounts["amount_fen"]
     if shown:
         out["list_fen"] = amounts["list_fen"]
@@ -84,7 +83,7 @@ def _lines(engine: Engine, start: int, count: int, with_order: bool, shown: bool
         sku = int(engine.l_sku.data[ln])
         qty = int(engine.l_qty.data[ln])
         line = _with_money({"sku": int(sku_id[sku]), "qty": qty, "price_fen": int(engine.l_amount.data[ln]) // qty},
-                           engine.lines.rows[ln], shown)
+                           line_money(engine, ln), shown)
         if with_order:
             line["order"] = int(engine.l_order.data[ln]) + 1
         out.append(line)
@@ -97,8 +96,7 @@ def checkout(engine: Engine, checkout_id: int) -> dict[str, Any] | None:
     row = checkout_id - 1
     start, count = int(engine.c_order_start.data[row]), int(engine.c_orders.data[row])
     created = int(engine.c_created.data[row])
-    record = engine.checkouts.rows[row]
-    shown = discounted(record)
+    shown = discounted(engine, row)
     out = {
         "checkout": checkout_id,
         "buyer": int(engine.b_id.data[engine.c_buyer.data[row]]),
@@ -106,14 +104,14 @@ def checkout(engine: Engine, checkout_id: int) -> dict[str, Any] | None:
         "channel": Channel(int(engine.c_channel.data[row])).name,
         "status": Status(int(engine.c_status.data[row])).name,
     }
-    _with_money(out, record, shown)
+    _with_money(out, checkout_money(engine, row), shown)
     out |= {
         "created_at": created,
         "expires_at": created + engine.config.payment_timeout_ms,
         "lines": _lines(engine, int(engine.c_line_start.data[row]), int(engine.c_lines.data[row]), True, shown),
         "orders": [
             _with_money({"order": o + 1, "merchant": int(engine.catalog.merchant_id[engine.o_merchant.data[o]])},
-                        engine.orders.rows[o], shown) | {"status": Status(int(engine.o_status.data[o])).name}
+                        order_money(engine, o), shown) | {"status": Status(int(engine.o_status.data[o])).name}
             for o in range(start, start + count)
         ],
     }
@@ -124,14 +122,14 @@ def order(engine: Engine, order_id: int) -> dict[str, Any] | None:
     if not 1 <= order_id <= engine.o_status.size:
         return None
     row = order_id - 1
-    shown = discounted(engine.checkouts.rows[int(engine.o_checkout.data[row])])
+    shown = discounted(engine, int(engine.o_checkout.data[row]))
     out = {
         "order": order_id,
         "checkout": int(engine.o_checkout.data[row]) + 1,
         "merchant": int(engine.catalog.merchant_id[engine.o_merchant.data[row]]),
         "status": Status(int(engine.o_status.data[row])).name,
     }
-    _with_money(out, engine.orders.rows[row], shown)
+    _with_money(out, order_money(engine, row), shown)
     out["lines"] = _lines(engine, int(engine.o_line_start.data[row]), int(engine.o_lines.data[row]), False, shown)
     return out
 
@@ -174,12 +172,11 @@ def sku_page(engine: Engine, rows: np.ndarray, next_after: int | None) -> dict[s
 
 def _created_with_discounts(engine: Engine, checkout_id: int, order_ids: list[int], merchants: list[int],
                             expires_at: int) -> dict[str, Any]:
-    amounts = money(engine.checkouts.rows[checkout_id - 1])
+    amounts = checkout_money(engine, checkout_id - 1)
     return {
         "checkout": checkout_id,
         "amount_fen": amounts["amount_fen"],
-        "orders": [{"order": o, "merchant": m} | money(engine.orders.rows[o - 1])
-                   for o, m in zip(order_ids, merchants)],
+        "orders": [{"order": o, "merchant": m} | order_money(engine, o - 1) for o, m in zip(order_ids, merchants)],
         "status": "reserved",
         "expires_at": expires_at,
         "list_fen": amounts["list_fen"],
@@ -208,11 +205,8 @@ def results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
         amounts = engine.c_amount.data[rows].tolist()
         expires = (engine.c_created.data[rows] + engine.config.payment_timeout_ms).tolist()
         at = 0
-        checkouts = engine.checkouts.rows[rows]
-        offs = (checkouts["off_deal"] + checkouts["off_store"] + checkouts["off_threshold"]
-                + checkouts["off_platform"])
-        priced = (offs != 0).tolist()
-        amounts = (checkouts["amount"] - offs).tolist()
+        linked = (engine.c_promo.data[rows] != 0).tolist()  # a promotions record: maybe discounts
+        priced = [bool(has) and discounted(engine, int(row)) for has, row in zip(linked, rows.tolist())]
         for k, (i, n) in enumerate(zip(created.tolist(), counts.tolist())):
             if priced[k]:  # with its discounts, for the checkout and its orders
                 bodies[i] = _created_with_discounts(engine, refs[i], order_ids[at:at + n], order_merchants[at:at + n],

@@ -123,11 +123,21 @@ class LedgerView(msgspec.Struct):
     transfers: int
 
 
+class SoldOutDeal(msgspec.Struct):
+    deal: int
+    sku: int
+    kind: str
+    sold_out_at: int
+
+
 class PromotionFigures(msgspec.Struct):
     discounts_fen: Discounts  # of the payments so far; refunds do not take them back
     coupons_granted: int
     coupons_used: int
     deals_sold_out: int
+    coupons_left: dict[str, int]  # by template kind: what the templates may still grant
+    coupon_budget_left_fen: dict[str, int]  # by template kind: those coupons at face value
+    deals_sold_out_latest: list[SoldOutDeal]  # newest first
 
 
 class Stats(msgspec.Struct):

@@ -21,7 +21,8 @@ from double11.spec import Area, Read
 PROMOTIONS = Area(
     "promotions", (COUPON_TEMPLATE, THRESHOLD_DISCOUNT, DEAL, GRANT),
     tables=("coupon_templates", "coupons", "thresholds", "threshold_merchants", "deals", "deal_takers",
-            "checkout_coupons", "promotion_figures"),
+            "checkout_coupons", "checkout_promos", "line_promos", "order_promos", "buyer_promos",
+            "promotion_figures"),
     reads=(
         Read("coupon_template", "/v1/coupon-templates/{template}", "A coupon template and what its coupons did",
              views.template, Result.unknown_template, TemplateView),

@@ -65,7 +65,8 @@ DA_SKU, DA_PRICE, DA_QTY, DA_PER_BUYER, DA_FROM, DA_UNTIL, DA_KIND = (DEAL.arg_a
 GA_BUYER, GA_SOURCE = GRANT.arg_at("buyer"), GRANT.arg_at("source")
 
 # rows of `psizes`: how many of each promotions table exist (PromotionTables.growing)
-P_TEMPLATES, P_COUPONS, P_THRESHOLDS, P_THRESHOLD_MERCHANTS, P_DEALS, P_DEAL_TAKERS, P_CHECKOUT_COUPONS = range(7)
+(P_TEMPLATES, P_COUPONS, P_THRESHOLDS, P_THRESHOLD_MERCHANTS, P_DEALS, P_DEAL_TAKERS, P_CHECKOUT_COUPONS,
+ P_CHECKOUT_PROMOS, P_LINE_PROMOS, P_ORDER_PROMOS, P_BUYER_PROMOS) = range(11)
 
 # rows of a checkout's pricing scratch (`ps`), one column per line in stored order
 S_DEAL, S_OFF_DEAL, S_OFF_STORE, S_OFF_THRESHOLD, S_OFF_PLATFORM = 0, 1, 2, 3, 4
@@ -167,8 +168,27 @@ def create_deal(a, arg, now, skus, available, deals, psizes):
     return OK, row + 1
 
 
+@inline
+def buyer_promo(buyer, buyers, buyer_promos, psizes):
+    """The row of buyer row `buyer`'s promotions record, made on first need."""
+    b = buyers[buyer]
+    if b.promo == 0:
+        row = psizes[P_BUYER_PROMOS]
+        psizes[P_BUYER_PROMOS] = row + 1
+        buyer_promos[row].coupon_head = 0
+        buyer_promos[row].deal_head = 0
+        b.promo = row + 1
+    return b.promo - 1
+
+
+@inline
+def _deal_head(buyer, buyers, buyer_promos):
+    p = buyers[buyer].promo
+    return buyer_promos[p - 1].deal_head if p != 0 else 0
+
+
 @kernel
-def grant(template_id, a, arg, buyer, now, templates, coupons, buyers, psizes, figures):
+def grant(template_id, a, arg, buyer, now, templates, coupons, buyers, buyer_promos, psizes, figures):
     """A coupon of template `template_id` for buyer row `buyer`.  Returns
     (code, ref: the coupon's id)."""
     row = template_id - 1
@@ -180,7 +200,8 @@ def grant(template_id, a, arg, buyer, now, templates, coupons, buyers, psizes, f
     if t.granted >= t.budget_count or (t.budget_fen > 0 and (t.granted + 1) * t.discount > t.budget_fen):
         return BUDGET_EXHAUSTED, 0
     held = 0
-    c = buyers[buyer].coupon_head - 1
+    p = buyers[buyer].promo
+    c = buyer_promos[p - 1].coupon_head - 1 if p != 0 else -1
     while c >= 0:
         if coupons[c].template == row:
             held += 1
@@ -199,8 +220,9 @@ def grant(template_id, a, arg, buyer, now, templates, coupons, buyers, psizes, f
     coupon.source1 = arg[a + GA_SOURCE + 1]
     coupon.source2 = arg[a + GA_SOURCE + 2]
     coupon.source3 = arg[a + GA_SOURCE + 3]
-    coupon.next_of_buyer = buyers[buyer].coupon_head
-    buyers[buyer].coupon_head = new + 1
+    mine = buyer_promos[buyer_promo(buyer, buyers, buyer_promos, psizes)]
+    coupon.next_of_buyer = mine.coupon_head
+    mine.coupon_head = new + 1
     psizes[P_COUPONS] = new + 1
     t.granted += 1
     figures[F_GRANTED] += 1
@@ -232,8 +254,8 @@ def _taker(head, deal, deal_takers):
 
 @kernel
 def price_checkout(first_line, count, perm, sku_row, qty, arg, a, n_coupons, buyer, now, skus, templates,
-                   coupons, thresholds, threshold_merchants, deals, deal_takers, buyers, open_threshold, psizes,
-                   ps):
+                   coupons, thresholds, threshold_merchants, deals, deal_takers, buyers, buyer_promos,
+                   open_threshold, psizes, ps):
     """A checkout's promotions refusals, in the order of docs/promotions.md
     (coupons, deals, minimum spends), then its prices into `ps` (rows S_*,
     one column per line in stored order `perm`).  Returns (code, ref: the
@@ -280,7 +302,7 @@ def price_checkout(first_line, count, perm, sku_row, qty, arg, a, n_coupons, buy
         deal = deals[d]
         if deal.qty - deal.taken < asked:
             return DEAL_SOLD_OUT, d + 1
-        mine = _taker(buyers[buyer].deal_head, d, deal_takers)
+        mine = _taker(_deal_head(buyer, buyers, buyer_promos), d, deal_takers)
         units = deal_takers[mine].units if mine >= 0 else 0
         if units + asked > deal.per_buyer_max:
             return DEAL_BUYER_LIMIT, d + 1
@@ -323,96 +345,146 @@ def price_checkout(first_line, count, perm, sku_row, qty, arg, a, n_coupons, buy
 
 
 @kernel
-def commit_checkout(c, first_line, count, perm, qty, arg, a, n_coupons, buyer, now, coupons, deals, deal_takers,
-                    buyers, checkout_coupons, psizes, figures, ps):
-    """The stock is taken: the coupons are reserved by checkout row `c` and
-    each deal's units taken, for the deal and for the buyer.  Returns where
-    the checkout's coupons start in `checkout_coupons`."""
-    start = psizes[P_CHECKOUT_COUPONS]
+def commit_checkout(c, l_base, o_base, count, perm, qty, first_line, lines, arg, a, n_coupons, buyer, now, coupons,
+                    deals, deal_takers, buyers, buyer_promos, checkout_coupons, checkout_promos, line_promos,
+                    order_promos, psizes, figures, ps):
+    """The stock is taken and checkout row `c` written (its lines from row
+    `l_base`, its orders from `o_base`): its discounts are recorded (by
+    line and by order), its coupons reserved and each deal's units taken,
+    for the deal and for the buyer.  Returns its `checkouts.promo`: its
+    record's row + 1, or 0 when it has neither discounts nor coupons."""
+    off = 0
+    for p in range(count):
+        off += ps[S_OFF_DEAL, p] + ps[S_OFF_STORE, p] + ps[S_OFF_THRESHOLD, p] + ps[S_OFF_PLATFORM, p]
+    if off == 0 and n_coupons == 0:
+        return 0
+    row = psizes[P_CHECKOUT_PROMOS]
+    cp = checkout_promos[row]
+    cp.off_deal = 0
+    cp.off_store = 0
+    cp.off_threshold = 0
+    cp.off_platform = 0
+    cp.line_start = psizes[P_LINE_PROMOS]
+    cp.order_start = psizes[P_ORDER_PROMOS]
+    cp.coupon_start = psizes[P_CHECKOUT_COUPONS]
+    cp.coupons = n_coupons
+    orders = lines[l_base + count - 1].order + 1 - o_base
+    for k in range(orders):
+        op = order_promos[cp.order_start + k]
+        op.off_deal = 0
+        op.off_store = 0
+        op.off_threshold = 0
+        op.off_platform = 0
+    for p in range(count):
+        lp = line_promos[cp.line_start + p]
+        lp.deal = ps[S_DEAL, p] + 1
+        lp.off_deal = ps[S_OFF_DEAL, p]
+        lp.off_store = ps[S_OFF_STORE, p]
+        lp.off_threshold = ps[S_OFF_THRESHOLD, p]
+        lp.off_platform = ps[S_OFF_PLATFORM, p]
+        op = order_promos[cp.order_start + lines[l_base + p].order - o_base]
+        op.off_deal += lp.off_deal
+        op.off_store += lp.off_store
+        op.off_threshold += lp.off_threshold
+        op.off_platform += lp.off_platform
+        cp.off_deal += lp.off_deal
+        cp.off_store += lp.off_store
+        cp.off_threshold += lp.off_threshold
+        cp.off_platform += lp.off_platform
+    psizes[P_LINE_PROMOS] += count
+    psizes[P_ORDER_PROMOS] += orders
     for k in range(n_coupons):
-        row = arg[a + k] - 1
-        coupon = coupons[row]
+        coupon_row = arg[a + k] - 1
+        coupon = coupons[coupon_row]
         coupon.status = RESERVED_
         coupon.checkout = c + 1
         coupon.applied = ps[S_APPLIED, k]
-        checkout_coupons[start + k] = row
-    psizes[P_CHECKOUT_COUPONS] = start + n_coupons
+        checkout_coupons[cp.coupon_start + k] = coupon_row
+    psizes[P_CHECKOUT_COUPONS] += n_coupons
     for p in range(count):
         d = ps[S_DEAL, p]
         if d >= 0:
-            _take(d, qty[first_line + perm[p]], buyer, now, deals, deal_takers, buyers, psizes, figures)
-    return start
+            _take(d, qty[first_line + perm[p]], buyer, now, deals, deal_takers, buyers, buyer_promos, psizes, figures)
+    psizes[P_CHECKOUT_PROMOS] = row + 1
+    return row + 1
 
 
 @inline
-def _take(d, units, buyer, now, deals, deal_takers, buyers, psizes, figures):
+def _take(d, units, buyer, now, deals, deal_takers, buyers, buyer_promos, psizes, figures):
     deal = deals[d]
     deal.taken += units
     if deal.taken == deal.qty and deal.sold_out_at == NEVER_:
         deal.sold_out_at = now
         figures[F_SOLD_OUT] += 1
-    mine = _taker(buyers[buyer].deal_head, d, deal_takers)
+    mine_promo = buyer_promos[buyer_promo(buyer, buyers, buyer_promos, psizes)]
+    mine = _taker(mine_promo.deal_head, d, deal_takers)
     if mine < 0:
         mine = psizes[P_DEAL_TAKERS]
         psizes[P_DEAL_TAKERS] = mine + 1
         taker = deal_takers[mine]
         taker.deal = d
         taker.units = 0
-        taker.next = buyers[buyer].deal_head
-        buyers[buyer].deal_head = mine + 1
+        taker.next = mine_promo.deal_head
+        mine_promo.deal_head = mine + 1
     deal_takers[mine].units += units
 
 
 @inline
-def _give_back(d, units, buyer, deals, deal_takers, buyers):
+def _give_back(d, units, buyer, deals, deal_takers, buyers, buyer_promos):
     deals[d].taken -= units
-    mine = _taker(buyers[buyer].deal_head, d, deal_takers)
+    mine = _taker(_deal_head(buyer, buyers, buyer_promos), d, deal_takers)
     if mine >= 0:
         deal_takers[mine].units -= units
 
 
 # ------------------------------------------------------------ a checkout's life
 @kernel
-def on_payment(checkout, lines, templates, coupons, deals, checkout_coupons, figures):
-    """A checkout is paid: its coupons are used, its deal units sold, and its
-    discounts count in the live figures."""
-    for k in range(checkout.coupon_start, checkout.coupon_start + checkout.coupons):
+def on_payment(cp, lines_count, line_start, lines, templates, coupons, deals, checkout_coupons, line_promos,
+               figures):
+    """A checkout (its promotions record `cp`) is paid: its coupons are
+    used, its deal units sold, and its discounts count in the live figures."""
+    for k in range(cp.coupon_start, cp.coupon_start + cp.coupons):
         coupon = coupons[checkout_coupons[k]]
         coupon.status = USED_
         t = templates[coupon.template]
         t.used += 1
         t.given += coupon.applied
         figures[F_USED] += 1
-    for n in range(checkout.line_start, checkout.line_start + checkout.lines):
-        ln = lines[n]
-        if ln.deal > 0:
-            deals[ln.deal - 1].sold += ln.qty
-    figures[F_DEAL] += checkout.off_deal
-    figures[F_STORE_COUPON] += checkout.off_store
-    figures[F_THRESHOLD] += checkout.off_threshold
-    figures[F_PLATFORM_COUPON] += checkout.off_platform
+    for p in range(lines_count):
+        d = line_promos[cp.line_start + p].deal
+        if d > 0:
+            deals[d - 1].sold += lines[line_start + p].qty
+    figures[F_DEAL] += cp.off_deal
+    figures[F_STORE_COUPON] += cp.off_store
+    figures[F_THRESHOLD] += cp.off_threshold
+    figures[F_PLATFORM_COUPON] += cp.off_platform
 
 
 @kernel
-def release(checkout, lines, coupons, deals, deal_takers, buyers, checkout_coupons):
-    """A reserved checkout is cancelled or expires: its coupons are held
-    again and its deal units go back, for the deal and for the buyer."""
-    for k in range(checkout.coupon_start, checkout.coupon_start + checkout.coupons):
+def release(cp, lines_count, line_start, buyer, lines, coupons, deals, deal_takers, buyers, buyer_promos,
+            checkout_coupons, line_promos):
+    """A reserved checkout (its promotions record `cp`) is cancelled or
+    expires: its coupons are held again and its deal units go back, for the
+    deal and for the buyer."""
+    for k in range(cp.coupon_start, cp.coupon_start + cp.coupons):
         coupon = coupons[checkout_coupons[k]]
         coupon.status = HELD_
         coupon.checkout = 0
         coupon.applied = 0
-    for n in range(checkout.line_start, checkout.line_start + checkout.lines):
-        ln = lines[n]
-        if ln.deal > 0:
-            _give_back(ln.deal - 1, ln.qty, checkout.buyer, deals, deal_takers, buyers)
+    for p in range(lines_count):
+        d = line_promos[cp.line_start + p].deal
+        if d > 0:
+            _give_back(d - 1, lines[line_start + p].qty, buyer, deals, deal_takers, buyers, buyer_promos)
 
 
 @kernel
-def on_refund(order, buyer, lines, deals, deal_takers, buyers):
-    """A paid order is refunded: its deal units go back (sold no more)."""
-    for n in range(order.line_start, order.line_start + order.lines):
-        ln = lines[n]
-        if ln.deal > 0:
-            deals[ln.deal - 1].sold -= ln.qty
-            _give_back(ln.deal - 1, ln.qty, buyer, deals, deal_takers, buyers)
+def on_refund(first_promo, lines_count, line_start, buyer, lines, deals, deal_takers, buyers, buyer_promos,
+              line_promos):
+    """A paid order is refunded (its lines' promotions records from
+    `first_promo`): its deal units go back, sold no more."""
+    for p in range(lines_count):
+        d = line_promos[first_promo + p].deal
+        if d > 0:
+            qty = lines[line_start + p].qty
+            deals[d - 1].sold -= qty
+            _give_back(d - 1, qty, buyer, deals, deal_takers, buyers, buyer_promos)

@@ -1,12 +1,21 @@
 """What the engine keeps for promotions: one table of records per entity.
 
+A checkout's, order's and line's discounts live here, not in their records:
+most checkouts of a day have none, and every byte of a checkout's records is
+paid for tens of millions of times (the tables are sized for the festival's
+peak).  A checkout with discounts or coupons links to its `checkout_promos`
+record (`checkouts.promo`), which gives where its lines' and orders' are
+(`line_promos`, `order_promos`: one record per line or order, in the
+checkout's stored order).  A buyer with coupons or deal units links to a
+`buyer_promos` record (`buyers.promo`).
+
 Rows of other entities are held as rows (a merchant's, a SKU's, a buyer's),
 and links between rows as row + 1 (0: none), so a zeroed record means
 "nothing" and a table read from an older snapshot needs no fix-up.
 
 Lists hang off their owner as chains, newest first: a buyer's coupons
-(`buyers.coupon_head` -> `coupons.next_of_buyer`), a buyer's deal units
-(`buyers.deal_head` -> `deal_takers.next`), a SKU's deals (`skus.deal_head`
+(`buyer_promos.coupon_head` -> `coupons.next_of_buyer`), a buyer's deal units
+(`buyer_promos.deal_head` -> `deal_takers.next`), a SKU's deals (`skus.deal_head`
 -> `deals.next_of_sku`).  A buyer holds a handful of coupons and a SKU sees a
 few deals a day, so walking a chain is a few loads, and nothing needs a
 hash table or a rebuild.
@@ -39,30 +48,44 @@ DEAL_FIELDS = [("price", "i8"), ("qty", "i8"), ("taken", "i8"),  # taken: reserv
                ("sold", "i8"), ("opens", "i8"), ("closes", "i8"), ("sold_out_at", "i8"),
                ("next_of_sku", "i8"), ("per_buyer_max", "i4"), ("sku", "i4"), ("kind", "u1")]
 DEAL_TAKER_FIELDS = [("units", "i8"), ("next", "i8"), ("deal", "i4")]
+# a record's discounts by kind (DISCOUNT_KINDS' order)
+OFF_FIELDS = [("off_deal", "i8"), ("off_store", "i8"), ("off_threshold", "i8"), ("off_platform", "i8")]
+CHECKOUT_PROMO_FIELDS = [*OFF_FIELDS, ("coupon_start", "i8"),  # its coupons: checkout_coupons
+                         ("line_start", "i8"), ("order_start", "i8"),  # its lines' and orders' records
+                         ("coupons", "u1")]
+LINE_PROMO_FIELDS = [*OFF_FIELDS, ("deal", "i4")]  # deal: the row + 1 of the deal it was sold on
+ORDER_PROMO_FIELDS = OFF_FIELDS
+BUYER_PROMO_FIELDS = [("coupon_head", "i8"), ("deal_head", "i8")]
 
 # rows of `figures`: the live figures promotions add to (docs/promotions.md, "Live figures")
 F_DEAL, F_STORE_COUPON, F_THRESHOLD, F_PLATFORM_COUPON, F_GRANTED, F_USED, F_SOLD_OUT = range(7)
 DISCOUNT_KINDS = ("deal", "store_coupon", "threshold", "platform_coupon")  # rows F_DEAL..F_PLATFORM_COUPON
 FIGURES = 7
 
-LAYOUTS: dict[str, list[tuple[str, str]]] = {
-    "coupon_templates": TEMPLATE_FIELDS, "coupons": COUPON_FIELDS, "thresholds": THRESHOLD_FIELDS,
-    "deals": DEAL_FIELDS, "deal_takers": DEAL_TAKER_FIELDS}
 
 
 class PromotionTables:
-    """The promotions' tables; operator-made ones start small (operators make
-    thousands, not millions), coupons and deal takers as big as the buyers'."""
+    """The promotions' tables.  Operator-made ones start small (operators make
+    thousands, not millions); the rest are sized like the checkouts' tables,
+    so that a festival whose every checkout spends a coupon never waits for
+    one to grow, but never written ahead (prefaulted) as the core's are: a
+    festival without promotions pays only their address space, and one with
+    them faults their pages in as it appends, in order."""
 
-    def __init__(self, expected_checkouts: int, prefault: bool = False) -> None:
+    def __init__(self, expected_checkouts: int) -> None:
+        cap = expected_checkouts
         self.coupon_templates = Table(TEMPLATE_FIELDS, 1 << 10, align=False)
-        self.coupons = Table(COUPON_FIELDS, expected_checkouts // 4, prefault, align=False)
+        self.coupons = Table(COUPON_FIELDS, cap, align=False)
         self.thresholds = Table(THRESHOLD_FIELDS, 1 << 6, align=False)
         self.threshold_merchants = Column(np.int32, 1 << 10)  # each threshold's merchant rows, one after another
         self.deals = Table(DEAL_FIELDS, 1 << 10, align=False)
         self.deal_takers = Table(DEAL_TAKER_FIELDS, 1 << 16, align=False)
-        # each checkout's coupons (rows), one checkout's after another (checkouts.coupon_start)
-        self.checkout_coupons = Column(np.int64, expected_checkouts // 4, prefault)
+        # each checkout's coupons (rows), one checkout's after another (checkout_promos.coupon_start)
+        self.checkout_coupons = Column(np.int64, cap)
+        self.checkout_promos = Table(CHECKOUT_PROMO_FIELDS, cap, align=False)
+        self.line_promos = Table(LINE_PROMO_FIELDS, cap * 8 // 5, align=False)
+        self.order_promos = Table(ORDER_PROMO_FIELDS, cap * 3 // 2, align=False)
+        self.buyer_promos = Table(BUYER_PROMO_FIELDS, cap, align=False)
         self.figures = Column(np.int64, FIGURES)
         self.figures.size = FIGURES
 
@@ -77,18 +100,22 @@ class PromotionTables:
         return {"coupon_templates": self.coupon_templates, "coupons": self.coupons, "thresholds": self.thresholds,
                 "threshold_merchants": self.threshold_merchants, "deals": self.deals,
                 "deal_takers": self.deal_takers, "checkout_coupons": self.checkout_coupons,
+                "checkout_promos": self.checkout_promos, "line_promos": self.line_promos,
+                "order_promos": self.order_promos, "buyer_promos": self.buyer_promos,
                 "promotion_figures": self.figures}
 
     # growing(), in order: names for operators (a table that grows pauses the engine)
     GROWING_NAMES = ("coupon templates", "coupons", "threshold discounts", "threshold merchants", "deals",
-                     "deal takers", "checkout coupons")
+                     "deal takers", "checkout coupons", "checkouts' discounts", "lines' discounts",
+                     "orders' discounts", "buyers' promotions")
 
     def growing(self) -> tuple[Table | Column, ...]:
         """What a batch may append to, in the order of the kernel's `psizes`."""
         return (self.coupon_templates, self.coupons, self.thresholds, self.threshold_merchants, self.deals,
-                self.deal_takers, self.checkout_coupons)
+                self.deal_takers, self.checkout_coupons, self.checkout_promos, self.line_promos, self.order_promos,
+                self.buyer_promos)
 
     @staticmethod
     def room(n: int, n_lines: int, n_args: int) -> tuple[int, ...]:
         """Rows a batch of n commands, n_lines lines and n_args args may add to each."""
-        return (n, n, n, n_args, n, n_lines, n_args)
+        return (n, n, n, n_args, n, n_lines, n_args, n, n_lines, n_lines, n)

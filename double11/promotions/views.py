@@ -16,18 +16,43 @@ from double11.spec import string_of
 _OFF_FIELDS = ("off_deal", "off_store", "off_threshold", "off_platform")  # in DISCOUNT_KINDS' order
 
 
-def money(record: Any) -> dict[str, Any]:
-    """A checkout's, order's or line's record as amounts: `amount_fen` (what
-    the buyer pays) and, when any discount applied, `list_fen` and
-    `discounts` by kind."""
-    offs = [int(record[name]) for name in _OFF_FIELDS]
-    amount = int(record["amount"])
-    return {"amount_fen": amount - sum(offs), "list_fen": amount,
-            "discounts": dict(zip(DISCOUNT_KINDS, offs))}
+def _money(amount: int, promo: Any) -> dict[str, Any]:
+    offs = [int(promo[name]) for name in _OFF_FIELDS] if promo is not None else [0] * len(_OFF_FIELDS)
+    return {"amount_fen": amount - sum(offs), "list_fen": amount, "discounts": dict(zip(DISCOUNT_KINDS, offs))}
 
 
-def discounted(record: Any) -> bool:
-    return any(int(record[name]) != 0 for name in _OFF_FIELDS)
+def _promo(engine: Any, checkout_row: int) -> Any:
+    """Checkout row's promotions record, or None."""
+    link = int(engine.checkouts.rows[checkout_row]["promo"])
+    return engine.promos.checkout_promos.rows[link - 1] if link else None
+
+
+def checkout_money(engine: Any, row: int) -> dict[str, Any]:
+    """Checkout row `row` as amounts: `amount_fen` (what the buyer pays),
+    `list_fen` and `discounts` by kind."""
+    return _money(int(engine.checkouts.rows[row]["amount"]), _promo(engine, row))
+
+
+def order_money(engine: Any, row: int) -> dict[str, Any]:
+    order = engine.orders.rows[row]
+    checkout_row = int(order["checkout"])
+    cp = _promo(engine, checkout_row)
+    at = int(cp["order_start"]) + row - int(engine.checkouts.rows[checkout_row]["order_start"]) if cp is not None else 0
+    return _money(int(order["amount"]), engine.promos.order_promos.rows[at] if cp is not None else None)
+
+
+def line_money(engine: Any, row: int) -> dict[str, Any]:
+    line = engine.lines.rows[row]
+    checkout_row = int(engine.orders.rows[int(line["order"])]["checkout"])
+    cp = _promo(engine, checkout_row)
+    at = int(cp["line_start"]) + row - int(engine.checkouts.rows[checkout_row]["line_start"]) if cp is not None else 0
+    return _money(int(line["amount"]), engine.promos.line_promos.rows[at] if cp is not None else None)
+
+
+def discounted(engine: Any, checkout_row: int) -> bool:
+    """Whether the checkout has any discount (its views then show them)."""
+    cp = _promo(engine, checkout_row)
+    return cp is not None and any(int(cp[name]) != 0 for name in _OFF_FIELDS)
 
 
 def _merchant_id(engine: Any, row: int) -> int | None:
@@ -80,7 +105,8 @@ def buyer_coupons(engine: Any, buyer_id: int) -> dict[str, Any]:
     if 0 < buyer_id < 2**63:
         row = int(engine.buyer_index.lookup(np.array([buyer_id], dtype=np.uint64))[0])
         if row >= 0:
-            c = int(engine.buyers.rows[row]["coupon_head"]) - 1
+            link = int(engine.buyers.rows[row]["promo"])
+            c = int(engine.promos.buyer_promos.rows[link - 1]["coupon_head"]) - 1 if link else -1
             coupons = engine.promos.coupons.rows
             while c >= 0:
                 view = coupon(engine, c + 1)

@@ -19,7 +19,7 @@ def engine_state(engine: Engine) -> dict:
     for name, value in vars(engine).items():
         if isinstance(value, Field):  # a view of a table's field: the table is compared
             continue
-        if isinstance(value, (Table, Column, HashIndex)) or name in ("ledger",):
+        if isinstance(value, (Table, Column, HashIndex)) or name in ("ledger", "promos"):
             value = {k: (v.tobytes() if isinstance(v, np.ndarray) else v) for k, v in _without_room(value).items()}
         out[name] = pickle.dumps(value)
     return out
