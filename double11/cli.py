@@ -102,7 +102,8 @@ def _serve(args: argparse.Namespace) -> int:
         load_config(args.config)
     return serve_main(args.catalog, args.data, args.port, args.speedup, args.clock_start,
                       host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts,
-                      scale=args.scale, config_path=args.config)
+                      expected_discounted_checkouts=args.expected_discounted_checkouts, scale=args.scale,
+                      config_path=args.config)
 
 
 def _catalog_generate(args: argparse.Namespace) -> int:
@@ -148,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a simulated festival at this fraction of real size (merchant clubs scale)")
     serve.add_argument("--expected-checkouts", type=positive_int,
                        help="size the tables for this many checkouts up front")
+    serve.add_argument("--expected-discounted-checkouts", type=positive_int,
+                       help="size the promotions' tables for this many checkouts with discounts or coupons "
+                            "(and as many coupons) up front")
     serve.add_argument("--empty", action="store_true", help=argparse.SUPPRESS)  # bench: empty handler
     serve.set_defaults(run=_serve)
 

@@ -53,6 +53,11 @@ class FestivalConfig(msgspec.Struct, frozen=True):
     # `festival_start_ms` in a file.  None: the festival runs its own day, which a
     # server fixes at its first start (see own_day); read it as `festival_start_ms`
     start_ms: int | None = msgspec.field(default=None, name="festival_start_ms")
+    # how many checkouts the promotions' tables are sized for up front (those
+    # with discounts or coupons; coupons granted alike): 0 for a festival that
+    # expects few, whose promotions' tables start small and grow.  New fields
+    # go last: a format 1 snapshot pickled this struct by position
+    expected_discounted_checkouts: int = 0
 
     @property
     def festival_start_ms(self) -> int:

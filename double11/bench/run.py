@@ -142,7 +142,8 @@ def engine_rate(catalog, seconds: float, batch: int, promotions: bool = False) -
     clock)."""
     compile_kernels()  # compiled, if not cached yet
     checkouts = int(1_500_000 * seconds)  # the work made ready: as many as the tables are sized for
-    engine = Engine(catalog, FestivalConfig(expected_checkouts=checkouts + 1_000_000, prefault_memory=True))
+    engine = Engine(catalog, FestivalConfig(expected_checkouts=checkouts + 1_000_000, prefault_memory=True,
+                                            expected_discounted_checkouts=checkouts + 1_000_000 if promotions else 0))
     # the clock times the engine alone: checkout batches are made ahead, and
     # each payment batch (it needs its checkouts' ids) off the clock; each
     # round gets fresh keys and buyers, so it is new work (not retries, not
@@ -196,10 +197,12 @@ def engine_rate(catalog, seconds: float, batch: int, promotions: bool = False) -
 
 class Server:
     def __init__(self, catalog_dir: Path, data_dir: Path, port: int, empty: bool = False,
-                 expected_checkouts: int = 1 << 20):
+                 expected_checkouts: int = 1 << 20, expected_discounted_checkouts: int = 0):
         cmd = [sys.executable, "-m", "double11", "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
                "--port", str(port), "--clock-start", str(FESTIVAL_START_MS),
                "--expected-checkouts", str(expected_checkouts)]
+        if expected_discounted_checkouts:
+            cmd += ["--expected-discounted-checkouts", str(expected_discounted_checkouts)]
         if empty:
             cmd.append("--empty")
         self.url = f"http://127.0.0.1:{port}"
@@ -577,8 +580,9 @@ def promotions_phase(catalog_dir: Path, workdir: Path, catalog, args: argparse.N
     recovered and checked with the promotions' invariants: the promo_ figures."""
     seconds = getattr(args, "promo_seconds", None) or min(args.seconds, PROMO_LOAD_S_MAX)
     say(f"promotions mix over HTTP for {seconds:g} s (threshold, store coupons, red packets, flash deals, grants):")
-    server = Server(catalog_dir, workdir / "promo-data", args.port,
-                    expected_checkouts=batch_load_sizing(args.batch_orders_per_s, seconds))
+    sizing = batch_load_sizing(args.batch_orders_per_s, seconds)
+    server = Server(catalog_dir, workdir / "promo-data", args.port, expected_checkouts=sizing,
+                    expected_discounted_checkouts=sizing)
     try:
         with _stolen_during("promo_batch_load", steal):
             load = promotions_batch_load(server, catalog, args, plain_orders_per_s, seconds)

@@ -176,7 +176,7 @@ class Engine:
         self.expire_cursor = 0
         self.ledger = Ledger(catalog.merchants, cap, pf)
         self.stats = FestivalStats(catalog, config)
-        self.promos = PromotionTables(cap)
+        self.promos = PromotionTables(config.expected_discounted_checkouts, pf)
 
     def commission(self, amounts):
         """The platform's cut of a settlement: floor(amount * bps / 10,000) fen."""

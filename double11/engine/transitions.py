@@ -107,16 +107,25 @@ def apply_batch(cmd, line, arg, now_ms, commission_bps, sizes, totals, code, ref
     start = 0  # first line of command i
     a_next = 0  # first arg of command i
     ahead_start = 0  # first line of command i + AHEAD
+    ahead_arg = 0  # first arg of command i + AHEAD
+    half_arg = 0  # first arg of command i + AHEAD // 2
     for j in range(n + AHEAD):
         # software pipeline: prefetch the rows command j will touch, and the
         # rows those lead to for command j - AHEAD // 2, then run command i
         if j < n:
             _prefetch_command(j, ahead_start, op, n_lines, target, sku_row, available, skus, checkouts, orders)
+            if op[j] == CHECKOUT:
+                promo.prefetch_coupons(ahead_arg, n_args[j], arg, coupons, psizes)
             ahead_start += n_lines[j]
+            ahead_arg += n_args[j]
         half = j - AHEAD // 2
-        if 0 <= half < n and op[half] == PAY:
-            _prefetch_payment(target[half] - 1, sizes[S_CHECKOUTS], checkouts, lines, orders, skus, buyers,
-                              buyer_balance, merchant_gmv)
+        if 0 <= half < n:
+            if op[half] == PAY:
+                _prefetch_payment(target[half] - 1, sizes[S_CHECKOUTS], checkouts, lines, orders, skus, buyers,
+                                  buyer_balance, merchant_gmv, checkout_promos)
+            elif op[half] == CHECKOUT:
+                promo.prefetch_templates(half_arg, n_args[half], arg, coupons, templates, psizes)
+            half_arg += n_args[half]
         i = j - AHEAD
         if i < 0:
             continue
@@ -203,12 +212,15 @@ def _prefetch_command(j, first_line, op, n_lines, target, sku_row, available, sk
 
 
 @inline
-def _prefetch_payment(row, n_checkouts, checkouts, lines, orders, skus, buyers, buyer_balance, merchant_gmv):
+def _prefetch_payment(row, n_checkouts, checkouts, lines, orders, skus, buyers, buyer_balance, merchant_gmv,
+                      checkout_promos):
     """For a payment: the rows its checkout's rows lead to (its buyer's
-    record and balance, its SKUs, its merchants' GMV)."""
+    record and balance, its SKUs, its merchants' GMV, its discounts)."""
     if not 0 <= row < n_checkouts:
         return
     c = checkouts[row]
+    if c.promo != 0:
+        prefetch(checkout_promos, c.promo - 1)
     prefetch(buyers, c.buyer)
     prefetch(buyer_balance, c.buyer)
     for n in range(c.line_start, c.line_start + c.lines):
@@ -370,7 +382,7 @@ def _pay(row, amount, sizes, totals, skus, checkouts, lines, orders, buyers, buy
     return OK
 
 
-@kernel
+@inline
 def _pay_discounted(row, amount, sizes, totals, skus, checkouts, lines, orders, buyers, buyer_balance, journal,
                     merchant_gmv, brand_gmv, country_gmv, promos):
     """_pay of a checkout with discounts or coupons (its promotions record

@@ -143,7 +143,7 @@ def _run(coro) -> Any:
 def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup: float,
                clock_start_ms: int | None, host: str = DEFAULT_HOST, empty: bool = False,
                expected_checkouts: int | None = None, scale: str | None = None,
-               config_path: str | None = None) -> int:
+               config_path: str | None = None, expected_discounted_checkouts: int | None = None) -> int:
     """Starts the engine process, which opens (or recovers) the festival, and
     serves it over HTTP until SIGINT/SIGTERM/SIGHUP, or until the engine stops
     (then with exit status 1).  With empty=True: the empty handler, no engine.
@@ -151,7 +151,8 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
     (lifecycle.CommandFailed) before the engine starts."""
     options: dict[str, Any] = {"catalog_dir": catalog_dir, "data_dir": data_dir if data_dir is not None else "./data",
                "speedup": speedup, "clock_start_ms": clock_start_ms, "expected_checkouts": expected_checkouts,
-               "scale": scale, "config_path": config_path}
+               "expected_discounted_checkouts": expected_discounted_checkouts, "scale": scale,
+               "config_path": config_path}
     listener = listen_exclusively(host, port, LISTEN_BACKLOG)
     try:
         if not empty:

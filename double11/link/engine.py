@@ -227,7 +227,8 @@ def open_festival(options: dict[str, Any]):
     # a server writes its tables' pages at start: first touches mid-festival cost more than the work.
     # The configuration is the festival's from its first start on (it lives in the snapshot).
     config = load_config(options.get("config_path"), prefault_memory=True,
-                         expected_checkouts=options.get("expected_checkouts"), **scaled)
+                         expected_checkouts=options.get("expected_checkouts"),
+                         expected_discounted_checkouts=options.get("expected_discounted_checkouts"), **scaled)
     return Festival.open(catalog, data_dir=options["data_dir"], config=config, speedup=options["speedup"],
                          clock_start_ms=options.get("clock_start_ms"))
 

@@ -19,6 +19,7 @@ concurrency outside.
 from __future__ import annotations
 
 from double11.engine.compiled import inline, kernel
+from double11.engine.prefetch import prefetch
 from double11.errors import Result
 from double11.promotions import pricing
 from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, STORE, THRESHOLD_DISCOUNT
@@ -231,6 +232,25 @@ def grant(template_id, a, arg, buyer, now, templates, coupons, buyers, buyer_pro
 
 # ------------------------------------------------------------------ checkouts
 @inline
+def prefetch_coupons(a, n_coupons, arg, coupons, psizes):
+    """A checkout's coupons' records, a few commands before it runs (the
+    batch loop's software pipeline: transitions.py)."""
+    for k in range(n_coupons):
+        row = arg[a + k] - 1
+        if 0 <= row < psizes[P_COUPONS]:
+            prefetch(coupons, row)
+
+
+@inline
+def prefetch_templates(a, n_coupons, arg, coupons, templates, psizes):
+    """The templates its coupons lead to (their records came in by now)."""
+    for k in range(n_coupons):
+        row = arg[a + k] - 1
+        if 0 <= row < psizes[P_COUPONS]:
+            prefetch(templates, coupons[row].template)
+
+
+@inline
 def open_deal(head, now, deals):
     """The row of the deal open at `now` in a SKU's chain, or -1."""
     d = head - 1
@@ -252,7 +272,7 @@ def _taker(head, deal, deal_takers):
     return -1
 
 
-@kernel
+@inline
 def price_checkout(first_line, count, perm, sku_row, qty, arg, a, n_coupons, buyer, now, skus, templates,
                    coupons, thresholds, threshold_merchants, deals, deal_takers, buyers, buyer_promos,
                    open_threshold, psizes, ps):
@@ -344,7 +364,7 @@ def price_checkout(first_line, count, perm, sku_row, qty, arg, a, n_coupons, buy
     return OK, 0
 
 
-@kernel
+@inline
 def commit_checkout(c, l_base, o_base, count, perm, qty, first_line, lines, arg, a, n_coupons, buyer, now, coupons,
                     deals, deal_takers, buyers, buyer_promos, checkout_coupons, checkout_promos, line_promos,
                     order_promos, psizes, figures, ps):
@@ -438,7 +458,7 @@ def _give_back(d, units, buyer, deals, deal_takers, buyers, buyer_promos):
 
 
 # ------------------------------------------------------------ a checkout's life
-@kernel
+@inline
 def on_payment(cp, lines_count, line_start, lines, templates, coupons, deals, checkout_coupons, line_promos,
                figures):
     """A checkout (its promotions record `cp`) is paid: its coupons are
