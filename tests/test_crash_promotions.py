@@ -17,7 +17,7 @@ import httpx
 from test_crash import SKUS, ServerProcess, crash_catalog
 
 THREADS = 4
-LOAD_S = 1.5
+LOAD_S_MAX = 30.0
 BUDGET = 60  # red packets: fewer than the buyers ask for
 PER_BUYER = 2
 DEAL_SKU, DEAL_QTY, DEAL_PER_BUYER = 1001, 25, 3
@@ -84,6 +84,14 @@ def load(url: str, worker: int, stop: threading.Event, acked: list, errors: list
         return  # the server was killed
 
 
+def _raced(acked: list) -> bool:
+    """Whether the load has spent coupons and met the budget or a per-buyer limit."""
+    spent = sum(1 for cmd, res in acked if cmd["op"] == "checkout" and cmd.get("coupons") and res["status"] == 201)
+    limited = any(res["status"] == 409 and res["body"]["error"]["code"] in ("budget_exhausted", "buyer_limit_reached")
+                  for cmd, res in acked if cmd["op"] == "grant")
+    return spent >= 5 and limited
+
+
 def test_sigkill_mid_promotions_exceeds_no_budget_or_limit(tmp_path):
     from double11.catalog.files import save_catalog
 
@@ -100,7 +108,12 @@ def test_sigkill_mid_promotions_exceeds_no_budget_or_limit(tmp_path):
     try:
         for t in threads:
             t.start()
-        time.sleep(LOAD_S)
+        # mid-load: once coupons are being spent and the budget has run out (on a
+        # busy machine that takes longer than on a quiet one), a moment later
+        deadline = time.monotonic() + LOAD_S_MAX
+        while time.monotonic() < deadline and not _raced([x for per in acked_by_thread for x in list(per)]):
+            time.sleep(0.05)
+        time.sleep(0.3)
         srv.kill()
     finally:
         stop.set()
