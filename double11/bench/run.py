@@ -109,6 +109,9 @@ PROMO_LOAD_S_MAX = 10.0
 # it plans its work ahead from the plain load's rate, with this much room:
 # clients that run out of it stop early, and the rate is taken over their time
 PROMO_WORK_OVER_PLAIN = 1.25
+# the promotions mix sizes its server's tables for this many times its
+# checkouts: its coupons, granted ahead, take idempotency keys and buyer rows too
+PROMO_SIZING_FACTOR = 2
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
 HOT_ITEMS_POLL_S = 0.5
 
@@ -142,8 +145,13 @@ def engine_rate(catalog, seconds: float, batch: int, promotions: bool = False) -
     clock)."""
     compile_kernels()  # compiled, if not cached yet
     checkouts = int(1_500_000 * seconds)  # the work made ready: as many as the tables are sized for
-    engine = Engine(catalog, FestivalConfig(expected_checkouts=checkouts + 1_000_000, prefault_memory=True,
-                                            expected_discounted_checkouts=checkouts + 1_000_000 if promotions else 0))
+    sized = checkouts + 1_000_000
+    # the coupons granted ahead take idempotency keys and buyer rows too, about
+    # 0.7 a checkout: sized for them, or the key index grows mid-run (a rehash
+    # of tens of millions of keys: seconds, in the timed loop)
+    engine = Engine(catalog, FestivalConfig(expected_checkouts=sized * PROMO_SIZING_FACTOR if promotions else sized,
+                                            prefault_memory=True,
+                                            expected_discounted_checkouts=sized if promotions else 0))
     # the clock times the engine alone: checkout batches are made ahead, and
     # each payment batch (it needs its checkouts' ids) off the clock; each
     # round gets fresh keys and buyers, so it is new work (not retries, not
@@ -581,7 +589,7 @@ def promotions_phase(catalog_dir: Path, workdir: Path, catalog, args: argparse.N
     seconds = getattr(args, "promo_seconds", None) or min(args.seconds, PROMO_LOAD_S_MAX)
     say(f"promotions mix over HTTP for {seconds:g} s (threshold, store coupons, red packets, flash deals, grants):")
     sizing = batch_load_sizing(args.batch_orders_per_s, seconds)
-    server = Server(catalog_dir, workdir / "promo-data", args.port, expected_checkouts=sizing,
+    server = Server(catalog_dir, workdir / "promo-data", args.port, expected_checkouts=sizing * PROMO_SIZING_FACTOR,
                     expected_discounted_checkouts=sizing)
     try:
         with _stolen_during("promo_batch_load", steal):

@@ -212,7 +212,7 @@ class Engine:
     # ------------------------------------------------------------------ apply
     def apply(self, batch: CommandBatch, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """Applies the batch; returns (result code, reference id) per command."""
-        self._with_room(len(batch), len(batch.sku), len(batch.arg))
+        self._with_room(len(batch), len(batch.sku), batch)
         return self._run(self._look_up(batch, now_ms))
 
     def apply_all(self, batches: Iterable[tuple[CommandBatch, int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -233,7 +233,7 @@ class Engine:
         item = next(pending, None)
         if item is None:
             return
-        self._with_room(len(item[0]), len(item[0].sku), len(item[0].arg))
+        self._with_room(len(item[0]), len(item[0].sku), item[0])
         looked: _LookedUp | None = self._look_up(*item)
         with ThreadPoolExecutor(1, thread_name_prefix="double11-lookups") as lookups_thread:
             while looked is not None:
@@ -242,7 +242,7 @@ class Engine:
                 if item is not None:
                     batch = item[0]
                     self._with_room(len(looked.batch) + len(batch), len(looked.batch.sku) + len(batch.sku),
-                                    len(looked.batch.arg) + len(batch.arg))
+                                    looked.batch, batch)
                     ahead = lookups_thread.submit(self._look_up, *item)
                 try:
                     result = self._run(looked)
@@ -382,23 +382,27 @@ class Engine:
         table (at most one order per line, two transfers per command)."""
         return (n, n_lines, n_lines, n, n, n, 2 * n)
 
-    def _with_room(self, n: int, n_lines: int, n_args: int) -> tuple[np.ndarray, ...]:
-        """Each buffer with room for a batch of n commands, n_lines lines and n_args args."""
+    def _with_room(self, n: int, n_lines: int, *batches: CommandBatch) -> tuple[np.ndarray, ...]:
+        """Each buffer with room for n commands and n_lines lines, the
+        promotions' for what `batches` hold."""
         self.idem_index.reserve(n)
         self.buyer_index.reserve(n)
-        for table, extra in zip(self.promos.growing(), self.promos.room(n, n_lines, n_args)):
+        promos = np.sum([self.promos.room(batch) for batch in batches], axis=0)
+        for table, extra in zip(self.promos.growing(), promos.tolist()):
             table.reserve(extra)
         return tuple(table.reserve(extra) for table, extra in zip(self.growing_tables(), self._room(n, n_lines)))
 
-    def must_grow(self, n: int, n_lines: int, n_args: int = 0) -> list[str]:
-        """The tables a batch of n commands, n_lines lines and n_args args
-        would make grow (each doubles and is copied, or rehashed: a pause of
-        seconds when it holds tens of millions of rows); empty when they have room."""
+    def must_grow(self, n: int, n_lines: int, batch: CommandBatch | None = None) -> list[str]:
+        """The tables a batch of n commands and n_lines lines (`batch`, for
+        the promotions' tables) would make grow (each doubles and is copied,
+        or rehashed: a pause of seconds when it holds tens of millions of
+        rows); empty when they have room."""
         names = [name for name, table, extra in zip(GROWING_TABLE_NAMES, self.growing_tables(), self._room(n, n_lines))
                  if table.must_grow(extra)]
         promos = self.promos
-        names += [name for name, table, extra in zip(promos.GROWING_NAMES, promos.growing(),
-                                                     promos.room(n, n_lines, n_args)) if table.must_grow(extra)]
+        if batch is not None:
+            names += [name for name, table, extra in zip(promos.GROWING_NAMES, promos.growing(), promos.room(batch))
+                      if table.must_grow(extra)]
         names += [name for name, index in (("idempotency key index", self.idem_index),
                                            ("buyer index", self.buyer_index)) if index.must_grow(n)]
         return names

@@ -25,7 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from double11.engine.batch import CommandBatch, Op
 from double11.engine.columns import Column, Table
+from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, THRESHOLD_DISCOUNT
+
+# the ops that make promotions' rows (room() counts them in a batch)
+_MAKERS = [COUPON_TEMPLATE.number, THRESHOLD_DISCOUNT.number, DEAL.number, GRANT.number]
+_THRESHOLD_OP, _CHECKOUT_OP = THRESHOLD_DISCOUNT.number, int(Op.checkout)
+_OPS_MAX = 255  # a batch's op column is one byte
 
 # coupon and deal statuses, as a record's `status` holds them
 HELD, RESERVED, USED = 1, 2, 3
@@ -118,7 +125,16 @@ class PromotionTables:
                 self.deal_takers, self.checkout_coupons, self.checkout_promos, self.line_promos, self.order_promos,
                 self.buyer_promos)
 
-    @staticmethod
-    def room(n: int, n_lines: int, n_args: int) -> tuple[int, ...]:
-        """Rows a batch of n commands, n_lines lines and n_args args may add to each."""
-        return (n, n, n, n_args, n, n_lines, n_args, n, n_lines, n_lines, n)
+    def room(self, batch: CommandBatch) -> tuple[int, ...]:
+        """Rows `batch` may add to each growing table, from what it holds:
+        none while the festival has no promotions and the batch makes none
+        (so a plain festival never grows them)."""
+        counts = np.bincount(batch.op, minlength=_OPS_MAX + 1)
+        made = counts[_MAKERS]
+        if not made.any() and not (self.coupon_templates.size or self.thresholds.size or self.deals.size):
+            return (0,) * len(self.GROWING_NAMES)
+        n_lines, n_args, checkouts = len(batch.sku), len(batch.arg), int(counts[_CHECKOUT_OP])
+        threshold_args = int(batch.args[batch.op == _THRESHOLD_OP].sum(dtype=np.int64))
+        templates, thresholds, deals, grants = (int(x) for x in made)
+        return (templates, grants, thresholds, threshold_args, deals, n_lines, n_args, checkouts, n_lines, n_lines,
+                checkouts + grants)

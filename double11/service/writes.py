@@ -45,7 +45,7 @@ class Writes:
             now = max(int(now), self.engine.now_ms)  # the engine's clock never goes back
             inline = durability.writes_after(len(batch))
             written = None if inline else durability.write_beside(now, batch)
-            growing = self.engine.must_grow(len(batch), len(batch.sku), len(batch.arg))
+            growing = self.engine.must_grow(len(batch), len(batch.sku), batch)
             started = time.perf_counter()
             code, ref = self.engine.apply(batch, now)
             if growing:
