@@ -84,12 +84,14 @@ class PromotionTables:
     def __init__(self, expected_discounted_checkouts: int, prefault: bool = False) -> None:
         cap = max(expected_discounted_checkouts, 1 << 12)
         pf = prefault and expected_discounted_checkouts > 0
-        self.coupon_templates = Table(TEMPLATE_FIELDS, 1 << 10, align=False)
+        # a store coupon template per merchant is common: room for a big
+        # marketplace's before the first grows (address space only, untouched)
+        self.coupon_templates = Table(TEMPLATE_FIELDS, 1 << 17, align=False)
         self.coupons = Table(COUPON_FIELDS, cap, pf, align=False)
         self.thresholds = Table(THRESHOLD_FIELDS, 1 << 6, align=False)
         self.threshold_merchants = Column(np.int32, 1 << 10)  # each threshold's merchant rows, one after another
         self.deals = Table(DEAL_FIELDS, 1 << 10, align=False)
-        self.deal_takers = Table(DEAL_TAKER_FIELDS, 1 << 16, align=False)
+        self.deal_takers = Table(DEAL_TAKER_FIELDS, cap, pf, align=False)
         # each checkout's coupons (rows), one checkout's after another (checkout_promos.coupon_start)
         self.checkout_coupons = Column(np.int64, cap, pf)
         self.checkout_promos = Table(CHECKOUT_PROMO_FIELDS, cap, pf, align=False)
