@@ -156,6 +156,17 @@ def _next_member(buf, p, end):
     return (0 if c == 125 else -1), p
 
 
+@inline
+def _next_item(buf, p, end):
+    """After an array's item: (1, next item) on a comma, (0, after the
+    array) on its closing bracket, -1 on anything else."""
+    c = _at(buf, p, end)
+    p = _skip_ws(buf, p + 1, end)
+    if c == 44:
+        return 1, p
+    return (0 if c == 93 else -1), p
+
+
 @helper
 def _lines(buf, p, end, slot, sku, qty):
     """The lines array at p into sku/qty[slot:]: (count, position after it),
@@ -189,12 +200,9 @@ def _lines(buf, p, end, slot, sku, qty):
         sku[slot + n] = the_sku
         qty[slot + n] = the_qty
         n += 1
-        c = _at(buf, p, end)
-        p = _skip_ws(buf, p + 1, end)
-        if c == 93:
-            return n, p
-        if c != 44:
-            return -1, p
+        more, p = _next_item(buf, p, end)
+        if more <= 0:
+            return (n if more == 0 else -1), p
 
 
 @helper
@@ -217,13 +225,9 @@ def _coupons(buf, p, end, slot, coupon):
                 return -1, p
         coupon[slot + n] = v
         n += 1
-        p = _skip_ws(buf, p, end)
-        c = _at(buf, p, end)
-        p = _skip_ws(buf, p + 1, end)
-        if c == 93:
-            return n, p
-        if c != 44:
-            return -1, p
+        more, p = _next_item(buf, _skip_ws(buf, p, end), end)
+        if more <= 0:
+            return (n if more == 0 else -1), p
 
 
 @helper
