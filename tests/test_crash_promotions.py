@@ -56,8 +56,10 @@ def load(url: str, worker: int, stop: threading.Event, acked: list, errors: list
                 for _ in range(4):
                     seq += 1
                     buyer = rng.choice(buyers)
-                    lines = [{"sku": DEAL_SKU, "qty": rng.randint(1, 2)}]
-                    lines += [{"sku": s, "qty": 1} for s in rng.sample(range(1002, 1001 + SKUS), rng.randint(0, 2))]
+                    # half of them race for the flash deal; the rest keep selling once it is gone
+                    lines = [{"sku": DEAL_SKU, "qty": rng.randint(1, 2)}] if rng.random() < 0.5 else []
+                    lines += [{"sku": s, "qty": 1}
+                              for s in rng.sample(range(1002, 1001 + SKUS), rng.randint(1 - len(lines), 2))]
                     cmd = {"op": "checkout", "idempotency_key": f"w{worker}-{seq}", "buyer": buyer, "country": "CN",
                            "channel": "mobile", "lines": lines}
                     if held[buyer]:
