@@ -112,6 +112,7 @@ PROMO_WORK_OVER_PLAIN = 1.25
 # the promotions mix sizes its server's tables for this many times its
 # checkouts: its coupons, granted ahead, take idempotency keys and buyer rows too
 PROMO_SIZING_FACTOR = 2
+SLOWEST_SAID = 5  # the batch loads name their slowest requests and when they came
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
 HOT_ITEMS_POLL_S = 0.5
 
@@ -316,6 +317,7 @@ def batch_load(server: Server, catalog, args: argparse.Namespace, seconds: float
     seconds = args.seconds if seconds is None else seconds
     counts = {"checkouts": 0, "payments": 0, "paid_fen": 0, "commands": 0}
     latencies: list[float] = []
+    sent_at: list[float] = []  # each request's start, s into the load (for the slowest few)
     lock = threading.Lock()
     started = time.perf_counter()
     stop_at = started + seconds
@@ -333,6 +335,7 @@ def batch_load(server: Server, catalog, args: argparse.Namespace, seconds: float
             raise RuntimeError(f"batch answered {resp.status}: {data[:300]!r}")
         with lock:
             latencies.append((time.perf_counter() - t) * 1000)
+            sent_at.append(t - started)
         return decode_results(data)
 
     sold_out: list[int] = []  # hot SKUs seen at zero stock, shared by the clients
@@ -409,6 +412,9 @@ def batch_load(server: Server, catalog, args: argparse.Namespace, seconds: float
     elapsed = time.perf_counter() - started  # the clients' time, not the stock watcher's last poll
     watcher.join()
     lat = np.array(latencies) if latencies else np.zeros(1)
+    # the p99 is the slowest 1% of some thousands of requests: say when the slowest came
+    slowest: list[int] = np.argsort(-lat)[:SLOWEST_SAID].tolist() if latencies else []
+    say("  slowest requests: " + ", ".join(f"{lat[k]:.1f} ms at {sent_at[k]:.1f} s" for k in slowest))
     return {
         "orders_per_s": counts["checkouts"] / elapsed,
         "payments_per_s": counts["payments"] / elapsed,
