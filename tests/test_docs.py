@@ -16,8 +16,9 @@ DATED = re.compile(r"#.*\b(?:\d{2}-\d{2}[a-z]\b|20[2-9]\d-\d\d-\d\d)")
 
 
 def test_the_readme_and_the_architecture_fit_their_claims():
-    assert len((ROOT / "README.md").read_text(encoding="utf-8")) < 7_000
-    assert len((ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")) < 7_000  # "one page"
+    # counted in bytes, as the front-door check counts them (≤ and – are three each)
+    assert len((ROOT / "README.md").read_bytes()) < 7_000
+    assert len((ROOT / "ARCHITECTURE.md").read_bytes()) < 7_000  # "one page"
 
 
 @pytest.mark.parametrize("page", PAGES)
