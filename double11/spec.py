@@ -97,6 +97,12 @@ def id_field(name: str, meaning: str, where: Where = "body") -> Field:
     return Field(name, "integer", meaning, Result.invalid_request, low=1, high=limits.id_max, where=where)
 
 
+def string_words(text: str, words: int) -> list[int]:
+    """A string field's args: its ASCII bytes, zero-padded, as little-endian int64 words."""
+    raw = text.encode("ascii").ljust(8 * words, b"\0")
+    return [int.from_bytes(raw[8 * w: 8 * w + 8], "little", signed=True) for w in range(words)]
+
+
 def string_of(words: Any) -> str:
     """A string field's text from its words (zero bytes pad it)."""
     raw = b"".join(int(w).to_bytes(8, "little", signed=True) for w in words)

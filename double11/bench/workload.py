@@ -15,6 +15,7 @@ from double11 import geo
 from double11.catalog.generate import popularity_weights
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.promotions.spec import GRANT
+from double11.spec import string_words
 
 _COUNTRY_CODES = np.array([geo.encode(c) for c in geo.ALPHA2[:249]], dtype=np.uint16)
 # a grant's args, where its declaration lays them out
@@ -72,42 +73,34 @@ class Workload:
         )
 
     def pays(self, checkout_ids: np.ndarray, amounts: np.ndarray) -> CommandBatch:
-        n = len(checkout_ids)
+        return self._without_lines(int(Op.pay), checkout_ids, amounts)
+
+    def _without_lines(self, op: int, target: np.ndarray, amount: np.ndarray,
+                       args_each: int = 0, arg: np.ndarray | None = None) -> CommandBatch:
+        """Commands of one op with no lines (a payment, a grant), fresh keys."""
+        n = len(target)
         return CommandBatch(
-            op=np.full(n, Op.pay, dtype=np.uint8),
+            op=np.full(n, op, dtype=np.uint8),
             invalid=np.zeros(n, dtype=np.uint8),
             channel=np.zeros(n, dtype=np.uint8),
             lines=np.zeros(n, dtype=np.uint8),
             country=np.zeros(n, dtype=np.uint16),
             key=self.fresh_keys(n),
-            target=checkout_ids.astype(np.int64),
-            amount=amounts.astype(np.int64),
+            target=target.astype(np.int64),
+            amount=amount.astype(np.int64),
             sku=np.zeros(0, dtype=np.int64),
             qty=np.zeros(0, dtype=np.int32),
+            args=np.full(n, args_each, dtype=np.uint8),
+            arg=np.zeros(0, dtype=np.int64) if arg is None else arg,
         )
 
     def grants(self, templates: np.ndarray, buyers: np.ndarray, source: str) -> CommandBatch:
-        """A coupon of each template for the buyer beside it, won at `source`
-        (printable ASCII: a string arg is its bytes as little-endian words)."""
+        """A coupon of each template for the buyer beside it, won at `source`."""
         n = len(templates)
-        words = np.frombuffer(source.encode("ascii").ljust(8 * _SOURCE_WORDS, b"\0"), dtype="<i8")
         arg = np.empty((n, _GRANT_ARGS), dtype=np.int64)
         arg[:, _GRANT_BUYER] = buyers
-        arg[:, _GRANT_SOURCE:_GRANT_SOURCE + _SOURCE_WORDS] = words
-        return CommandBatch(
-            op=np.full(n, GRANT.number, dtype=np.uint8),
-            invalid=np.zeros(n, dtype=np.uint8),
-            channel=np.zeros(n, dtype=np.uint8),
-            lines=np.zeros(n, dtype=np.uint8),
-            country=np.zeros(n, dtype=np.uint16),
-            key=self.fresh_keys(n),
-            target=templates.astype(np.int64),
-            amount=np.zeros(n, dtype=np.int64),
-            sku=np.zeros(0, dtype=np.int64),
-            qty=np.zeros(0, dtype=np.int32),
-            args=np.full(n, _GRANT_ARGS, dtype=np.uint8),
-            arg=arg.ravel(),
-        )
+        arg[:, _GRANT_SOURCE:_GRANT_SOURCE + _SOURCE_WORDS] = string_words(source, _SOURCE_WORDS)
+        return self._without_lines(GRANT.number, templates, np.zeros(n, dtype=np.int64), _GRANT_ARGS, arg.ravel())
 
 
 def spending(checkouts: CommandBatch, coupons: np.ndarray) -> CommandBatch:

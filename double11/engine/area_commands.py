@@ -23,7 +23,7 @@ from double11 import areas
 from double11.engine import area_rules, commands, refusals
 from double11.engine.batch import CommandBatch
 from double11.errors import Result
-from double11.spec import Command, Field, string_of
+from double11.spec import Command, Field, string_of, string_words
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63
 
@@ -42,11 +42,6 @@ def _printable(text: str) -> bool:
     return text.isascii() and text.isprintable()
 
 
-def _string_words(text: str, words: int) -> list[int]:
-    raw = text.encode("ascii").ljust(8 * words, b"\0")
-    return [int.from_bytes(raw[8 * w: 8 * w + 8], "little", signed=True) for w in range(words)]
-
-
 # ------------------------------------------------------------------ JSON -> args
 def _one(field: Field, holder: dict, name: str, shown_as: str) -> list[int]:
     """Field `name` of `holder` as its args; Refused naming `shown_as`."""
@@ -63,7 +58,7 @@ def _one(field: Field, holder: dict, name: str, shown_as: str) -> list[int]:
             return [field.choices.index(v)]
     elif field.kind == "string":
         if type(v) is str and field.low <= len(v) <= field.high and _printable(v):
-            return _string_words(v, field.arg_words)
+            return string_words(v, field.arg_words)
         if type(v) is str:
             raise Refused(field.code, refusals.wrong(shown_as, _wanted(field), v))
     elif type(v) is list and field.low <= len(v) <= field.high:  # a list of one-integer items
