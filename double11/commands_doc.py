@@ -11,6 +11,7 @@ import msgspec
 
 from double11 import areas, limits
 from double11.spec import IDEMPOTENCY_KEY, Command, Field
+from double11.statuses import HTTP_STATUS
 
 BEGIN = "<!-- the commands' table, rendered from their declarations: python -m double11.commands_doc -->"
 END = "<!-- end of the rendered table -->"
@@ -75,7 +76,7 @@ def _refusals(command: Command) -> str:
 
 def section() -> str:
     """The lines between BEGIN and END, both included."""
-    rows = [f"| {c.op} | POST {c.route} | {_fields(c)} | {c.success_status} | {answer(c)} | {_refusals(c)} |"
+    rows = [f"| {c.op} | POST {c.route} | {_fields(c)} | {HTTP_STATUS[c.success]} | {answer(c)} | {_refusals(c)} |"
             for c in areas.COMMANDS]
     return "\n".join([
         BEGIN,

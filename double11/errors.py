@@ -2,7 +2,8 @@
 
 Numbers are part of the compact wire format and of the command log's
 idempotency table, so they never change; new codes are appended.
-Each code carries its HTTP status and a message template.
+Each code carries a message template; its HTTP status is the edge's
+business (double11/statuses.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Result(enum.IntEnum):
     deal_sold_out = 48
     deal_buyer_limit = 49
     window_overlaps = 54
+    created = 55  # done, and a new thing exists (an answer, never a refusal)
     # platform
     overloaded = 50
     not_found = 51
@@ -65,57 +67,6 @@ class Result(enum.IntEnum):
     unavailable = 53  # the engine process is not running
     internal = 60  # a bug of ours, never an answer to bad input
 
-
-HTTP_STATUS: dict[Result, int] = {
-    Result.ok: 200,
-    Result.invalid_request: 400,
-    Result.invalid_quantity: 400,
-    Result.invalid_country: 400,
-    Result.invalid_channel: 400,
-    Result.too_many_lines: 400,
-    Result.empty_checkout: 400,
-    Result.invalid_amount: 400,
-    Result.invalid_idempotency_key: 400,
-    Result.batch_too_large: 413,
-    Result.body_too_large: 413,
-    Result.unknown_op: 400,
-    Result.invalid_template: 400,
-    Result.invalid_threshold: 400,
-    Result.invalid_deal: 400,
-    Result.unknown_sku: 404,
-    Result.unknown_checkout: 404,
-    Result.unknown_order: 404,
-    Result.unknown_merchant: 404,
-    Result.unknown_template: 404,
-    Result.unknown_coupon: 404,
-    Result.unknown_deal: 404,
-    Result.out_of_stock: 409,
-    Result.amount_mismatch: 409,
-    Result.already_paid: 409,
-    Result.expired: 409,
-    Result.cancelled: 409,
-    Result.not_paid: 409,
-    Result.already_settled: 409,
-    Result.already_refunded: 409,
-    Result.idempotency_key_reused: 409,
-    Result.budget_exhausted: 409,
-    Result.buyer_limit_reached: 409,
-    Result.not_in_window: 409,
-    Result.not_your_coupon: 409,
-    Result.coupon_not_held: 409,
-    Result.coupon_expired: 409,
-    Result.two_store_coupons: 409,
-    Result.coupon_merchant_not_in_checkout: 409,
-    Result.min_spend_not_met: 409,
-    Result.deal_sold_out: 409,
-    Result.deal_buyer_limit: 409,
-    Result.window_overlaps: 409,
-    Result.overloaded: 429,
-    Result.not_found: 404,
-    Result.method_not_allowed: 405,
-    Result.unavailable: 503,
-    Result.internal: 500,
-}
 
 # a code's message where nothing more is known; a refused command's answer
 # says more (double11/engine/refusals.py: the field, the line, the bound).
@@ -192,10 +143,6 @@ class Double11Error(Exception):
         self.detail = detail
         self.message = message  # the whole message, where it says all (the field and the bound)
         super().__init__(error_body(code, detail, message)["error"]["message"])
-
-    @property
-    def http_status(self) -> int:
-        return HTTP_STATUS[self.code]
 
     def body(self) -> dict:
         return error_body(self.code, self.detail, self.message)

@@ -127,7 +127,7 @@ class Command:
     route: str
     summary: str
     fields: tuple[Field, ...]
-    success_status: int
+    success: Result  # its code when done: Result.created where it makes a new thing, else ok
     answer: type
     results: tuple[Result, ...]
     # the op's number in a batch's `op` column and the log (never reused)

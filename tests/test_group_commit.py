@@ -10,6 +10,7 @@ from model import T0, co, small_catalog
 from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result
 from double11.service import Festival
+from double11.statuses import STATUS_OF_CODE
 
 
 def test_concurrent_single_submits_share_batches_and_get_their_own_answers(tmp_path):
@@ -183,7 +184,7 @@ def test_a_run_of_single_requests_is_answered_as_each_one_alone_would_be():
                 try:
                     out.append(tuple(await festival.submit_single(op, target, b)))
                 except Double11Error as e:
-                    out.append((e.http_status, msgspec.json.encode(e.body())))
+                    out.append((e.code, msgspec.json.encode(e.body())))
             return out
         return asyncio.run(go())
 
@@ -191,11 +192,11 @@ def test_a_run_of_single_requests_is_answered_as_each_one_alone_would_be():
     one_by_one = Festival.open(small_catalog(), clock_start_ms=T0, speedup=0.0)
     got = asyncio.run(_run(lambda: together.submit_singles(ops, targets, Bodies.of(bodies))))
     assert [tuple(a) for a in got] == alone(one_by_one)
-    assert [status for status, _ in got] == [201, 400, 201, 409, 409, 400, 409, 200, 400]
+    assert [STATUS_OF_CODE[code] for code, _ in got] == [201, 400, 201, 409, 409, 400, 409, 200, 400]
     assert together.batches == 1
 
     refused_whole = asyncio.run(_run(lambda: together.submit_singles(ops[1:2], targets[1:2], Bodies.of([b"[]"]))))
-    assert [status for status, _ in refused_whole] == [400]
+    assert [code for code, _ in refused_whole] == [Result.invalid_request]
     assert together.batches == 1
 
 

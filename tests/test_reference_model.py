@@ -9,7 +9,8 @@ from model import T0, UNKNOWN_SKU, cancel, co, code_of, confirm, pay, refund, re
 from model.reference import STATS_KEYS, ReferenceFestival
 
 from double11.config import FestivalConfig
-from double11.errors import HTTP_STATUS, Result
+from double11.errors import Result
+from double11.statuses import HTTP_STATUS
 
 TIMEOUT = FestivalConfig().payment_timeout_ms
 

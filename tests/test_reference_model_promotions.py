@@ -11,7 +11,8 @@ from model import threshold as threshold_cmd
 from model.reference import DISCOUNT_KINDS, ReferenceFestival, allocate
 
 from double11.config import FestivalConfig
-from double11.errors import HTTP_STATUS, Result
+from double11.errors import Result
+from double11.statuses import HTTP_STATUS
 
 CONFIG = FestivalConfig(payment_timeout_ms=60_000, commission_bps=250)
 TIMEOUT = CONFIG.payment_timeout_ms

@@ -21,9 +21,10 @@ from double11.commands_doc import BEGIN, END, section
 from double11.engine import refusals
 from double11.engine.batch import Channel, CommandBatch, Op, validate
 from double11.engine.encode import encode_commands
-from double11.errors import HTTP_STATUS, MESSAGES, Result
+from double11.errors import MESSAGES, Result
 from double11.http.openapi import build_openapi
 from double11.spec import Command, Field
+from double11.statuses import HTTP_STATUS
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_510_329_600_000
@@ -262,7 +263,7 @@ def test_the_json_edge_enforces_exactly_the_declaration(festival, case: Case, da
     if expected is None:
         answered = Result[result["body"]["error"]["code"]] if "error" in result["body"] else Result.ok
         assert answered == Result.ok or answered in command.results, result
-        assert result["status"] == (command.success_status if answered == Result.ok else HTTP_STATUS[answered])
+        assert result["status"] == (HTTP_STATUS[command.success] if answered == Result.ok else HTTP_STATUS[answered])
     else:
         assert result["status"] == HTTP_STATUS[expected]
         assert result["body"]["error"]["code"] == expected.name
@@ -539,13 +540,13 @@ def test_the_openapi_document_gives_each_command_its_declared_route_fields_bound
             if field.optional:
                 assert schema["default"] == ([] if field.kind == "list" else field.default)
         # the answer on success is its Struct's schema
-        answer = op["responses"][str(command.success_status)]["content"]["application/json"]["schema"]
+        answer = op["responses"][str(HTTP_STATUS[command.success])]["content"]["application/json"]["schema"]
         assert answer == {"$ref": f"#/components/schemas/{command.answer.__name__}"}
         assert command.answer.__name__ in schemas
-        documented = {code for status, answer in op["responses"].items() if status != str(command.success_status)
+        documented = {code for status, answer in op["responses"].items() if status != str(HTTP_STATUS[command.success])
                       for code in answer["description"].split(", ")}
         assert {c.name for c in (*command.shape_codes, *command.results)} <= documented
-        assert str(command.success_status) in op["responses"]
+        assert str(HTTP_STATUS[command.success]) in op["responses"]
     assert len(schemas["BatchCommand"]["oneOf"]) == len(areas.COMMANDS)
     # the threshold's and the deal's `from` is named so on the wire, not as Python's `from_`
     assert "from" in schemas["ThresholdView"]["properties"] and "from" in schemas["DealView"]["properties"]

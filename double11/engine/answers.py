@@ -19,7 +19,8 @@ from double11.engine.machine import Engine
 from double11.errors import Result
 
 _ENC = msgspec.json.Encoder()
-_OK = int(Result.ok)
+_OK, _CREATED = int(Result.ok), int(Result.created)
+_LEFT_TO_PYTHON = -1  # an answer code column's mark for the rows `_write` did not write
 _CHECKOUT, _PAY = int(Op.checkout), int(Op.pay)
 ROW_BYTES_MAX = 200  # a checkout's answer without its orders, every number at 20 digits
 ORDER_BYTES_MAX = 100  # one order of it
@@ -68,14 +69,15 @@ def _put_int(out, p, v):
 
 
 @kernel
-def _write(code, ref, op, checkouts, checkout_promos, orders, timeout_ms, merchant_id, out, status, ends):
+def _write(code, ref, op, checkouts, checkout_promos, orders, timeout_ms, merchant_id, out, answered, ends):
     """Answers of created checkouts and payments into out: row i's ends at
-    ends[i] and starts where row i-1's ended; status 0 (and no bytes) for the
-    rows left to Python.  `checkouts`, `orders`: the tables' records."""
+    ends[i] and starts where row i-1's ended, and its result code in
+    answered[i]; _LEFT_TO_PYTHON (and no bytes) for the rows left to Python.
+    `checkouts`, `orders`: the tables' records."""
     p = 0
     for i in range(len(code)):
         if code[i] != _OK or (op[i] != _CHECKOUT and op[i] != _PAY):
-            status[i] = 0
+            answered[i] = _LEFT_TO_PYTHON
             ends[i] = p
             continue
         checkout = checkouts[ref[i] - 1]
@@ -84,10 +86,10 @@ def _write(code, ref, op, checkouts, checkout_promos, orders, timeout_ms, mercha
             cp = checkout_promos[checkout.promo - 1]
             off = cp.off_deal + cp.off_store + cp.off_threshold + cp.off_platform
         if op[i] == _CHECKOUT and checkout.promo != 0:  # with its discounts and coupons: Python's
-            status[i] = 0
+            answered[i] = _LEFT_TO_PYTHON
             ends[i] = p
             continue
-        status[i] = 201 if op[i] == _CHECKOUT else 200
+        answered[i] = _CREATED if op[i] == _CHECKOUT else _OK
         p = _put(out, p, _T_CHECKOUT)
         p = _put_int(out, p, ref[i])
         if op[i] == _PAY:
@@ -119,69 +121,71 @@ def _write(code, ref, op, checkouts, checkout_promos, orders, timeout_ms, mercha
 
 
 class Answers:
-    """(HTTP status, JSON body) per command, as columns: the bodies lie in one
-    buffer, answer i's at data[starts[i]:ends[i]], so hundreds of them go
+    """(result code, JSON body) per command, as columns: the bodies lie in
+    one buffer, answer i's at data[starts[i]:ends[i]], so hundreds of them go
     down the link in one compiled pass (`link.frames.pack_answers`) without
-    a Python object each.  Reads as a sequence of (status, body) tuples."""
+    a Python object each.  Reads as a sequence of (code, body) tuples; the
+    edge says a code as an HTTP status (double11/statuses.py)."""
 
-    __slots__ = ("status", "data", "starts", "ends")
+    __slots__ = ("code", "data", "starts", "ends")
 
-    def __init__(self, status: np.ndarray, data: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
-        self.status, self.data, self.starts, self.ends = status, data, starts, ends
+    def __init__(self, code: np.ndarray, data: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.code, self.data, self.starts, self.ends = code, data, starts, ends
 
     def __len__(self) -> int:
-        return len(self.status)
+        return len(self.code)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             first, last, step = i.indices(len(self))
             if step != 1:
                 raise ValueError("Answers slices are contiguous")
-            return Answers(self.status[first:last], self.data, self.starts[first:last], self.ends[first:last])
+            return Answers(self.code[first:last], self.data, self.starts[first:last], self.ends[first:last])
         if i < 0:
             i += len(self)
-        return int(self.status[i]), self.data[self.starts[i]:self.ends[i]]
+        return int(self.code[i]), self.data[self.starts[i]:self.ends[i]]
 
     def __iter__(self):
         data = self.data
-        return iter([(s, data[a:b]) for s, a, b in zip(self.status.tolist(), self.starts.tolist(),
+        return iter([(s, data[a:b]) for s, a, b in zip(self.code.tolist(), self.starts.tolist(),
                                                        self.ends.tolist())])
 
 
 def answers(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarray,
             start: int, stop: int) -> Answers:
-    """(HTTP status, JSON body) for commands start..stop of an applied batch."""
+    """(result code, JSON body) for commands start..stop of an applied batch."""
     codes, refs, ops = code[start:stop], ref[start:stop], batch.op[start:stop]
     created = (codes == _OK) & (ops == _CHECKOUT)
     orders = int(engine.c_orders.data[refs[created] - 1].sum()) if created.any() else 0
     out = np.empty(ROW_BYTES_MAX * len(codes) + ORDER_BYTES_MAX * orders, dtype=np.uint8)
     ends = np.empty(len(codes), dtype=np.int64)
-    status = np.empty(len(codes), dtype=np.int64)
+    answered = np.empty(len(codes), dtype=np.int64)
     # arrays of one kind whatever the catalog came from (files give read-only
     # ones): a kernel compiles once per kind, and the warm-up compiles this one
     merchant_id = engine.catalog.merchant_id.view()
     merchant_id.flags.writeable = False
     _write(codes, refs, ops, engine.checkouts.rows, engine.promos.checkout_promos.reserve(0), engine.orders.rows,
-           engine.config.payment_timeout_ms, merchant_id, out, status, ends)
+           engine.config.payment_timeout_ms, merchant_id, out, answered, ends)
     written = int(ends[-1]) if len(ends) else 0
     starts = np.empty_like(ends)
     starts[:1] = 0
     starts[1:] = ends[:-1]
-    rarer = np.flatnonzero(status == 0).tolist()
+    rarer = np.flatnonzero(answered == _LEFT_TO_PYTHON).tolist()
     if not rarer:
-        return Answers(status, out[:written].tobytes(), starts, ends)
+        return Answers(answered, out[:written].tobytes(), starts, ends)
     extra, at = [], written  # the rarer answers: built in Python, their bodies after the others
     first_line = None  # of each command, for the refusals' messages (they name the line)
     for i in rarer:
         if codes[i] != _OK:
             if first_line is None:
                 first_line = refusals.first_lines(batch, stop)
-            res = views.refusal(engine, batch, start + i, int(codes[i]), int(refs[i]), int(first_line[start + i]))
+            result, value = views.refusal(engine, batch, start + i, int(codes[i]), int(refs[i]),
+                                          int(first_line[start + i]))
         else:
-            res = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]
-        body = _ENC.encode(res["body"])
-        status[i], starts[i] = res["status"], at
+            result, value = views.results(engine, batch, code, ref, start + i, start + i + 1)[0]
+        body = _ENC.encode(value)
+        answered[i], starts[i] = result, at
         at += len(body)
         ends[i] = at
         extra.append(body)
-    return Answers(status, out[:written].tobytes() + b"".join(extra), starts, ends)
+    return Answers(answered, out[:written].tobytes() + b"".join(extra), starts, ends)

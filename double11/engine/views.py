@@ -11,15 +11,17 @@ from double11 import areas, geo
 from double11.engine import refusals
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.engine.machine import Engine, Status
-from double11.errors import HTTP_STATUS, Result, error_body
+from double11.errors import Result, error_body
 from double11.promotions import views as promotion_views
 from double11.promotions.views import checkout_money, discounted, line_money, order_money
 
-_CREATED = {Op.checkout}
+# a command's answer: its result code (Result.ok or .created when done) and
+# its body; the edge says the code as an HTTP status (double11/statuses.py)
+Answer = tuple[Result, dict[str, Any]]
 
 
-def refusal(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int, first_line: int) -> dict[str, Any]:
-    """The {"status", "body"} answer to refused command i of a batch
+def refusal(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int, first_line: int) -> Answer:
+    """The (code, body) answer to refused command i of a batch
     (`first_line`: the index of its first line in the batch): its message
     names the field, the line and the bound (refusals.py)."""
     code = refusals.RESULTS[code]
@@ -33,34 +35,34 @@ def refusal(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int, fi
         if code == Result.amount_mismatch:
             total = checkout_money(engine, int(batch.target[i]) - 1)["amount_fen"]
         message = refusals.state_message(code, ref, batch, i, first_line, total)
-    return {"status": HTTP_STATUS[code], "body": error_body(code, message=message)}
+    return code, error_body(code, message=message)
 
 
-def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) -> dict[str, Any]:
-    """The {"status", "body"} answer to command i of a batch, done (code 0),
+def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) -> Answer:
+    """The (code, body) answer to command i of a batch, done (code 0),
     but a created checkout (`results` builds those for the whole batch at once)."""
     number = int(batch.op[i])
     created = promotion_views.CREATED.get(areas.BY_NUMBER[number].op)
     if created is not None:
-        return {"status": 201, "body": created(engine, ref)}
+        body = created(engine, ref)
+        assert body is not None, "a thing just created has a view"
+        return Result.created, body
     op = Op(number)
     if op == Op.pay:
         row = ref - 1
-        return {"status": 200, "body": {"checkout": ref, "status": "paid",
-                                        "amount_fen": checkout_money(engine, row)["amount_fen"]}}
+        return Result.ok, {"checkout": ref, "status": "paid", "amount_fen": checkout_money(engine, row)["amount_fen"]}
     if op == Op.cancel:
-        return {"status": 200, "body": {"checkout": ref, "status": "cancelled"}}
+        return Result.ok, {"checkout": ref, "status": "cancelled"}
     if op == Op.confirm:
         # the merchant is settled on its price less only what it funds
         amounts = order_money(engine, ref - 1)
         amount = amounts["amount_fen"] + amounts["discounts"]["platform_coupon"]
         commission = engine.commission(amount)
-        return {"status": 200, "body": {"order": ref, "status": "settled", "merchant_fen": amount - commission,
-                                        "commission_fen": commission}}
+        return Result.ok, {"order": ref, "status": "settled", "merchant_fen": amount - commission,
+                           "commission_fen": commission}
     if op == Op.refund:
-        return {"status": 200, "body": {"order": ref, "status": "refunded",
-                                        "amount_fen": order_money(engine, ref - 1)["amount_fen"]}}
-    return {"status": 200, "body": {"sku": ref, "qty": int(batch.amount[i])}}
+        return Result.ok, {"order": ref, "status": "refunded", "amount_fen": order_money(engine, ref - 1)["amount_fen"]}
+    return Result.ok, {"sku": ref, "qty": int(batch.amount[i])}
 
 
 def _with_money(out: dict[str, Any], amounts: dict[str, Any], shown: bool) -> dict[str, Any]:
@@ -185,8 +187,8 @@ def _created_with_discounts(engine: Engine, checkout_id: int, order_ids: list[in
 
 
 def results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarray,
-            start: int, stop: int) -> list[dict[str, Any]]:
-    """The answers to commands start..stop of a batch.  Created checkouts, the
+            start: int, stop: int) -> list[Answer]:
+    """The (code, body) answers to commands start..stop of a batch.  Created checkouts, the
     bulk of the traffic, are gathered from the columns once for the whole
     slice; everything else goes through `result`."""
     codes = code[start:stop].tolist()
@@ -226,7 +228,7 @@ def results(engine: Engine, batch: CommandBatch, code: np.ndarray, ref: np.ndarr
     for i in range(stop - start):
         body = bodies.get(i)
         if body is not None:
-            out.append({"status": 201, "body": body})
+            out.append((Result.created, body))
         elif codes[i] != Result.ok:
             if first_line is None:
                 first_line = refusals.first_lines(batch, stop)

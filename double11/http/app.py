@@ -35,10 +35,11 @@ from granian.rsgi import ProtocolClosed, ProtocolError
 from double11 import areas, limits
 from double11.engine.batch import Op
 from double11.engine.refusals import shown
-from double11.errors import HTTP_STATUS, Double11Error, Result, error_body
+from double11.errors import Double11Error, Result, error_body
 from double11.http.metrics import HttpMetrics
 from double11.http.openapi import build_openapi
 from double11.link.frames import View
+from double11.statuses import HTTP_STATUS, STATUS_OF_CODE
 
 log = logging.getLogger("double11.http")
 
@@ -238,8 +239,8 @@ class App:
 
         def read(which: int):
             async def handler(scope, proto, id_):
-                status, body = await view(which, id_ or 0)
-                return status, body, _H_JSON
+                code, body = await view(which, id_ or 0)
+                return STATUS_OF_CODE[code], body, _H_JSON
             return handler
 
         # exact path -> (route label, {method: handler})
@@ -314,7 +315,7 @@ class App:
                     else:
                         body = await read_body(scope, proto)
                     answer = await self._single(handler.op, id_ or 0, body)
-                    status, body, headers = answer[0], answer[1], _H_JSON
+                    status, body, headers = STATUS_OF_CODE[answer[0]], answer[1], _H_JSON
                     proto.response_bytes(status, headers, body)
                     self.metrics.observe(label, status, perf_counter() - t0)
                     return
@@ -326,7 +327,7 @@ class App:
                     return
                 status, body, headers = r
         except Double11Error as e:
-            status, body, headers = e.http_status, _ENC.encode(e.body()), _H_JSON
+            status, body, headers = HTTP_STATUS[e.code], _ENC.encode(e.body()), _H_JSON
             label = route[0] if route is not None else R_UNMATCHED
             refused: BaseException | None = e
         except (_Disconnected, ProtocolClosed):
@@ -362,13 +363,13 @@ class App:
 
     async def _batch(self, scope, proto, _id):
         binary = (scope.headers.get("content-type") or "").startswith(BINARY_BATCH_TYPE)
-        status, body, binary = await self.festival.batch(await read_body(scope, proto), binary)
-        return status, body, _H_BINARY if binary else _H_JSON
+        code, body, binary = await self.festival.batch(await read_body(scope, proto), binary)
+        return STATUS_OF_CODE[code], body, _H_BINARY if binary else _H_JSON
 
     async def _sku_page(self, scope, proto, _id):
         merchant, after, limit = sku_page_query(scope.query_string)
-        status, body = await self.festival.sku_page(merchant, after, limit)
-        return status, body, _H_JSON
+        code, body = await self.festival.sku_page(merchant, after, limit)
+        return STATUS_OF_CODE[code], body, _H_JSON
 
     async def _metrics(self, scope, proto, _id):
         try:
@@ -421,11 +422,11 @@ class App:
             transport = proto.response_stream(200, _H_SSE)
             while not self.closing:
                 try:
-                    status, stats = await self.festival.view(View.STATS)
+                    code, stats = await self.festival.view(View.STATS)
                 except Exception:
                     log.exception("the festival's stats failed")
-                    status = 0
-                chunk = b"data: " + stats + b"\n\n" if status == 200 else b": stats unavailable\n\n"
+                    code = Result.internal
+                chunk = b"data: " + stats + b"\n\n" if code == Result.ok else b": stats unavailable\n\n"
                 await transport.send_bytes(chunk)
                 done, _ = await asyncio.wait((watcher, stop), timeout=SSE_INTERVAL_S,
                                              return_when=asyncio.FIRST_COMPLETED)

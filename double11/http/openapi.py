@@ -15,8 +15,9 @@ import msgspec
 
 from double11 import areas, limits
 from double11.engine.commands import Discounts
-from double11.errors import HTTP_STATUS, Result
+from double11.errors import Result
 from double11.spec import Command, Field
+from double11.statuses import HTTP_STATUS
 
 # --------------------------------------------------------------------------- responses
 
@@ -250,7 +251,7 @@ def _command(command: Command) -> dict:
                             for f in command.path_fields]
     op["requestBody"] = {"required": True, "content": {
         "application/json": {"schema": _ref_name(_title(command, "Request"))}}}
-    op["responses"] = {str(command.success_status): {"description": "ok", "content": _json(command.answer)},
+    op["responses"] = {str(HTTP_STATUS[command.success]): {"description": "ok", "content": _json(command.answer)},
                        **_err(*_TRANSPORT, *command.shape_codes, Result.idempotency_key_reused,
                               *command.results)}
     return {"post": op}

@@ -54,7 +54,7 @@ from double11.service import refusal
 
 log = logging.getLogger("double11.engine")
 _ENC = msgspec.json.Encoder()
-_INTERNAL = (500, _ENC.encode(error_body(Result.internal)))
+_INTERNAL = (int(Result.internal), _ENC.encode(error_body(Result.internal)))
 
 
 class EngineLink(asyncio.Protocol):
@@ -116,32 +116,32 @@ class EngineLink(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         if type(answers) is Answers:  # the common case: framed in one compiled pass
-            self.transport.write(pack_answers(calls, answers.status, answers.data, answers.starts, answers.ends))
+            self.transport.write(pack_answers(calls, answers.code, answers.data, answers.starts, answers.ends))
             return
         pack = ANSWER.pack
-        self.transport.write(b"".join([part for call, (status, body) in zip(calls.tolist(), answers)
-                                       for part in (pack(call, status, 0, len(body)), body)]))
+        self.transport.write(b"".join([part for call, (code, body) in zip(calls.tolist(), answers)
+                                       for part in (pack(call, code, 0, len(body)), body)]))
 
-    def answer(self, call: int, status: int, body: bytes, binary: bool) -> None:
+    def answer(self, call: int, code: int, body: bytes, binary: bool) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(ANSWER.pack(call, status, int(binary), len(body)) + body)
+            self.transport.write(ANSWER.pack(call, code, int(binary), len(body)) + body)
 
     async def _other(self, kind: int, call: int, op: int, target: int, payload: bytes) -> None:
         try:
             if kind == Kind.BATCH:
-                status, body, binary = await self.local.batch(payload, binary=bool(op))
+                code, body, binary = await self.local.batch(payload, binary=bool(op))
             elif kind == Kind.VIEW and op == View.SKU_PAGE:
-                (status, body), binary = await self.local.sku_page(*SKU_PAGE_QUERY.unpack(payload)), False
+                (code, body), binary = await self.local.sku_page(*SKU_PAGE_QUERY.unpack(payload)), False
             elif kind == Kind.VIEW:
-                (status, body), binary = await self.local.view(op, target), False
+                (code, body), binary = await self.local.view(op, target), False
             elif kind == Kind.METRICS:
-                status, body, binary = 200, _ENC.encode(await self.local.metrics()), False
+                code, body, binary = Result.ok, _ENC.encode(await self.local.metrics()), False
             else:
                 raise ValueError(f"unknown call kind {kind}")
         except Exception:
             log.exception("answering a call of kind %s failed", kind)
-            (status, body), binary = _INTERNAL, False
-        self.answer(call, status, body, binary)
+            (code, body), binary = _INTERNAL, False
+        self.answer(call, code, body, binary)
 
     def eof_received(self) -> bool:
         self._close()

@@ -1,12 +1,13 @@
 """The frames on the link: a fixed little-endian header, then the payload.
 
     call   (front -> engine): kind u8, call u32, op u8, target i64, length u32
-    answer (engine -> front): call u32, status u16, binary u8, length u32
+    answer (engine -> front): call u32, code u16, binary u8, length u32
 
 `call` pairs an answer with its call (the front numbers them, wrapping at
 2**32); answers may come in any order.  The engine's first frame is an
 answer to call 0: it is ready.  A payload is a request body as it came
-(SINGLE, BATCH) or nothing (VIEW, METRICS); an answer's is the HTTP body.
+(SINGLE, BATCH) or nothing (VIEW, METRICS); an answer's is the HTTP body,
+and its code a `Result` that the front says as an HTTP status.
 """
 
 from __future__ import annotations
@@ -109,13 +110,13 @@ def _scan_calls(buf, payload_bytes_max, kind, call, op, target, start, end):
     return k, at, False
 
 
-def pack_answers(calls: np.ndarray, status: np.ndarray, data: bytes, starts: np.ndarray, ends: np.ndarray) -> bytes:
-    """ANSWER frames (not binary) for calls[i] with status[i] and the body
+def pack_answers(calls: np.ndarray, code: np.ndarray, data: bytes, starts: np.ndarray, ends: np.ndarray) -> bytes:
+    """ANSWER frames (not binary) for calls[i] with result code[i] and the body
     data[starts[i]:ends[i]], one after another, written in one compiled pass:
     the engine answers hundreds of single requests at once."""
     starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
     out = np.empty(ANSWER.size * len(calls) + int((ends - starts).sum()), dtype=np.uint8)
-    _pack_answers(np.asarray(calls, dtype=np.uint32), np.asarray(status, dtype=np.int64),
+    _pack_answers(np.asarray(calls, dtype=np.uint32), np.asarray(code, dtype=np.int64),
                   np.frombuffer(data, dtype=np.uint8), starts, ends, out)
     return out.tobytes()
 
@@ -124,12 +125,12 @@ assert ANSWER.size == 11, "_pack_answers writes the ANSWER header at fixed offse
 
 
 @kernel
-def _pack_answers(calls, status, data, starts, ends, out):
-    """ANSWER frames (little-endian <IHBI: call at 0, status at 4, binary at
+def _pack_answers(calls, codes, data, starts, ends, out):
+    """ANSWER frames (little-endian <IHBI: call at 0, code at 4, binary at
     6, length at 7; 11 bytes), each followed by its body."""
     p = 0
     for i in range(len(calls)):
-        call, code, n = calls[i], status[i], ends[i] - starts[i]
+        call, code, n = calls[i], codes[i], ends[i] - starts[i]
         for j in range(4):
             out[p + j] = (call >> np.uint32(8 * j)) & np.uint32(0xFF)
             out[p + 7 + j] = (n >> (8 * j)) & 0xFF

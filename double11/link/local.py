@@ -1,8 +1,9 @@
 """The HTTP API's operations on a festival in this process.
 
 Each takes what an HTTP request carries (a body as it came, a path id) and
-gives what its answer carries: (status, body) with the body in JSON, or in
-the binary batch format where `binary` says so.  Refused input is answered,
+gives what its answer carries: (result code, body) with the body in JSON,
+or in the binary batch format where `binary` says so; the front says the
+code as an HTTP status.  Refused input is answered,
 not raised, so the engine process can send every answer down the link the
 same way; only a single command's future may fail (with a Double11Error).
 """
@@ -49,19 +50,20 @@ class LocalFestival:
         self._listing: SkuListing | None = None
 
     def single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
-        """(status, JSON answer) of one single request's command, once durable."""
+        """(result code, JSON answer) of one single request's command, once durable."""
         return self.festival.submit_single(op, target, body)
 
     def singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
-        """The same for many at once: their (status, JSON answer) in order, as
+        """The same for many at once: their (result code, JSON answer) in order, as
         `engine.answers.Answers` (or a list, where some were refused before the engine)."""
         return self.festival.submit_singles(ops, targets, bodies)
 
     async def batch(self, body: bytes, binary: bool) -> tuple[int, bytes, bool]:
-        """A batch request's answer: (status, body, whether it is binary)."""
+        """A batch request's answer: (result code, body, whether it is binary);
+        a JSON body's results carry their HTTP statuses, as the Python API's do."""
         try:
             if binary:
-                return 200, await self.festival.submit_binary(body), True
+                return Result.ok, await self.festival.submit_binary(body), True
             obj = decode_object(body)
             commands = obj.get("commands")
             if type(commands) is not list:
@@ -69,28 +71,28 @@ class LocalFestival:
             if len(commands) > limits.batch_commands_max:
                 raise Double11Error(Result.batch_too_large, f"{len(commands)} commands > {limits.batch_commands_max}")
             if not commands:
-                return 200, _EMPTY_RESULTS, False
+                return Result.ok, _EMPTY_RESULTS, False
             # the engine answers each command on its own, a non-object one included
-            return 200, _ENC.encode({"results": await self.festival.submit(commands)}), False
+            return Result.ok, _ENC.encode({"results": await self.festival.submit(commands)}), False
         except Double11Error as e:
             return (*refusal(e), False)
 
     async def view(self, which: int, id_: int = 0) -> tuple[int, bytes]:
-        """A read of the state between two batches: (status, JSON)."""
+        """A read of the state between two batches: (result code, JSON)."""
         get, missing = self._views[which]
         if missing is None:  # the ledger and the stats: always there
-            return 200, _ENC.encode(await self.festival.read(get))
+            return Result.ok, _ENC.encode(await self.festival.read(get))
         value = await self.festival.read(get, id_)
         if value is None:
             return refusal(Double11Error(missing))
-        return 200, _ENC.encode(value)
+        return Result.ok, _ENC.encode(value)
 
     async def sku_page(self, merchant: int, after: int, limit: int) -> tuple[int, bytes]:
         """GET /v1/skus: up to `limit` SKUs with an id over `after` (of
         `merchant` only, unless 0) in id order, and the next page's `after`:
-        (200, JSON).  The query is checked by the HTTP front."""
+        (Result.ok, JSON).  The query is checked by the HTTP front."""
         page = await self.festival.read(self._sku_page, merchant, after, limit)
-        return 200, _ENC.encode(page)
+        return Result.ok, _ENC.encode(page)
 
     def _sku_page(self, merchant: int, after: int, limit: int) -> dict[str, Any]:
         engine = self.festival.engine

@@ -67,7 +67,7 @@ class RemoteFestival(asyncio.Protocol):
 
     # ------------------------------------------------------------ operations
     def single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
-        """Its result starts (status, JSON answer), as LocalFestival.single's.
+        """Its result starts (result code, JSON answer), as LocalFestival.single's.
         (`_call` written out: the phones' path, a few microseconds a request.)"""
         waiting = self._waiting
         if self.lost:
@@ -85,20 +85,20 @@ class RemoteFestival(asyncio.Protocol):
         return future
 
     async def batch(self, body: bytes, binary: bool) -> tuple[int, bytes, bool]:
-        status, answer, is_binary = await self._call(Kind.BATCH, int(binary), 0, body)
-        return status, answer, bool(is_binary)
+        code, answer, is_binary = await self._call(Kind.BATCH, int(binary), 0, body)
+        return code, answer, bool(is_binary)
 
     async def view(self, which: int, id_: int = 0) -> tuple[int, bytes]:
-        status, body, _ = await self._call(Kind.VIEW, which, id_, b"")
-        return status, body
+        code, body, _ = await self._call(Kind.VIEW, which, id_, b"")
+        return code, body
 
     async def sku_page(self, merchant: int, after: int, limit: int) -> tuple[int, bytes]:
-        status, body, _ = await self._call(Kind.VIEW, View.SKU_PAGE, 0, SKU_PAGE_QUERY.pack(merchant, after, limit))
-        return status, body
+        code, body, _ = await self._call(Kind.VIEW, View.SKU_PAGE, 0, SKU_PAGE_QUERY.pack(merchant, after, limit))
+        return code, body
 
     async def metrics(self) -> dict[str, int | float]:
-        status, body, _ = await self._call(Kind.METRICS, 0, 0, b"")
-        return msgspec.json.decode(body) if status == 200 else {}
+        code, body, _ = await self._call(Kind.METRICS, 0, 0, b"")
+        return msgspec.json.decode(body) if code == Result.ok else {}
 
     def _call(self, kind: Kind, op: int, target: int, payload: bytes) -> asyncio.Future:
         if self.lost:
@@ -134,14 +134,14 @@ class RemoteFestival(asyncio.Protocol):
         at, n = 0, len(buf)
         with memoryview(buf) as view:
             while n - at >= size:
-                call, status, binary, length = unpack(buf, at)
+                call, code, binary, length = unpack(buf, at)
                 end = at + size + length
                 if end > n:
                     break
                 future = waiting.pop(call, None)
                 if future is not None:
                     if not future.done():
-                        future.set_result((status, bytes(view[at + size:end]), binary))
+                        future.set_result((code, bytes(view[at + size:end]), binary))
                 elif call == READY_CALL and not self.ready.done():
                     self.ready.set_result(bytes(view[at + size:end]))
                 at = end

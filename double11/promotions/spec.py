@@ -194,18 +194,18 @@ class BuyerCoupons(msgspec.Struct):
 # ------------------------------------------------------------------- commands
 COUPON_TEMPLATE = Command(
     "coupon_template", "/v1/coupon-templates", "Create a coupon template (store coupons or platform red packets)",
-    TEMPLATE_FIELDS, 201, TemplateView, (Result.unknown_merchant,), number=16, in_args=True,
+    TEMPLATE_FIELDS, Result.created, TemplateView, (Result.unknown_merchant,), number=16, in_args=True,
     check=_check_template)
 THRESHOLD_DISCOUNT = Command(
     "threshold_discount", "/v1/threshold-discounts", "Create a cross-store threshold discount",
-    THRESHOLD_FIELDS, 201, ThresholdView, (Result.unknown_merchant, Result.window_overlaps), number=17,
+    THRESHOLD_FIELDS, Result.created, ThresholdView, (Result.unknown_merchant, Result.window_overlaps), number=17,
     in_args=True, check=_check_threshold)
 DEAL = Command(
     "deal", "/v1/deals", "Create a time-boxed deal on a SKU (flash, group buy, livestream)",
-    DEAL_FIELDS, 201, DealView, (Result.unknown_sku, Result.invalid_deal, Result.window_overlaps), number=18,
+    DEAL_FIELDS, Result.created, DealView, (Result.unknown_sku, Result.invalid_deal, Result.window_overlaps), number=18,
     in_args=True, check=_check_deal)
 GRANT = Command(
     "grant", "/v1/coupon-templates/{template}/grants", "Grant a buyer a coupon (games award them so)",
-    GRANT_FIELDS, 201, CouponView,
+    GRANT_FIELDS, Result.created, CouponView,
     (Result.unknown_template, Result.not_in_window, Result.budget_exhausted, Result.buyer_limit_reached),
     number=19, in_args=True)

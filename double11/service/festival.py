@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from double11 import limits
+from double11 import limits, statuses
 from double11.catalog import Catalog
 from double11.config import FestivalConfig
 from double11.engine import views
@@ -95,13 +95,14 @@ class Festival:
     # ------------------------------------------------------------------ writes
     def execute(self, commands: list[dict[str, Any]], now_ms: int | None = None) -> list[dict[str, Any]]:
         """Apply commands in order as one batch, durable on return.
-        Each result is {"status": int, "body": dict}."""
+        Each result is {"status": int, "body": dict}: the status HTTP would answer."""
         check_batch_size(len(commands))
         batch = encode_commands(commands)
         code, ref, written = self.writes.apply(batch, now_ms)
         if written is not None:
             written.result()
-        return views.results(self.engine, batch, code, ref, 0, len(code))
+        return [statuses.answer(result, body) for result, body in views.results(self.engine, batch, code, ref, 0,
+                                                                                len(code))]
 
     def execute_binary(self, body: bytes, now_ms: int | None = None) -> bytes:
         batch = CommandBatch.from_bytes(body)
@@ -114,11 +115,11 @@ class Festival:
     async def submit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Same as execute, but gathered with other callers' commands into one
         group-committed batch; resolves once the batch is on disk."""
-        return await self.group_commit.submit(commands)
+        return [statuses.answer(result, body) for result, body in await self.group_commit.submit(commands)]
 
     def submit_single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
-        """One command of a single HTTP request; the future gives (status,
-        JSON answer) once its batch is on disk.  (A plain function.)"""
+        """One command of a single HTTP request; the future gives (result
+        code, JSON answer) once its batch is on disk.  (A plain function.)"""
         return self.group_commit.submit_single(op, target, body)
 
     async def submit_binary(self, body: bytes) -> bytes:
@@ -127,7 +128,7 @@ class Festival:
 
     def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
         """Many single requests' commands at once; the future gives their
-        (status, JSON answer) in order."""
+        (result code, JSON answer) in order."""
         return self.group_commit.submit_singles(ops, targets, bodies)
 
     async def drain(self, timeout_s: float = limits.drain_s_max) -> bool:

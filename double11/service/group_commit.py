@@ -63,19 +63,19 @@ class GroupCommit:
         return self._pending_commands
 
     def _results(self, batch: CommandBatch, code: np.ndarray, ref: np.ndarray, start: int = 0,
-                 stop: int | None = None) -> list[dict[str, Any]]:
+                 stop: int | None = None) -> list[views.Answer]:
         stop = len(code) if stop is None else stop
         return views.results(self.engine, batch, code, ref, start, stop)
 
-    async def submit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Same as Festival.execute, but gathered with other callers' commands into one
-        group-committed batch; resolves once the batch is on disk."""
+    async def submit(self, commands: list[dict[str, Any]]) -> list[views.Answer]:
+        """Festival.execute's (code, body) answers, but gathered with other callers'
+        commands into one group-committed batch; resolves once the batch is on disk."""
         check_batch_size(len(commands))
         return await self._enqueue(commands, len(commands))
 
     def submit_single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
-        """One command of a single HTTP request; the future gives (status,
-        JSON answer) once its batch is on disk.  The body goes as it came: the
+        """One command of a single HTTP request; the future gives (result
+        code, JSON answer) once its batch is on disk.  The body goes as it came: the
         group commit parses all of them in one compiled pass.  The op comes
         from the route, the target from the path (0 for a checkout).  A body
         that is not a JSON object fails the future with 400 invalid_request.
@@ -111,8 +111,8 @@ class GroupCommit:
 
     def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
         """Many single requests' commands at once (from an HTTP front
-        process: ops and targets as arrays); the future gives their (status,
-        JSON answer) in order, a body that is not a JSON object answered with
+        process: ops and targets as arrays); the future gives their (result
+        code, JSON answer) in order, a body that is not a JSON object answered with
         its 400."""
         return self._enqueue(SingleRun(np.asarray(ops, dtype=np.uint8), np.asarray(targets, dtype=np.int64), bodies),
                              len(bodies))
@@ -302,8 +302,8 @@ _BINARY, _DICTS, _RUN = "binary", "dicts", "run"
 
 
 def refusal(error: Double11Error) -> tuple[int, bytes]:
-    """A refused command's (HTTP status, JSON error body)."""
-    return error.http_status, _ENC.encode(error.body())
+    """A refused command's (result code, JSON error body)."""
+    return error.code, _ENC.encode(error.body())
 
 
 def _encode_runs(run: list) -> tuple[CommandBatch, list]:

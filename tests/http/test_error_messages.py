@@ -17,7 +17,8 @@ from double11 import Festival, limits
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.engine.encode import key_hash
 from double11.engine.wire import decode_results, messages
-from double11.errors import HTTP_STATUS, Result
+from double11.errors import Result
+from double11.statuses import HTTP_STATUS
 
 BINARY = {"content-type": "application/x-double11-batch"}
 ID_MAX = str(limits.id_max)

@@ -23,6 +23,7 @@ from model import T0, small_catalog
 
 from double11 import limits
 from double11.catalog.files import save_catalog
+from double11.errors import Result
 from double11.link.engine import lock_data_dir
 from double11.service import Festival
 from double11.storage import snapshot as snapshot_files
@@ -378,9 +379,9 @@ def test_one_read_of_singles_views_and_batches_answers_every_call_once(tmp_path,
     def answers_in(data: bytearray) -> dict[int, tuple[int, bytes]]:
         found, at = {}, 0
         while at < len(data):
-            call, status, _, length = ANSWER.unpack_from(data, at)
+            call, code, _, length = ANSWER.unpack_from(data, at)
             assert call not in found, f"call {call} answered twice"
-            found[call] = (status, bytes(data[at + ANSWER.size:at + ANSWER.size + length]))
+            found[call] = (code, bytes(data[at + ANSWER.size:at + ANSWER.size + length]))
             at += ANSWER.size + length
         return found
 
@@ -391,8 +392,8 @@ def test_one_read_of_singles_views_and_batches_answers_every_call_once(tmp_path,
         festival.close()
     assert sorted(got) == [1, 2, 3, 4, 5, 6]
     first, second = msgspec.json.decode(got[1][1]), msgspec.json.decode(got[3][1])
-    assert got[1][0] == got[3][0] == 201 and first["checkout"] != second["checkout"]
+    assert got[1][0] == got[3][0] == Result.created and first["checkout"] != second["checkout"]
     assert got[6] == got[1]  # the retry: the first answer, byte for byte
-    assert got[5][0] == 400 and msgspec.json.decode(got[5][1])["error"]["code"] == "invalid_request"
-    assert got[2][0] == 200 and msgspec.json.decode(got[2][1])["sku"] == sku
-    assert got[4] == (200, b'{"results":[]}')
+    assert got[5][0] == Result.invalid_request and msgspec.json.decode(got[5][1])["error"]["code"] == "invalid_request"
+    assert got[2][0] == Result.ok and msgspec.json.decode(got[2][1])["sku"] == sku
+    assert got[4] == (Result.ok, b'{"results":[]}')

@@ -151,7 +151,8 @@ from typing import Any, TypeGuard
 from double11 import geo, limits
 from double11.catalog import Catalog
 from double11.config import FestivalConfig
-from double11.errors import HTTP_STATUS, Result, error_body
+from double11.errors import Result, error_body
+from double11.statuses import HTTP_STATUS
 
 CORE_OPS = ("checkout", "pay", "cancel", "confirm", "refund", "restock")
 PROMOTION_OPS = ("coupon_template", "threshold_discount", "deal", "grant")
