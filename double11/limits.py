@@ -74,8 +74,27 @@ stats_top_n = 10
 
 # The link between the HTTP front process and the engine process
 link_call_bytes_max = http_body_bytes_max  # a call's payload is a request body
-# calls the front waits on; past this it answers 429 overloaded (the engine is behind)
+# calls the front waits on, a batch counted as its commands; past this it
+# answers 429 overloaded whatever the engine's pace (the ceiling of the
+# admission bound below, and the bound of batches and reads)
 link_calls_in_flight_max = 200_000
+# Admission of single requests (link/remote.py, docs/performance.md
+# "Admission control"): the front admits a single command while the work in
+# flight is under the engine's measured answer rate times this delay, so an
+# admitted command waits about this long at most behind the others (half of
+# the 100 ms p99 the phones are promised: the other half is the front's own
+# turn and the fsync); past it, 429 overloaded with Retry-After
+admission_queue_delay_ms_target = 50
+# the bound never goes under this many commands: a cold or idle engine has no
+# rate to speak of, and a burst of a few group commits (group_commit_gather_commands
+# each) must get in to measure one
+admission_calls_in_flight_min = 1_024
+# the answer rate is measured over windows of this long (the bound follows a
+# change of pace within one)
+admission_window_ms = 100
+# every 429 says to retry after this many seconds (RFC 9110 Retry-After: an
+# integer; the smallest that is not "now")
+overloaded_retry_after_s = 1
 engine_close_s_max = 600  # closing snapshots the whole state: seconds for a big festival
 engine_process_nice = -10  # the engine holds every request's latency: scheduled first
 # how long a thread of the engine process may hold the GIL while another
@@ -93,3 +112,9 @@ data_dir_lock_wait_s = 120  # a restarted engine waits this long for the last on
 # took a good share of each one's CPU (docs/performance.md, "Measurements
 # behind the constants")
 gc_young_allocations = 10_000
+
+# Access (double11/access)
+token_ttl_s_max = 366 * 86400  # a token lives at most a year
+# verified tokens remembered by the HTTP front (each about 400 bytes): a
+# festival's phones reuse theirs; past this, the oldest quarter is forgotten
+token_cache_entries_max = 200_000

@@ -18,6 +18,12 @@
    stock reads zero;
 4. the server is stopped and its data folder recovered in-process: the
    invariants are checked on the recovered state (invariants_ok).
+
+Between 1 and 2, the overload phase (bench/overload.py; --no-overload skips
+it): single checkouts offered to the single-request server at twice the
+single_orders_per_s just measured, for --overload-seconds, by an open-loop
+client of its own; its goodput against that figure, the p99 of the accepted,
+the server's memory growth, and how much of the machine the client took.
 """
 
 from __future__ import annotations
@@ -112,9 +118,24 @@ PROMO_WORK_OVER_PLAIN = 1.25
 # the promotions mix sizes its server's tables for this many times its
 # checkouts: its coupons, granted ahead, take idempotency keys and buyer rows too
 PROMO_SIZING_FACTOR = 2
+# The overload phase offers this many times single_orders_per_s, on this many
+# connections: at twice a 20k/s server, 100 ms of requests in flight; more
+# than the admission bound's floor (limits.admission_calls_in_flight_min), so
+# that the front's admission is what holds the line, not the client's
+# connections (with fewer, a closed loop in disguise, latency would stay
+# connections / rate and nothing would ever be refused)
+OVERLOAD_FACTOR = 2
+OVERLOAD_CONNECTIONS = 4096
+OVERLOAD_RSS_SAMPLE_S = 0.25
 SLOWEST_SAID = 5  # the batch loads name their slowest requests and when they came
 HOT_ITEMS_WATCHED = 50  # the batch clients stop ordering these once they read zero stock
 HOT_ITEMS_POLL_S = 0.5
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's ended children (wrk's loads)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def say(text: str) -> None:
@@ -136,8 +157,103 @@ def bench_catalog(args: argparse.Namespace):
 
 
 def single_phase_s(args: argparse.Namespace) -> float:
-    """Seconds of single checkouts the single-request server takes in all."""
-    return SINGLE_ROUNDS * getattr(args, "single_seconds", 0) + SINGLE_WARM_UP_S
+    """Seconds of single checkouts the single-request server takes in all
+    (the overload phase's too: it runs on that server)."""
+    overload_s = getattr(args, "overload_seconds", 0) if getattr(args, "overload", False) else 0
+    return SINGLE_ROUNDS * getattr(args, "single_seconds", 0) + SINGLE_WARM_UP_S + overload_s
+
+
+def process_tree_rss_bytes(pid: int) -> int:
+    """The resident memory of a process and its children (the front and its
+    engine), from /proc; 0 where the OS does not say."""
+    total = 0
+    pids, seen = [pid], set()
+    while pids:
+        p = pids.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def overload_phase(server: Server, catalog, args: argparse.Namespace, single_per_s: float) -> dict:
+    """Single checkouts offered at OVERLOAD_FACTOR times `single_per_s` for
+    args.overload_seconds by bench/overload.py's open-loop client (a process
+    of its own), while the server's memory is sampled: the overload_ figures."""
+    per_s = OVERLOAD_FACTOR * single_per_s
+    say(f"overload: single checkouts offered at {per_s:,.0f}/s ({OVERLOAD_FACTOR} x {single_per_s:,.0f}) for "
+        f"{args.overload_seconds:g} s on {OVERLOAD_CONNECTIONS} connections (an open loop):")
+    request = json.dumps({"port": int(server.url.rsplit(":", 1)[1]), "per_s": per_s,
+                          "seconds": args.overload_seconds, "connections": OVERLOAD_CONNECTIONS,
+                          "skus": overload_skus(catalog), "run": 99})
+    rss_start = process_tree_rss_bytes(server.proc.pid)
+    rss_most = [rss_start]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(OVERLOAD_RSS_SAMPLE_S):
+            rss_most[0] = max(rss_most[0], process_tree_rss_bytes(server.proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    busy_start = StolenTime.busy_ticks()
+    try:
+        done = subprocess.run([sys.executable, "-m", "double11.bench.overload"], input=request, capture_output=True,
+                              text=True, env=child_env(), timeout=args.overload_seconds + 120)
+    finally:
+        sampling.set()
+        sampler.join()
+    busy_end = StolenTime.busy_ticks()
+    if done.returncode != 0 or not done.stdout.strip():
+        lines = done.stderr.strip().splitlines()
+        raise RuntimeError(f"the overload client failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
+    got = json.loads(done.stdout)
+    seconds = got["seconds"]
+    accepted_per_s = got["accepted"] / seconds
+    statuses = {int(k): v for k, v in got["statuses"].items()}
+    # the client's share of the machine, and the whole machine's busy share over the phase
+    machine_cpu_s = seconds * (os.cpu_count() or 1)
+    busy_share = (round((busy_end[0] - busy_start[0]) / (busy_end[1] - busy_start[1]), 3)
+                  if busy_start and busy_end and busy_end[1] > busy_start[1] else None)
+    result = {
+        "overload_offered_per_s": round(got["sent"] / seconds),
+        "overload_goodput_share": round(accepted_per_s / single_per_s, 3) if single_per_s else 0.0,
+        "overload_accepted_per_s": round(accepted_per_s),
+        "overload_refused_per_s": round(got["refused"] / seconds),
+        "overload_p99_ms": round(got["p99_ms"], 1),
+        "overload_p50_ms": round(got["p50_ms"], 1),
+        "overload_rss_growth_mb": round(max(0, rss_most[0] - rss_start) / 2**20, 1),
+        "overload_5xx": sum(v for k, v in statuses.items() if k >= 500),
+        "overload_statuses": got["statuses"],
+        "overload_429_without_retry_after": got["retry_after_missing"],
+        "overload_not_offered": got["not_offered"],
+        "overload_cut": got["cut"] + got["unanswered"],
+        "overload_client_cpu_share": round(got["cpu_s"] / machine_cpu_s, 3),
+        "overload_machine_busy_share": busy_share,
+        "overload_seconds": round(seconds, 1),
+    }
+    say(f"  offered {result['overload_offered_per_s']:,}/s ({got['not_offered']:,} moments found every connection "
+        f"busy), accepted {result['overload_accepted_per_s']:,}/s ({result['overload_goodput_share']:.2f} of "
+        f"{single_per_s:,.0f}), refused {result['overload_refused_per_s']:,}/s, statuses {got['statuses']}")
+    say(f"  accepted p50 {result['overload_p50_ms']} ms, p99 {result['overload_p99_ms']} ms; server memory grew "
+        f"{result['overload_rss_growth_mb']} MB; the client took {result['overload_client_cpu_share']:.0%} of the "
+        f"machine's CPU" + (f", the machine was busy {busy_share:.0%} of the time" if busy_share is not None else ""))
+    return result
+
+
+def overload_skus(catalog) -> list[int]:
+    """The overload client's SKU draws, by popularity (the single loads' Zipf)."""
+    rng = np.random.default_rng(99)
+    rows = rng.choice(len(catalog.sku_id), size=SINGLE_SKU_DRAWS, p=popularity_weights(len(catalog.sku_id)))
+    return [int(s) for s in catalog.sku_id[rows]]
 
 
 def engine_rate(catalog, seconds: float, batch: int, promotions: bool = False) -> float:
@@ -209,7 +325,8 @@ class Server:
                  expected_checkouts: int = 1 << 20, expected_discounted_checkouts: int = 0):
         cmd = [sys.executable, "-m", "double11", "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
                "--port", str(port), "--clock-start", str(FESTIVAL_START_MS),
-               "--expected-checkouts", str(expected_checkouts)]
+               "--expected-checkouts", str(expected_checkouts),
+               "--open"]  # the transaction core's figures: no tokens (access has figures of its own)
         if expected_discounted_checkouts:
             cmd += ["--expected-discounted-checkouts", str(expected_discounted_checkouts)]
         if empty:
@@ -639,6 +756,16 @@ class StolenTime:
             return None
         return sum(ticks[:8]), ticks[7] if len(ticks) > 7 else 0  # user..steal; guest time is inside user
 
+    @staticmethod
+    def busy_ticks() -> tuple[int, int] | None:
+        """(busy, all) CPU ticks of the machine so far (/proc/stat: all but idle and iowait)."""
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(t) for t in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(ticks[:8]) - ticks[3] - ticks[4], sum(ticks[:8])
+
     def share(self) -> float | None:
         end = self._times()
         if self._start is None or end is None or end[0] == self._start[0]:
@@ -665,7 +792,8 @@ def bench_main(args: argparse.Namespace) -> int:
     try:
         try:
             check_batch_load_fits(args.batch_orders_per_s, args.seconds, memory_available_bytes())
-            allow_open_files(args.single_connections)
+            allow_open_files(max(args.single_connections,
+                                 OVERLOAD_CONNECTIONS if getattr(args, "overload", False) else 0))
             # its three servers' ports, said now rather than after the catalog is made
             check_ports_free("127.0.0.1", [args.port, args.port + 1, args.port + 2])
         except (ValueError, RuntimeError) as e:  # before anything runs: said, not a traceback
@@ -699,6 +827,7 @@ def bench_main(args: argparse.Namespace) -> int:
                         for server in (single_server, empty_server)]
                 say(f"  (first {SINGLE_WARM_UP_S} s each, not counted: {warm[0]:,.0f} accepted orders/s; "
                     f"empty handler {warm[1]:,.0f} requests/s)")
+                wrk_cpu_before, counted_from = _children_cpu_s(), time.perf_counter()
                 for run in range(SINGLE_ROUNDS):
                     loads = [(singles, single_server, 1 + 2 * run), (empties, empty_server, 2 + 2 * run)]
                     for rates, server, seed in (loads if run % 2 == 0 else loads[::-1]):
@@ -706,6 +835,15 @@ def bench_main(args: argparse.Namespace) -> int:
                                                  args.single_connections))
                     say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s"
                         f" ({singles[-1] / empties[-1]:.3f})")
+                # wrk's share of the machine (the servers still run: only wrk's ended processes are counted)
+                wrk_cpu_share = round((_children_cpu_s() - wrk_cpu_before)
+                                      / ((time.perf_counter() - counted_from) * (os.cpu_count() or 1)), 3)
+                say(f"  wrk took {wrk_cpu_share:.0%} of the machine's CPU")
+            overload_result: dict = {}
+            if getattr(args, "overload", False):
+                with _stolen_during("overload", steal):
+                    overload_result = overload_phase(single_server, catalog, args, sum(singles) / len(singles))
+                overload_result["single_client_cpu_share"] = wrk_cpu_share
             single_table_grows = single_server.table_grows("the single loads", SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S)
         finally:
             single_server.stop()
@@ -773,6 +911,7 @@ def bench_main(args: argparse.Namespace) -> int:
             "cores": os.cpu_count(),
             "host_steal_share": steal,
         }
+        result.update(overload_result)
         if promo_result:
             result.update(promo_result)
             result["promo_vs_plain"] = (round(promo_result["promo_orders_per_s"] / result["orders_per_s"], 3)
