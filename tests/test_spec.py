@@ -520,8 +520,14 @@ def test_the_openapi_document_gives_each_command_its_declared_route_fields_bound
         assert list(body["properties"]) == [f.name for f in command.body_fields]
         in_batch = schemas[command.op.capitalize() + "Command"]
         assert in_batch["required"] == ["op", *(f.name for f in command.fields if not f.optional)]
+        path_schemas = {p["name"]: p["schema"] for p in op.get("parameters", [])}
         for field in command.fields:
-            schema = in_batch["properties"][field.name]
+            # in a batch, the field's JSON type (a value out of its bounds is the command's own refusal)
+            typed = in_batch["properties"][field.name]
+            assert typed["type"] == {"integer": "integer", "string": "string", "choice": "string",
+                                     "list": "array"}[field.kind]
+            # the bounds: the single request's (its body, or its path)
+            schema = body["properties"][field.name] if field.where == "body" else path_schemas[field.name]
             if field.kind == "integer":
                 assert (schema["minimum"], schema["maximum"]) == (field.low, field.high)
             elif field.kind == "string":

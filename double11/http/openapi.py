@@ -222,6 +222,27 @@ def _object(fields: tuple[Field, ...], **first: dict) -> dict:
     return {"type": "object", "properties": properties, "required": required}
 
 
+def _typed(field: Field) -> dict:
+    """A field's JSON schema in a batch's command: its type only, its bound in
+    words.  A batch with a command not of its types is refused whole; a value
+    out of its bounds is that command's own refusal in the results (the
+    single request's schema holds the bounds: there it is the request's)."""
+    bound = f"{field.low}..{field.high} {field.unit}" if field.kind == "list" else field.wanted
+    schema: dict[str, Any] = {"description": f"{field.meaning}; {bound}"}
+    if field.kind == "integer":
+        schema["type"] = "integer"
+    elif field.kind in ("string", "choice"):
+        schema["type"] = "string"
+    elif len(field.items) == 1:
+        schema.update(type="array", items=_typed(field.items[0]))
+    else:
+        schema.update(type="array", items={"type": "object", "properties": {f.name: _typed(f) for f in field.items},
+                                           "required": [f.name for f in field.items if not f.optional]})
+    if field.optional:
+        schema["default"] = [] if field.kind == "list" else field.default
+    return schema
+
+
 def _title(command: Command, suffix: str) -> str:
     return command.op.capitalize() + suffix
 
@@ -232,9 +253,14 @@ def _command_components() -> dict[str, dict]:
     out: dict[str, dict] = {}
     for command in areas.COMMANDS:
         out[_title(command, "Request")] = _object(command.body_fields)
-        out[_title(command, "Command")] = _object(command.fields, op={"const": command.op})
+        typed = {f.name: _typed(f) for f in command.fields}
+        out[_title(command, "Command")] = {
+            "type": "object", "properties": {"op": {"const": command.op}, **typed},
+            "required": ["op", *(f.name for f in command.fields if not f.optional)]}
     out["BatchCommand"] = {
-        "description": "One command: `op` and that op's fields",
+        "description": "One command: `op` and that op's fields, of their JSON types (a batch with a command that "
+                       "is not is refused whole: 400 naming the command's index and the field). A value out of its "
+                       "bounds is refused in that command's result only, as the single request is.",
         "oneOf": [_ref_name(_title(c, "Command")) for c in areas.COMMANDS],
         "discriminator": {"propertyName": "op", "mapping": {
             c.op: _REF.format(name=_title(c, "Command")) for c in areas.COMMANDS}}}
@@ -312,8 +338,10 @@ def build_openapi() -> dict:
                 **_err(*_TRANSPORT, Result.batch_too_large)}}},
         "/v1/stats/stream": {"get": {
             "summary": "Server-sent events: `data: <stats JSON>` every 500 ms",
-            "responses": {"200": {"description": "event stream",
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
+            "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {
+                # one event (OpenAPI 3.1 has no schema for a stream as a whole): its data, the figures
+                "schema": {"type": "object", "required": ["data"], "properties": {"data": {
+                    "type": "string", "contentMediaType": "application/json", "contentSchema": _ref(Stats)}}}}}}}}},
         "/metrics": {"get": {
             "summary": "Prometheus text exposition",
             "responses": {"200": {"description": "metrics",

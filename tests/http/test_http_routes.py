@@ -6,6 +6,7 @@ import re
 
 import httpx
 import msgspec
+import pytest
 
 from double11.http.app import ROUTES
 
@@ -116,9 +117,9 @@ def test_batch_answers_each_command_on_its_own(client):
         {"op": "checkout", **CO, "lines": [{"sku": 999, "qty": 1}], "idempotency_key": "b2"},
         {"op": "pay", "checkout": 1, "amount_fen": 2199, "idempotency_key": "b3"},
         {"op": "pay", "checkout": 1, "amount_fen": 2199, "idempotency_key": "b4"},
-        {"op": "frobnicate", "idempotency_key": "b5"},
-        "not an object",
-        {"op": "restock", "sku": 106, "qty": 1, "idempotency_key": "b6"},
+        {"op": "restock", "sku": 106, "qty": 0, "idempotency_key": "b5"},  # a value out of its bounds
+        {"op": "cancel", "checkout": 0, "idempotency_key": "b6"},
+        {"op": "restock", "sku": 106, "qty": 1, "idempotency_key": "b7"},
     ]
     r = client.post("/v1/batch", json={"commands": cmds})
     assert r.status_code == 200, r.text
@@ -128,10 +129,33 @@ def test_batch_answers_each_command_on_its_own(client):
     assert res[1]["body"]["error"]["code"] == "unknown_sku"
     assert res[2]["body"] == {"checkout": 1, "status": "paid", "amount_fen": 2199}
     assert res[3]["body"]["error"]["code"] == "already_paid"
-    assert res[4]["body"]["error"]["code"] == "unknown_op"
+    assert res[4]["body"]["error"]["code"] == "invalid_quantity"
     assert res[5]["body"]["error"]["code"] == "invalid_request"
     assert res[6]["body"] == {"sku": 106, "qty": 1}
     assert client.post("/v1/batch", json={"commands": []}).json() == {"results": []}
+
+
+@pytest.mark.parametrize("bad, code, words", [
+    ("not an object", "invalid_request", "commands[1]: a command must be a JSON object, got 'not an object'"),
+    ({"op": "frobnicate", "idempotency_key": "b"}, "unknown_op", "commands[1]: op must be one of checkout"),
+    ({"op": "restock", "sku": 106, "qty": "1", "idempotency_key": "b"}, "invalid_quantity",
+     "commands[1]: qty must be a whole number"),
+    ({"op": "cancel", "idempotency_key": "b"}, "invalid_request", "commands[1]: checkout is missing"),
+    ({"op": "checkout", **CO, "lines": [{"sku": 101, "qty": 1}, {"sku": [], "qty": 1}], "idempotency_key": "b"},
+     "invalid_request", "commands[1]: lines[1].sku must be a positive integer"),
+])
+def test_a_batch_with_a_command_not_of_its_shape_is_refused_whole(client, bad, code, words):
+    """A field missing or of another JSON type (what the OpenAPI document's
+    types say) refuses the batch: 400 naming the command and the field, and
+    the good command beside it is not applied either."""
+    good = {"op": "restock", "sku": 106, "qty": 1, "idempotency_key": "g"}
+    before = client.get("/v1/skus/106").json()
+    r = client.post("/v1/batch", json={"commands": [good, bad]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"].startswith(words), r.text
+    assert client.get("/v1/skus/106").json() == before
+    # the same good command alone is applied
+    assert client.post("/v1/batch", json={"commands": [good]}).json()["results"][0]["status"] == 200
 
 
 def test_openapi_lists_every_route(shared_client):
