@@ -103,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_main(args.catalog, args.data, args.port, args.speedup, args.clock_start,
                       host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts,
                       expected_discounted_checkouts=args.expected_discounted_checkouts, scale=args.scale,
-                      config_path=args.config)
+                      config_path=args.config, open_access=args.open, token_key=args.token_key)
 
 
 def _catalog_generate(args: argparse.Namespace) -> int:
@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--expected-discounted-checkouts", type=positive_int,
                        help="size the promotions' tables for this many checkouts with discounts or coupons "
                             "(and as many coupons) up front")
+    serve.add_argument("--token-key", help="the file of the festival's token key (default: DATA/access.key, "
+                                           "made on the first start)")
+    serve.add_argument("--open", action="store_true",
+                       help="take no tokens: every route open to whoever reaches the port (a trial on your own "
+                            "machine; never on a network)")
     serve.add_argument("--empty", action="store_true", help=argparse.SUPPRESS)  # bench: empty handler
     serve.set_defaults(run=_serve)
 
@@ -164,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--returning-buyers", type=non_negative_int, default=0)
     gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
     gen.set_defaults(run=_catalog_generate)
+
+    from double11.access.cli import add_commands as add_token_commands
+
+    add_token_commands(sub)
 
     bench = sub.add_parser("bench", help="festival-peak benchmark: server + load client on this machine")
     bench.add_argument("--seconds", type=positive_float, default=60.0, help="how long the batch load runs")

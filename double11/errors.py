@@ -60,6 +60,9 @@ class Result(enum.IntEnum):
     deal_buyer_limit = 49
     window_overlaps = 54
     created = 55  # done, and a new thing exists (an answer, never a refusal)
+    # access (double11/access)
+    unauthenticated = 56
+    forbidden = 57
     # platform
     overloaded = 50
     not_found = 51
@@ -116,6 +119,8 @@ MESSAGES: dict[Result, str] = {
     Result.deal_buyer_limit: "the buyer would pass the deal's per-buyer limit",
     Result.window_overlaps: "another promotion of the same kind is open in part of this window",
     Result.overloaded: "the platform is at capacity; retry with the same idempotency_key",
+    Result.unauthenticated: "a valid token is needed (Authorization: Bearer <token>)",
+    Result.forbidden: "the token's role may not do this",
     Result.not_found: "no such resource",
     Result.method_not_allowed: "method not allowed",
     Result.unavailable: "the engine is not running; retry with the same idempotency_key once it is back",

@@ -83,6 +83,18 @@ def _catalog(args, data: Path) -> tuple[plans.CatalogView, str]:
     return plans.CatalogView.of(catalog), str(folder)
 
 
+def _tokens(log_dir: Path, real_hours: float) -> tuple[str, str]:
+    """A gateway's token for the simulator and an operator's for the
+    person at the keyboard, from the festival's key (made here, before the
+    server's first start, which then takes it), valid for the run and a day."""
+    from double11.access import tokens
+    from double11.access.roles import Role
+
+    key = tokens.load_or_create_key(log_dir / tokens.KEY_FILE)
+    ttl_s = int(real_hours * 3600) + 86_400
+    return tokens.issue(key, Role.gateway, ttl_s=ttl_s), tokens.issue(key, Role.operator, ttl_s=ttl_s)
+
+
 def _start_server(args, data: Path, catalog_dir: str) -> subprocess.Popen:
     start_ms = FestivalConfig().festival_start_ms - int(PREROLL_REAL_S * args.speedup * 1000)
     cmd = [sys.executable, "-m", "double11", "serve", "--port", str(args.port),
@@ -148,17 +160,20 @@ def festival_main(argv: list[str]) -> int:
     view, catalog_dir = _catalog(args, data)
     plan = plans.build(year, args.scale, args.seed, view)  # before the server's clock runs
     url = f"http://127.0.0.1:{args.port}"
+    gateway, operator = _tokens(data / "log", args.hours / args.speedup)
     server = _start_server(args, data, catalog_dir)
     try:
         print("starting the server (the first start on a machine also compiles the engine: about half a "
               "minute)", file=sys.stderr, flush=True)
         _wait_ready(server, url, data)
         print(f"big screen: {url}/?scale={args.scale:g}&year={args.year}", flush=True)
+        print(f"operator token (curl -H 'Authorization: Bearer <token>' {url}/v1/...): {operator}", flush=True)
         print(start_line(args.year, args.scale, plan, args.hours, args.speedup) + "; Ctrl-C stops cleanly",
               file=sys.stderr, flush=True)
         bar = ProgressBar(args.scale, hours=args.hours)
         try:
-            tally, stats = asyncio.run(simulate(url, view, plan, args.speedup, bar, hours=args.hours))
+            tally, stats = asyncio.run(simulate(url, view, plan, args.speedup, bar, hours=args.hours,
+                                                token=gateway, operator_token=operator))
         except ReplayRefused as refused:  # its own server's day: only if it started far too slowly
             print(f"double11 festival: {refused}", file=sys.stderr, flush=True)
             return 2

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from double11 import limits
+from double11.access.roles import OPERATOR_ONLY, Allowed
 from double11.errors import Result
 
 Kind = Literal["integer", "string", "choice", "list"]
@@ -138,6 +139,11 @@ class Command:
     # the rules between fields (`from` before `until`), on the values as
     # decoded: the words of the first one broken, or None
     check: Callable[[dict[str, Any]], str | None] | None = None
+    # who may call it besides the operator, and the field that says whose
+    # thing it touches (a buyer, a merchant, or a checkout, order or SKU,
+    # whose buyer or merchant the engine looks up): double11/access
+    allowed: Allowed = OPERATOR_ONLY
+    owner: str = ""
 
     @property
     def body_fields(self) -> tuple[Field, ...]:
@@ -193,6 +199,9 @@ class Read:
     read: Callable[[Any, int], dict[str, Any] | None]
     missing: Result
     answer: type  # a msgspec Struct: the body, for the OpenAPI document
+    # who may read it besides the operator; `own` roles see a view whose
+    # "buyer" (a buyer) or "merchant" (a merchant) is theirs, else a 404
+    allowed: Allowed = OPERATOR_ONLY
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ HTTP_STATUS: dict[Result, int] = {
     Result.deal_sold_out: 409,
     Result.deal_buyer_limit: 409,
     Result.window_overlaps: 409,
+    Result.unauthenticated: 401,
+    Result.forbidden: 403,
     Result.overloaded: 429,
     Result.not_found: 404,
     Result.method_not_allowed: 405,

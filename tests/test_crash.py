@@ -74,7 +74,8 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if use_cli:
-            cmd = [sys.executable, "-m", "double11", "serve", "--data", str(data_dir), "--port", str(self.port),
+            cmd = [sys.executable, "-m", "double11", "serve", "--open",
+                   "--data", str(data_dir), "--port", str(self.port),
                    "--catalog", str(catalog_dir)]
         else:
             cmd = [sys.executable, "-c",

@@ -138,12 +138,13 @@ def test_a_second_server_on_a_port_in_use_is_refused_and_the_first_keeps_serving
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data = tmp_path / "first"
-    first = double11("serve", "--port", str(port), "--data", str(data), log=tmp_path / "first.log")
+    first = double11("serve", "--open", "--port", str(port), "--data", str(data), log=tmp_path / "first.log")
     try:
         wait_for(lambda: answers(url) or first.poll() is not None, what="the first server")
         assert first.poll() is None, (tmp_path / "first.log").read_text()
         for host in ("127.0.0.1", "0.0.0.0"):  # another spelling of the same port is the same port
-            second = subprocess.run([sys.executable, "-m", "double11", "serve", "--port", str(port), "--host", host,
+            second = subprocess.run([sys.executable, "-m", "double11", "serve", "--open", "--port", str(port),
+                                     "--host", host,
                                      "--data", str(tmp_path / f"second-{host}")], cwd=ROOT, capture_output=True,
                                     text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
             assert second.returncode == 2
@@ -180,14 +181,14 @@ def test_a_second_server_on_a_port_in_use_is_refused_and_the_first_keeps_serving
 def test_a_server_is_refused_a_data_folder_another_server_holds(tmp_path, catalog_dir):
     data = tmp_path / "data"
     port = free_port()
-    first = double11("serve", "--port", str(port), "--data", str(data), "--catalog", str(catalog_dir),
+    first = double11("serve", "--open", "--port", str(port), "--data", str(data), "--catalog", str(catalog_dir),
                      log=tmp_path / "first.log")
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}") or first.poll() is not None, what="the first server")
         engine = children(first.pid)
         assert len(engine) == 1
         # within 60 s: a restart would wait limits.data_dir_lock_wait_s (120 s) for a closing engine
-        second = subprocess.run([sys.executable, "-m", "double11", "serve", "--port", str(free_port()),
+        second = subprocess.run([sys.executable, "-m", "double11", "serve", "--open", "--port", str(free_port()),
                                  "--data", str(data), "--catalog", str(catalog_dir)], cwd=ROOT, capture_output=True,
                                 text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert second.returncode == 2
@@ -203,7 +204,7 @@ def test_a_server_is_refused_a_data_folder_another_server_holds(tmp_path, catalo
 def test_the_engine_stops_by_itself_when_its_front_is_killed(tmp_path, catalog_dir, when):
     port = free_port()
     data = tmp_path / "data"
-    front = double11("serve", "--port", str(port), "--data", str(data), "--catalog", str(catalog_dir),
+    front = double11("serve", "--open", "--port", str(port), "--data", str(data), "--catalog", str(catalog_dir),
                      log=tmp_path / "serve.log")
     try:
         engine = wait_for(lambda: children(front.pid), what="the engine process")
@@ -225,7 +226,7 @@ def test_the_engine_stops_by_itself_when_its_front_is_killed(tmp_path, catalog_d
 
 
 def test_serve_stopped_while_its_engine_opens_stops_the_engine(tmp_path, catalog_dir):
-    front = double11("serve", "--port", str(free_port()), "--data", str(tmp_path / "data"),
+    front = double11("serve", "--open", "--port", str(free_port()), "--data", str(tmp_path / "data"),
                      "--catalog", str(catalog_dir), log=tmp_path / "serve.log")
     try:
         engine = wait_for(lambda: children(front.pid), what="the engine process")
@@ -301,7 +302,8 @@ def test_simulate_stopped_by_sigterm_keeps_what_was_acknowledged(tmp_path, catal
     # midnight ten real seconds after its start: a replay must begin within a festival minute of
     # midnight (0.1 s at 600x), so the server's start and the replay's own must both fit before it
     start = FestivalConfig().festival_start_ms - 10 * 600 * 1000
-    server = double11("serve", "--port", str(port), "--data", str(tmp_path / "data"), "--catalog", str(catalog_dir),
+    server = double11("serve", "--open", "--port", str(port), "--data", str(tmp_path / "data"),
+                      "--catalog", str(catalog_dir),
                       "--speedup", "600", "--clock-start", str(start), log=tmp_path / "serve.log")
     try:
         wait_for(lambda: answers(url) or server.poll() is not None, what="the server")

@@ -79,6 +79,7 @@ def test_checkout_body_orders_in_ascending_merchant_order():
     assert m.order(2) == {
         "order": 2,
         "checkout": 1,
+        "buyer": 7,
         "merchant": 30,
         "status": "reserved",
         "amount_fen": 1999,

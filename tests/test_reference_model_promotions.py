@@ -156,7 +156,8 @@ def test_checkout_answer_carries_list_and_discounts_for_checkout_and_orders():
         ],
         "status": "reserved", "expires_at": T0 + TIMEOUT}}
     assert m.order(3) == {
-        "order": 3, "checkout": 1, "merchant": 30, "status": "reserved", "amount_fen": 2133, "list_fen": 2699,
+        "order": 3, "checkout": 1, "buyer": 7, "merchant": 30, "status": "reserved", "amount_fen": 2133,
+        "list_fen": 2699,
         "discounts": disc(0, 300, 212, 54),
         "lines": [
             {"sku": 101, "qty": 1, "price_fen": 1999, "amount_fen": 1582, "list_fen": 1999,

@@ -82,7 +82,7 @@ def command(key, *lines):
 
 
 def call(kind, number, op, target, payload):
-    return CALL.pack(int(kind), number, int(op), target, len(payload)) + payload
+    return CALL.pack(int(kind), number, int(op), target, 1, 0, len(payload)) + payload
 
 
 class Transport:

@@ -63,6 +63,8 @@ _V1_COMMAND_COLUMNS = COMMAND_COLUMNS[:-1]
 _HEADER_V1 = struct.Struct("<4sHHII")
 _HEADER = struct.Struct("<4sHHIII")
 _MAGIC = b"D11B"
+_NO_ROLES, _NO_ACTORS = np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
+_TRUSTED_ROLE = 1  # access.roles.Role.operator (the engine does not import the edges' roles)
 _VERSION = 2
 
 
@@ -84,6 +86,12 @@ class CommandBatch:
     # that refused it knew more than the columns hold (a JSON field missing
     # or of the wrong type: encode.py); not part of the wire form or the log
     notes: dict[int, str] = field(default_factory=dict)
+    # who sent each command (double11/access: a Role number and the id it
+    # acts as), checked just before the batch is applied; empty: all of them
+    # trusted (the Python API, the log's replay).  Not part of the wire form
+    # or the log: a refusal lands in `invalid`, and the log replays that
+    role: np.ndarray = field(default_factory=lambda: _NO_ROLES)
+    actor: np.ndarray = field(default_factory=lambda: _NO_ACTORS)
 
     def __post_init__(self) -> None:
         if len(self.args) != len(self.op):  # a batch made without args: none
@@ -100,10 +108,22 @@ class CommandBatch:
         for b in batches:
             notes.update({at + i: note for i, note in b.notes.items()})
             at += len(b.op)
+        role, actor = _NO_ROLES, _NO_ACTORS
+        if any(len(b.role) for b in batches):  # the trusted ones as the operator (access.roles.OPERATOR)
+            role = np.concatenate([b.role if len(b.role) else np.full(len(b), _TRUSTED_ROLE, np.uint8)
+                                   for b in batches])
+            actor = np.concatenate([b.actor if len(b.actor) else np.zeros(len(b), np.int64) for b in batches])
         return cls(**{
             name: np.concatenate([getattr(b, name) for b in batches])
             for name, _ in COMMAND_COLUMNS + LINE_COLUMNS + ARG_COLUMNS
-        }, notes=notes)
+        }, notes=notes, role=role, actor=actor)
+
+    def sent_by(self, role: int, actor: int) -> CommandBatch:
+        """This batch, every command sent by one principal (access.roles)."""
+        if role != _TRUSTED_ROLE or actor:
+            self.role = np.full(len(self), role, dtype=np.uint8)
+            self.actor = np.full(len(self), actor, dtype=np.int64)
+        return self
 
     def slice(self, start: int, stop: int) -> CommandBatch:
         """Commands start..stop-1 and their lines (views, not copies)."""
@@ -112,8 +132,10 @@ class CommandBatch:
         a0 = int(self.args[:start].sum(dtype=np.int64))
         a1 = a0 + int(self.args[start:stop].sum(dtype=np.int64))
         notes = {i - start: note for i, note in self.notes.items() if start <= i < stop}
+        role, actor = (self.role[start:stop], self.actor[start:stop]) if len(self.role) else (_NO_ROLES, _NO_ACTORS)
         return CommandBatch(**{name: getattr(self, name)[start:stop] for name, _ in COMMAND_COLUMNS},
-                            sku=self.sku[l0:l1], qty=self.qty[l0:l1], arg=self.arg[a0:a1], notes=notes)
+                            sku=self.sku[l0:l1], qty=self.qty[l0:l1], arg=self.arg[a0:a1], notes=notes,
+                            role=role, actor=actor)
 
     def arg_starts(self) -> np.ndarray:
         """Where each command's args start in `arg`."""

@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from double11 import geo, limits
+from double11.access.roles import BUYERS, MERCHANTS
 from double11.engine.batch import Channel
 from double11.errors import Result
 from double11.spec import IDEMPOTENCY_KEY, Area, Command, Field, id_field
@@ -108,19 +109,21 @@ COMMANDS = (
             (Result.unknown_sku, Result.unknown_coupon, Result.not_your_coupon, Result.coupon_not_held,
              Result.not_in_window, Result.coupon_expired, Result.coupon_merchant_not_in_checkout,
              Result.two_store_coupons, Result.deal_sold_out, Result.deal_buyer_limit, Result.min_spend_not_met,
-             Result.out_of_stock), number=1),
+             Result.out_of_stock), number=1, allowed=BUYERS, owner="buyer"),
     Command("pay", "/v1/checkouts/{checkout}/pay", "Pay a checkout",
             (CHECKOUT, AMOUNT_FEN, IDEMPOTENCY_KEY), Result.ok, Paid,
             (Result.unknown_checkout, Result.amount_mismatch, Result.already_paid, Result.cancelled,
-             Result.expired), number=2),
+             Result.expired), number=2, allowed=BUYERS, owner="checkout"),
     Command("cancel", "/v1/checkouts/{checkout}/cancel", "Cancel a reserved checkout",
-            (CHECKOUT, IDEMPOTENCY_KEY), Result.ok, Cancelled, _CHECKOUT_STATE, number=3),
+            (CHECKOUT, IDEMPOTENCY_KEY), Result.ok, Cancelled, _CHECKOUT_STATE, number=3, allowed=BUYERS,
+            owner="checkout"),
     Command("confirm", "/v1/orders/{order}/confirm", "Confirm receipt: settle a paid order to its merchant",
-            (ORDER, IDEMPOTENCY_KEY), Result.ok, Settled, _ORDER_STATE, number=4),
+            (ORDER, IDEMPOTENCY_KEY), Result.ok, Settled, _ORDER_STATE, number=4, allowed=BUYERS, owner="order"),
     Command("refund", "/v1/orders/{order}/refund", "Refund a paid order",
-            (ORDER, IDEMPOTENCY_KEY), Result.ok, Refunded, _ORDER_STATE, number=5),
+            (ORDER, IDEMPOTENCY_KEY), Result.ok, Refunded, _ORDER_STATE, number=5, allowed=BUYERS, owner="order"),
     Command("restock", "/v1/skus/{sku}/restock", "Add stock to a SKU",
-            (SKU, RESTOCK_QTY, IDEMPOTENCY_KEY), Result.ok, Restocked, (Result.unknown_sku,), number=6),
+            (SKU, RESTOCK_QTY, IDEMPOTENCY_KEY), Result.ok, Restocked, (Result.unknown_sku,), number=6,
+            allowed=MERCHANTS, owner="sku"),
 )
 
 CORE = Area("core", COMMANDS, tables=("skus", "checkouts", "lines", "orders", "buyers", "buyer_balances",

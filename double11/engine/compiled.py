@@ -65,7 +65,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # commands' declarations among them: their bounds are the kernels' to check)
 KEYED_SOURCES = ("engine/*.py", "promotions/*.py", "link/frames.py",
                  "catalog/model.py", "config.py", "errors.py", "geo.py",
-                 "limits.py", "spec.py", "areas.py")
+                 "limits.py", "spec.py", "areas.py", "access/roles.py")
 _KEY_NAME = re.compile(r"[0-9a-f]{16}")  # a keyed folder's name: source_key()'s digest
 _STARTED: set[Path] = set()  # roots whose key folder this process has made sure of
 

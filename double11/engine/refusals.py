@@ -55,9 +55,10 @@ SHAPE_CODES = frozenset({Result.invalid_request, Result.invalid_quantity, Result
 
 def refused_at_the_edge(code: Result, ref: int) -> bool:
     """Whether a refusal is of the command's shape (its words are the
-    edge's), not of the state.  invalid_deal is both: the engine's (a price
+    edge's), not of the state; forbidden is the access check's (its words
+    in `notes`, double11/access/commands.py).  invalid_deal is both: the engine's (a price
     not below the list price) carries that price as its ref, the edge's 0."""
-    return code in SHAPE_CODES or (code == Result.invalid_deal and ref == 0)
+    return code in SHAPE_CODES or code == Result.forbidden or (code == Result.invalid_deal and ref == 0)
 
 
 _SHOWN_CHARS_MAX = 40  # of a value quoted back: enough to recognise it

@@ -128,6 +128,7 @@ def order(engine: Engine, order_id: int) -> dict[str, Any] | None:
     out = {
         "order": order_id,
         "checkout": int(engine.o_checkout.data[row]) + 1,
+        "buyer": int(engine.b_id.data[engine.c_buyer.data[int(engine.o_checkout.data[row])]]),
         "merchant": int(engine.catalog.merchant_id[engine.o_merchant.data[row]]),
         "status": Status(int(engine.o_status.data[row])).name,
     }

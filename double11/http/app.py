@@ -33,6 +33,9 @@ import msgspec
 from granian.rsgi import ProtocolClosed, ProtocolError
 
 from double11 import areas, limits
+from double11.access import policy
+from double11.access.roles import OPERATOR, OPERATOR_ONLY, Role, a_token_of
+from double11.access.tokens import Verifier
 from double11.engine.batch import Op
 from double11.engine.refusals import shown
 from double11.errors import Double11Error, Result, error_body
@@ -50,6 +53,12 @@ SSE_INTERVAL_S = 0.5
 _ENC = msgspec.json.Encoder()
 
 _H_JSON = [("content-type", "application/json")]
+# every 429 overloaded says when to come back (RFC 9110: delay-seconds)
+_H_OVERLOADED = _H_JSON + [("retry-after", str(limits.overloaded_retry_after_s))]
+# the JSON headers of an answer by its result code: a lookup, not a test, on the phones' path
+_H_OF_CODE = [_H_OVERLOADED if code == Result.overloaded else _H_JSON for code in range(len(STATUS_OF_CODE))]
+# a 401 says how to authenticate (RFC 6750)
+_H_OF_CODE[Result.unauthenticated] = _H_JSON + [("www-authenticate", 'Bearer realm="double11"')]
 _H_BINARY = [("content-type", BINARY_BATCH_TYPE)]
 _H_TEXT = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 _H_SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
@@ -225,8 +234,11 @@ class App:
     operations of `link.local.LocalFestival` (that one in-process, or
     `link.remote.RemoteFestival` in the engine process)."""
 
-    def __init__(self, festival: Any, static_dir: str | Path | None = None) -> None:
+    def __init__(self, festival: Any, static_dir: str | Path | None = None, verifier: Verifier | None = None) -> None:
+        """`verifier`: the festival's tokens (None: no tokens, every route open)."""
         self.festival = festival
+        self._verifier = verifier
+        self._rules = policy.ROUTES
         self.static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
         self.metrics = HttpMetrics()
         self.closing = False
@@ -238,8 +250,8 @@ class App:
         view = festival.view
 
         def read(which: int):
-            async def handler(scope, proto, id_):
-                code, body = await view(which, id_ or 0)
+            async def handler(scope, proto, id_, principal):
+                code, body = await view(which, id_ or 0, principal)
                 return STATUS_OF_CODE[code], body, _H_JSON
             return handler
 
@@ -252,6 +264,7 @@ class App:
             "/v1/stats": ("/v1/stats", {"GET": read(View.STATS)}),
             "/v1/stats/stream": ("/v1/stats/stream", {"GET": self._stream}),
             "/metrics": ("/metrics", {"GET": self._metrics}),
+            "/healthz": ("/healthz", {"GET": self._healthz}),
             "/openapi.json": ("/openapi.json", {"GET": self._openapi_doc}),
             "/": ("/", {"GET": self._index}),
         }
@@ -304,6 +317,14 @@ class App:
             else:
                 if type(id_) is str:
                     id_ = _parse_id(id_, label)
+                rule = self._rules.get(label, OPERATOR_ONLY)
+                if rule is policy.PUBLIC or self._verifier is None:  # public, or served without tokens (--open)
+                    principal = OPERATOR
+                else:  # 401 without a valid token, 403 for a role the route does not allow
+                    principal = self._verifier.principal(scope.headers.get("authorization"))
+                    if not rule.may(principal.role):
+                        raise Double11Error(Result.forbidden, f"{a_token_of(principal.role)} may not call "
+                                                              f"{scope.method} {label}")
                 if type(handler) is _SingleCommand:
                     # a phone's command: the hot path, so without a coroutine
                     # of its own (each costs microseconds); the body goes to
@@ -314,20 +335,20 @@ class App:
                         body = await proto()
                     else:
                         body = await read_body(scope, proto)
-                    answer = await self._single(handler.op, id_ or 0, body)
-                    status, body, headers = STATUS_OF_CODE[answer[0]], answer[1], _H_JSON
+                    answer = await self._single(handler.op, id_ or 0, body, principal)
+                    status, body, headers = STATUS_OF_CODE[answer[0]], answer[1], _H_OF_CODE[answer[0]]
                     proto.response_bytes(status, headers, body)
                     self.metrics.observe(label, status, perf_counter() - t0)
                     return
                 if scope.method == "GET" and _sent_a_body(scope):  # the views read none
                     await settle_body(scope, proto, [])
-                r = await handler(scope, proto, id_)
+                r = await handler(scope, proto, id_, principal)
                 if r is None:  # streamed its own response
                     self.metrics.observe(label, 200, perf_counter() - t0)
                     return
                 status, body, headers = r
         except Double11Error as e:
-            status, body, headers = HTTP_STATUS[e.code], _ENC.encode(e.body()), _H_JSON
+            status, body, headers = HTTP_STATUS[e.code], _ENC.encode(e.body()), _H_OF_CODE[e.code]
             label = route[0] if route is not None else R_UNMATCHED
             refused: BaseException | None = e
         except (_Disconnected, ProtocolClosed):
@@ -361,17 +382,21 @@ class App:
 
     # ------------------------------------------------------------------ handlers
 
-    async def _batch(self, scope, proto, _id):
+    async def _batch(self, scope, proto, _id, principal):
         binary = (scope.headers.get("content-type") or "").startswith(BINARY_BATCH_TYPE)
-        code, body, binary = await self.festival.batch(await read_body(scope, proto), binary)
-        return STATUS_OF_CODE[code], body, _H_BINARY if binary else _H_JSON
+        code, body, binary = await self.festival.batch(await read_body(scope, proto), binary, principal)
+        return STATUS_OF_CODE[code], body, _H_BINARY if binary else _H_OF_CODE[code]
 
-    async def _sku_page(self, scope, proto, _id):
+    async def _sku_page(self, scope, proto, _id, principal):
         merchant, after, limit = sku_page_query(scope.query_string)
+        if principal.role == Role.merchant:  # a merchant lists its own SKUs
+            if merchant not in (0, principal.id):
+                raise Double11Error(Result.forbidden, f"a merchant token lists merchant {principal.id}'s skus only")
+            merchant = principal.id
         code, body = await self.festival.sku_page(merchant, after, limit)
         return STATUS_OF_CODE[code], body, _H_JSON
 
-    async def _metrics(self, scope, proto, _id):
+    async def _metrics(self, scope, proto, _id, _principal):
         try:
             fm = await self.festival.metrics()
         except Exception:
@@ -379,15 +404,20 @@ class App:
             fm = {}
         return 200, self.metrics.render(fm).encode(), _H_TEXT
 
-    async def _openapi_doc(self, scope, proto, _id):
+    async def _healthz(self, scope, proto, _id, _principal):
+        if getattr(self.festival, "lost", False):  # the engine process is gone
+            return _error(Result.unavailable)
+        return 200, b'{"status":"ok"}', _H_JSON
+
+    async def _openapi_doc(self, scope, proto, _id, _principal):
         if self._openapi is None:
             self._openapi = _ENC.encode(build_openapi())
         return 200, self._openapi, _H_JSON
 
-    async def _index(self, scope, proto, _id):
+    async def _index(self, scope, proto, _id, _principal):
         return self._file("index.html")
 
-    async def _static(self, scope, proto, _id):
+    async def _static(self, scope, proto, _id, _principal):
         return self._file(scope.path[len("/static/"):])
 
     def _file(self, name: str):
@@ -409,7 +439,7 @@ class App:
             if not f.done():
                 f.set_result(None)
 
-    async def _stream(self, scope, proto, _id):
+    async def _stream(self, scope, proto, _id, _principal):
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         self._streams.add(stop)
@@ -459,8 +489,9 @@ class EmptyApp:
         self.closing = True
 
 
-def build_app(festival: Any, empty: bool = False, static_dir: str | Path | None = None):
+def build_app(festival: Any, empty: bool = False, static_dir: str | Path | None = None,
+              verifier: Verifier | None = None):
     """The RSGI app over `festival`; with empty=True, the empty-handler baseline."""
     if empty:
         return EmptyApp()
-    return App(festival, static_dir)
+    return App(festival, static_dir, verifier)

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from double11 import areas, limits
+from double11.access import policy
+from double11.access.roles import OPERATOR_ONLY
 from double11.engine.commands import Discounts
 from double11.errors import Result
 from double11.spec import Command, Field
@@ -110,6 +112,7 @@ class OrderLineView(msgspec.Struct, omit_defaults=True):
 class OrderView(msgspec.Struct, omit_defaults=True):
     order: int
     checkout: int
+    buyer: int
     merchant: int
     status: Literal["reserved", "paid", "settled", "refunded", "cancelled", "expired"]
     amount_fen: int
@@ -342,6 +345,10 @@ def build_openapi() -> dict:
                 # one event (OpenAPI 3.1 has no schema for a stream as a whole): its data, the figures
                 "schema": {"type": "object", "required": ["data"], "properties": {"data": {
                     "type": "string", "contentMediaType": "application/json", "contentSchema": _ref(Stats)}}}}}}}}},
+        "/healthz": {"get": {
+            "summary": "Whether the server is up and its engine with it",
+            "responses": {"200": {"description": "up", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"status": {"const": "ok"}}}}}}, **_err(Result.unavailable)}}},
         "/metrics": {"get": {
             "summary": "Prometheus text exposition",
             "responses": {"200": {"description": "metrics",
@@ -361,6 +368,7 @@ def build_openapi() -> dict:
                             "schema": {"type": "string"}}],
             "responses": {"200": {"description": "the file"}, **_err(Result.not_found)}}},
     }
+    _secure(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "double11", "version": "0.1.0",
@@ -368,5 +376,25 @@ def build_openapi() -> dict:
                                 "since the Unix epoch on the festival clock. Every error is "
                                 '{"error": {"code", "message"}}.'},
         "paths": paths,
-        "components": {"schemas": components},
+        "security": [{"bearer": []}],
+        "components": {"schemas": components, "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+            "description": "A token signed by the festival's key: `double11 tokens issue --role <role> [--id N]` "
+                           "(docs/api.md, Tokens and roles)."}}},
     }
+
+
+def _secure(paths: dict[str, dict]) -> None:
+    """Each operation's security (none for the public ones) and who may call
+    it, from the one table the front checks (access.policy)."""
+    for route, operations in paths.items():
+        rule = policy.ROUTES.get(route, OPERATOR_ONLY)
+        for op in operations.values():
+            if rule is policy.PUBLIC:
+                op["security"] = []
+                continue
+            who = ["operator", *sorted(r.name for r in rule.anyone)]
+            who += [f"{r.name} (its own)" for r in sorted(rule.own - rule.anyone)]
+            op["description"] = (op.get("description", "") + " " if op.get("description") else "") + \
+                "Who may: " + ", ".join(who) + "."
+            op["responses"].update(_err(Result.unauthenticated, Result.forbidden))

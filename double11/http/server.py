@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -62,7 +63,7 @@ class HttpServer:
 
     def __init__(self, festival: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  empty: bool = False, static_dir: str | Path | None = None,
-                 listener: socket.socket | None = None) -> None:
+                 listener: socket.socket | None = None, verifier: Any = None) -> None:
         """`festival`: a link.local.LocalFestival or link.remote.RemoteFestival
         (None for the empty handler).  `listener`: the socket to serve on, from
         lifecycle.listen_exclusively (default: one made by `serve`; a port in
@@ -71,7 +72,7 @@ class HttpServer:
         self.host = host
         self.port = port
         self.listener = listener
-        self.app = build_app(festival, empty=empty, static_dir=static_dir)
+        self.app = build_app(festival, empty=empty, static_dir=static_dir, verifier=verifier)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
@@ -143,23 +144,39 @@ def _run(coro) -> Any:
 def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup: float,
                clock_start_ms: int | None, host: str = DEFAULT_HOST, empty: bool = False,
                expected_checkouts: int | None = None, scale: str | None = None,
-               config_path: str | None = None, expected_discounted_checkouts: int | None = None) -> int:
+               config_path: str | None = None, expected_discounted_checkouts: int | None = None,
+               open_access: bool = False, token_key: str | None = None) -> int:
     """Starts the engine process, which opens (or recovers) the festival, and
     serves it over HTTP until SIGINT/SIGTERM/SIGHUP, or until the engine stops
     (then with exit status 1).  With empty=True: the empty handler, no engine.
     A data folder another server holds, or a port in use, is refused
-    (lifecycle.CommandFailed) before the engine starts."""
+    (lifecycle.CommandFailed) before the engine starts.  Every route but the
+    public ones needs a token signed by the festival's key (double11/access),
+    made in the data folder on the first start; open_access: none does."""
     options: dict[str, Any] = {"catalog_dir": catalog_dir, "data_dir": data_dir if data_dir is not None else "./data",
                "speedup": speedup, "clock_start_ms": clock_start_ms, "expected_checkouts": expected_checkouts,
                "expected_discounted_checkouts": expected_discounted_checkouts, "scale": scale,
                "config_path": config_path}
     listener = listen_exclusively(host, port, LISTEN_BACKLOG)
     try:
+        verifier = None
         if not empty:
             check_data_dir(Path(options["data_dir"]))
-        return _run(_serve(options, host, port, empty, listener))
+            if not open_access:
+                verifier = _verifier(Path(options["data_dir"]), token_key)
+        return _run(_serve(options, host, port, empty, listener, verifier))
     finally:
         listener.close()
+
+
+def _verifier(data_dir: Path, token_key: str | None) -> Any:
+    from double11.access.tokens import Verifier, key_path, keys_at
+
+    path = key_path(data_dir, token_key)
+    try:
+        return Verifier(keys_at(path))
+    except (OSError, ValueError) as e:
+        raise CommandFailed(f"cannot use the token key {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def check_data_dir(directory: Path) -> None:
@@ -197,8 +214,10 @@ async def _open_engine(options: dict[str, Any]) -> tuple[Any, int]:
             return None, 1
 
 
-def try_lines(opened: dict[str, Any], host: str, port: int) -> list[str]:
-    """What `serve` says once open: its catalog folder, and a few SKUs to try with curl."""
+def try_lines(opened: dict[str, Any], host: str, port: int, token_data_dir: str | None = None) -> list[str]:
+    """What `serve` says once open: its catalog folder, and a few SKUs to try
+    with curl (with tokens made by `double11 tokens issue` where the server
+    takes tokens from `token_data_dir`'s key)."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard is not an address to call
     url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
     lines = []
@@ -212,12 +231,18 @@ def try_lines(opened: dict[str, Any], host: str, port: int) -> list[str]:
         body = json.dumps({"buyer": 1, "country": "CN", "channel": "mobile",
                            "lines": [{"sku": skus[0]["sku"], "qty": 1}], "idempotency_key": "try-1"},
                           separators=(",", ":"))
-        lines.append(f"  curl -s {url}/v1/skus/{skus[0]['sku']}")
-        lines.append(f"  curl -s -X POST {url}/v1/checkouts -H 'Content-Type: application/json' -d '{body}'")
+        as_operator = as_buyer = ""
+        if token_data_dir is not None:
+            issue = f"double11 tokens issue --data {shlex.quote(str(token_data_dir))}"
+            as_operator = f' -H "Authorization: Bearer $({issue} --role operator)"'
+            as_buyer = f' -H "Authorization: Bearer $({issue} --role buyer --id 1)"'
+        lines.append(f"  curl -s{as_operator} {url}/v1/skus/{skus[0]['sku']}")
+        lines.append(f"  curl -s -X POST{as_buyer} {url}/v1/checkouts -H 'Content-Type: application/json' -d '{body}'")
     return lines
 
 
-async def _serve(options: dict[str, Any], host: str, port: int, empty: bool, listener: socket.socket) -> int:
+async def _serve(options: dict[str, Any], host: str, port: int, empty: bool, listener: socket.socket,
+                 verifier: Any = None) -> int:
     festival = None
     if not empty:
         print("double11: opening the festival (the first start on a machine also compiles the engine: "
@@ -225,7 +250,7 @@ async def _serve(options: dict[str, Any], host: str, port: int, empty: bool, lis
         festival, status = await _open_engine(options)
         if festival is None:
             return status
-    server = HttpServer(festival, host=host, port=port, empty=empty, listener=listener)
+    server = HttpServer(festival, host=host, port=port, empty=empty, listener=listener, verifier=verifier)
     freeze_what_exists()
     lost = []
     if festival is not None:
@@ -236,7 +261,7 @@ async def _serve(options: dict[str, Any], host: str, port: int, empty: bool, lis
         festival.on_lost = engine_lost
     print(f"double11 listening on http://{host}:{port}/ (data: {options['data_dir']})", file=sys.stderr, flush=True)
     if festival is not None:
-        for line in try_lines(festival.opened, host, port):
+        for line in try_lines(festival.opened, host, port, options["data_dir"] if verifier is not None else None):
             print(line, file=sys.stderr, flush=True)
     await server.serve()
     return 1 if lost else 0

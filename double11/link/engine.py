@@ -32,6 +32,7 @@ import msgspec
 import numpy as np
 
 from double11 import limits
+from double11.access.roles import Principal, Role
 from double11.engine.answers import Answers
 from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result, error_body
@@ -89,24 +90,28 @@ class EngineLink(asyncio.Protocol):
                 single = frames.kind == SINGLE_KIND
                 if single.all():  # the phones' calls and nothing else: the common case
                     calls, ops, targets, starts, ends = frames.call, frames.op, frames.target, frames.start, frames.end
+                    roles, actors = frames.role, frames.actor
                 else:
                     for i in np.flatnonzero(~single).tolist():  # batches, views, metrics: one task each
                         payload = bytes(view[frames.start[i]:frames.end[i]])
                         task = asyncio.get_running_loop().create_task(
                             self._other(int(frames.kind[i]), int(frames.call[i]), int(frames.op[i]),
-                                        int(frames.target[i]), payload))
+                                        int(frames.target[i]), payload,
+                                        Principal(Role(int(frames.role[i])), int(frames.actor[i]))))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
                     calls, ops, targets = frames.call[single], frames.op[single], frames.target[single]
                     starts, ends = frames.start[single], frames.end[single]
+                    roles, actors = frames.role[single], frames.actor[single]
                 if len(calls):  # the bodies stay where they are, in one copy of what was read
                     read = np.frombuffer(view[:frames.consumed].tobytes(), dtype=np.uint8)
-                    self._singles(calls, ops, targets, Bodies(read, starts, ends))
+                    self._singles(calls, ops, targets, Bodies(read, starts, ends), roles, actors)
             del buf[:frames.consumed]
 
-    def _singles(self, calls: np.ndarray, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> None:
+    def _singles(self, calls: np.ndarray, ops: np.ndarray, targets: np.ndarray, bodies: Bodies,
+                 roles: np.ndarray, actors: np.ndarray) -> None:
         try:
-            future = self.local.singles(ops, targets, bodies)
+            future = self.local.singles(ops, targets, bodies, roles, actors)
         except Double11Error as e:  # overloaded, or the log failed: all of them get it
             self._answer_all(calls, [refusal(e)] * len(calls))
             return
@@ -126,14 +131,14 @@ class EngineLink(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(ANSWER.pack(call, code, int(binary), len(body)) + body)
 
-    async def _other(self, kind: int, call: int, op: int, target: int, payload: bytes) -> None:
+    async def _other(self, kind: int, call: int, op: int, target: int, payload: bytes, principal: Principal) -> None:
         try:
             if kind == Kind.BATCH:
-                code, body, binary = await self.local.batch(payload, binary=bool(op))
+                code, body, binary = await self.local.batch(payload, bool(op), principal)
             elif kind == Kind.VIEW and op == View.SKU_PAGE:
                 (code, body), binary = await self.local.sku_page(*SKU_PAGE_QUERY.unpack(payload)), False
             elif kind == Kind.VIEW:
-                (code, body), binary = await self.local.view(op, target), False
+                (code, body), binary = await self.local.view(op, target, principal), False
             elif kind == Kind.METRICS:
                 code, body, binary = Result.ok, _ENC.encode(await self.local.metrics()), False
             else:
@@ -167,7 +172,7 @@ def _answers_of(future: asyncio.Future, n: int) -> Answers | list[tuple[int, byt
 def warm_up_link() -> None:
     """Loads the link's compiled passes (compiles them, the first time on a
     machine: seconds) before the first request has to wait for them."""
-    frames = scan_calls(bytearray(CALL.pack(Kind.SINGLE, 1, 1, 0, 2) + b"{}"), limits.link_call_bytes_max)
+    frames = scan_calls(bytearray(CALL.pack(Kind.SINGLE, 1, 1, 0, 1, 0, 2) + b"{}"), limits.link_call_bytes_max)
     one = np.ones(1, dtype=np.int64)
     pack_answers(frames.call, one, b"{}", one - 1, one + 1)
 

@@ -1,9 +1,10 @@
 """The frames on the link: a fixed little-endian header, then the payload.
 
-    call   (front -> engine): kind u8, call u32, op u8, target i64, length u32
+    call   (front -> engine): kind u8, call u32, op u8, target i64, role u8, actor i64, length u32
     answer (engine -> front): call u32, code u16, binary u8, length u32
 
-`call` pairs an answer with its call (the front numbers them, wrapping at
+`role` and `actor` are the principal the call acts as (double11/access:
+the front verified its token).  `call` pairs an answer with its call (the front numbers them, wrapping at
 2**32); answers may come in any order.  The engine's first frame is an
 answer to call 0: it is ready.  A payload is a request body as it came
 (SINGLE, BATCH) or nothing (VIEW, METRICS); an answer's is the HTTP body,
@@ -19,7 +20,7 @@ import numpy as np
 
 from double11.engine.compiled import kernel
 
-CALL = struct.Struct("<BIBqI")
+CALL = struct.Struct("<BIBqBqI")
 ANSWER = struct.Struct("<IHBI")
 READY_CALL = 0
 CALL_ID_MASK = 0xFFFF_FFFF
@@ -34,10 +35,10 @@ class CallFrames:
     i's payload is buffer[start[i]:end[i]]; `consumed` bytes held whole
     frames."""
 
-    __slots__ = ("kind", "call", "op", "target", "start", "end", "consumed")
+    __slots__ = ("kind", "call", "op", "target", "role", "actor", "start", "end", "consumed")
 
-    def __init__(self, kind, call, op, target, start, end, consumed: int) -> None:
-        self.kind, self.call, self.op, self.target = kind, call, op, target
+    def __init__(self, kind, call, op, target, role, actor, start, end, consumed: int) -> None:
+        self.kind, self.call, self.op, self.target, self.role, self.actor = kind, call, op, target, role, actor
         self.start, self.end, self.consumed = start, end, consumed
 
     def __len__(self) -> int:
@@ -45,13 +46,13 @@ class CallFrames:
 
 
 # a scan's columns are sized for this many calls at most: a big read takes
-# several scans, not one allocation per 18 bytes of it
+# several scans, not one allocation per 27 bytes of it
 SCAN_CALLS_MAX = 1 << 16
 
 
 _NO_FRAMES = CallFrames(np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint8),
-                        np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64),
-                        consumed=0)
+                        np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int64),
+                        np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), consumed=0)
 
 
 def scan_calls(buffer: bytearray, payload_bytes_max: int) -> CallFrames:
@@ -70,29 +71,30 @@ def scan_calls(buffer: bytearray, payload_bytes_max: int) -> CallFrames:
     n = min(n, SCAN_CALLS_MAX)
     kind, op = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
     call, target = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint64)
+    role, actor = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint64)
     start, end = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    count, consumed, too_large = _scan_calls(view, payload_bytes_max, kind, call, op, target, start, end)
+    count, consumed, too_large = _scan_calls(view, payload_bytes_max, kind, call, op, target, role, actor, start, end)
     del view  # the bytearray may change size again
     if too_large:
         raise FrameTooLarge(f"a frame of more than {payload_bytes_max} bytes")
-    return CallFrames(kind[:count], call[:count], op[:count], target[:count].view(np.int64), start[:count],
-                      end[:count], consumed)
+    return CallFrames(kind[:count], call[:count], op[:count], target[:count].view(np.int64), role[:count],
+                      actor[:count].view(np.int64), start[:count], end[:count], consumed)
 
 
-assert CALL.size == 18, "_scan_calls reads the CALL header at fixed offsets"
+assert CALL.size == 27, "_scan_calls reads the CALL header at fixed offsets"
 
 
 @kernel
-def _scan_calls(buf, payload_bytes_max, kind, call, op, target, start, end):
-    """CALL frames (little-endian <BIBqI: kind at 0, call at 1, op at 5,
-    target at 6, length at 14; 18 bytes)."""
+def _scan_calls(buf, payload_bytes_max, kind, call, op, target, role, actor, start, end):
+    """CALL frames (little-endian <BIBqBqI: kind at 0, call at 1, op at 5,
+    target at 6, role at 14, actor at 15, length at 23; 27 bytes)."""
     n, at, k = len(buf), 0, 0
-    while k < len(kind) and n - at >= 18:
-        length = np.int64(buf[at + 14]) | (np.int64(buf[at + 15]) << 8) | (np.int64(buf[at + 16]) << 16) | (
-            np.int64(buf[at + 17]) << 24)
+    while k < len(kind) and n - at >= 27:
+        length = np.int64(buf[at + 23]) | (np.int64(buf[at + 24]) << 8) | (np.int64(buf[at + 25]) << 16) | (
+            np.int64(buf[at + 26]) << 24)
         if length > payload_bytes_max:
             return k, at, True
-        stop = at + 18 + length
+        stop = at + 27 + length
         if stop > n:
             break
         kind[k] = buf[at]
@@ -103,7 +105,12 @@ def _scan_calls(buf, payload_bytes_max, kind, call, op, target, start, end):
         for j in range(8):
             t |= np.uint64(buf[at + 6 + j]) << np.uint64(8 * j)
         target[k] = t
-        start[k] = at + 18
+        role[k] = buf[at + 14]
+        a = np.uint64(0)
+        for j in range(8):
+            a |= np.uint64(buf[at + 15 + j]) << np.uint64(8 * j)
+        actor[k] = a
+        start[k] = at + 27
         end[k] = stop
         k += 1
         at = stop  # type: ignore[assignment]  # compiled: an int64 in Numba from the start

@@ -20,6 +20,9 @@ import msgspec
 import numpy as np
 
 from double11 import areas, limits
+from double11.access import policy
+from double11.access.reads import may_see
+from double11.access.roles import OPERATOR, Allowed, Principal
 from double11.catalog.listing import SkuListing
 from double11.engine import views
 from double11.engine.batch import Op
@@ -38,32 +41,36 @@ class LocalFestival:
     def __init__(self, festival: Festival) -> None:
         self.festival = festival
         f = festival
-        self._views: dict[int, tuple[Callable[..., Any], Result | None]] = {
-            View.SKU: (f.sku, Result.unknown_sku),
-            View.CHECKOUT: (f.checkout, Result.unknown_checkout),
-            View.ORDER: (f.order, Result.unknown_order),
-            View.LEDGER: (f.ledger, None),
-            View.STATS: (f.stats, None),
+        # by number: the read, its code when there is no such thing, and who may see it (the
+        # front checked the role; a view of another's thing is answered as missing)
+        self._views: dict[int, tuple[Callable[..., Any], Result | None, Allowed | None]] = {
+            View.SKU: (f.sku, Result.unknown_sku, policy.ROUTES["/v1/skus/{sku}"]),
+            View.CHECKOUT: (f.checkout, Result.unknown_checkout, policy.ROUTES["/v1/checkouts/{checkout}"]),
+            View.ORDER: (f.order, Result.unknown_order, policy.ROUTES["/v1/orders/{order}"]),
+            View.LEDGER: (f.ledger, None, None),
+            View.STATS: (f.stats, None, None),
         }
         for read in areas.READS:  # the areas' views, by their numbers
-            self._views[areas.READ_NUMBER[read.name]] = (functools.partial(f.view, read.name), read.missing)
+            self._views[areas.READ_NUMBER[read.name]] = (functools.partial(f.view, read.name), read.missing,
+                                                        read.allowed)
         self._listing: SkuListing | None = None
 
-    def single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
+    def single(self, op: Op, target: int, body: bytes, principal: Principal = OPERATOR) -> asyncio.Future:
         """(result code, JSON answer) of one single request's command, once durable."""
-        return self.festival.submit_single(op, target, body)
+        return self.festival.submit_single(op, target, body, principal)
 
-    def singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
+    def singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies, roles: np.ndarray | None = None,
+                actors: np.ndarray | None = None) -> asyncio.Future:
         """The same for many at once: their (result code, JSON answer) in order, as
         `engine.answers.Answers` (or a list, where some were refused before the engine)."""
-        return self.festival.submit_singles(ops, targets, bodies)
+        return self.festival.submit_singles(ops, targets, bodies, roles, actors)
 
-    async def batch(self, body: bytes, binary: bool) -> tuple[int, bytes, bool]:
+    async def batch(self, body: bytes, binary: bool, principal: Principal = OPERATOR) -> tuple[int, bytes, bool]:
         """A batch request's answer: (result code, body, whether it is binary);
         a JSON body's results carry their HTTP statuses, as the Python API's do."""
         try:
             if binary:
-                return Result.ok, await self.festival.submit_binary(body), True
+                return Result.ok, await self.festival.submit_binary(body, principal), True
             obj = decode_object(body)
             commands = obj.get("commands")
             if type(commands) is not list:
@@ -73,17 +80,17 @@ class LocalFestival:
             if not commands:
                 return Result.ok, _EMPTY_RESULTS, False
             # the engine answers each command on its own, a non-object one included
-            return Result.ok, _ENC.encode({"results": await self.festival.submit(commands)}), False
+            return Result.ok, _ENC.encode({"results": await self.festival.submit(commands, principal)}), False
         except Double11Error as e:
             return (*refusal(e), False)
 
-    async def view(self, which: int, id_: int = 0) -> tuple[int, bytes]:
+    async def view(self, which: int, id_: int = 0, principal: Principal = OPERATOR) -> tuple[int, bytes]:
         """A read of the state between two batches: (result code, JSON)."""
-        get, missing = self._views[which]
+        get, missing, allowed = self._views[which]
         if missing is None:  # the ledger and the stats: always there
             return Result.ok, _ENC.encode(await self.festival.read(get))
         value = await self.festival.read(get, id_)
-        if value is None:
+        if value is None or (allowed is not None and not may_see(allowed, principal, value)):
             return refusal(Double11Error(missing))
         return Result.ok, _ENC.encode(value)
 

@@ -25,9 +25,11 @@ from typing import Any
 import msgspec
 
 from double11 import limits
+from double11.access.roles import OPERATOR, Principal
 from double11.engine.batch import Op
 from double11.errors import Double11Error, Result
 from double11.lifecycle import child_env
+from double11.link.admission import admitted_max, batch_commands
 from double11.link.frames import ANSWER, CALL, CALL_ID_MASK, READY_CALL, SINGLE_KIND, SKU_PAGE_QUERY, Kind, View
 
 log = logging.getLogger("double11.link")
@@ -49,6 +51,15 @@ class EngineLost(Double11Error):
         return f"exit status {self.returncode}"
 
 
+def overloaded(in_flight: int, bound: int) -> Double11Error:
+    """429 overloaded: the work in flight and the bound it reached (the
+    front adds Retry-After: limits.overloaded_retry_after_s)."""
+    return Double11Error(Result.overloaded, message=(
+        f"the engine is behind: {in_flight} commands wait for it, at most {bound} may at its pace now "
+        f"(about {limits.admission_queue_delay_ms_target} ms of work); retry after "
+        f"{limits.overloaded_retry_after_s} s with the same idempotency_key"))
+
+
 class RemoteFestival(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -64,32 +75,52 @@ class RemoteFestival(asyncio.Protocol):
         self._flush_scheduled = False
         self._buffer = bytearray()
         self._ids = itertools.count(1)
+        # admission (link/admission.py): batches' commands in flight beyond
+        # their one call each, calls answered since the bound was last set,
+        # and the bound on the commands in flight beside which a single one is admitted
+        self._batched = 0
+        self._answered = 0
+        self.admitted_max = min(limits.admission_calls_in_flight_min, limits.link_calls_in_flight_max)
+        self._adapted_at = self._loop.time()
+        self._loop.call_later(limits.admission_window_ms / 1000, self._adapt)
 
     # ------------------------------------------------------------ operations
-    def single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
+    def single(self, op: Op, target: int, body: bytes, principal: Principal = OPERATOR) -> asyncio.Future:
         """Its result starts (result code, JSON answer), as LocalFestival.single's.
         (`_call` written out: the phones' path, a few microseconds a request.)"""
         waiting = self._waiting
         if self.lost:
             raise EngineLost()
-        if len(waiting) >= limits.link_calls_in_flight_max:
-            raise Double11Error(Result.overloaded, f"{len(waiting)} requests wait for the engine")
+        if len(waiting) + self._batched >= self.admitted_max:  # the engine is behind: refused at once
+            raise overloaded(len(waiting) + self._batched, self.admitted_max)
         call = next(self._ids) & CALL_ID_MASK or next(self._ids)
         future = waiting[call] = self._loop.create_future()
         out = self._out
-        out.append(_pack_call(SINGLE_KIND, call, op, target, len(body)))
+        out.append(_pack_call(SINGLE_KIND, call, op, target, principal[0], principal[1], len(body)))
         out.append(body)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return future
 
-    async def batch(self, body: bytes, binary: bool) -> tuple[int, bytes, bool]:
-        code, answer, is_binary = await self._call(Kind.BATCH, int(binary), 0, body)
+    async def batch(self, body: bytes, binary: bool, principal: Principal = OPERATOR) -> tuple[int, bytes, bool]:
+        # A batch counts as its commands, so that single commands are refused
+        # while big batches keep the engine busy; the batch itself is bound
+        # by the ceiling alone: a gateway's batches are its many phones'
+        # commands at once, pipelined, and one in flight is already more
+        # than the floor of the admission bound
+        extra = batch_commands(body, binary) - 1
+        answered = self._call(Kind.BATCH, int(binary), 0, body, principal)
+        self._batched += extra
+        try:
+            code, answer, is_binary = await answered
+        finally:
+            self._batched -= extra
+            self._answered += extra
         return code, answer, bool(is_binary)
 
-    async def view(self, which: int, id_: int = 0) -> tuple[int, bytes]:
-        code, body, _ = await self._call(Kind.VIEW, which, id_, b"")
+    async def view(self, which: int, id_: int = 0, principal: Principal = OPERATOR) -> tuple[int, bytes]:
+        code, body, _ = await self._call(Kind.VIEW, which, id_, b"", principal)
         return code, body
 
     async def sku_page(self, merchant: int, after: int, limit: int) -> tuple[int, bytes]:
@@ -100,20 +131,31 @@ class RemoteFestival(asyncio.Protocol):
         code, body, _ = await self._call(Kind.METRICS, 0, 0, b"")
         return msgspec.json.decode(body) if code == Result.ok else {}
 
-    def _call(self, kind: Kind, op: int, target: int, payload: bytes) -> asyncio.Future:
+    def _call(self, kind: Kind, op: int, target: int, payload: bytes,
+              principal: Principal = OPERATOR) -> asyncio.Future:
         if self.lost:
             raise EngineLost()
-        if len(self._waiting) >= limits.link_calls_in_flight_max:
-            raise Double11Error(Result.overloaded, f"{len(self._waiting)} requests wait for the engine")
+        in_flight = len(self._waiting) + self._batched
+        if in_flight >= limits.link_calls_in_flight_max:
+            raise overloaded(in_flight, limits.link_calls_in_flight_max)
         call = next(self._ids) & CALL_ID_MASK or next(self._ids)
         future = self._loop.create_future()
         self._waiting[call] = future
-        self._out.append(CALL.pack(kind, call, op, target, len(payload)))
+        self._out.append(CALL.pack(kind, call, op, target, principal[0], principal[1], len(payload)))
         self._out.append(payload)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return future
+
+    def _adapt(self) -> None:
+        """Sets the admission bound from the engine's answers over the window
+        just ended, and takes the next one (until the link is gone)."""
+        now = self._loop.time()
+        self.admitted_max = admitted_max(self._answered, now - self._adapted_at)
+        self._answered, self._adapted_at = 0, now
+        if not self.lost:
+            self._loop.call_later(limits.admission_window_ms / 1000, self._adapt)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -131,7 +173,7 @@ class RemoteFestival(asyncio.Protocol):
         buf = self._buffer
         buf += data
         waiting, unpack, size = self._waiting, _unpack_answer, _ANSWER_SIZE
-        at, n = 0, len(buf)
+        at, n, before = 0, len(buf), len(waiting)
         with memoryview(buf) as view:
             while n - at >= size:
                 call, code, binary, length = unpack(buf, at)
@@ -146,6 +188,7 @@ class RemoteFestival(asyncio.Protocol):
                     self.ready.set_result(bytes(view[at + size:end]))
                 at = end
         del buf[:at]
+        self._answered += before - len(waiting)
 
     def eof_received(self) -> bool:
         return False

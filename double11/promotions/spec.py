@@ -13,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from double11 import limits
+from double11.access.roles import BUYERS, MERCHANTS
 from double11.errors import Result
 from double11.spec import IDEMPOTENCY_KEY, Command, Field, id_field
 
@@ -195,7 +196,7 @@ class BuyerCoupons(msgspec.Struct):
 COUPON_TEMPLATE = Command(
     "coupon_template", "/v1/coupon-templates", "Create a coupon template (store coupons or platform red packets)",
     TEMPLATE_FIELDS, Result.created, TemplateView, (Result.unknown_merchant,), number=16, in_args=True,
-    check=_check_template)
+    check=_check_template, allowed=MERCHANTS, owner="merchant")  # a merchant: store coupons of its own
 THRESHOLD_DISCOUNT = Command(
     "threshold_discount", "/v1/threshold-discounts", "Create a cross-store threshold discount",
     THRESHOLD_FIELDS, Result.created, ThresholdView, (Result.unknown_merchant, Result.window_overlaps), number=17,
@@ -208,4 +209,4 @@ GRANT = Command(
     "grant", "/v1/coupon-templates/{template}/grants", "Grant a buyer a coupon (games award them so)",
     GRANT_FIELDS, Result.created, CouponView,
     (Result.unknown_template, Result.not_in_window, Result.budget_exhausted, Result.buyer_limit_reached),
-    number=19, in_args=True)
+    number=19, in_args=True, allowed=BUYERS, owner="buyer")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from double11 import limits, statuses
+from double11.access.roles import OPERATOR, Principal
 from double11.catalog import Catalog
 from double11.config import FestivalConfig
 from double11.engine import views
@@ -93,11 +94,13 @@ class Festival:
         return festival
 
     # ------------------------------------------------------------------ writes
-    def execute(self, commands: list[dict[str, Any]], now_ms: int | None = None) -> list[dict[str, Any]]:
-        """Apply commands in order as one batch, durable on return.
+    def execute(self, commands: list[dict[str, Any]], now_ms: int | None = None,
+                principal: Principal = OPERATOR) -> list[dict[str, Any]]:
+        """Apply commands in order as one batch, durable on return, as sent
+        by `principal` (double11/access; the operator may do everything).
         Each result is {"status": int, "body": dict}: the status HTTP would answer."""
         check_batch_size(len(commands))
-        batch = encode_commands(commands)
+        batch = encode_commands(commands).sent_by(principal.role, principal.id)
         code, ref, written = self.writes.apply(batch, now_ms)
         if written is not None:
             written.result()
@@ -112,24 +115,25 @@ class Festival:
         return encode_results(self.engine, batch, code, ref)
 
     # The group commit's (group_commit.GroupCommit has their whole story).
-    async def submit(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def submit(self, commands: list[dict[str, Any]], principal: Principal = OPERATOR) -> list[dict[str, Any]]:
         """Same as execute, but gathered with other callers' commands into one
         group-committed batch; resolves once the batch is on disk."""
-        return [statuses.answer(result, body) for result, body in await self.group_commit.submit(commands)]
+        return [statuses.answer(result, body) for result, body in await self.group_commit.submit(commands, principal)]
 
-    def submit_single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
+    def submit_single(self, op: Op, target: int, body: bytes, principal: Principal = OPERATOR) -> asyncio.Future:
         """One command of a single HTTP request; the future gives (result
         code, JSON answer) once its batch is on disk.  (A plain function.)"""
-        return self.group_commit.submit_single(op, target, body)
+        return self.group_commit.submit_single(op, target, body, principal)
 
-    async def submit_binary(self, body: bytes) -> bytes:
+    async def submit_binary(self, body: bytes, principal: Principal = OPERATOR) -> bytes:
         """The compact columnar batch format (double11.engine.batch / wire)."""
-        return await self.group_commit.submit_binary(body)
+        return await self.group_commit.submit_binary(body, principal)
 
-    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
+    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies, roles: np.ndarray | None = None,
+                       actors: np.ndarray | None = None) -> asyncio.Future:
         """Many single requests' commands at once; the future gives their
         (result code, JSON answer) in order."""
-        return self.group_commit.submit_singles(ops, targets, bodies)
+        return self.group_commit.submit_singles(ops, targets, bodies, roles, actors)
 
     async def drain(self, timeout_s: float = limits.drain_s_max) -> bool:
         """Waits until every command submitted so far is applied, on disk and

@@ -25,11 +25,13 @@ import msgspec
 import numpy as np
 
 from double11 import limits
+from double11.access.roles import OPERATOR, Principal, Role
 from double11.engine import views
 from double11.engine.answers import answers
 from double11.engine.batch import CommandBatch, Op
 from double11.engine.encode import encode_commands
 from double11.engine.json_commands import Bodies, encode_bodies
+from double11.engine.json_shape import misshapen_batches
 from double11.engine.machine import Engine
 from double11.engine.wire import encode_results
 from double11.errors import Double11Error, Result
@@ -67,13 +69,13 @@ class GroupCommit:
         stop = len(code) if stop is None else stop
         return views.results(self.engine, batch, code, ref, start, stop)
 
-    async def submit(self, commands: list[dict[str, Any]]) -> list[views.Answer]:
+    async def submit(self, commands: list[dict[str, Any]], principal: Principal = OPERATOR) -> list[views.Answer]:
         """Festival.execute's (code, body) answers, but gathered with other callers'
         commands into one group-committed batch; resolves once the batch is on disk."""
         check_batch_size(len(commands))
-        return await self._enqueue(commands, len(commands))
+        return await self._enqueue(JsonCommands(commands, principal), len(commands))
 
-    def submit_single(self, op: Op, target: int, body: bytes) -> asyncio.Future:
+    def submit_single(self, op: Op, target: int, body: bytes, principal: Principal = OPERATOR) -> asyncio.Future:
         """One command of a single HTTP request; the future gives (result
         code, JSON answer) once its batch is on disk.  The body goes as it came: the
         group commit parses all of them in one compiled pass.  The op comes
@@ -82,6 +84,9 @@ class GroupCommit:
         (A plain function, not a coroutine.)  A run of one, as submit_singles
         takes them."""
         run = SingleRun(np.array([op], dtype=np.uint8), np.array([target], dtype=np.int64), Bodies.of([body]))
+        if principal != OPERATOR:
+            run.roles = np.array([principal.role], dtype=np.uint8)
+            run.actors = np.array([principal.id], dtype=np.int64)
         answered = self._enqueue(run, 1)
         single = answered.get_loop().create_future()
 
@@ -99,7 +104,7 @@ class GroupCommit:
         answered.add_done_callback(unwrap)
         return single
 
-    async def submit_binary(self, body: bytes) -> bytes:
+    async def submit_binary(self, body: bytes, principal: Principal = OPERATOR) -> bytes:
         """The compact columnar batch format (double11.engine.batch / wire).
         A big batch is decoded and checked on a worker thread (NumPy lets go
         of the GIL), beside the engine applying the one before it."""
@@ -107,15 +112,18 @@ class GroupCommit:
             batch = await asyncio.get_running_loop().run_in_executor(self._decoder, CommandBatch.from_bytes, body)
         else:
             batch = CommandBatch.from_bytes(body)
-        return await self._enqueue(batch, len(batch))
+        return await self._enqueue(batch.sent_by(principal.role, principal.id), len(batch))
 
-    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> asyncio.Future:
+    def submit_singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies, roles: np.ndarray | None = None,
+                       actors: np.ndarray | None = None) -> asyncio.Future:
         """Many single requests' commands at once (from an HTTP front
         process: ops and targets as arrays); the future gives their (result
         code, JSON answer) in order, a body that is not a JSON object answered with
         its 400."""
-        return self._enqueue(SingleRun(np.asarray(ops, dtype=np.uint8), np.asarray(targets, dtype=np.int64), bodies),
-                             len(bodies))
+        run = SingleRun(np.asarray(ops, dtype=np.uint8), np.asarray(targets, dtype=np.int64), bodies)
+        if roles is not None and actors is not None and (roles != Role.operator).any():
+            run.roles, run.actors = np.asarray(roles, dtype=np.uint8), np.asarray(actors, dtype=np.int64)
+        return self._enqueue(run, len(bodies))
 
     def _enqueue(self, item: Any, count: int) -> asyncio.Future:
         self._durability.refuse_after_failure()
@@ -155,7 +163,10 @@ class GroupCommit:
                         batch, run = _encode_runs(run)
                         parts.append(batch)
                     elif kind == _DICTS:
-                        parts.append(encode_commands([cmd for item, _, _ in run for cmd in item]))
+                        batch = encode_commands([cmd for item, _, _ in run for cmd in item.commands])
+                        if batch.notes:  # a JSON batch holding a command not of its shape is refused whole
+                            batch, run = _refuse_misshapen(batch, run)
+                        parts.append(_sent_by(batch, [(item.principal, len(item.commands)) for item, _, _ in run]))
                     else:
                         parts.extend(item for item, _, _ in run)
                 except Exception as exc:  # a bug of ours: fail these callers, keep serving
@@ -291,11 +302,33 @@ class SingleRun:
     engine process reads in one go); `refused`: the bodies refused before
     the engine, by index, with their error."""
 
-    __slots__ = ("ops", "targets", "bodies", "refused")
+    __slots__ = ("ops", "targets", "bodies", "refused", "roles", "actors")
 
     def __init__(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies) -> None:
         self.ops, self.targets, self.bodies = ops, targets, bodies
         self.refused: dict[int, Double11Error] = {}
+        # who sent each (access.roles): None, the operator's (trusted) all
+        self.roles: np.ndarray | None = None
+        self.actors: np.ndarray | None = None
+
+
+class JsonCommands:
+    """A JSON batch's commands, and who sent them."""
+
+    __slots__ = ("commands", "principal")
+
+    def __init__(self, commands: list[dict[str, Any]], principal: Principal) -> None:
+        self.commands, self.principal = commands, principal
+
+
+def _sent_by(batch: CommandBatch, senders: list[tuple[Principal, int]]) -> CommandBatch:
+    """The batch with who sent its commands: each sender's count of them, in order."""
+    if all(principal == OPERATOR for principal, _ in senders):
+        return batch
+    counts = [count for _, count in senders]
+    batch.role = np.repeat(np.array([p.role for p, _ in senders], dtype=np.uint8), counts)
+    batch.actor = np.repeat(np.array([p.id for p, _ in senders], dtype=np.int64), counts)
+    return batch
 
 
 _BINARY, _DICTS, _RUN = "binary", "dicts", "run"
@@ -304,6 +337,21 @@ _BINARY, _DICTS, _RUN = "binary", "dicts", "run"
 def refusal(error: Double11Error) -> tuple[int, bytes]:
     """A refused command's (result code, JSON error body)."""
     return error.code, _ENC.encode(error.body())
+
+
+def _refuse_misshapen(batch: CommandBatch, run: list) -> tuple[CommandBatch, list]:
+    """JSON batches encoded together, less those holding a command not of its
+    declared shape (engine/json_shape.py): each of those is answered its 400
+    now, nothing of it applied, and the others are encoded again without it."""
+    refused = misshapen_batches([item.commands for item, _, _ in run], batch.notes)
+    if not refused:
+        return batch, run
+    for k, error in refused.items():
+        future = run[k][1]
+        if not future.done():
+            future.set_exception(error)
+    kept = [waiting for k, waiting in enumerate(run) if k not in refused]
+    return encode_commands([cmd for item, _, _ in kept for cmd in item.commands]), kept
 
 
 def _encode_runs(run: list) -> tuple[CommandBatch, list]:
@@ -316,6 +364,16 @@ def _encode_runs(run: list) -> tuple[CommandBatch, list]:
     else:
         ops, targets = np.concatenate([item.ops for item in items]), np.concatenate([item.targets for item in items])
     batch, refused = encode_bodies(Bodies.concat([item.bodies for item in items]), ops, targets)
+    if any(item.roles is not None for item in items):
+        roles = np.concatenate([item.roles if item.roles is not None else np.full(len(item.ops), Role.operator,
+                                                                                  np.uint8) for item in items])
+        actors = np.concatenate([item.actors if item.actors is not None else np.zeros(len(item.ops), np.int64)
+                                 for item in items])
+        if refused:  # those bodies are not in the batch
+            keep = np.ones(len(roles), dtype=np.bool_)
+            keep[list(refused)] = False
+            roles, actors = roles[keep], actors[keep]
+        batch.role, batch.actor = roles, actors
     if not refused:
         return batch, run
     starts = np.cumsum([0] + [count for _, _, count in run[:-1]])

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from double11.access import commands as access_commands
 from double11.engine.batch import CommandBatch
 from double11.engine.machine import Engine
 from double11.service.clock import FestivalClock
@@ -42,6 +43,8 @@ class Writes:
         durability = self.durability
         durability.refuse_after_failure()
         with self._lock:
+            if len(batch.role):  # sent by tokens: each command checked against its sender, as the state is now
+                access_commands.refuse(batch, self.engine)
             now = max(int(now), self.engine.now_ms)  # the engine's clock never goes back
             inline = durability.writes_after(len(batch))
             written = None if inline else durability.write_beside(now, batch)

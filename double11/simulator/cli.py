@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -52,10 +53,18 @@ def load_view(catalog_dir: str | None) -> plans.CatalogView:
     return plans.CatalogView.of(generate_catalog(**SERVER_DEMO_CATALOG))
 
 
-async def check_same_catalog(http: httpx.AsyncClient, view: plans.CatalogView) -> None:
+def bearer(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+async def check_same_catalog(http: httpx.AsyncClient, view: plans.CatalogView,
+                             headers: dict[str, str] | None = None) -> None:
     """The plan names SKUs by id and expects the server's prices: refuse a mismatch early."""
     sku = int(view.sku_id[0])
-    r = await http.get(f"/v1/skus/{sku}")
+    r = await http.get(f"/v1/skus/{sku}", headers=headers)
+    if r.status_code in (401, 403):
+        raise SystemExit(f"the server refused the simulator's token ({r.json()['error']['message']}): pass "
+                         "--operator-token (an operator's: double11 tokens issue --role operator)")
     if r.status_code != 200 or r.json().get("price_fen") != int(view.price_fen[0]):
         raise SystemExit("the server's catalog is not the one given to the simulator: pass the same --catalog")
 
@@ -63,23 +72,27 @@ async def check_same_catalog(http: httpx.AsyncClient, view: plans.CatalogView) -
 async def simulate(url: str, view: plans.CatalogView, plan: plans.Plan, speedup: float | None,
                    on_progress=None, stop: asyncio.Event | None = None,
                    hours: float = 24.0,
-                   on_start: Callable[[ServerDay, float], None] | None = None) -> tuple[Tally, dict]:
+                   on_start: Callable[[ServerDay, float], None] | None = None,
+                   token: str | None = None, operator_token: str | None = None) -> tuple[Tally, dict]:
     """Replay the plan against the server at url; (tally, the server's last stats).
+    `token`: a gateway's, for the buyers' commands; `operator_token`: for the
+    operators' (the promotions, the catalog check); none for a server --open.
     Raises ReplayRefused, having sent nothing, when the server's day is too far on
     (schedule.refusal).  `on_start(day, speedup)` is called before anything is sent.
     SIGINT, SIGTERM or SIGHUP sets `stop`: nothing new is sent, and what is in
     flight is answered (off the main thread, the caller stops us)."""
     stop = stop or asyncio.Event()
     with on_stop_signals(asyncio.get_running_loop(), stop.set):
-        return await _replay(url, view, plan, speedup, on_progress, stop, hours, on_start)
+        return await _replay(url, view, plan, speedup, on_progress, stop, hours, on_start, token, operator_token)
 
 
 async def _replay(url: str, view: plans.CatalogView, plan: plans.Plan, speedup: float | None, on_progress,
                   stop: asyncio.Event, hours: float,
-                  on_start: Callable[[ServerDay, float], None] | None) -> tuple[Tally, dict]:
+                  on_start: Callable[[ServerDay, float], None] | None, token: str | None,
+                  operator_token: str | None) -> tuple[Tally, dict]:
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as http:
-        await check_same_catalog(http, view)
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits, headers=bearer(token)) as http:
+        await check_same_catalog(http, view, bearer(operator_token or token))
         day = ServerDay.of((await read_stats(http))[0])
         why = refusal(day, hours, plan)
         if why is not None:
@@ -88,7 +101,7 @@ async def _replay(url: str, view: plans.CatalogView, plan: plans.Plan, speedup: 
         speedup = day.speedup or speedup or await measure_speedup(http)
         if on_start is not None:
             on_start(day, speedup)
-        sim = Simulation(plan, view, http, speedup, on_progress, hours)
+        sim = Simulation(plan, view, http, speedup, on_progress, hours, bearer(operator_token))
         tally = await sim.run(stop)
         return tally, sim.stats
 
@@ -100,6 +113,11 @@ def simulate_main(argv: list[str]) -> int:
                         help="the server's --speedup, for a server whose stats do not say it "
                              "(default: its stats' word, else measured from its clock)")
     parser.add_argument("--summary", help="write what the server acknowledged to this JSON file")
+    parser.add_argument("--token", default=os.environ.get("DOUBLE11_TOKEN"),
+                        help="a gateway's token, for the buyers' commands (default: $DOUBLE11_TOKEN)")
+    parser.add_argument("--operator-token", default=os.environ.get("DOUBLE11_OPERATOR_TOKEN"),
+                        help="an operator's token, for the promotions and the catalog check "
+                             "(default: $DOUBLE11_OPERATOR_TOKEN)")
     add_traffic_options(parser)
     args = parser.parse_args(argv)
     interrupt_on_stop_signals()  # SIGTERM and SIGHUP: as Ctrl-C
@@ -113,7 +131,8 @@ def simulate_main(argv: list[str]) -> int:
     bar = ProgressBar(args.scale, hours=args.hours)
     try:
         tally, stats = asyncio.run(simulate(args.url.rstrip("/"), view, plan, args.speedup, bar,
-                                            hours=args.hours, on_start=announce))
+                                            hours=args.hours, on_start=announce, token=args.token,
+                                            operator_token=args.operator_token))
     except ReplayRefused as refused:
         print(f"double11 simulate: {refused}", file=sys.stderr)
         return 2

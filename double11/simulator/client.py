@@ -102,8 +102,13 @@ class Pending:
 
 class Simulation:
     def __init__(self, plan: Plan, view: CatalogView, http: httpx.AsyncClient, speedup: float,
-                 on_progress: Callable[[dict, Tally], None] | None = None, hours: float = 24.0):
+                 on_progress: Callable[[dict, Tally], None] | None = None, hours: float = 24.0,
+                 operator_headers: dict[str, str] | None = None):
+        """`http` carries the buyers' commands (with a gateway's token, where
+        the server takes tokens); `operator_headers`, the operators' (the
+        promotions made before midnight)."""
         self.plan, self.view, self.http = plan, view, http
+        self.operator_headers = operator_headers or {}
         self.length_ms = window_ms(hours)  # replay only the day's first hours
         self.speedup = speedup
         self.on_progress = on_progress
@@ -347,12 +352,13 @@ class Simulation:
 
     # -------------------------------------------------------------- sending
 
-    async def _post(self, commands: list[dict]) -> list[dict]:
+    async def _post(self, commands: list[dict], as_operator: bool = False) -> list[dict]:
         """The results of a batch, sent again (same keys) after an overload or a broken connection."""
         body = _ENC.encode({"commands": commands})
+        headers = {"content-type": "application/json", **(self.operator_headers if as_operator else {})}
         for attempt in range(RETRIES_MAX + 1):
             try:
-                r = await self.http.post("/v1/batch", content=body, headers={"content-type": "application/json"})
+                r = await self.http.post("/v1/batch", content=body, headers=headers)
                 if r.status_code == 200:
                     return _DEC.decode(r.content)["results"]
                 if r.status_code < 500 and r.status_code != 429:
@@ -386,7 +392,7 @@ class Simulation:
         commands += [t.command(f"{key}-t{k}", self.start_ms) for k, t in enumerate(promos.templates)]
         commands += [d.command(f"{key}-d{k}", self.start_ms, int(self.view.sku_id[d.sku_row]))
                      for k, d in enumerate(promos.deals)]
-        results = await self._post(commands)
+        results = await self._post(commands, as_operator=True)
         for command, res in zip(commands, results):
             self.tally.answer(command["op"], res["status"], res["body"])
             self.tally.promotions_created += res["status"] == 201

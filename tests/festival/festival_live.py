@@ -32,7 +32,8 @@ class LiveServer:
         start = FestivalConfig().festival_start_ms - int(preroll_real_s * speedup * 1000)
         with open(data / "server.log", "wb") as log:  # the server holds its own copy of the file
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "double11", "serve", "--port", str(self.port), "--data", str(data / "log"),
+                [sys.executable, "-m", "double11", "serve", "--open",
+                 "--port", str(self.port), "--data", str(data / "log"),
                  "--speedup", f"{speedup:g}", "--clock-start", str(start), "--catalog", str(catalog)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + SERVER_READY_S
@@ -59,7 +60,7 @@ def start_plain_server(port: int, data: Path, catalog: Path, log: Path, speedup:
     """A plain `double11 serve`: no --clock-start, no config, so it runs its own day."""
     with open(log, "ab") as out:  # the server holds its own copy of the file
         proc = subprocess.Popen(
-            [sys.executable, "-m", "double11", "serve", "--port", str(port), "--data", str(data),
+            [sys.executable, "-m", "double11", "serve", "--open", "--port", str(port), "--data", str(data),
              "--catalog", str(catalog), "--speedup", f"{speedup:g}"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + SERVER_READY_S

@@ -42,13 +42,14 @@ def open_festival():
 class ThreadServer:
     """HttpServer running in a background thread (signals are the main thread's)."""
 
-    def __init__(self, festival, static_dir=None, empty=False):
+    def __init__(self, festival, static_dir=None, empty=False, verifier=None):
+        """`verifier`: the tokens it takes (access.tokens.Verifier); None: none, every route open."""
         import uvloop
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = HttpServer(LocalFestival(festival) if festival is not None else None, port=self.port,
-                                 static_dir=static_dir, empty=empty)
+                                 static_dir=static_dir, empty=empty, verifier=verifier)
         self.error: BaseException | None = None
 
         def run():

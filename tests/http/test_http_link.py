@@ -41,7 +41,8 @@ class SplitServer:
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "double11", "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
+                [sys.executable, "-m", "double11", "serve", "--open",
+                 "--catalog", str(catalog_dir), "--data", str(data_dir),
                  "--port", str(self.port), "--clock-start", str(T0), "--speedup", "0"],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -49,7 +50,7 @@ class SplitServer:
         while True:
             assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
             try:
-                if httpx.get(self.url + "/v1/ledger", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -223,7 +224,7 @@ def test_a_second_engine_on_a_data_folder_waits_then_gives_up(tmp_path, monkeypa
 
 def test_serve_with_a_catalog_it_cannot_read_says_so_and_exits(tmp_path):
     (tmp_path / "empty").mkdir()  # a folder that is not a catalog (a missing one is argparse's to refuse)
-    r = subprocess.run([sys.executable, "-m", "double11", "serve", "--catalog", str(tmp_path / "empty"),
+    r = subprocess.run([sys.executable, "-m", "double11", "serve", "--open", "--catalog", str(tmp_path / "empty"),
                         "--data", str(tmp_path / "data"), "--port", str(free_port())],
                        cwd=ROOT, capture_output=True, text=True, timeout=START_S,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -279,8 +280,8 @@ def test_the_engine_scans_exactly_the_whole_call_frames_a_read_holds(frames, tai
     the end waits (its bytes are not consumed); reads split anywhere."""
     from double11.link.frames import CALL, scan_calls
 
-    stream = b"".join(CALL.pack(k, c, o, t, len(p)) + p for k, c, o, t, p in frames)
-    partial = CALL.pack(1, 1, 1, 1, len(tail) + 1) + tail  # one byte short of whole
+    stream = b"".join(CALL.pack(k, c, o, t, 1, 0, len(p)) + p for k, c, o, t, p in frames)
+    partial = CALL.pack(1, 1, 1, 1, 1, 0, len(tail) + 1) + tail  # one byte short of whole
     data = stream + partial[:len(tail) + CALL.size]
     buf, seen, cut_at = bytearray(), [], sorted({len(data) * i // reads for i in range(1, reads + 1)})
     last = 0
@@ -319,8 +320,8 @@ def test_a_call_frame_past_the_limit_is_refused():
     from double11.link.frames import CALL, FrameTooLarge, scan_calls
 
     with pytest.raises(FrameTooLarge):
-        scan_calls(bytearray(CALL.pack(1, 1, 1, 0, 101) + b"x" * 101), 100)
-    assert len(scan_calls(bytearray(CALL.pack(1, 1, 1, 0, 100) + b"x" * 100), 100)) == 1
+        scan_calls(bytearray(CALL.pack(1, 1, 1, 0, 1, 0, 101) + b"x" * 101), 100)
+    assert len(scan_calls(bytearray(CALL.pack(1, 1, 1, 0, 1, 0, 100) + b"x" * 100), 100)) == 1
 
 
 @pytest.mark.parametrize("cut", [None, 7, 40, 151])
@@ -350,7 +351,7 @@ def test_one_read_of_singles_views_and_batches_answers_every_call_once(tmp_path,
              (Kind.BATCH, 4, 0, 0, msgspec.json.encode({"commands": []})),
              (Kind.SINGLE, 5, Op.checkout, 0, b"[1]"),
              (Kind.SINGLE, 6, Op.checkout, 0, checkout("a"))]  # a retry of call 1
-    stream = b"".join(CALL.pack(k, c, o, t, len(p)) + p for k, c, o, t, p in calls)
+    stream = b"".join(CALL.pack(k, c, o, t, 1, 0, len(p)) + p for k, c, o, t, p in calls)
     reads = [stream] if cut is None else [stream[:cut], stream[cut:]]
 
     class Transport:

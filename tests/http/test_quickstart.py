@@ -1,6 +1,7 @@
-"""docs/api.md's quickstart works as written: its curl commands, run in order
-with curl against a real `double11 serve` (its demo catalog, a fresh data
-folder, another port as the doc says to), are each answered 2xx."""
+"""docs/api.md's quickstart works as written: its tokens made with
+`./run tokens issue`, then its curl commands, run in order by bash against a
+real `double11 serve` (its demo catalog, a fresh data folder, another port
+as the doc says to), are each answered 2xx."""
 
 from __future__ import annotations
 
@@ -33,9 +34,15 @@ def quickstart_blocks() -> list[list[str]]:
     return [[line for line in block.splitlines() if line.strip() and not line.startswith("#")] for block in blocks]
 
 
-def test_the_quickstart_names_serve_then_curls():
-    serve, curls = quickstart_blocks()
+TOKEN_LINE = re.compile(r"^([A-Z]+)=\$\((\./run tokens issue [^)]*)\)$")
+
+
+def test_the_quickstart_names_serve_then_tokens_then_curls():
+    serve, lines = quickstart_blocks()
     assert serve == ["./run serve"]
+    tokens = [line for line in lines if TOKEN_LINE.match(line)]
+    curls = lines[len(tokens):]
+    assert tokens == lines[:len(tokens)] and len(tokens) == 2
     assert curls and all(line.startswith("curl ") and DOC_URL in line for line in curls)
     paths = " ".join(curls)
     for step in ("/v1/skus", "/v1/checkouts ", "/pay", "/confirm", "/refund", "/v1/ledger", "/v1/stats"):
@@ -44,7 +51,7 @@ def test_the_quickstart_names_serve_then_curls():
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl command the doc runs")
 def test_the_quickstart_runs_against_a_real_server(tmp_path):
-    _, curls = quickstart_blocks()
+    _, lines = quickstart_blocks()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "serve.log"
@@ -60,16 +67,24 @@ def test_the_quickstart_runs_against_a_real_server(tmp_path):
         while True:
             assert proc.poll() is None, log_path.read_text()[-3000:]
             try:
-                if httpx.get(url + "/v1/ledger", timeout=1).status_code == 200:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.1)
         answers = []
-        for line in curls:
-            args = shlex.split(line.replace(DOC_URL, url))
-            done = subprocess.run(args + ["-w", "\n%{http_code}"], capture_output=True, text=True, timeout=30)
+        env = dict(os.environ)
+        for line in lines:
+            token = TOKEN_LINE.match(line)
+            if token:  # the doc's ./data is this server's folder here
+                made = subprocess.run(["bash", "-c", f"{token.group(2)} --data {shlex.quote(str(tmp_path / 'data'))}"],
+                                      cwd=ROOT, capture_output=True, text=True, timeout=120)
+                assert made.returncode == 0, made.stderr
+                env[token.group(1)] = made.stdout.strip().splitlines()[-1]
+                continue
+            done = subprocess.run(["bash", "-c", line.replace(DOC_URL, url) + " -w '\n%{http_code}'"], env=env,
+                                  capture_output=True, text=True, timeout=30)
             body, _, status = done.stdout.rpartition("\n")
             assert done.returncode == 0 and status.startswith("2"), (line, status, body, done.stderr)
             answers.append(body)

@@ -540,7 +540,8 @@ class ReferenceFestival:
         for m in merchants:
             oid = len(self.orders) + 1
             order_of[m] = oid
-            self.orders[oid] = {"order": oid, "checkout": cid, "merchant": m, "status": "reserved", "lines": [],
+            self.orders[oid] = {"order": oid, "checkout": cid, "buyer": buyer, "merchant": m, "status": "reserved",
+                                "lines": [],
                                 "deal_units": {}}
         for line in priced:
             o = self.orders[order_of[line["merchant"]]]
@@ -946,6 +947,7 @@ class ReferenceFestival:
         out = {
             "order": oid,
             "checkout": o["checkout"],
+            "buyer": o["buyer"],
             "merchant": o["merchant"],
             "status": o["status"],
             "amount_fen": self._payable(o["lines"]),
