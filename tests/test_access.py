@@ -105,3 +105,34 @@ def test_tokens_issue_prints_the_token_alone_on_its_last_line(tmp_path):
         assert r.returncode == 2 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = double11("tokens", "rotate", "--data", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "no token key at" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_idempotency_key_is_each_buyers_own():
+    f = Festival.open(small_catalog(), clock_start_ms=T0, speedup=0.0)
+    (first,) = f.execute([co("same-key", [(102, 1)], buyer=1)], principal=BUYER_1)
+    (other,) = f.execute([co("same-key", [(104, 1)], buyer=2)], principal=BUYER_2)
+    assert first["status"] == other["status"] == 201
+    assert first["body"]["checkout"] != other["body"]["checkout"]
+    (retry,) = f.execute([co("same-key", [(102, 1)], buyer=1)], principal=BUYER_1)
+    assert retry == first  # the first answer again, from buyer 1's own space
+    (reused,) = f.execute([co("same-key", [(105, 1)], buyer=1)], principal=BUYER_1)
+    assert reused["status"] == 409 and reused["body"]["error"]["code"] == "idempotency_key_reused"
+
+
+def test_a_binary_batch_from_a_buyer_is_checked_and_scoped_too():
+    import asyncio
+
+    from double11.engine.encode import encode_commands
+    from double11.engine.wire import decode_results
+
+    f = Festival.open(small_catalog(), clock_start_ms=T0, speedup=0.0)
+    (mine,) = f.execute([co("c", [(102, 1)], buyer=1)], principal=BUYER_1)
+    body = encode_commands([pay("p", mine["body"]["checkout"], mine["body"]["amount_fen"]),
+                            co("as-1", [(102, 1)], buyer=1)]).to_bytes()
+
+    async def send() -> bytes:
+        return await f.submit_binary(body, BUYER_2)
+
+    answers = decode_results(asyncio.run(send()))
+    assert [int(c) for c in answers["code"]] == [21, 57]  # unknown_checkout, forbidden
+    assert f.checkout(mine["body"]["checkout"])["status"] == "reserved"

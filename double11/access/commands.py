@@ -14,6 +14,11 @@ and the log replays the same refusal without knowing any principal.
 - a buyer checking out or claiming a coupon as another buyer, a merchant
   restocking another's SKU or making coupons for another store: 403.
 A thing that does not exist is left to the engine, which says so.
+
+An idempotency key is scoped to who sent it: a buyer's or a merchant's key
+is mixed with its role and id (the gateways and the operator share one
+space), so one buyer cannot take, or learn of, the keys another will use.
+The log holds the mixed keys: a replay needs no principal.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def refuse(batch: CommandBatch, engine: Engine) -> None:
     call (`batch.role`, `batch.actor`; none: all trusted)."""
     if not len(batch.role):
         return
+    _scope_keys(batch)
     checked = (batch.invalid == 0) & (batch.role != Role.operator)
     if not checked.any():
         return
@@ -59,6 +65,29 @@ def refuse(batch: CommandBatch, engine: Engine) -> None:
         owned = mine[own]
         if len(owned):
             _check_owners(batch, engine, command, owned)
+
+
+_SCOPED = np.array([Role.buyer, Role.merchant], dtype=np.uint8)
+
+
+def _scope_keys(batch: CommandBatch) -> None:
+    """Each buyer's and merchant's keys in a space of its own."""
+    scoped = np.isin(batch.role, _SCOPED) & (batch.key != 0)
+    if not scoped.any():
+        return
+    who = (batch.role[scoped].astype(np.uint64) << np.uint64(56)) ^ batch.actor[scoped].astype(np.uint64)
+    with np.errstate(over="ignore"):  # a 64-bit hash: it wraps by design
+        mixed = _mix64(batch.key[scoped] ^ _mix64(who))
+    batch.key[scoped] = np.where(mixed == 0, np.uint64(1), mixed)  # 0 is 'no key'
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def _check_owners(batch: CommandBatch, engine: Engine, command: Command, rows: np.ndarray) -> None:
