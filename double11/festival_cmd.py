@@ -90,9 +90,8 @@ def _tokens(log_dir: Path, real_hours: float) -> tuple[str, str]:
     from double11.access import tokens
     from double11.access.roles import Role
 
-    key = tokens.load_or_create_key(log_dir / tokens.KEY_FILE)
     ttl_s = int(real_hours * 3600) + 86_400
-    return tokens.issue(key, Role.gateway, ttl_s=ttl_s), tokens.issue(key, Role.operator, ttl_s=ttl_s)
+    return tokens.issue_in(log_dir, Role.gateway, ttl_s=ttl_s), tokens.issue_in(log_dir, Role.operator, ttl_s=ttl_s)
 
 
 def _start_server(args, data: Path, catalog_dir: str) -> subprocess.Popen:

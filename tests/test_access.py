@@ -74,6 +74,12 @@ def test_tokens_verify_and_say_what_is_wrong():
             tokens.parse_ttl_s(wrong)
 
 
+def test_the_python_api_issues_from_a_data_folders_key(tmp_path):
+    token = tokens.issue_in(tmp_path, Role.merchant, 10, ttl_s=60)
+    key = tokens.load_or_create_key(tmp_path / tokens.KEY_FILE)
+    assert tokens.Verifier([key]).principal(f"Bearer {token}") == Principal(Role.merchant, 10)
+
+
 def test_a_rotated_key_keeps_the_old_tokens_valid_until_they_expire(tmp_path):
     path = tmp_path / tokens.KEY_FILE
     old = tokens.issue(tokens.load_or_create_key(path), Role.operator)

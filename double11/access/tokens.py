@@ -116,6 +116,13 @@ def issue(key: bytes, role: Role, id_: int = 0, ttl_s: int = 3600, now_s: float 
     return jwt.encode(claims, key, algorithm=_ALGORITHM, headers={"kid": key_id(key)})
 
 
+def issue_in(data_dir: str | Path, role: Role, id_: int = 0, ttl_s: int = 3600,
+             key_file: str | Path | None = None) -> str:
+    """A token from the key of the festival in `data_dir` (made if there is
+    none yet): the Python API's `double11 tokens issue`."""
+    return issue(load_or_create_key(key_path(data_dir, key_file)), role, id_, ttl_s)
+
+
 def _refused(why: str) -> Double11Error:
     return Double11Error(Result.unauthenticated, why)
 
