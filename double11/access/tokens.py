@@ -124,7 +124,7 @@ def issue_in(data_dir: str | Path, role: Role, id_: int = 0, ttl_s: int = 3600,
 
 
 def _refused(why: str) -> Double11Error:
-    return Double11Error(Result.unauthenticated, why)
+    return Double11Error(Result.unauthenticated, message=why)
 
 
 class Verifier:
@@ -137,7 +137,7 @@ class Verifier:
 
     def principal(self, header: str | None) -> Principal:
         if header is None:
-            raise _refused("the request has no Authorization header (Bearer <token>)")
+            raise _refused("the request has no Authorization header: send 'Authorization: Bearer <token>'")
         known = self._known.get(header)
         if known is not None:
             if known[1] > time.time():

@@ -323,8 +323,8 @@ class App:
                 else:  # 401 without a valid token, 403 for a role the route does not allow
                     principal = self._verifier.principal(scope.headers.get("authorization"))
                     if not rule.may(principal.role):
-                        raise Double11Error(Result.forbidden, f"{a_token_of(principal.role)} may not call "
-                                                              f"{scope.method} {label}")
+                        raise Double11Error(Result.forbidden, message=f"{a_token_of(principal.role)} may not call "
+                                                                      f"{scope.method} {label}")
                 if type(handler) is _SingleCommand:
                     # a phone's command: the hot path, so without a coroutine
                     # of its own (each costs microseconds); the body goes to
@@ -391,7 +391,7 @@ class App:
         merchant, after, limit = sku_page_query(scope.query_string)
         if principal.role == Role.merchant:  # a merchant lists its own SKUs
             if merchant not in (0, principal.id):
-                raise Double11Error(Result.forbidden, f"a merchant token lists merchant {principal.id}'s skus only")
+                raise Double11Error(Result.forbidden, message=f"a merchant token lists merchant {principal.id}'s skus only")
             merchant = principal.id
         code, body = await self.festival.sku_page(merchant, after, limit)
         return STATUS_OF_CODE[code], body, _H_JSON
