@@ -103,7 +103,8 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_main(args.catalog, args.data, args.port, args.speedup, args.clock_start,
                       host=args.host, empty=args.empty, expected_checkouts=args.expected_checkouts,
                       expected_discounted_checkouts=args.expected_discounted_checkouts, scale=args.scale,
-                      config_path=args.config, open_access=args.open, token_key=args.token_key)
+                      config_path=args.config, open_access=args.open, token_key=args.token_key,
+                      buyer_commands_per_s=args.buyer_commands_per_s, buyer_burst=args.buyer_burst)
 
 
 def _catalog_generate(args: argparse.Namespace) -> int:
@@ -157,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--open", action="store_true",
                        help="take no tokens: every route open to whoever reaches the port (a trial on your own "
                             "machine; never on a network)")
+    serve.add_argument("--buyer-commands-per-s", type=float_in(0, limits.buyer_commands_per_s_max),
+                       default=limits.buyer_commands_per_s_default,
+                       help="a buyer token's commands a second, refilled up to --buyer-burst; past them, 429 "
+                            f"rate_limited with Retry-After (default {limits.buyer_commands_per_s_default})")
+    serve.add_argument("--buyer-burst", type=int_in(1, limits.buyer_commands_per_s_max),
+                       default=limits.buyer_burst_commands_default,
+                       help=f"a buyer token's commands at once (default {limits.buyer_burst_commands_default})")
     serve.add_argument("--empty", action="store_true", help=argparse.SUPPRESS)  # bench: empty handler
     serve.set_defaults(run=_serve)
 

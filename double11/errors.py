@@ -63,6 +63,7 @@ class Result(enum.IntEnum):
     # access (double11/access)
     unauthenticated = 56
     forbidden = 57
+    rate_limited = 58  # a buyer over its rate (http/flow_control.py)
     # platform
     overloaded = 50
     not_found = 51
@@ -121,6 +122,7 @@ MESSAGES: dict[Result, str] = {
     Result.overloaded: "the platform is at capacity; retry with the same idempotency_key",
     Result.unauthenticated: "a valid token is needed (Authorization: Bearer <token>)",
     Result.forbidden: "the token's role may not do this",
+    Result.rate_limited: "the buyer sent commands faster than its rate; retry with the same idempotency_key",
     Result.not_found: "no such resource",
     Result.method_not_allowed: "method not allowed",
     Result.unavailable: "the engine is not running; retry with the same idempotency_key once it is back",

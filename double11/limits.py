@@ -118,3 +118,16 @@ token_ttl_s_max = 366 * 86400  # a token lives at most a year
 # verified tokens remembered by the HTTP front (each about 400 bytes): a
 # festival's phones reuse theirs; past this, the oldest quarter is forgotten
 token_cache_entries_max = 200_000
+
+# Flow control in the HTTP front (http/flow_control.py, docs/api.md "Flow control")
+# a buyer token's commands: refilled at this rate, up to a burst (serve
+# --buyer-commands-per-s, --buyer-burst); past it, 429 rate_limited
+buyer_commands_per_s_default = 20
+buyer_burst_commands_default = 40
+buyer_commands_per_s_max = 1_000_000
+# buyers with a bucket (each about 200 bytes); past this, the buckets that
+# have filled up again are dropped (a full bucket is a new one), then the oldest
+buyer_buckets_max = 500_000
+# single checkouts the engine refused out_of_stock, kept by body (each about
+# as big as its body) to answer their retries again at the front
+refused_checkouts_kept_max = 100_000

@@ -58,6 +58,7 @@ HTTP_STATUS: dict[Result, int] = {
     Result.unauthenticated: 401,
     Result.forbidden: 403,
     Result.overloaded: 429,
+    Result.rate_limited: 429,
     Result.not_found: 404,
     Result.method_not_allowed: 405,
     Result.unavailable: 503,

@@ -39,8 +39,10 @@ from double11.access.tokens import Verifier
 from double11.engine.batch import Op
 from double11.engine.refusals import shown
 from double11.errors import Double11Error, Result, error_body
+from double11.http.flow_control import BuyerRates, RateLimited, RefusedCheckouts
 from double11.http.metrics import HttpMetrics
 from double11.http.openapi import build_openapi
+from double11.link.admission import batch_commands
 from double11.link.frames import View
 from double11.statuses import HTTP_STATUS, STATUS_OF_CODE
 
@@ -69,6 +71,8 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
           ".txt": "text/plain; charset=utf-8", ".webp": "image/webp", ".jpg": "image/jpeg"}
 
 _ID_MAX = limits.id_max
+_BUYER, _CHECKOUT, _OUT_OF_STOCK = int(Role.buyer), int(Op.checkout), int(Result.out_of_stock)
+_STATUS_OUT_OF_STOCK = HTTP_STATUS[Result.out_of_stock]
 _BODY_MAX = limits.http_body_bytes_max
 
 # route labels (also the metric label and the OpenAPI path)
@@ -234,10 +238,15 @@ class App:
     operations of `link.local.LocalFestival` (that one in-process, or
     `link.remote.RemoteFestival` in the engine process)."""
 
-    def __init__(self, festival: Any, static_dir: str | Path | None = None, verifier: Verifier | None = None) -> None:
-        """`verifier`: the festival's tokens (None: no tokens, every route open)."""
+    def __init__(self, festival: Any, static_dir: str | Path | None = None, verifier: Verifier | None = None,
+                 buyer_rates: BuyerRates | None = None) -> None:
+        """`verifier`: the festival's tokens (None: no tokens, every route open).
+        `buyer_rates`: each buyer token's rate (None: no per-buyer limit)."""
         self.festival = festival
         self._verifier = verifier
+        self.buyer_rates = buyer_rates
+        # the engine's out_of_stock answers, for their retries (http/flow_control.py)
+        self.refused_checkouts = RefusedCheckouts()
         self._rules = policy.ROUTES
         self.static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
         self.metrics = HttpMetrics()
@@ -330,12 +339,25 @@ class App:
                     # of its own (each costs microseconds); the body goes to
                     # the engine as it came, parsed there with the rest of its
                     # group commit in one compiled pass
+                    if principal[0] == _BUYER and self.buyer_rates is not None:
+                        wait_s = self.buyer_rates.wait_s(principal[1], t0)
+                        if wait_s:
+                            raise RateLimited(self.buyer_rates, principal[1], 1, wait_s)
                     length = scope.headers.get("content-length")
                     if length is not None and length.isascii() and length.isdigit() and int(length) <= _BODY_MAX:
                         body = await proto()
                     else:
                         body = await read_body(scope, proto)
+                    kept = self.refused_checkouts
+                    if kept.answers and handler.op == _CHECKOUT:  # after a sell-out: its retries
+                        again = kept.answer(body, principal)
+                        if again is not None:
+                            proto.response_bytes(_STATUS_OUT_OF_STOCK, _H_JSON, again)
+                            self.metrics.observe(label, _STATUS_OUT_OF_STOCK, perf_counter() - t0)
+                            return
                     answer = await self._single(handler.op, id_ or 0, body, principal)
+                    if answer[0] == _OUT_OF_STOCK and handler.op == _CHECKOUT:
+                        kept.remember(body, principal, answer[1])
                     status, body, headers = STATUS_OF_CODE[answer[0]], answer[1], _H_OF_CODE[answer[0]]
                     proto.response_bytes(status, headers, body)
                     self.metrics.observe(label, status, perf_counter() - t0)
@@ -349,6 +371,8 @@ class App:
                 status, body, headers = r
         except Double11Error as e:
             status, body, headers = HTTP_STATUS[e.code], _ENC.encode(e.body()), _H_OF_CODE[e.code]
+            if type(e) is RateLimited:
+                headers = headers + [("retry-after", str(e.retry_after_s))]
             label = route[0] if route is not None else R_UNMATCHED
             refused: BaseException | None = e
         except (_Disconnected, ProtocolClosed):
@@ -384,7 +408,13 @@ class App:
 
     async def _batch(self, scope, proto, _id, principal):
         binary = (scope.headers.get("content-type") or "").startswith(BINARY_BATCH_TYPE)
-        code, body, binary = await self.festival.batch(await read_body(scope, proto), binary, principal)
+        request = await read_body(scope, proto)
+        if principal[0] == _BUYER and self.buyer_rates is not None:  # a buyer's own batch: each command counts
+            n = batch_commands(request, binary)
+            wait_s = self.buyer_rates.wait_s(principal[1], perf_counter(), n)
+            if wait_s:
+                raise RateLimited(self.buyer_rates, principal[1], n, wait_s)
+        code, body, binary = await self.festival.batch(request, binary, principal)
         return STATUS_OF_CODE[code], body, _H_BINARY if binary else _H_OF_CODE[code]
 
     async def _sku_page(self, scope, proto, _id, principal):
@@ -490,8 +520,8 @@ class EmptyApp:
 
 
 def build_app(festival: Any, empty: bool = False, static_dir: str | Path | None = None,
-              verifier: Verifier | None = None):
+              verifier: Verifier | None = None, buyer_rates: BuyerRates | None = None):
     """The RSGI app over `festival`; with empty=True, the empty-handler baseline."""
     if empty:
         return EmptyApp()
-    return App(festival, static_dir, verifier)
+    return App(festival, static_dir, verifier, buyer_rates)

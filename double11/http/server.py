@@ -28,8 +28,10 @@ from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server
 
+from double11 import limits
 from double11.gc_tuning import freeze_what_exists
 from double11.http.app import build_app
+from double11.http.flow_control import BuyerRates
 from double11.lifecycle import CommandFailed, data_dir_user, listen_exclusively, on_stop_signals, stop_signals
 
 log = logging.getLogger("double11.http")
@@ -63,7 +65,7 @@ class HttpServer:
 
     def __init__(self, festival: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  empty: bool = False, static_dir: str | Path | None = None,
-                 listener: socket.socket | None = None, verifier: Any = None) -> None:
+                 listener: socket.socket | None = None, verifier: Any = None, buyer_rates: Any = None) -> None:
         """`festival`: a link.local.LocalFestival or link.remote.RemoteFestival
         (None for the empty handler).  `listener`: the socket to serve on, from
         lifecycle.listen_exclusively (default: one made by `serve`; a port in
@@ -72,7 +74,7 @@ class HttpServer:
         self.host = host
         self.port = port
         self.listener = listener
-        self.app = build_app(festival, empty=empty, static_dir=static_dir, verifier=verifier)
+        self.app = build_app(festival, empty=empty, static_dir=static_dir, verifier=verifier, buyer_rates=buyer_rates)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
@@ -145,14 +147,19 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
                clock_start_ms: int | None, host: str = DEFAULT_HOST, empty: bool = False,
                expected_checkouts: int | None = None, scale: str | None = None,
                config_path: str | None = None, expected_discounted_checkouts: int | None = None,
-               open_access: bool = False, token_key: str | None = None) -> int:
+               open_access: bool = False, token_key: str | None = None,
+               buyer_commands_per_s: float = limits.buyer_commands_per_s_default,
+               buyer_burst: int = limits.buyer_burst_commands_default) -> int:
     """Starts the engine process, which opens (or recovers) the festival, and
     serves it over HTTP until SIGINT/SIGTERM/SIGHUP, or until the engine stops
     (then with exit status 1).  With empty=True: the empty handler, no engine.
     A data folder another server holds, or a port in use, is refused
     (lifecycle.CommandFailed) before the engine starts.  Every route but the
     public ones needs a token signed by the festival's key (double11/access),
-    made in the data folder on the first start; open_access: none does."""
+    made in the data folder on the first start; open_access: none does.
+    A buyer token's commands are held to `buyer_commands_per_s` with a burst
+    of `buyer_burst` (http/flow_control.py); without tokens there is no buyer
+    to hold."""
     options: dict[str, Any] = {"catalog_dir": catalog_dir, "data_dir": data_dir if data_dir is not None else "./data",
                "speedup": speedup, "clock_start_ms": clock_start_ms, "expected_checkouts": expected_checkouts,
                "expected_discounted_checkouts": expected_discounted_checkouts, "scale": scale,
@@ -164,7 +171,8 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
             check_data_dir(Path(options["data_dir"]))
             if not open_access:
                 verifier = _verifier(Path(options["data_dir"]), token_key)
-        return _run(_serve(options, host, port, empty, listener, verifier))
+        buyer_rates = BuyerRates(buyer_commands_per_s, buyer_burst) if verifier is not None else None
+        return _run(_serve(options, host, port, empty, listener, verifier, buyer_rates))
     finally:
         listener.close()
 
@@ -242,7 +250,7 @@ def try_lines(opened: dict[str, Any], host: str, port: int, token_data_dir: str 
 
 
 async def _serve(options: dict[str, Any], host: str, port: int, empty: bool, listener: socket.socket,
-                 verifier: Any = None) -> int:
+                 verifier: Any = None, buyer_rates: Any = None) -> int:
     festival = None
     if not empty:
         print("double11: opening the festival (the first start on a machine also compiles the engine: "
@@ -250,7 +258,8 @@ async def _serve(options: dict[str, Any], host: str, port: int, empty: bool, lis
         festival, status = await _open_engine(options)
         if festival is None:
             return status
-    server = HttpServer(festival, host=host, port=port, empty=empty, listener=listener, verifier=verifier)
+    server = HttpServer(festival, host=host, port=port, empty=empty, listener=listener, verifier=verifier,
+                        buyer_rates=buyer_rates)
     freeze_what_exists()
     lost = []
     if festival is not None:
