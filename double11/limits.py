@@ -131,3 +131,6 @@ buyer_buckets_max = 500_000
 # single checkouts the engine refused out_of_stock, kept by body (each about
 # as big as its body) to answer their retries again at the front
 refused_checkouts_kept_max = 100_000
+# SKUs the front knows sold out, to refuse new checkouts of at the front
+# (each a few dozen bytes); past this, the oldest quarter is forgotten
+sold_out_skus_kept_max = 100_000

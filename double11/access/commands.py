@@ -47,7 +47,7 @@ def refuse(batch: CommandBatch, engine: Engine) -> None:
     call (`batch.role`, `batch.actor`; none: all trusted)."""
     if not len(batch.role):
         return
-    _scope_keys(batch)
+    scope_keys(batch)
     checked = (batch.invalid == 0) & (batch.role != Role.operator)
     if not checked.any():
         return
@@ -70,8 +70,9 @@ def refuse(batch: CommandBatch, engine: Engine) -> None:
 _SCOPED = np.array([Role.buyer, Role.merchant], dtype=np.uint8)
 
 
-def _scope_keys(batch: CommandBatch) -> None:
-    """Each buyer's and merchant's keys in a space of its own."""
+def scope_keys(batch: CommandBatch) -> None:
+    """Each buyer's and merchant's keys in a space of its own (also the HTTP
+    front's, to ask the engine about a key it holds: http/flow_control.py)."""
     scoped = np.isin(batch.role, _SCOPED) & (batch.key != 0)
     if not scoped.any():
         return

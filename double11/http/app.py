@@ -39,7 +39,7 @@ from double11.access.tokens import Verifier
 from double11.engine.batch import Op
 from double11.engine.refusals import shown
 from double11.errors import Double11Error, Result, error_body
-from double11.http.flow_control import BuyerRates, RateLimited, RefusedCheckouts
+from double11.http.flow_control import BuyerRates, RateLimited, RefusedCheckouts, SoldOutSkus
 from double11.http.metrics import HttpMetrics
 from double11.http.openapi import build_openapi
 from double11.link.admission import batch_commands
@@ -245,8 +245,9 @@ class App:
         self.festival = festival
         self._verifier = verifier
         self.buyer_rates = buyer_rates
-        # the engine's out_of_stock answers, for their retries (http/flow_control.py)
+        # out_of_stock answers, for their retries, and the SKUs sold out (http/flow_control.py)
         self.refused_checkouts = RefusedCheckouts()
+        self.sold_out = SoldOutSkus(festival)
         self._rules = policy.ROUTES
         self.static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
         self.metrics = HttpMetrics()
@@ -348,9 +349,13 @@ class App:
                         body = await proto()
                     else:
                         body = await read_body(scope, proto)
-                    kept = self.refused_checkouts
-                    if kept.answers and handler.op == _CHECKOUT:  # after a sell-out: its retries
+                    kept, sold_out = self.refused_checkouts, self.sold_out
+                    if (kept.answers or sold_out.skus) and handler.op == _CHECKOUT:  # after a sell-out
                         again = kept.answer(body, principal)
+                        if again is None and sold_out.skus:
+                            again = await sold_out.refusal(body, principal)
+                            if again is not None:
+                                kept.remember(body, principal, again)
                         if again is not None:
                             proto.response_bytes(_STATUS_OUT_OF_STOCK, _H_JSON, again)
                             self.metrics.observe(label, _STATUS_OUT_OF_STOCK, perf_counter() - t0)
@@ -358,6 +363,7 @@ class App:
                     answer = await self._single(handler.op, id_ or 0, body, principal)
                     if answer[0] == _OUT_OF_STOCK and handler.op == _CHECKOUT:
                         kept.remember(body, principal, answer[1])
+                        sold_out.learn(answer[1])
                     status, body, headers = STATUS_OF_CODE[answer[0]], answer[1], _H_OF_CODE[answer[0]]
                     proto.response_bytes(status, headers, body)
                     self.metrics.observe(label, status, perf_counter() - t0)

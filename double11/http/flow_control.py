@@ -1,5 +1,5 @@
-"""Flow control in the HTTP front: a per-buyer rate, and refused checkouts
-answered again without the engine.
+"""Flow control in the HTTP front: a per-buyer rate, and checkouts of sold-out
+SKUs refused without reaching the engine.
 
 `BuyerRates`: a token bucket per buyer (a buyer token's id), so that a bot
 hammering one hot SKU is answered 429 rate_limited while other buyers are
@@ -10,30 +10,51 @@ would have to parse every body to know its buyers, and a gateway is trusted
 to limit its own users (it is the phones' backend).  Served with `--open`
 there are no tokens, so no buyer identity and no per-buyer limit.
 
-`RefusedCheckouts`: the engine's out_of_stock answers to single checkouts,
-by the exact body that got them and who sent it.  The engine answers a retry
-(same idempotency key, same body) with its first answer, whatever the stock
-now, so the front can give that answer itself, byte for byte: a client that
-retries a sold-out checkout in a loop never reaches the engine again.  A
-checkout with a new body goes to the engine, even one naming a SKU the front
-saw sold out: only the engine's idempotency table knows whether its key is
-new (a retry of a checkout accepted before the sell-out must get its 201, a
-key used before for another command gets idempotency_key_reused), and
-whether a deal, a coupon or an unknown SKU on another line comes first.
+`SoldOutSkus`: the SKUs the engine's out_of_stock answers said have none
+for sale.  While some are known, a single checkout naming one is read at the
+front, and refused there when the engine would refuse it with the same
+words: see the class for when; the facts only the engine has (is the key
+new, are there units for sale, a deal, a checkout due to expire) come from
+one read of its state per turn of the event loop, for all such checkouts at
+once, never a command.  A refusal at the front leaves no trace in the
+engine: its key is not used.
 
-Both cost nothing on the accepted path but a dict lookup (the buyer's
-bucket) and a little arithmetic; the refused checkouts are looked up only
-while the front holds some (after a sell-out).
+`RefusedCheckouts`: out_of_stock answers, the engine's and the front's, by
+the exact body that got them and who sent it.  The engine answers a retry
+(same idempotency key, same body) with its first answer, whatever the stock
+now, so the front gives that answer again itself, byte for byte: a client
+that retries a sold-out checkout in a loop is answered at once, and one the
+front refused gets the same answer on a retry after a restock (while it is
+kept: limits.refused_checkouts_kept_max).
+
+On the accepted path this costs a dict lookup (the buyer's bucket) and a
+little arithmetic; bodies are looked up and read only while the front knows
+of a sold-out SKU.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import math
+import re
+from typing import Any
+
+import msgspec
 
 from double11 import limits
-from double11.access.roles import Principal
-from double11.errors import Double11Error, Result
+from double11.access.commands import scope_keys
+from double11.access.roles import Principal, Role
+from double11.engine import refusals
+from double11.engine.batch import CommandBatch, Op
+from double11.engine.encode import decode_single, encode_commands
+from double11.engine.stock_probe import REFUSE, STOCK_BACK
+from double11.errors import Double11Error, Result, error_body
+from double11.link.frames import STOCK_PROBE_ITEM
+
+log = logging.getLogger("double11.http")
+_ENC = msgspec.json.Encoder()
 
 
 class BuyerRates:
@@ -138,3 +159,116 @@ class RefusedCheckouts:
             for old in list(itertools.islice(answers, max(1, self.entries_max // 4))):
                 del answers[old]
         answers[body] = (principal, answer)
+
+
+# out_of_stock's words when the short line's SKU has none for sale (refusals.state_message)
+_SOLD_OUT_WORDS = re.compile(rb"sku (\d+) has 0 for sale")
+_CHECKOUT = int(Op.checkout)
+_ONE_LINE_NONE_LEFT = 1  # out_of_stock's ref: line 0, 0 for sale (refusals.short_line)
+# a stock probe's checkouts per call, within a call's payload
+_PROBED_PER_CALL_MAX = limits.link_call_bytes_max // STOCK_PROBE_ITEM.size
+
+
+class SoldOutSkus:
+    """The SKUs the engine said are sold out, and the refusal of a new
+    checkout naming one, given at the front when the engine's state says it
+    would give the same (engine/stock_probe.py): a checkout of one line, no
+    coupons, well formed (the engine's own checks, encode.py), allowed to its
+    sender, whose key is new and whose SKU has no units for sale, no deal,
+    and no unpaid checkout due to expire.  Anything else goes to the engine.
+
+    The checkouts asked about in one turn of the event loop go to the engine
+    process in one read (a few bytes each, between two batches): no command
+    is applied, logged or remembered for them.  A SKU with units for sale
+    again is forgotten at its next checkout, so a restock, a cancel or an
+    expiry makes it sellable at once."""
+
+    def __init__(self, festival: Any, skus_max: int = limits.sold_out_skus_kept_max) -> None:
+        self.festival = festival
+        self.skus_max = skus_max
+        # sku -> None: an ordered set (the oldest forgotten first at the cap);
+        # empty until a sell-out, so the front tests it before parsing a body
+        self.skus: dict[int, None] = {}
+        self._asked: list[tuple[int, int, asyncio.Future]] = []
+
+    def learn(self, answer: bytes) -> None:
+        """Notes the SKU an out_of_stock answer says has none for sale."""
+        found = _SOLD_OUT_WORDS.search(answer)
+        if found is None:
+            return
+        sku = int(found.group(1))
+        if sku not in self.skus and len(self.skus) >= self.skus_max:
+            for old in list(itertools.islice(self.skus, max(1, self.skus_max // 4))):
+                del self.skus[old]
+        self.skus[sku] = None
+
+    async def refusal(self, body: bytes, principal: Principal) -> bytes | None:
+        """The out_of_stock answer the engine would give this checkout, or
+        None: it goes to the engine."""
+        batch = self._checkout(body, principal)
+        if batch is None:
+            return None
+        sku = int(batch.sku[0])
+        verdict = await self._verdict(int(batch.key[0]), sku)
+        if verdict == STOCK_BACK:
+            self.skus.pop(sku, None)
+        if verdict != REFUSE:
+            return None
+        words = refusals.state_message(Result.out_of_stock, _ONE_LINE_NONE_LEFT, batch, 0, 0)
+        return _ENC.encode(error_body(Result.out_of_stock, message=words))
+
+    def _checkout(self, body: bytes, principal: Principal) -> CommandBatch | None:
+        """The checkout as the engine reads it, if it may be refused here:
+        one line naming a SKU sold out, no coupons, well formed, its sender's."""
+        try:
+            cmd = decode_single(body, _CHECKOUT, 0)
+        except Double11Error:
+            return None
+        lines = cmd.get("lines")
+        if type(lines) is not list or len(lines) != 1 or type(lines[0]) is not dict:
+            return None
+        sku = lines[0].get("sku")
+        if type(sku) is not int or sku not in self.skus:
+            return None
+        if principal.role not in (Role.buyer, Role.gateway, Role.operator):
+            return None
+        batch = encode_commands([cmd]).sent_by(principal.role, principal.id)
+        if batch.invalid[0] or batch.lines[0] != 1 or batch.args[0]:
+            return None
+        if principal.role == Role.buyer and int(batch.target[0]) != principal.id:
+            return None  # the engine's access check answers it
+        scope_keys(batch)  # the key as the engine holds it
+        return batch
+
+    def _verdict(self, key: int, sku: int) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._asked:
+            loop.call_soon(self._ask)
+        self._asked.append((key, sku, future))
+        return future
+
+    def _ask(self) -> None:
+        asked, self._asked = self._asked, []
+        for start in range(0, len(asked), _PROBED_PER_CALL_MAX):
+            part = asked[start:start + _PROBED_PER_CALL_MAX]
+            payload = b"".join([STOCK_PROBE_ITEM.pack(key, sku) for key, sku, _ in part])
+            answered = asyncio.ensure_future(self.festival.stock_probe(payload))
+            answered.add_done_callback(lambda f, part=part: _settle(part, f))
+
+
+def _settle(asked: list[tuple[int, int, asyncio.Future]], answered: asyncio.Future) -> None:
+    """Hands each checkout its verdict; where the engine could not say (it
+    is behind, or gone), each goes to the engine, which answers for itself."""
+    verdicts = b""
+    if not answered.cancelled():
+        if answered.exception() is not None:
+            if not isinstance(answered.exception(), Double11Error):
+                log.error("a stock probe failed", exc_info=answered.exception())
+        else:
+            code, verdicts = answered.result()
+            if code != Result.ok:
+                verdicts = b""
+    for i, (_, _, future) in enumerate(asked):
+        if not future.done():
+            future.set_result(verdicts[i] if i < len(verdicts) else 0)

@@ -137,6 +137,8 @@ class EngineLink(asyncio.Protocol):
                 code, body, binary = await self.local.batch(payload, bool(op), principal)
             elif kind == Kind.VIEW and op == View.SKU_PAGE:
                 (code, body), binary = await self.local.sku_page(*SKU_PAGE_QUERY.unpack(payload)), False
+            elif kind == Kind.VIEW and op == View.STOCK_PROBE:
+                (code, body), binary = await self.local.stock_probe(payload), False
             elif kind == Kind.VIEW:
                 (code, body), binary = await self.local.view(op, target, principal), False
             elif kind == Kind.METRICS:

@@ -171,8 +171,11 @@ class View(enum.IntEnum):
     LEDGER = 4
     STATS = 5
     SKU_PAGE = 6  # payload: SKU_PAGE_QUERY
+    STOCK_PROBE = 7  # payload: STOCK_PROBE_ITEM each; answer: a verdict byte each (engine/stock_probe.py)
     # an area's views are numbered from areas.FIRST_READ_NUMBER on
 
 
 # a VIEW call of SKU_PAGE carries its query: merchant (0: all), after, limit
 SKU_PAGE_QUERY = struct.Struct("<qqq")
+# a VIEW call of STOCK_PROBE carries checkouts as (idempotency key's digest, sku)
+STOCK_PROBE_ITEM = struct.Struct("<Qq")

@@ -35,6 +35,7 @@ from double11.service import Festival, refusal
 _ENC = msgspec.json.Encoder()
 log = logging.getLogger("double11.engine")
 _EMPTY_RESULTS = b'{"results":[]}'
+_STOCK_PROBE_ITEM = np.dtype([("key", "<u8"), ("sku", "<i8")])  # link.frames.STOCK_PROBE_ITEM
 
 
 class LocalFestival:
@@ -107,6 +108,13 @@ class LocalFestival:
             self._listing = SkuListing(engine.catalog)
         rows, next_after = self._listing.page(after, limit, merchant or None)
         return views.sku_page(engine, rows, next_after)
+
+    async def stock_probe(self, payload: bytes) -> tuple[int, bytes]:
+        """The verdicts (engine/stock_probe.py) of the checkouts in `payload`
+        (link.frames.STOCK_PROBE_ITEM each), a byte each: (Result.ok, bytes)."""
+        items = np.frombuffer(payload, dtype=_STOCK_PROBE_ITEM)
+        verdicts = await self.festival.read(self.festival.reads.stock_probe, items["key"], items["sku"])
+        return Result.ok, verdicts.tobytes()
 
     async def metrics(self) -> dict[str, int | float]:
         return self.festival.metrics()

@@ -127,6 +127,10 @@ class RemoteFestival(asyncio.Protocol):
         code, body, _ = await self._call(Kind.VIEW, View.SKU_PAGE, 0, SKU_PAGE_QUERY.pack(merchant, after, limit))
         return code, body
 
+    async def stock_probe(self, payload: bytes) -> tuple[int, bytes]:
+        code, body, _ = await self._call(Kind.VIEW, View.STOCK_PROBE, 0, payload)
+        return code, body
+
     async def metrics(self) -> dict[str, int | float]:
         code, body, _ = await self._call(Kind.METRICS, 0, 0, b"")
         return msgspec.json.decode(body) if code == Result.ok else {}

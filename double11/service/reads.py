@@ -14,8 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from double11 import areas
-from double11.engine import views
+from double11.engine import stock_probe, views
 from double11.engine.machine import Engine
 from double11.promotions import views as promotion_views
 from double11.service.clock import FestivalClock
@@ -54,6 +56,11 @@ class Reads:
         read = areas.READ_BY_NAME[name].read
         with self._lock:
             return read(self.engine, id_)
+
+    def stock_probe(self, keys: np.ndarray, skus: np.ndarray) -> np.ndarray:
+        """engine.stock_probe.verdicts of checkouts the HTTP front would refuse as sold out."""
+        with self._lock:
+            return stock_probe.verdicts(self.engine, self.clock.now_ms(), keys, skus)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

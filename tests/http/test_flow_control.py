@@ -12,13 +12,16 @@ import json
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
 import pytest
 from conftest import ThreadServer
-from model import T0, co, small_catalog
+from model import T0, UNKNOWN_SKU, co, deal, small_catalog
 
 from double11.access import tokens
 from double11.access.roles import Principal, Role
 from double11.access.tokens import Verifier
+from double11.engine.encode import key_hash
+from double11.engine.stock_probe import PASS, REFUSE, STOCK_BACK, verdicts
 from double11.http.flow_control import BuyerRates, RefusedCheckouts, retry_after_s
 from double11.service import Festival
 
@@ -216,24 +219,67 @@ def test_a_retried_sold_out_checkout_is_answered_at_the_front_as_the_engine_did(
     assert served.commands() > reached
 
 
-def test_another_sender_or_a_new_checkout_goes_to_the_engine(served: Served) -> None:
-    assert served.post("/v1/checkouts", checkout(BUYER, qty=STOCK), as_(Role.buyer, BUYER)).status_code == 201
-    bot = as_(Role.buyer, BOT)
+def sell_out(served: Served) -> tuple[httpx.Response, bytes, httpx.Response]:
+    """Buyer BUYER takes all of SKU, then the bot's checkout is refused by
+    the engine (the front learns SKU is sold out): (the accepted answer,
+    the refused body, the refused answer)."""
+    accepted = served.post("/v1/checkouts", checkout(BUYER, qty=STOCK), as_(Role.buyer, BUYER))
+    assert accepted.status_code == 201
     refused_body = checkout(BOT)
-    first = served.post("/v1/checkouts", refused_body, bot)
-    assert first.status_code == 409
+    first = served.post("/v1/checkouts", refused_body, as_(Role.buyer, BOT))
+    assert first.status_code == 409 and first.json()["error"]["code"] == "out_of_stock"
+    assert served.app.sold_out.skus == {SKU: None}
+    return accepted, refused_body, first
+
+
+def engine_answer(served: Served, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """The engine's own answer to `body`: the front forgets what it knows first."""
+    served.app.sold_out.skus.clear()
+    served.app.refused_checkouts.answers.clear()
+    return served.post("/v1/checkouts", body, headers)
+
+
+def test_a_new_checkout_of_a_sold_out_sku_is_refused_at_the_front_with_the_engines_words(served: Served) -> None:
+    sell_out(served)
+    bot = as_(Role.buyer, BOT)
     reached = served.commands()
-    # the same body from a gateway: the engine decides (it answers the retry alike)
+    for buyer, qty, headers in ((BOT, 2, bot), (OTHER_BUYER, 1, as_(Role.gateway))):
+        at_front = served.post("/v1/checkouts", checkout(buyer, qty=qty), headers)
+        assert served.commands() == reached  # not a command: the engine's state was read, no more
+        assert at_front.status_code == 409
+        assert f"sku {SKU} has 0 for sale, line asks {qty}" in at_front.json()["error"]["message"]
+        from_engine = engine_answer(served, checkout(buyer, qty=qty), headers)
+        assert served.commands() == reached + 1
+        reached += 1
+        assert (at_front.status_code, at_front.content) == (from_engine.status_code, from_engine.content)
+        assert served.app.sold_out.skus  # learned again from the engine's answer
+
+
+def test_what_the_engine_would_answer_otherwise_goes_to_the_engine(served: Served) -> None:
+    _, refused_body, first = sell_out(served)
+    bot = as_(Role.buyer, BOT)
+    reached = served.commands()
+    cases = [
+        # a key used before, with another body: idempotency_key_reused
+        (checkout(BOT, qty=2, idempotency_key=json.loads(refused_body)["idempotency_key"]), bot,
+         409, "idempotency_key_reused"),
+        # a shape error comes first
+        (checkout(BOT, qty=0), bot, 400, "invalid_quantity"),
+        # another buyer's checkout with a buyer token: the engine's access check
+        (checkout(OTHER_BUYER), bot, 403, "forbidden"),
+        # an unknown SKU on an earlier line
+        (json.dumps({**json.loads(checkout(BOT)), "lines": [{"sku": 999, "qty": 1}, {"sku": SKU, "qty": 1}]})
+         .encode(), bot, 404, "unknown_sku"),
+    ]
+    for body, headers, status, code in cases:
+        r = served.post("/v1/checkouts", body, headers)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+        reached += 1
+        assert served.commands() == reached  # the engine answered it
+    # the same body from a gateway: a key of the gateways' space (a buyer's keys
+    # are its own), new there, so refused at the front in the same words
     assert served.post("/v1/checkouts", refused_body, as_(Role.gateway)).content == first.content
-    assert served.commands() == reached + 1
-    # a new checkout of the sold-out SKU: only the engine knows its key is new
-    r = served.post("/v1/checkouts", checkout(BOT), bot)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "out_of_stock"
-    assert served.commands() == reached + 2
-    # a key used before, with another body: the engine's idempotency_key_reused, not out_of_stock
-    reused = checkout(BOT, qty=2, idempotency_key=json.loads(refused_body)["idempotency_key"])
-    r = served.post("/v1/checkouts", reused, bot)
-    assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_key_reused"
+    assert served.commands() == reached
 
 
 @pytest.mark.parametrize("stock_back", ["restock", "cancel"])
@@ -254,3 +300,69 @@ def test_a_sku_with_stock_back_sells_at_once(served: Served, stock_back: str) ->
     assert sold.status_code == 201, sold.text
     # the refused one's retry is still its first answer, from the engine as from the front
     assert served.post("/v1/checkouts", refused_body, bot).content == first.content
+
+
+def test_a_checkout_refused_at_the_front_is_answered_the_same_when_retried_after_a_restock(served: Served) -> None:
+    sell_out(served)
+    bot = as_(Role.buyer, BOT)
+    body = checkout(BOT)
+    at_front = served.post("/v1/checkouts", body, bot)
+    assert at_front.status_code == 409
+    r = served.post(f"/v1/skus/{SKU}/restock", {"qty": 5, "idempotency_key": key()}, as_(Role.operator))
+    assert r.status_code in (200, 201), r.text
+    assert served.post("/v1/checkouts", body, bot).content == at_front.content  # its first answer
+    assert served.post("/v1/checkouts", checkout(BOT), bot).status_code == 201  # a new one sells
+
+
+# ------------------------------------------------------------ the engine's verdicts
+def test_the_engine_passes_a_sold_out_skus_checkout_when_a_deal_or_an_expiry_could_change_its_answer() -> None:
+    festival = Festival.open(small_catalog({SKU: STOCK}), clock_start_ms=T0)
+    engine = festival.engine
+    [taken] = festival.execute([co(key(), [(SKU, STOCK)], buyer=BUYER)], T0)
+    assert taken["status"] == 201
+    new_key, sku = np.array([key_hash(key())], dtype=np.uint64), np.array([SKU])
+    assert verdicts(engine, T0, new_key, sku).tolist() == [REFUSE]
+    used_key = np.array([key_hash("never-used-before")], dtype=np.uint64)
+    festival.execute([co("never-used-before", [(102, 1)], buyer=BUYER)], T0)
+    assert verdicts(engine, T0, used_key, sku).tolist() == [PASS]
+    assert verdicts(engine, T0, new_key, np.array([UNKNOWN_SKU])).tolist() == [PASS]
+    assert verdicts(engine, T0, new_key, np.array([102])).tolist() == [STOCK_BACK]
+    # the unpaid checkout is due to expire: the next batch puts its units back
+    assert verdicts(engine, T0 + engine.config.payment_timeout_ms, new_key, sku).tolist() == [PASS]
+    [made] = festival.execute([deal(key(), SKU, price_fen=1000, qty=1)], T0)
+    assert made["status"] == 201, made
+    assert verdicts(engine, T0, new_key, sku).tolist() == [PASS]  # a deal's checks come first
+
+
+def test_over_the_link_the_front_refuses_a_sold_out_skus_new_checkout_without_a_command(tmp_path) -> None:
+    """`double11 serve` as it runs (front and engine processes; --open: as the operator)."""
+    from test_http_link import SplitServer
+
+    from double11.catalog.files import save_catalog
+
+    catalog_dir = tmp_path / "catalog"
+    save_catalog(small_catalog({SKU: STOCK}), catalog_dir)
+    server = SplitServer(catalog_dir, tmp_path / "data")
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            def post(body: bytes) -> httpx.Response:
+                return http.post("/v1/checkouts", content=body, headers={"content-type": "application/json"})
+
+            def commands() -> int:
+                line = next(x for x in http.get("/metrics").text.splitlines()
+                            if x.startswith("double11_commands_total "))
+                return int(float(line.split()[1]))
+
+            accepted_body = checkout(BUYER, qty=STOCK)
+            accepted = post(accepted_body)
+            assert accepted.status_code == 201
+            assert post(checkout(BOT)).status_code == 409  # the engine's: the front learns SKU is sold out
+            reached = commands()
+            at_front = post(checkout(OTHER_BUYER, qty=2))
+            assert at_front.status_code == 409
+            assert f"sku {SKU} has 0 for sale, line asks 2" in at_front.json()["error"]["message"]
+            assert commands() == reached
+            assert post(accepted_body).content == accepted.content  # a retry of the accepted one: its 201
+            assert commands() == reached + 1
+    finally:
+        assert server.stop() == 0
