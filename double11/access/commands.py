@@ -47,7 +47,7 @@ def refuse(batch: CommandBatch, engine: Engine) -> None:
     call (`batch.role`, `batch.actor`; none: all trusted)."""
     if not len(batch.role):
         return
-    scope_keys(batch)
+    _scope_keys(batch)
     checked = (batch.invalid == 0) & (batch.role != Role.operator)
     if not checked.any():
         return
@@ -70,16 +70,29 @@ def refuse(batch: CommandBatch, engine: Engine) -> None:
 _SCOPED = np.array([Role.buyer, Role.merchant], dtype=np.uint8)
 
 
-def scope_keys(batch: CommandBatch) -> None:
-    """Each buyer's and merchant's keys in a space of its own (also the HTTP
-    front's, to ask the engine about a key it holds: http/flow_control.py)."""
+def _scope_keys(batch: CommandBatch) -> None:
+    """Each buyer's and merchant's keys in a space of its own."""
     scoped = np.isin(batch.role, _SCOPED) & (batch.key != 0)
     if not scoped.any():
         return
-    who = (batch.role[scoped].astype(np.uint64) << np.uint64(56)) ^ batch.actor[scoped].astype(np.uint64)
+    batch.key[scoped] = _mixed(batch.key[scoped], batch.role[scoped], batch.actor[scoped])
+
+
+def scoped_keys(keys: np.ndarray, roles: np.ndarray, actors: np.ndarray) -> np.ndarray:
+    """Keys (digests) sent by these roles and actors, as the engine holds
+    them: for the HTTP front's questions about keys (engine/stock_probe.py)."""
+    keys = np.array(keys, dtype=np.uint64)
+    scoped = np.isin(roles, _SCOPED) & (keys != 0)
+    if scoped.any():
+        keys[scoped] = _mixed(keys[scoped], roles[scoped], actors[scoped])
+    return keys
+
+
+def _mixed(keys: np.ndarray, roles: np.ndarray, actors: np.ndarray) -> np.ndarray:
+    who = (roles.astype(np.uint64) << np.uint64(56)) ^ actors.astype(np.uint64)
     with np.errstate(over="ignore"):  # a 64-bit hash: it wraps by design
-        mixed = _mix64(batch.key[scoped] ^ _mix64(who))
-    batch.key[scoped] = np.where(mixed == 0, np.uint64(1), mixed)  # 0 is 'no key'
+        mixed = _mix64(keys ^ _mix64(who))
+    return np.where(mixed == 0, np.uint64(1), mixed)  # 0 is 'no key'
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

@@ -44,7 +44,6 @@ from typing import Any
 import msgspec
 
 from double11 import limits
-from double11.access.commands import scope_keys
 from double11.access.roles import Principal, Role
 from double11.engine import refusals
 from double11.engine.batch import CommandBatch, Op
@@ -189,7 +188,8 @@ class SoldOutSkus:
         # sku -> None: an ordered set (the oldest forgotten first at the cap);
         # empty until a sell-out, so the front tests it before parsing a body
         self.skus: dict[int, None] = {}
-        self._asked: list[tuple[int, int, asyncio.Future]] = []
+        # (key, sku, role, actor) of the checkouts asked about this turn, and their futures
+        self._asked: list[tuple[tuple[int, int, int, int], asyncio.Future]] = []
 
     def learn(self, answer: bytes) -> None:
         """Notes the SKU an out_of_stock answer says has none for sale."""
@@ -209,7 +209,7 @@ class SoldOutSkus:
         if batch is None:
             return None
         sku = int(batch.sku[0])
-        verdict = await self._verdict(int(batch.key[0]), sku)
+        verdict = await self._verdict((int(batch.key[0]), sku, int(principal.role), principal.id))
         if verdict == STOCK_BACK:
             self.skus.pop(sku, None)
         if verdict != REFUSE:
@@ -232,32 +232,31 @@ class SoldOutSkus:
             return None
         if principal.role not in (Role.buyer, Role.gateway, Role.operator):
             return None
-        batch = encode_commands([cmd]).sent_by(principal.role, principal.id)
+        batch = encode_commands([cmd])
         if batch.invalid[0] or batch.lines[0] != 1 or batch.args[0]:
             return None
         if principal.role == Role.buyer and int(batch.target[0]) != principal.id:
             return None  # the engine's access check answers it
-        scope_keys(batch)  # the key as the engine holds it
         return batch
 
-    def _verdict(self, key: int, sku: int) -> asyncio.Future:
+    def _verdict(self, item: tuple[int, int, int, int]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._asked:
             loop.call_soon(self._ask)
-        self._asked.append((key, sku, future))
+        self._asked.append((item, future))
         return future
 
     def _ask(self) -> None:
         asked, self._asked = self._asked, []
         for start in range(0, len(asked), _PROBED_PER_CALL_MAX):
             part = asked[start:start + _PROBED_PER_CALL_MAX]
-            payload = b"".join([STOCK_PROBE_ITEM.pack(key, sku) for key, sku, _ in part])
+            payload = b"".join([STOCK_PROBE_ITEM.pack(*item) for item, _ in part])
             answered = asyncio.ensure_future(self.festival.stock_probe(payload))
             answered.add_done_callback(lambda f, part=part: _settle(part, f))
 
 
-def _settle(asked: list[tuple[int, int, asyncio.Future]], answered: asyncio.Future) -> None:
+def _settle(asked: list[tuple[tuple[int, int, int, int], asyncio.Future]], answered: asyncio.Future) -> None:
     """Hands each checkout its verdict; where the engine could not say (it
     is behind, or gone), each goes to the engine, which answers for itself."""
     verdicts = b""
@@ -269,6 +268,6 @@ def _settle(asked: list[tuple[int, int, asyncio.Future]], answered: asyncio.Futu
             code, verdicts = answered.result()
             if code != Result.ok:
                 verdicts = b""
-    for i, (_, _, future) in enumerate(asked):
+    for i, (_, future) in enumerate(asked):
         if not future.done():
             future.set_result(verdicts[i] if i < len(verdicts) else 0)

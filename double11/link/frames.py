@@ -177,5 +177,6 @@ class View(enum.IntEnum):
 
 # a VIEW call of SKU_PAGE carries its query: merchant (0: all), after, limit
 SKU_PAGE_QUERY = struct.Struct("<qqq")
-# a VIEW call of STOCK_PROBE carries checkouts as (idempotency key's digest, sku)
-STOCK_PROBE_ITEM = struct.Struct("<Qq")
+# a VIEW call of STOCK_PROBE carries checkouts as (idempotency key's digest,
+# sku, and the role and id of who sent it: a buyer's keys are its own)
+STOCK_PROBE_ITEM = struct.Struct("<Qqqq")

@@ -21,6 +21,7 @@ import numpy as np
 
 from double11 import areas, limits
 from double11.access import policy
+from double11.access.commands import scoped_keys
 from double11.access.reads import may_see
 from double11.access.roles import OPERATOR, Allowed, Principal
 from double11.catalog.listing import SkuListing
@@ -35,7 +36,7 @@ from double11.service import Festival, refusal
 _ENC = msgspec.json.Encoder()
 log = logging.getLogger("double11.engine")
 _EMPTY_RESULTS = b'{"results":[]}'
-_STOCK_PROBE_ITEM = np.dtype([("key", "<u8"), ("sku", "<i8")])  # link.frames.STOCK_PROBE_ITEM
+_STOCK_PROBE_ITEM = np.dtype([("key", "<u8"), ("sku", "<i8"), ("role", "<i8"), ("actor", "<i8")])  # frames'
 
 
 class LocalFestival:
@@ -113,7 +114,8 @@ class LocalFestival:
         """The verdicts (engine/stock_probe.py) of the checkouts in `payload`
         (link.frames.STOCK_PROBE_ITEM each), a byte each: (Result.ok, bytes)."""
         items = np.frombuffer(payload, dtype=_STOCK_PROBE_ITEM)
-        verdicts = await self.festival.read(self.festival.reads.stock_probe, items["key"], items["sku"])
+        keys = scoped_keys(items["key"], items["role"].astype(np.uint8), items["actor"])
+        verdicts = await self.festival.read(self.festival.reads.stock_probe, keys, items["sku"])
         return Result.ok, verdicts.tobytes()
 
     async def metrics(self) -> dict[str, int | float]:
