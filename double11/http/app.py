@@ -103,6 +103,7 @@ ROUTES: tuple[str, ...] = (
     "/v1/deals/{deal}",
     "/v1/threshold-discounts/{threshold}",
     "/metrics",
+    "/healthz",
     "/openapi.json",
     "/",
     "/static/{file}",
@@ -427,7 +428,8 @@ class App:
         merchant, after, limit = sku_page_query(scope.query_string)
         if principal.role == Role.merchant:  # a merchant lists its own SKUs
             if merchant not in (0, principal.id):
-                raise Double11Error(Result.forbidden, message=f"a merchant token lists merchant {principal.id}'s skus only")
+                raise Double11Error(Result.forbidden,
+                                    message=f"a merchant token lists merchant {principal.id}'s skus only")
             merchant = principal.id
         code, body = await self.festival.sku_page(merchant, after, limit)
         return STATUS_OF_CODE[code], body, _H_JSON

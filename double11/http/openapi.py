@@ -15,7 +15,7 @@ import msgspec
 
 from double11 import areas, limits
 from double11.access import policy
-from double11.access.roles import OPERATOR_ONLY
+from double11.access.roles import OPERATOR_ONLY, Role
 from double11.engine.commands import Discounts
 from double11.errors import Result
 from double11.spec import Command, Field
@@ -397,4 +397,10 @@ def _secure(paths: dict[str, dict]) -> None:
             who += [f"{r.name} (its own)" for r in sorted(rule.own - rule.anyone)]
             op["description"] = (op.get("description", "") + " " if op.get("description") else "") + \
                 "Who may: " + ", ".join(who) + "."
-            op["responses"].update(_err(Result.unauthenticated, Result.forbidden))
+            # a buyer's commands are held to its rate (http/flow_control.py)
+            limited = (Result.rate_limited,) if "post" in operations and Role.buyer in rule.own else ()
+            for status, entry in _err(Result.unauthenticated, Result.forbidden, *limited).items():
+                if status in op["responses"]:
+                    op["responses"][status]["description"] += ", " + entry["description"]
+                else:
+                    op["responses"][status] = entry
