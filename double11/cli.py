@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long the overload phase offers single checkouts at twice single_orders_per_s")
     bench.add_argument("--no-overload", dest="overload", action="store_false",
                        help="skip the overload phase")
+    bench.add_argument("--no-tokens", dest="tokens", action="store_false",
+                       help="skip the single-request loads with tokens (what verifying them costs)")
     bench.add_argument("--port", type=int_in(1, 65_533), default=1199, help="the first of three ports it takes")
     bench.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     bench.set_defaults(run=_bench)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import http.server
+import json
+import shutil
+import subprocess
 import sys
 import threading
 
@@ -10,6 +14,8 @@ import numpy as np
 import pytest
 
 from double11 import limits
+from double11.access.roles import Principal, Role
+from double11.access.tokens import Verifier
 from double11.bench import promotions as promo
 from double11.bench import run as bench_run
 from double11.bench.run import OfferSchedule, StolenTime
@@ -113,6 +119,101 @@ def test_the_bench_says_why_it_will_not_run_and_exits_2(monkeypatch, capsys):
     args = argparse.Namespace(seconds=60.0, single_connections=None, batch_orders_per_s=None)
     assert bench_run.bench_main(args) == 2
     assert "lower --batch-orders-per-s or --seconds" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the single loads with tokens
+
+
+def test_the_tokens_cost_is_the_share_below_the_loads_without_them():
+    figures = bench_run.tokens_figures(without=[100.0, 200.0], with_tokens=[90.0, 150.0])
+    assert figures == {"single_orders_per_s_tokens": 120, "tokens_cost_share": 0.2,
+                       "tokens_cost_pairs": [0.1, 0.25]}
+
+
+def test_each_buyer_of_the_pool_has_a_token_of_its_own(tmp_path):
+    key = bytes(range(32))
+    path = bench_run.buyer_tokens_file(key, tmp_path / "tokens.txt", buyers=50)
+    lines = [line.split(" ") for line in path.read_text().splitlines()]
+    assert len(lines) == 50 and len({buyer for buyer, _ in lines}) == 50
+    verifier = Verifier([key])
+    for buyer, token in lines:
+        assert verifier.principal(f"Bearer {token}") == Principal(Role.buyer, int(buyer))
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Takes any POST, keeps its headers and body, answers 201."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as the front
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        # one write: an answer in pieces waits for the client's delayed ACK
+        self.wfile.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _wrk_requests(tmp_path, tokens_file=None, walk=False) -> tuple[str, list[tuple[dict[str, str], dict]]]:
+    """The requests wrk sends for a second with single_load's script, on one
+    connection (so in the order it makes them): (the host it named,
+    [(headers, JSON body)])."""
+    recorder = type("Recorder", (_Recorder,), {"seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), recorder)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        script = tmp_path / "load.lua"
+        script.write_text(bench_run.single_load_script(url, generate_catalog(merchants=5, skus=100, seed=1), 1,
+                                                       tokens_file, walk))
+        subprocess.run([shutil.which("wrk"), "-t1", "-c1", "-d1s", "-s", str(script), url + "/v1/checkouts"],
+                       capture_output=True, check=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return url.split("://")[1], [(headers, json.loads(body)) for headers, body in recorder.seen]
+
+
+_NEEDS_WRK = pytest.mark.skipif(shutil.which("wrk") is None,
+                                reason="the single loads are wrk's (the bench installs it)")
+
+
+@_NEEDS_WRK
+def test_the_single_load_sends_well_formed_checkouts_without_a_token(tmp_path):
+    host, seen = _wrk_requests(tmp_path)
+    assert len(seen) > 1
+    for headers, body in seen:
+        assert headers["host"] == host and headers["content-type"] == "application/json"
+        assert "authorization" not in headers
+        assert 1 <= body["buyer"] <= 50_000_000 and len(body["lines"]) == 1
+
+
+@_NEEDS_WRK
+@pytest.mark.parametrize("walk", [False, True])
+def test_the_tokens_load_sends_each_buyer_with_its_own_token(tmp_path, walk):
+    key = bytes(range(32))
+    pool = bench_run.buyer_tokens_file(key, tmp_path / "tokens.txt", buyers=20)
+    _, seen = _wrk_requests(tmp_path, pool, walk)
+    assert len(seen) > 20  # the pool, and more
+    verifier = Verifier([key])
+    for headers, body in seen:
+        assert verifier.principal(headers["authorization"]) == Principal(Role.buyer, body["buyer"])
+    buyers = [int(line.split(" ")[0]) for line in pool.read_text().splitlines()]
+    # walked: each in turn, every one before any twice (from where wrk's first request began)
+    start = buyers.index(seen[0][1]["buyer"])
+    walked = [buyers[(start + k) % len(buyers)] for k in range(len(seen))]
+    assert ([body["buyer"] for _, body in seen] == walked) == walk
+
+
+def test_the_tokens_load_runs_unless_skipped():
+    from double11.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["bench"]).tokens is True
+    assert parser.parse_args(["bench", "--no-tokens"]).tokens is False
 
 
 # ---------------------------------------------------------------- the promotions mix

@@ -5,7 +5,10 @@
    answer), and against the same server answering from an empty handler, in
    turn, four pairs, every other one empty first (single_orders_per_s and
    empty_handler_per_s are the means), after a short load on each that is
-   not counted;
+   not counted; in the same rounds, between the two, the same load against
+   a server that takes tokens, each request with its buyer's token
+   (single_orders_per_s_tokens, and tokens_cost_share: what verifying them
+   costs that path; --no-tokens skips it);
 2. engine: batches applied in-process through Engine.apply_all, no HTTP
    (engine_commands_per_s);
 3. batch load: the real server and a gateway-like client posting binary
@@ -42,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +53,8 @@ from pathlib import Path
 import numpy as np
 
 from double11 import limits
+from double11.access import tokens as access_tokens
+from double11.access.roles import Role
 from double11.bench import promotions as promo
 from double11.bench.workload import Workload
 from double11.catalog.files import save_catalog
@@ -92,6 +98,19 @@ SINGLE_SKU_DRAWS = 100_000
 # well above what a single load reaches on the development machine (a table that grows pauses
 # every request)
 SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S = 50_000
+# The tokens load's buyers, each with a buyer token, a request picking a buyer and its
+# token together (the server takes a checkout only from the buyer it names).  A phone
+# reuses its token (it lives an hour) and the front remembers a verified token
+# (access/tokens.py Verifier), so a pool of N buyers costs N verifications, all in
+# the load that is not counted (it walks the pool: each buyer once before any
+# twice), and every counted request a lookup in a cache of N: a festival's front
+# that has been up.  Enough buyers that their tokens do not all sit in the CPU's
+# cache (a festival's phones are millions), and that none sends more than a few
+# checkouts a second even on a fast host (the per-buyer rate limit,
+# limits.buyer_commands_per_s_default, must not be what this load measures); few
+# enough that the load not counted walks them all on a slow host
+TOKEN_BUYERS = 10_000
+TOKEN_TTL_S = 86_400  # longer than any single phase: a token expiring mid-load would read as refusals
 OPEN_FILES_BESIDE_CONNECTIONS = 512  # a server's or wrk's own files: modules, logs, the link, epoll
 # The batch load's server is sized for this many checkouts a second over the
 # run (55 million in 60 s: most of a 24 GB machine's memory from its start),
@@ -156,11 +175,26 @@ def bench_catalog(args: argparse.Namespace):
     return catalog
 
 
-def single_phase_s(args: argparse.Namespace) -> float:
+def single_phase_s(args: argparse.Namespace, overload: bool = True) -> float:
     """Seconds of single checkouts the single-request server takes in all
-    (the overload phase's too: it runs on that server)."""
-    overload_s = getattr(args, "overload_seconds", 0) if getattr(args, "overload", False) else 0
+    (the overload phase's too: it runs on that server; not on the tokens
+    load's server, overload=False)."""
+    overload_s = (getattr(args, "overload_seconds", 0)
+                  if overload and getattr(args, "overload", False) else 0)
     return SINGLE_ROUNDS * getattr(args, "single_seconds", 0) + SINGLE_WARM_UP_S + overload_s
+
+
+def tokens_figures(without: list[float], with_tokens: list[float]) -> dict:
+    """What verifying tokens costs the single-request path: the mean rate
+    with tokens, and its share below the mean without, both loaded in the
+    same rounds (a drift of the host's speed weighs on both alike); each
+    round's share too."""
+    mean_without, mean_with = sum(without) / len(without), sum(with_tokens) / len(with_tokens)
+    return {
+        "single_orders_per_s_tokens": round(mean_with),
+        "tokens_cost_share": round(1 - mean_with / mean_without, 3) if mean_without else 0.0,
+        "tokens_cost_pairs": [round(1 - w / o, 3) if o else 0.0 for o, w in zip(without, with_tokens)],
+    }
 
 
 def process_tree_rss_bytes(pid: int) -> int:
@@ -321,17 +355,25 @@ def engine_rate(catalog, seconds: float, batch: int, promotions: bool = False) -
 
 
 class Server:
+    """`double11 serve` on the bench's catalog: open (the transaction core's
+    figures), or, with tokens=True, taking tokens signed by the key it makes
+    in its data folder (the tokens load); the bench's own calls to it then
+    carry an operator's token."""
+
     def __init__(self, catalog_dir: Path, data_dir: Path, port: int, empty: bool = False,
-                 expected_checkouts: int = 1 << 20, expected_discounted_checkouts: int = 0):
+                 expected_checkouts: int = 1 << 20, expected_discounted_checkouts: int = 0, tokens: bool = False):
         cmd = [sys.executable, "-m", "double11", "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
                "--port", str(port), "--clock-start", str(FESTIVAL_START_MS),
-               "--expected-checkouts", str(expected_checkouts),
-               "--open"]  # the transaction core's figures: no tokens (access has figures of its own)
+               "--expected-checkouts", str(expected_checkouts)]
+        if not tokens:
+            cmd.append("--open")
         if expected_discounted_checkouts:
             cmd += ["--expected-discounted-checkouts", str(expected_discounted_checkouts)]
         if empty:
             cmd.append("--empty")
         self.url = f"http://127.0.0.1:{port}"
+        self.key = b""  # the key its tokens are signed with (tokens=True)
+        self.headers: dict[str, str] = {}  # what the bench's own calls carry
         # it stops by itself if the bench dies first (child_env)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env())
         deadline = time.time() + 180
@@ -341,21 +383,30 @@ class Server:
                 lines = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
                 raise CommandFailed(f"the server on port {port} did not start: "
                                     f"{lines[-1] if lines else f'exit status {self.proc.returncode}'}", 1)
-            try:
-                urllib.request.urlopen(self.url + "/v1/ledger", timeout=1).read()
-                return
+            try:  # a public route, answered once the festival is open
+                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
             except OSError:
                 time.sleep(0.3)
+                continue
+            if tokens:  # made by the server on its first start, before it answered
+                self.key = access_tokens.load_or_create_key(access_tokens.key_path(data_dir))
+                operator = access_tokens.issue(self.key, Role.operator, ttl_s=TOKEN_TTL_S)
+                self.headers = {"Authorization": f"Bearer {operator}"}
+            return
         self.stop()
         raise CommandFailed(f"the server on port {port} did not answer within 180 s", 1)
 
     def get(self, path: str) -> dict:
-        return json.loads(urllib.request.urlopen(self.url + path, timeout=30).read())
+        return json.loads(self._read(path))
+
+    def _read(self, path: str) -> bytes:
+        request = urllib.request.Request(self.url + path, headers=self.headers)
+        return urllib.request.urlopen(request, timeout=30).read()
 
     def table_grows(self, load: str, sized_for_orders_per_s: int) -> int:
         """How many times the engine's tables grew to take a batch (each a
         pause), said when any did during `load`."""
-        text = urllib.request.urlopen(self.url + "/metrics", timeout=30).read().decode()
+        text = self._read("/metrics").decode()
         grows = next(int(float(line.split()[1])) for line in text.splitlines()
                      if line.startswith("double11_table_grows_total "))
         if grows:
@@ -608,23 +659,79 @@ def promotions_batch_load(server: Server, catalog, args: argparse.Namespace, pla
     return load
 
 
+# A request is its line and headers, made once (per buyer, with a token), then
+# its Content-Length and body: wrk.format's bytes, without building the headers
+# again for every request (the client shares the machine with the server: building
+# a token's header for every request took from the server the CPU time that the
+# tokens load is there to measure)
 WRK_SCRIPT = """
 local skus = {%(skus)s}
 local countries = {%(countries)s}
 local n = 0
 local body_format = '{"buyer":%%d,"country":"%%s","channel":"%%s","lines":[{"sku":%%d,"qty":1}],' ..
   '"idempotency_key":"wrk-%(run)d-%%d"}'
+local head = "POST /v1/checkouts HTTP/1.1\\r\\nHost: %(host)s\\r\\nContent-Type: application/json\\r\\n"
 -- each load its own buyers (LuaJIT's generator starts from the same seed in every process)
 math.randomseed(%(run)d)
+%(buyers)s
 function request()
   n = n + 1
   local channel = "mobile"
   if math.random() < 0.1 then channel = "pc" end
+  local buyer, heads = pick_buyer()
   local body = string.format(body_format,
-    math.random(1, 50000000), countries[math.random(#countries)], channel, skus[math.random(#skus)], n)
-  return wrk.format("POST", "/v1/checkouts", {["Content-Type"] = "application/json"}, body)
+    buyer, countries[math.random(#countries)], channel, skus[math.random(#skus)], n)
+  return heads .. "Content-Length: " .. #body .. "\\r\\n\\r\\n" .. body
 end
 """
+# any buyer, no token (a server served --open)
+ANY_BUYER = """
+function pick_buyer()
+  return math.random(1, 50000000), head
+end
+"""
+# a buyer of the pool and its token, together, from a file of lines "<buyer> <token>"
+BUYER_WITH_TOKEN = """
+local buyers, with_tokens = {}, {}
+local walk, k = %(walk)s, 0  -- walk: each buyer in turn
+for line in io.lines("%(tokens_file)s") do
+  local buyer, token = line:match("^(%%d+) (%%S+)$")
+  buyers[#buyers + 1] = tonumber(buyer)
+  with_tokens[#with_tokens + 1] = head .. "Authorization: Bearer " .. token .. "\\r\\n"
+end
+function pick_buyer()
+  if walk then k = k %% #buyers + 1 else k = math.random(#buyers) end
+  return buyers[k], with_tokens[k]
+end
+"""
+
+
+def buyer_tokens_file(key: bytes, path: Path, buyers: int = TOKEN_BUYERS, seed: int = 23) -> Path:
+    """A pool of `buyers` distinct buyers, each with a buyer token signed by
+    `key` (a server's), written to `path` for wrk's script (lines
+    "<buyer> <token>")."""
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(50_000_000, size=buyers, replace=False) + 1
+    with open(path, "w") as f:
+        for buyer in ids.tolist():
+            f.write(f"{buyer} {access_tokens.issue(key, Role.buyer, buyer, ttl_s=TOKEN_TTL_S)}\n")
+    return path
+
+
+def check_takes_tokens(server: Server, tokens_file: Path, sku: int) -> None:
+    """The first buyer of `tokens_file` checks out `sku` with its token: a
+    server that refuses the pool's tokens is said before the loads, not
+    measured as a slow one (every refusal would count as not accepted)."""
+    first_buyer, first_token = tokens_file.read_text().split("\n", 1)[0].split(" ")
+    body = json.dumps({"buyer": int(first_buyer), "country": "CN", "channel": "mobile",
+                       "lines": [{"sku": sku, "qty": 1}], "idempotency_key": "bench-tokens-check"}).encode()
+    request = urllib.request.Request(server.url + "/v1/checkouts", data=body, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {first_token}"})
+    try:
+        urllib.request.urlopen(request, timeout=30).read()
+    except urllib.error.HTTPError as e:
+        raise CommandFailed(f"the server refused a buyer's own checkout with its token: {e.code} "
+                            f"{e.read()[:300].decode(errors='replace')}", 1) from None
 
 
 def _wrk() -> str:
@@ -652,16 +759,14 @@ def allow_open_files(connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def single_load(url: str, catalog, seconds: float, run: int, workdir: Path, connections: int) -> float:
-    rng = np.random.default_rng(run)
-    rows = rng.choice(len(catalog.sku_id), size=SINGLE_SKU_DRAWS, p=popularity_weights(len(catalog.sku_id)))
-    script = workdir / f"single-{run}.lua"
-    script.write_text(WRK_SCRIPT % {
-        "skus": ",".join(str(int(s)) for s in catalog.sku_id[rows]),
-        "countries": ",".join(f'"{c}"' for c in
-                              ["CN"] * 17 + ["US", "RU", "ES", "FR", "HK", "TW", "JP", "KR", "SG", "MY"]),
-        "run": run,
-    })
+def single_load(url: str, catalog, seconds: float, run: int, workdir: Path, connections: int,
+                tokens_file: Path | None = None, walk: bool = False) -> float:
+    """Accepted single checkouts a second from wrk for `seconds`: any buyers
+    without a token, or the buyers of `tokens_file` (buyer_tokens_file),
+    each request with its buyer's token, a buyer drawn at random (walk: each
+    in turn, every one before any twice)."""
+    script = workdir / f"single-{run}{'-tokens' if tokens_file is not None else ''}.lua"
+    script.write_text(single_load_script(url, catalog, run, tokens_file, walk))
     out = subprocess.run([_wrk(), "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "-s", str(script),
                           url + "/v1/checkouts"],
                          capture_output=True, text=True, check=True).stdout
@@ -670,6 +775,24 @@ def single_load(url: str, catalog, seconds: float, run: int, workdir: Path, conn
     total = next(int(line.split()[0]) for line in out.splitlines() if "requests in" in line)
     # answers that were not 2xx (sold out items: 409) are real work too, but only accepted orders count
     return rate * (total - errors) / total if total else 0.0
+
+
+def single_load_script(url: str, catalog, run: int, tokens_file: Path | None = None, walk: bool = False) -> str:
+    """wrk's script for single_load: checkouts of SKUs drawn by popularity
+    (seeded by `run`), by any buyers or by the buyers of `tokens_file` with
+    their tokens."""
+    rng = np.random.default_rng(run)
+    rows = rng.choice(len(catalog.sku_id), size=SINGLE_SKU_DRAWS, p=popularity_weights(len(catalog.sku_id)))
+    buyers = (ANY_BUYER if tokens_file is None
+              else BUYER_WITH_TOKEN % {"tokens_file": tokens_file, "walk": "true" if walk else "false"})
+    return WRK_SCRIPT % {
+        "buyers": buyers,
+        "host": url.split("://", 1)[1],
+        "skus": ",".join(str(int(s)) for s in catalog.sku_id[rows]),
+        "countries": ",".join(f'"{c}"' for c in
+                              ["CN"] * 17 + ["US", "RU", "ES", "FR", "HK", "TW", "JP", "KR", "SG", "MY"]),
+        "run": run,
+    }
 
 
 def check_invariants(data_dir: Path, paid_fen_seen: int,
@@ -814,27 +937,50 @@ def bench_main(args: argparse.Namespace) -> int:
         # "The bench's own order")
         single_server = Server(catalog_dir, workdir / "single-data", args.port + 2,
                                expected_checkouts=int(SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S * single_phase_s(args)))
-        empty_server = None
+        empty_server = tokens_server = None
         singles: list[float] = []
         empties: list[float] = []
+        with_tokens: list[float] = []
+        tokens_file: Path | None = None
         try:
             empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
+            if getattr(args, "tokens", True):
+                # on the batch load's port, free until that server starts
+                tokens_server = Server(catalog_dir, workdir / "tokens-data", args.port, tokens=True,
+                                       expected_checkouts=int(SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S
+                                                              * single_phase_s(args, overload=False)))
+                tokens_file = buyer_tokens_file(tokens_server.key, workdir / "buyer-tokens.txt")
+                check_takes_tokens(tokens_server, tokens_file, int(catalog.sku_id[-1]))
             say(f"single checkouts per HTTP request (wrk, {args.single_connections} connections, "
                 f"{args.single_seconds:.0f} s) and the same on the empty handler, {SINGLE_ROUNDS} pairs, "
-                f"every other one empty first:")
+                f"every other one empty first" + (f"; between them, the same with {TOKEN_BUYERS:,} buyers' tokens "
+                                                  f"on a server that takes tokens" if tokens_server else "") + ":")
+            # (rates, server, its buyers' tokens), in the order of a round; the rounds alternate it
+            servers: list[tuple[list[float], Server, Path | None]] = [(singles, single_server, None)]
+            if tokens_server is not None:
+                servers.append((with_tokens, tokens_server, tokens_file))
+            servers.append((empties, empty_server, None))
             with _stolen_during("singles", steal):
-                warm = [single_load(server.url, catalog, SINGLE_WARM_UP_S, 0, workdir, args.single_connections)
-                        for server in (single_server, empty_server)]
+                # the tokens load walks its buyers: each token verified before the counted loads
+                warm = [single_load(server.url, catalog, SINGLE_WARM_UP_S, 0, workdir, args.single_connections,
+                                    buyers, walk=True) for _, server, buyers in servers]
                 say(f"  (first {SINGLE_WARM_UP_S} s each, not counted: {warm[0]:,.0f} accepted orders/s; "
-                    f"empty handler {warm[1]:,.0f} requests/s)")
+                    + (f"with tokens {warm[1]:,.0f}; " if tokens_server else "")
+                    + f"empty handler {warm[-1]:,.0f} requests/s)")
+                if tokens_server is not None and warm[1] * SINGLE_WARM_UP_S < TOKEN_BUYERS:
+                    say(f"  (that reached {warm[1] * SINGLE_WARM_UP_S:,.0f} of the {TOKEN_BUYERS:,} buyers: the first "
+                        f"counted loads with tokens verify the others' tokens)")
                 wrk_cpu_before, counted_from = _children_cpu_s(), time.perf_counter()
                 for run in range(SINGLE_ROUNDS):
-                    loads = [(singles, single_server, 1 + 2 * run), (empties, empty_server, 2 + 2 * run)]
-                    for rates, server, seed in (loads if run % 2 == 0 else loads[::-1]):
+                    # a round's loads of checkouts draw the same SKUs (the same seed); the empty handler others
+                    for rates, server, buyers in (servers if run % 2 == 0 else servers[::-1]):
+                        seed = 2 + 2 * run if server is empty_server else 1 + 2 * run
                         rates.append(single_load(server.url, catalog, args.single_seconds, seed, workdir,
-                                                 args.single_connections))
-                    say(f"  {singles[-1]:,.0f} accepted orders/s; empty handler {empties[-1]:,.0f} requests/s"
-                        f" ({singles[-1] / empties[-1]:.3f})")
+                                                 args.single_connections, buyers))
+                    say(f"  {singles[-1]:,.0f} accepted orders/s; "
+                        + (f"with tokens {with_tokens[-1]:,.0f} (costs {1 - with_tokens[-1] / singles[-1]:+.3f}); "
+                           if with_tokens else "")
+                        + f"empty handler {empties[-1]:,.0f} requests/s ({singles[-1] / empties[-1]:.3f})")
                 # wrk's share of the machine (the servers still run: only wrk's ended processes are counted)
                 wrk_cpu_share = round((_children_cpu_s() - wrk_cpu_before)
                                       / ((time.perf_counter() - counted_from) * (os.cpu_count() or 1)), 3)
@@ -845,10 +991,14 @@ def bench_main(args: argparse.Namespace) -> int:
                     overload_result = overload_phase(single_server, catalog, args, sum(singles) / len(singles))
                 overload_result["single_client_cpu_share"] = wrk_cpu_share
             single_table_grows = single_server.table_grows("the single loads", SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S)
+            tokens_table_grows = (tokens_server.table_grows("the loads with tokens", SINGLE_LOAD_SIZED_FOR_ORDERS_PER_S)
+                                  if tokens_server is not None else 0)
         finally:
             single_server.stop()
             if empty_server is not None:
                 empty_server.stop()
+            if tokens_server is not None:
+                tokens_server.stop()
         say("engine, in-process (no HTTP, no disk):")
         with _stolen_during("engine", steal):
             engine_cps = engine_rate(catalog, min(10.0, args.seconds), args.batch)
@@ -911,6 +1061,8 @@ def bench_main(args: argparse.Namespace) -> int:
             "cores": os.cpu_count(),
             "host_steal_share": steal,
         }
+        if with_tokens:
+            result.update(tokens_figures(singles, with_tokens), tokens_table_grows=tokens_table_grows)
         result.update(overload_result)
         if promo_result:
             result.update(promo_result)
