@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -125,9 +127,26 @@ def test_the_bench_says_why_it_will_not_run_and_exits_2(monkeypatch, capsys):
 
 
 def test_the_tokens_cost_is_the_share_below_the_loads_without_them():
-    figures = bench_run.tokens_figures(without=[100.0, 200.0], with_tokens=[90.0, 150.0])
+    figures = bench_run.tokens_figures(without=[100.0, 200.0], with_tokens=[90.0, 150.0],
+                                       cpu_without=[40.0, 50.0], cpu_with=[50.0, 50.0])
     assert figures == {"single_orders_per_s_tokens": 120, "tokens_cost_share": 0.2,
-                       "tokens_cost_pairs": [0.1, 0.25]}
+                       "tokens_cost_pairs": [0.1, 0.25], "server_cpu_us_per_order": 45.0,
+                       "server_cpu_us_per_order_tokens": 50.0, "tokens_server_cpu_share": 0.1}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_a_servers_cpu_time_counts_its_children():
+    # a child that burns 0.3 s of CPU time, says so, and waits (alive: one of our children)
+    burn = ("import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n"
+            "print(flush=True)\nsys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        child.stdout.readline()
+        ours = time.process_time()
+        assert bench_run.process_tree_cpu_s(os.getpid()) >= ours + 0.25  # ours and the child's (ticks are coarse)
+    finally:
+        child.communicate(timeout=60)
 
 
 def test_each_buyer_of_the_pool_has_a_token_of_its_own(tmp_path):

@@ -184,16 +184,26 @@ def single_phase_s(args: argparse.Namespace, overload: bool = True) -> float:
     return SINGLE_ROUNDS * getattr(args, "single_seconds", 0) + SINGLE_WARM_UP_S + overload_s
 
 
-def tokens_figures(without: list[float], with_tokens: list[float]) -> dict:
+def tokens_figures(without: list[float], with_tokens: list[float], cpu_without: list[float],
+                   cpu_with: list[float]) -> dict:
     """What verifying tokens costs the single-request path: the mean rate
     with tokens, and its share below the mean without, both loaded in the
     same rounds (a drift of the host's speed weighs on both alike); each
-    round's share too."""
-    mean_without, mean_with = sum(without) / len(without), sum(with_tokens) / len(with_tokens)
+    round's share too.  Beside them, from the servers' CPU time per accepted
+    order (`cpu_` lists), the same share of the servers' own work: wrk
+    shares the machine, and a token's header costs it too."""
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else 0.0
+
+    mean_without, mean_with = mean(without), mean(with_tokens)
+    cpu_mean_without, cpu_mean_with = mean(cpu_without), mean(cpu_with)
     return {
         "single_orders_per_s_tokens": round(mean_with),
         "tokens_cost_share": round(1 - mean_with / mean_without, 3) if mean_without else 0.0,
         "tokens_cost_pairs": [round(1 - w / o, 3) if o else 0.0 for o, w in zip(without, with_tokens)],
+        "server_cpu_us_per_order": round(cpu_mean_without, 1),
+        "server_cpu_us_per_order_tokens": round(cpu_mean_with, 1),
+        "tokens_server_cpu_share": round(1 - cpu_mean_without / cpu_mean_with, 3) if cpu_mean_with else 0.0,
     }
 
 
@@ -216,6 +226,29 @@ def process_tree_rss_bytes(pid: int) -> int:
         except (OSError, ValueError):
             continue
     return total
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """The CPU seconds (user and system) a process and its children (the
+    front and its engine) have used so far, from /proc; 0 where the OS does
+    not say."""
+    ticks = 0
+    pids, seen = [pid], set()
+    while pids:
+        p = pids.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
+            ticks += int(fields[11]) + int(fields[12])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def overload_phase(server: Server, catalog, args: argparse.Namespace, single_per_s: float) -> dict:
@@ -941,6 +974,8 @@ def bench_main(args: argparse.Namespace) -> int:
         singles: list[float] = []
         empties: list[float] = []
         with_tokens: list[float] = []
+        # the servers' CPU time per accepted order (µs) in each counted load, with tokens and without
+        cpu_per_order: dict[Server, list[float]] = {}
         tokens_file: Path | None = None
         try:
             empty_server = Server(catalog_dir, workdir / "empty-data", args.port + 1, empty=True)
@@ -975,8 +1010,13 @@ def bench_main(args: argparse.Namespace) -> int:
                     # a round's loads of checkouts draw the same SKUs (the same seed); the empty handler others
                     for rates, server, buyers in (servers if run % 2 == 0 else servers[::-1]):
                         seed = 2 + 2 * run if server is empty_server else 1 + 2 * run
+                        cpu_s = process_tree_cpu_s(server.proc.pid)
                         rates.append(single_load(server.url, catalog, args.single_seconds, seed, workdir,
                                                  args.single_connections, buyers))
+                        orders = rates[-1] * max(1, int(args.single_seconds))  # wrk's -d
+                        if orders and server is not empty_server:
+                            cpu_per_order.setdefault(server, []).append(
+                                (process_tree_cpu_s(server.proc.pid) - cpu_s) / orders * 1e6)
                     say(f"  {singles[-1]:,.0f} accepted orders/s; "
                         + (f"with tokens {with_tokens[-1]:,.0f} (costs {1 - with_tokens[-1] / singles[-1]:+.3f}); "
                            if with_tokens else "")
@@ -985,6 +1025,12 @@ def bench_main(args: argparse.Namespace) -> int:
                 wrk_cpu_share = round((_children_cpu_s() - wrk_cpu_before)
                                       / ((time.perf_counter() - counted_from) * (os.cpu_count() or 1)), 3)
                 say(f"  wrk took {wrk_cpu_share:.0%} of the machine's CPU")
+                if tokens_server is not None:
+                    cpu_without, cpu_with = (cpu_per_order.get(single_server, []),
+                                             cpu_per_order.get(tokens_server, []))
+                    if cpu_without and cpu_with:
+                        say(f"  the servers' CPU time per accepted order: {sum(cpu_without) / len(cpu_without):.1f} µs "
+                            f"without tokens, {sum(cpu_with) / len(cpu_with):.1f} µs with them")
             overload_result: dict = {}
             if getattr(args, "overload", False):
                 with _stolen_during("overload", steal):
@@ -1061,8 +1107,9 @@ def bench_main(args: argparse.Namespace) -> int:
             "cores": os.cpu_count(),
             "host_steal_share": steal,
         }
-        if with_tokens:
-            result.update(tokens_figures(singles, with_tokens), tokens_table_grows=tokens_table_grows)
+        if with_tokens and tokens_server is not None:
+            result.update(tokens_figures(singles, with_tokens, cpu_per_order.get(single_server, []),
+                                         cpu_per_order.get(tokens_server, [])), tokens_table_grows=tokens_table_grows)
         result.update(overload_result)
         if promo_result:
             result.update(promo_result)
