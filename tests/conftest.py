@@ -44,3 +44,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def small_catalog():
     """A six-SKU catalog built by hand with NumPy (see tests/model/__init__.py)."""
     return _small_catalog()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory):
+    """Servers are started in sessions of their own (so a test can signal a
+    front and its engine together), so a test that fails before it stops
+    one would leave it running: at the end, any process still working in
+    this run's temporary folders is killed."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    import contextlib
+    import os
+    import signal
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if base in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)

@@ -326,8 +326,6 @@ class App:
                 status, body, headers = _error(Result.method_not_allowed, f"{scope.method} {label}")
                 headers = await settle_body(scope, proto, headers + [("allow", ", ".join(methods))])
             else:
-                if type(id_) is str:
-                    id_ = _parse_id(id_, label)
                 rule = self._rules.get(label, OPERATOR_ONLY)
                 if rule is policy.PUBLIC or self._verifier is None:  # public, or served without tokens (--open)
                     principal = OPERATOR
@@ -336,6 +334,8 @@ class App:
                     if not rule.may(principal.role):
                         raise Double11Error(Result.forbidden, message=f"{a_token_of(principal.role)} may not call "
                                                                       f"{scope.method} {label}")
+                if type(id_) is str:  # after the token: a caller without one learns nothing of the ids
+                    id_ = _parse_id(id_, label)
                 if type(handler) is _SingleCommand:
                     # a phone's command: the hot path, so without a coroutine
                     # of its own (each costs microseconds); the body goes to
