@@ -449,7 +449,7 @@ class App:
 
     async def _openapi_doc(self, scope, proto, _id, _principal):
         if self._openapi is None:
-            self._openapi = _ENC.encode(build_openapi())
+            self._openapi = _ENC.encode(build_openapi(open_access=self._verifier is None))
         return 200, self._openapi, _H_JSON
 
     async def _index(self, scope, proto, _id, _principal):

@@ -313,7 +313,9 @@ def _sku_list() -> dict:
                       **_err(Result.invalid_request, Result.not_found)}}}
 
 
-def build_openapi() -> dict:
+def build_openapi(open_access: bool = False) -> dict:
+    """The document; `open_access`: of a server that takes no tokens (serve
+    --open), which declares none."""
     _, components = msgspec.json.schema_components(_COMPONENTS, ref_template=_REF)
     components.update(_command_components())
     binary = "application/x-double11-batch"
@@ -368,8 +370,9 @@ def build_openapi() -> dict:
                             "schema": {"type": "string"}}],
             "responses": {"200": {"description": "the file"}, **_err(Result.not_found)}}},
     }
-    _secure(paths)
-    return {
+    if not open_access:
+        _secure(paths)
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "double11", "version": "0.1.0",
                  "description": "Singles' Day transaction core. Money is integer fen; times are ms "
@@ -382,6 +385,9 @@ def build_openapi() -> dict:
             "description": "A token signed by the festival's key: `double11 tokens issue --role <role> [--id N]` "
                            "(docs/api.md, Tokens and roles)."}}},
     }
+    if open_access:
+        del doc["security"], doc["components"]["securitySchemes"]
+    return doc
 
 
 def _secure(paths: dict[str, dict]) -> None:

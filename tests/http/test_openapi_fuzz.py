@@ -149,22 +149,23 @@ CASES = [(method.upper(), path, mode) for path, methods in DOCUMENT["paths"].ite
 
 
 @pytest.fixture(scope="module")
-def served_documents(servers: Callable[[bool], Served]) -> Callable[[bool], schemathesis.schemas.BaseSchema]:
-    """The served document (public, the same by either server), with or
-    without schemathesis making the bearer scheme's Authorization header
+def served_documents(servers: Callable[[bool], Served]) -> Callable[[bool, bool], schemathesis.schemas.BaseSchema]:
+    """The document a server serves (a server that takes tokens declares
+    them; `serve --open`'s declares none), with or without schemathesis
+    making the bearer scheme's Authorization header
     (FUZZED).  Without it, a run sends its own (or none): schemathesis would
     otherwise count a request as breaking the document for its header alone,
     which the operator's token then replaces, and `serve --open` asks for
     none."""
-    loaded: dict[bool, schemathesis.schemas.BaseSchema] = {}
+    loaded: dict[tuple[bool, bool], schemathesis.schemas.BaseSchema] = {}
 
-    def document(fuzzed: bool) -> schemathesis.schemas.BaseSchema:
-        if fuzzed not in loaded:
-            schema = schemathesis.openapi.from_url(servers(False).url + "/openapi.json",
+    def document(tokens: bool, fuzzed: bool) -> schemathesis.schemas.BaseSchema:
+        if (tokens, fuzzed) not in loaded:
+            schema = schemathesis.openapi.from_url(servers(tokens).url + "/openapi.json",
                                                    config=SchemathesisConfig(seed=SEED))
             schema.config.generation.update(deterministic=True, with_security_parameters=fuzzed)
-            loaded[fuzzed] = schema
-        return loaded[fuzzed]
+            loaded[(tokens, fuzzed)] = schema
+        return loaded[(tokens, fuzzed)]
 
     return document
 
@@ -189,12 +190,12 @@ def _refused_unauthenticated(response: Any, mode: GenerationMode) -> bool:
 
 @pytest.mark.parametrize("run", list(HEADER_SETS.values()), ids=list(HEADER_SETS))
 @pytest.mark.parametrize("method, path, mode", CASES, ids=[f"{m} {p} {mode.value}" for m, p, mode in CASES])
-def test_the_served_document_holds(served_documents: Callable[[bool], schemathesis.schemas.BaseSchema],
+def test_the_served_document_holds(served_documents: Callable[[bool, bool], schemathesis.schemas.BaseSchema],
                                    servers: Callable[[bool], Served], method: str, path: str, mode: GenerationMode,
                                    run: HeaderSet) -> None:
     served = servers(run.tokens)
     headers = _headers(run, served)
-    operation = served_documents(run.authorization == FUZZED)[path][method]
+    operation = served_documents(run.tokens, run.authorization == FUZZED)[path][method]
     # with tokens and none sent (or none of the festival's), an operation the document does not
     # declare public (`security: []`) answers 401 whatever was asked
     unauthenticated = (run.tokens and run.authorization != OPERATOR
