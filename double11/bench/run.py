@@ -47,7 +47,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -207,22 +207,31 @@ def tokens_figures(without: list[float], with_tokens: list[float], cpu_without: 
     }
 
 
-def process_tree_rss_bytes(pid: int) -> int:
-    """The resident memory of a process and its children (the front and its
-    engine), from /proc; 0 where the OS does not say."""
-    total = 0
+def _process_tree(pid: int) -> Iterator[int]:
+    """A process and its children, and theirs (the front and its engine), from /proc."""
     pids, seen = [pid], set()
     while pids:
         p = pids.pop()
         if p in seen:
             continue
         seen.add(p)
+        yield p
         try:
-            with open(f"/proc/{p}/status") as f:
-                total += next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     pids.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+
+
+def process_tree_rss_bytes(pid: int) -> int:
+    """The resident memory of a process and its children (the front and its
+    engine), from /proc; 0 where the OS does not say."""
+    total = 0
+    for p in _process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
         except (OSError, ValueError):
             continue
     return total
@@ -233,19 +242,11 @@ def process_tree_cpu_s(pid: int) -> float:
     front and its engine) have used so far, from /proc; 0 where the OS does
     not say."""
     ticks = 0
-    pids, seen = [pid], set()
-    while pids:
-        p = pids.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    for p in _process_tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()  # after the command's name, which may hold spaces
             ticks += int(fields[11]) + int(fields[12])
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    pids.extend(int(c) for c in f.read().split())
         except (OSError, ValueError, IndexError):
             continue
     return ticks / os.sysconf("SC_CLK_TCK")
