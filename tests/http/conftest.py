@@ -3,9 +3,15 @@ granian server on a free loopback port (in a thread with its own uvloop)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +20,8 @@ from model import T0, small_catalog
 from double11.http.server import HttpServer
 from double11.link.local import LocalFestival
 from double11.service import Festival
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -72,6 +80,49 @@ class ThreadServer:
         assert not self.thread.is_alive(), "server did not stop"
         if self.error is not None:
             raise self.error
+
+
+class SplitServer:
+    """`double11 serve` (`launch`, then serve's flags) in a session of its own
+    (front and engine), on a free port, ready when it answers /healthz."""
+
+    def __init__(self, catalog_dir: Path, data_dir: Path, flags: tuple[str, ...] = ("--open",),
+                 launch: tuple[str, ...] = (sys.executable, "-m", "double11"), start_s: float = 60.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"serve-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*launch, "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
+                 "--port", str(self.port), "--clock-start", str(T0), "--speedup", "0", *flags],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = time.monotonic() + start_s
+        while True:
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+    def engine_pid(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
+    def signal_all(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> int:
+        self.signal_all(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        finally:
+            self.signal_all(signal.SIGKILL)
 
 
 @pytest.fixture

@@ -5,18 +5,16 @@ front (503 meanwhile) and a restart recovers; SIGTERM to both stops cleanly."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
-from conftest import ThreadServer, free_port
+from conftest import SplitServer, ThreadServer, free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from model import T0, small_catalog
@@ -30,48 +28,6 @@ from double11.storage import snapshot as snapshot_files
 
 ROOT = Path(__file__).resolve().parents[2]
 START_S = 60.0
-
-
-class SplitServer:
-    """`python -m double11 serve` in a session of its own (front and engine)."""
-
-    def __init__(self, catalog_dir: Path, data_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"serve-{self.port}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "double11", "serve", "--open",
-                 "--catalog", str(catalog_dir), "--data", str(data_dir),
-                 "--port", str(self.port), "--clock-start", str(T0), "--speedup", "0"],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        deadline = time.monotonic() + START_S
-        while True:
-            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-
-    def engine_pid(self) -> int:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        assert len(children) == 1, children
-        return int(children[0])
-
-    def signal_all(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-
-    def stop(self) -> int:
-        self.signal_all(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        finally:
-            self.signal_all(signal.SIGKILL)
 
 
 @pytest.fixture

@@ -10,21 +10,17 @@ flood), and floods it with more concurrent checkouts than the ceiling."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
-from model import T0, small_catalog
+from conftest import SplitServer
+from model import small_catalog
 
 from double11 import limits
+from double11.bench.run import process_tree_rss_bytes
 from double11.catalog.files import save_catalog
 from double11.errors import Result
 from double11.link.admission import admitted_max, batch_commands
@@ -46,46 +42,13 @@ _LAUNCH = ("import sys\n"
            "sys.exit(main(sys.argv[1:]))\n")
 
 
-class FloodedServer:
+class FloodedServer(SplitServer):
     def __init__(self, catalog_dir: Path, data_dir: Path, flags: list[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"serve-{self.port}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCH, "serve", "--catalog", str(catalog_dir), "--data", str(data_dir),
-                 "--port", str(self.port), "--clock-start", str(T0), "--speedup", "0", *flags],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        deadline = time.monotonic() + START_S
-        while True:
-            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
+        super().__init__(catalog_dir, data_dir, tuple(flags), launch=(sys.executable, "-c", _LAUNCH), start_s=START_S)
 
     def rss_bytes(self) -> int:
         """The front's and the engine's resident memory."""
-        pids = [self.proc.pid] + [int(c) for task in os.listdir(f"/proc/{self.proc.pid}/task")
-                                  for c in Path(f"/proc/{self.proc.pid}/task/{task}/children").read_text().split()]
-        total = 0
-        for pid in pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        return total
-
-    def stop(self) -> int:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        return process_tree_rss_bytes(self.proc.pid)
 
 
 async def _checkout(port: int, key: str) -> tuple[int, dict[str, str], bytes]:
