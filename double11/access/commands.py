@@ -47,7 +47,7 @@ def refuse(batch: CommandBatch, engine: Engine) -> None:
     call (`batch.role`, `batch.actor`; none: all trusted)."""
     if not len(batch.role):
         return
-    _scope_keys(batch)
+    batch.key = scoped_keys(batch.key, batch.role, batch.actor)
     checked = (batch.invalid == 0) & (batch.role != Role.operator)
     if not checked.any():
         return
@@ -70,17 +70,10 @@ def refuse(batch: CommandBatch, engine: Engine) -> None:
 _SCOPED = np.array([Role.buyer, Role.merchant], dtype=np.uint8)
 
 
-def _scope_keys(batch: CommandBatch) -> None:
-    """Each buyer's and merchant's keys in a space of its own."""
-    scoped = np.isin(batch.role, _SCOPED) & (batch.key != 0)
-    if not scoped.any():
-        return
-    batch.key[scoped] = _mixed(batch.key[scoped], batch.role[scoped], batch.actor[scoped])
-
-
 def scoped_keys(keys: np.ndarray, roles: np.ndarray, actors: np.ndarray) -> np.ndarray:
     """Keys (digests) sent by these roles and actors, as the engine holds
-    them: for the HTTP front's questions about keys (engine/stock_probe.py)."""
+    them: each buyer's and merchant's in a space of its own (also for the
+    HTTP front's questions about keys: engine/stock_probe.py)."""
     keys = np.array(keys, dtype=np.uint64)
     scoped = np.isin(roles, _SCOPED) & (keys != 0)
     if scoped.any():
