@@ -57,7 +57,7 @@ _ENC = msgspec.json.Encoder()
 
 
 class BuyerRates:
-    """A token bucket per buyer id: `take` says whether a buyer may send
+    """A token bucket per buyer id: `wait_s` says whether a buyer may send
     `n` commands now, and if not, how long until it may."""
 
     __slots__ = ("per_s", "burst", "buckets_max", "_buckets")
