@@ -68,3 +68,25 @@ def _no_server_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory):
         if base in cmdline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path_factory: pytest.TempPathFactory):
+    """A factory of small RAM disks, for storage faults that are real: `small_tmpfs(8)`
+    mounts an 8 MB tmpfs and gives its folder, which a test fills (a ballast file) to
+    make a write, an fsync or a rename meet ENOSPC.  Each is unmounted at teardown,
+    passed or failed (these tests run as root, here and in CI)."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size_mb: int) -> Path:
+        where = tmp_path_factory.mktemp("tmpfs")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}M", "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        # lazily: a file a failed test left open must not keep the mount (and its memory) around
+        subprocess.run(["umount", "--lazy", str(where)], check=True)

@@ -286,14 +286,17 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     mark_data_dir(lock, SERVING)
-    link = serve_link(LocalFestival(festival), sock, opened, lambda: mark_data_dir(lock, CLOSING))
+    local = LocalFestival(festival)
+    link = serve_link(local, sock, opened, lambda: mark_data_dir(lock, CLOSING))
     try:
         import uvloop
     except ImportError:  # pragma: no cover - granian[uvloop] brings it
         asyncio.run(link)
     else:
         uvloop.run(link)
-    return 0
+    # closed without its last snapshot (a full disk: said in one line above): the log
+    # keeps everything, but the operator has a disk to see to
+    return 1 if local.festival.durability.behind_snapshot() else 0
 
 
 if __name__ == "__main__":

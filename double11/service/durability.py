@@ -119,7 +119,12 @@ class Durability:
 
     # --------------------------------------------------------------- snapshots
     def snapshot(self, engine: Engine) -> None:
-        """Writes the whole state and starts a new log segment; older segments go."""
+        """Writes the whole state and starts a new log segment; older segments go.
+
+        A snapshot is an optimisation, not a storage fault: one that cannot be
+        written (a full disk) leaves the previous snapshot and every segment
+        as they were, is said in one line and raised (SnapshotNotWritten), and
+        the festival goes on; its log keeps everything."""
         if self.data_dir is None or self.log is None:
             return
         if self.log_failure is not None:  # the state holds batches the log lost: keep them out
@@ -128,18 +133,46 @@ class Durability:
         with self._lock:
             self.written()  # the state holds every batch applied; so must the log
             seq = self.log.next_seq - 1
-            engine_state.write(self.data_dir, seq, engine)
-            self.log.start_segment(seq + 1)
-            self.log.drop_segments_before(seq + 1)
+            try:
+                engine_state.write(self.data_dir, seq, engine)
+            except OSError as exc:
+                raise self._snapshot_not_written(exc) from exc
             self.snapshot_seq = seq
+            try:
+                self.log.start_segment(seq + 1)
+            except OSError as exc:  # the snapshot is durable, the old segments are kept: the log cannot go on
+                self.log_failure = exc
+                logger.error("STORAGE FAULT: the snapshot at record %d was written but no new log segment could "
+                             "be started after it (%s); commands are refused until the festival reopens from "
+                             "the snapshot", seq, exc.strerror or exc)
+                return
+            self.log.drop_segments_before(seq + 1)
+
+    def _snapshot_not_written(self, exc: OSError) -> snapshots.SnapshotNotWritten:
+        assert self.data_dir is not None
+        reason = exc.strerror or str(exc)
+        previous = snapshots.latest(self.data_dir)
+        if previous is None:  # the festival being opened: its opener says it (a second line would repeat it)
+            return snapshots.SnapshotNotWritten(
+                f"the first snapshot could not be written ({reason}): the festival's catalog and config "
+                f"live there; free space in {self.data_dir} and start it again", exc)
+        error = snapshots.SnapshotNotWritten(
+            f"the snapshot could not be written ({reason}): the previous snapshot at record {previous[0]} and the "
+            f"log keep everything (a start replays the log after record {previous[0]}); free space in "
+            f"{self.data_dir} for the next snapshot", exc)
+        logger.error("%s", error)
+        return error
 
     def behind_snapshot(self) -> bool:
         """Whether commands came in since the last snapshot."""
         return self.log is not None and self.log.next_seq - 1 > self.snapshot_seq
 
     def close(self) -> None:
-        """Closes the log (its records already on disk: `written`) and the log thread."""
-        if self.log is not None:
-            with self._lock:
-                self.log.close()
-        self._io.shutdown(wait=True)
+        """Closes the log (its records already on disk: `written`) and the log thread.
+        After a storage fault the log is not touched again (nothing more goes there)."""
+        try:
+            if self.log is not None and self.log_failure is None:
+                with self._lock:
+                    self.log.close()
+        finally:
+            self._io.shutdown(wait=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ from double11.service.group_commit import GroupCommit, check_batch_size
 from double11.service.reads import Reads
 from double11.service.writes import Writes
 from double11.storage import log as command_log
+from double11.storage.snapshot import SnapshotNotWritten
 
 
 class Festival:
@@ -235,10 +237,14 @@ class Festival:
 
     def close(self, snapshot: bool = False) -> None:
         """Closes the log.  With snapshot, writes one first if commands came in
-        since the last: a restart then loads it instead of replaying the log."""
+        since the last: a restart then loads it instead of replaying the log.
+        A snapshot that cannot be written (a full disk) is said in one line
+        and not raised: the log, closed intact, keeps everything
+        (`durability.behind_snapshot()` then says the close went without it)."""
         self.durability.written()
         if snapshot and self.durability.behind_snapshot():
-            self.snapshot()
+            with contextlib.suppress(SnapshotNotWritten):  # said by durability; a start replays the log
+                self.snapshot()
         self.durability.close()
         self.group_commit.close()
         self._engine.shutdown(wait=True)

@@ -17,11 +17,15 @@ before; it is still read (the pickle is the platform's own file, trusted like
 the log) and never written.  Recovery takes the latest snapshot of either kind.
 
 Written to a temporary file, fsynced, then renamed, so a crash leaves either
-the old snapshot or the new one, never half of one.
+the old snapshot or the new one, never half of one.  A write that fails (a
+full disk at any step) removes what it wrote, giving the space back, and
+leaves the previous snapshot as it was: the older snapshots go only once the
+new one is durable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -29,7 +33,7 @@ import pickle
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +45,20 @@ _PREAMBLE = struct.Struct("<8sIIQ")
 _ALIGN = 64  # an array starts on a cache line: its rows read in place, never straddling one needlessly
 _SUFFIX = ".d11snap"
 _PICKLE_SUFFIX = ".pickle"  # format 1
+_TMP_SUFFIX = ".tmp"  # a snapshot being written
+
+
+class SnapshotNotWritten(OSError):
+    """A snapshot that could not be written (its errno: ENOSPC for a full disk).
+    Nothing of it is left on disk and the previous snapshot is as it was; the
+    message says so, in one line, for the operator."""
+
+    def __init__(self, message: str, cause: OSError) -> None:
+        super().__init__(cause.errno, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -95,7 +113,8 @@ def _aligned(offset: int) -> int:
 # ------------------------------------------------------------------ writing
 def write(directory: Path, seq: int, state: State) -> Path:
     """Writes the state as the snapshot at `seq` (atomically), then removes the
-    older snapshots of either format."""
+    older snapshots of either format.  Raises the OSError of a step that
+    failed, having removed what it wrote: the folder holds what it held."""
     arrays = {name: np.ascontiguousarray(a) for name, a in state.arrays.items()}
     # the header's length fixes where the arrays start, and the header holds their
     # offsets: lay the arrays out after a generous guess of the header's size
@@ -112,31 +131,55 @@ def write(directory: Path, seq: int, state: State) -> Path:
     text = json.dumps(header, separators=(",", ":")).encode()
     assert _PREAMBLE.size + len(text) <= room, "snapshot header outgrew its room"
     path = directory / _name(seq)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb", buffering=0) as f:
-        _write_all(f, _PREAMBLE.pack(_MAGIC, SNAPSHOT_FORMAT, 0, len(text)) + text)
-        for entry, a in zip(schema, arrays.values(), strict=True):
-            f.seek(entry["offset"])
-            _write_all(f, a.data.cast("B") if a.nbytes else b"")
-        f.truncate(at)
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
+    tmp = path.with_suffix(_TMP_SUFFIX)
+    # the same state written again (no command since) replaces a snapshot that
+    # must then stay, whatever happens to this write
+    replaces_one = path.exists()
+    renamed = False
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    for pattern in (f"snapshot-*{_PICKLE_SUFFIX}", f"snapshot-*{_SUFFIX}"):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, _PREAMBLE.pack(_MAGIC, SNAPSHOT_FORMAT, 0, len(text)) + text)
+            for entry, a in zip(schema, arrays.values(), strict=True):
+                os.lseek(fd, entry["offset"], os.SEEK_SET)
+                _write_all(fd, a.data.cast("B") if a.nbytes else b"")
+            os.ftruncate(fd, at)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        renamed = True
+        _fsync_dir(directory)
+    except BaseException:
+        # a full disk most likely: give its space back; the older snapshots
+        # are still there (a crash now recovers from one of them or from this
+        # one, whose bytes are on disk: both with the log they need)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if renamed and not replaces_one:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        raise
+    # durable: the older snapshots, and a temporary file a crash left, can go
+    for pattern in (f"snapshot-*{_PICKLE_SUFFIX}", f"snapshot-*{_SUFFIX}", f"snapshot-*{_TMP_SUFFIX}"):
         for p in directory.glob(pattern):
             if p != path:
                 p.unlink()
     return path
 
 
-def _write_all(f: BinaryIO, data: bytes | memoryview) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[f.write(view):]
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------ reading
