@@ -64,6 +64,7 @@ class Result(enum.IntEnum):
     unauthenticated = 56
     forbidden = 57
     rate_limited = 58  # a buyer over its rate (http/flow_control.py)
+    storage_unavailable = 59  # the command log cannot be written (service/durability.py)
     # platform
     overloaded = 50
     not_found = 51
@@ -126,6 +127,8 @@ MESSAGES: dict[Result, str] = {
     Result.not_found: "no such resource",
     Result.method_not_allowed: "method not allowed",
     Result.unavailable: "the engine is not running; retry with the same idempotency_key once it is back",
+    Result.storage_unavailable: ("the command log cannot be written (a full or failing disk): nothing of this "
+                                 "request was applied; retry with the same idempotency_key"),
     Result.internal: "internal error; the request may be retried with the same idempotency_key",
 }
 

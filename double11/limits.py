@@ -95,6 +95,12 @@ admission_window_ms = 100
 # every 429 says to retry after this many seconds (RFC 9110 Retry-After: an
 # integer; the smallest that is not "now")
 overloaded_retry_after_s = 1
+# After a storage fault (the command log could not be written or synced,
+# service/durability.py), a festival served by `double11 serve` tries to open
+# its data folder again this often; meanwhile every command and read is
+# answered 503 storage_unavailable with this Retry-After
+storage_retry_s = 1
+storage_unavailable_retry_after_s = 2
 engine_close_s_max = 600  # closing snapshots the whole state: seconds for a big festival
 engine_process_nice = -10  # the engine holds every request's latency: scheduled first
 # how long a thread of the engine process may hold the GIL while another

@@ -62,6 +62,7 @@ HTTP_STATUS: dict[Result, int] = {
     Result.not_found: 404,
     Result.method_not_allowed: 405,
     Result.unavailable: 503,
+    Result.storage_unavailable: 503,
     Result.internal: 500,
 }
 

@@ -541,6 +541,7 @@ def batch_load(server: Server, catalog, args: argparse.Namespace, seconds: float
         return decode_results(data)
 
     sold_out: list[int] = []  # hot SKUs seen at zero stock, shared by the clients
+    read_ms: list[float] = []  # the watcher's reads, each from its request to its answer
 
     def watch_hot_items() -> None:
         # what a phone's product page shows: the hottest items' stock, polled
@@ -549,8 +550,10 @@ def batch_load(server: Server, catalog, args: argparse.Namespace, seconds: float
         while time.perf_counter() < stop_at:
             for sku in hot:
                 if sku not in sold_out:
+                    t = time.perf_counter()
                     conn.request("GET", f"/v1/skus/{sku}")
                     resp = conn.getresponse()
+                    read_ms.append((time.perf_counter() - t) * 1000)  # a read waits for what it saw to be durable
                     if resp.status == 200 and json.loads(resp.read())["stock"] == 0:
                         sold_out.append(sku)
                     else:
@@ -628,6 +631,8 @@ def batch_load(server: Server, catalog, args: argparse.Namespace, seconds: float
         "paid_fen": counts["paid_fen"],
         "seconds": elapsed,
         "held_share": waited_s[0] / (elapsed * args.connections),
+        "read_p50_ms": float(np.percentile(read_ms, 50)) if read_ms else 0.0,
+        "read_p99_ms": float(np.percentile(read_ms, 99)) if read_ms else 0.0,
     }
 
 
@@ -1088,6 +1093,8 @@ def bench_main(args: argparse.Namespace) -> int:
             "payments_per_s": round(load["payments_per_s"]),
             "batch_p99_ms": round(load["batch_p99_ms"], 1),
             "batch_p50_ms": round(load["batch_p50_ms"], 1),
+            "read_p99_ms": round(load["read_p99_ms"], 2),  # a hot SKU's view during the batch load
+            "read_p50_ms": round(load["read_p50_ms"], 2),
             "single_orders_per_s": round(single),
             "empty_handler_per_s": round(empty),
             "single_vs_empty": round(single / empty, 3) if empty else 0.0,

@@ -61,6 +61,8 @@ _H_OVERLOADED = _H_JSON + [("retry-after", str(limits.overloaded_retry_after_s))
 _H_OF_CODE = [_H_OVERLOADED if code == Result.overloaded else _H_JSON for code in range(len(STATUS_OF_CODE))]
 # a 401 says how to authenticate (RFC 6750)
 _H_OF_CODE[Result.unauthenticated] = _H_JSON + [("www-authenticate", 'Bearer realm="double11"')]
+# the disk may come back: say when to try again
+_H_OF_CODE[Result.storage_unavailable] = _H_JSON + [("retry-after", str(limits.storage_unavailable_retry_after_s))]
 _H_BINARY = [("content-type", BINARY_BATCH_TYPE)]
 _H_TEXT = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
 _H_SSE = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
@@ -263,7 +265,7 @@ class App:
         def read(which: int):
             async def handler(scope, proto, id_, principal):
                 code, body = await view(which, id_ or 0, principal)
-                return STATUS_OF_CODE[code], body, _H_JSON
+                return STATUS_OF_CODE[code], body, _H_OF_CODE[code]
             return handler
 
         # exact path -> (route label, {method: handler})
@@ -432,7 +434,7 @@ class App:
                                     message=f"a merchant token lists merchant {principal.id}'s skus only")
             merchant = principal.id
         code, body = await self.festival.sku_page(merchant, after, limit)
-        return STATUS_OF_CODE[code], body, _H_JSON
+        return STATUS_OF_CODE[code], body, _H_OF_CODE[code]
 
     async def _metrics(self, scope, proto, _id, _principal):
         try:
@@ -445,7 +447,8 @@ class App:
     async def _healthz(self, scope, proto, _id, _principal):
         if getattr(self.festival, "lost", False):  # the engine process is gone
             return _error(Result.unavailable)
-        return 200, b'{"status":"ok"}', _H_JSON
+        code, body = await self.festival.health()  # unhealthy while the log cannot be written
+        return STATUS_OF_CODE[code], body, _H_OF_CODE[code]
 
     async def _openapi_doc(self, scope, proto, _id, _principal):
         if self._openapi is None:

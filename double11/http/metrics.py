@@ -35,6 +35,8 @@ FESTIVAL_HELP: dict[str, str] = {
     "double11_batch_ms_p50": "Median time of a batch from taken to durable (apply, fsync), ms, recent batches.",
     "double11_batch_ms_p99": "99th percentile time of a batch from taken to durable, ms, recent batches.",
     "double11_state_bytes": "Memory held by the engine's growing tables, in bytes.",
+    "double11_storage_fault": "1 while the command log cannot be written: commands and reads answer 503.",
+    "double11_storage_faults_total": "Storage faults met (a log write or sync that failed).",
 }
 FALLBACK_HELP = "A figure of the festival's engine (see double11/service/festival.py, Festival.metrics)."
 

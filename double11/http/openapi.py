@@ -192,7 +192,7 @@ def _err(*codes: Result) -> dict:
 
 
 _TRANSPORT = (Result.invalid_request, Result.body_too_large, Result.not_found,
-              Result.method_not_allowed, Result.overloaded, Result.unavailable)
+              Result.method_not_allowed, Result.overloaded, Result.unavailable, Result.storage_unavailable)
 
 
 def _id_param(name: str) -> dict:
@@ -348,9 +348,10 @@ def build_openapi(open_access: bool = False) -> dict:
                 "schema": {"type": "object", "required": ["data"], "properties": {"data": {
                     "type": "string", "contentMediaType": "application/json", "contentSchema": _ref(Stats)}}}}}}}}},
         "/healthz": {"get": {
-            "summary": "Whether the server is up and its engine with it",
+            "summary": "Whether the server is up, its engine with it, and its command log writable",
             "responses": {"200": {"description": "up", "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"status": {"const": "ok"}}}}}}, **_err(Result.unavailable)}}},
+                "type": "object", "properties": {"status": {"const": "ok"}}}}}},
+                **_err(Result.unavailable, Result.storage_unavailable)}}},
         "/metrics": {"get": {
             "summary": "Prometheus text exposition",
             "responses": {"200": {"description": "metrics",

@@ -273,4 +273,6 @@ async def _serve(options: dict[str, Any], host: str, port: int, empty: bool, lis
         for line in try_lines(festival.opened, host, port, options["data_dir"] if verifier is not None else None):
             print(line, file=sys.stderr, flush=True)
     await server.serve()
-    return 1 if lost else 0
+    # the engine's own status too: 1 when it closed without its last snapshot or in a storage fault
+    engine_failed = festival is not None and festival.process is not None and festival.process.returncode != 0
+    return 1 if lost or engine_failed else 0

@@ -139,6 +139,8 @@ class EngineLink(asyncio.Protocol):
                 (code, body), binary = await self.local.sku_page(*SKU_PAGE_QUERY.unpack(payload)), False
             elif kind == Kind.VIEW and op == View.STOCK_PROBE:
                 (code, body), binary = await self.local.stock_probe(payload), False
+            elif kind == Kind.VIEW and op == View.HEALTH:
+                (code, body), binary = await self.local.health(), False
             elif kind == Kind.VIEW:
                 (code, body), binary = await self.local.view(op, target, principal), False
             elif kind == Kind.METRICS:
@@ -294,9 +296,9 @@ def main(argv: list[str]) -> int:
         asyncio.run(link)
     else:
         uvloop.run(link)
-    # closed without its last snapshot (a full disk: said in one line above): the log
-    # keeps everything, but the operator has a disk to see to
-    return 1 if local.festival.durability.behind_snapshot() else 0
+    # closed without its last snapshot (a full disk: said in one line above) or in a
+    # storage fault: the log keeps everything acknowledged, but the operator has a disk to see to
+    return 1 if local.closed_short() else 0
 
 
 if __name__ == "__main__":

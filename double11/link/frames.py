@@ -172,6 +172,7 @@ class View(enum.IntEnum):
     STATS = 5
     SKU_PAGE = 6  # payload: SKU_PAGE_QUERY
     STOCK_PROBE = 7  # payload: STOCK_PROBE_ITEM each; answer: a verdict byte each (engine/stock_probe.py)
+    HEALTH = 8  # GET /healthz: ok, or storage_unavailable after a storage fault
     # an area's views are numbered from areas.FIRST_READ_NUMBER on
 
 

@@ -11,9 +11,10 @@ same way; only a single command's future may fail (with a Double11Error).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -30,8 +31,10 @@ from double11.engine.batch import Op
 from double11.engine.encode import decode_object
 from double11.engine.json_commands import Bodies
 from double11.errors import Double11Error, Result
+from double11.gc_tuning import freeze_what_exists
 from double11.link.frames import View
 from double11.service import Festival, refusal
+from double11.service.durability import storage_unavailable
 
 _ENC = msgspec.json.Encoder()
 log = logging.getLogger("double11.engine")
@@ -40,36 +43,113 @@ _STOCK_PROBE_ITEM = np.dtype([("key", "<u8"), ("sku", "<i8"), ("role", "<i8"), (
 
 
 class LocalFestival:
+    """After a storage fault it answers every call 503 storage_unavailable
+    and opens the festival again from its data folder every
+    limits.storage_retry_s, until the folder can be written: then it serves
+    the festival the log holds (`Festival.reopen`)."""
+
     def __init__(self, festival: Festival) -> None:
-        self.festival = festival
-        f = festival
-        # by number: the read, its code when there is no such thing, and who may see it (the
-        # front checked the role; a view of another's thing is answered as missing)
-        self._views: dict[int, tuple[Callable[..., Any], Result | None, Allowed | None]] = {
-            View.SKU: (f.sku, Result.unknown_sku, policy.ROUTES["/v1/skus/{sku}"]),
-            View.CHECKOUT: (f.checkout, Result.unknown_checkout, policy.ROUTES["/v1/checkouts/{checkout}"]),
-            View.ORDER: (f.order, Result.unknown_order, policy.ROUTES["/v1/orders/{order}"]),
-            View.LEDGER: (f.ledger, None, None),
-            View.STATS: (f.stats, None, None),
+        self._festival = festival
+        # by number: the read (a view of service.reads.Reads, by name), its code when there is no
+        # such thing, and who may see it (the front checked the role; a view of another's thing
+        # is answered as missing)
+        self._views: dict[int, tuple[str, Result | None, Allowed | None, tuple]] = {
+            View.SKU: ("sku_view", Result.unknown_sku, policy.ROUTES["/v1/skus/{sku}"], ()),
+            View.CHECKOUT: ("checkout_view", Result.unknown_checkout, policy.ROUTES["/v1/checkouts/{checkout}"], ()),
+            View.ORDER: ("order_view", Result.unknown_order, policy.ROUTES["/v1/orders/{order}"], ()),
+            View.LEDGER: ("ledger_view", None, None, ()),
+            View.STATS: ("stats_view", None, None, ()),
         }
         for read in areas.READS:  # the areas' views, by their numbers
-            self._views[areas.READ_NUMBER[read.name]] = (functools.partial(f.view, read.name), read.missing,
-                                                        read.allowed)
+            self._views[areas.READ_NUMBER[read.name]] = ("area_view", read.missing, read.allowed, (read.name,))
         self._listing: SkuListing | None = None
+        self.storage_faults = 0
+        self._reopening: asyncio.Task | None = None
+        # the event loop serving the calls (a fault comes from a call's write: it is known by then)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch(festival)
+
+    # ------------------------------------------------------- storage faults
+    def _watch(self, festival: Festival) -> None:
+        festival.durability.on_fault.append(self._on_fault)
+
+    def _on_fault(self) -> None:  # on whichever thread met it
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._faulted)
+
+    def _faulted(self) -> None:
+        self.storage_faults += 1
+        if self._reopening is None and self._festival.data_dir is not None:
+            self._reopening = asyncio.get_running_loop().create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        """Answers what is queued (refused), lets the failed festival go and
+        opens its folder again until it can be written."""
+        loop = asyncio.get_running_loop()
+        failed = self._festival
+        await failed.drain()
+        failed.group_commit.stop()
+        await loop.run_in_executor(None, failed.abandon)
+        reopen = functools.partial(Festival.open, data_dir=failed.data_dir, speedup=failed.clock.speedup)
+        self._festival = _Failed(failed)  # type: ignore[assignment]  # stands for it: refusals, health, close
+        # its state may be held in cycles among what was frozen at the start: freed before
+        # the folder is read again, so that memory never holds two festivals
+        del failed
+        gc.unfreeze()
+        gc.collect()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                festival = await loop.run_in_executor(None, reopen)
+                break
+            except (OSError, ValueError) as e:
+                if tries == 1:
+                    log.error("the data folder cannot be written yet (%s); trying again every %s s",
+                              e, limits.storage_retry_s)
+                await asyncio.sleep(limits.storage_retry_s)
+        self._watch(festival)
+        self._festival, self._reopening = festival, None
+        freeze_what_exists()
+        log.warning("the storage fault is over: the festival is open again from its log (%s commands in it "
+                    "since the last snapshot were replayed); commands and reads are served", f"{festival.commands:,}")
+
+    @property
+    def festival(self) -> Festival:
+        """The festival served; after a storage fault, until it is open again,
+        a refusal (503 storage_unavailable) instead."""
+        failure = self._festival.log_failure
+        if failure is not None:
+            raise storage_unavailable(failure)
+        return self._festival
+
+    @property
+    def storage_fault(self) -> bool:
+        return self._reopening is not None
+
+    async def health(self) -> tuple[int, bytes]:
+        """GET /healthz's answer: ok, or 503 storage_unavailable while the log cannot be written."""
+        failure = self._festival.log_failure
+        if failure is None:
+            return Result.ok, b'{"status":"ok"}'
+        return refusal(storage_unavailable(failure))
 
     def single(self, op: Op, target: int, body: bytes, principal: Principal = OPERATOR) -> asyncio.Future:
         """(result code, JSON answer) of one single request's command, once durable."""
+        self._loop = self._loop or asyncio.get_running_loop()
         return self.festival.submit_single(op, target, body, principal)
 
     def singles(self, ops: np.ndarray, targets: np.ndarray, bodies: Bodies, roles: np.ndarray | None = None,
                 actors: np.ndarray | None = None) -> asyncio.Future:
         """The same for many at once: their (result code, JSON answer) in order, as
         `engine.answers.Answers` (or a list, where some were refused before the engine)."""
+        self._loop = self._loop or asyncio.get_running_loop()
         return self.festival.submit_singles(ops, targets, bodies, roles, actors)
 
     async def batch(self, body: bytes, binary: bool, principal: Principal = OPERATOR) -> tuple[int, bytes, bool]:
         """A batch request's answer: (result code, body, whether it is binary);
         a JSON body's results carry their HTTP statuses, as the Python API's do."""
+        self._loop = self._loop or asyncio.get_running_loop()
         try:
             if binary:
                 return Result.ok, await self.festival.submit_binary(body, principal), True
@@ -88,10 +168,14 @@ class LocalFestival:
 
     async def view(self, which: int, id_: int = 0, principal: Principal = OPERATOR) -> tuple[int, bytes]:
         """A read of the state between two batches: (result code, JSON)."""
-        get, missing, allowed = self._views[which]
-        if missing is None:  # the ledger and the stats: always there
-            return Result.ok, _ENC.encode(await self.festival.read(get))
-        value = await self.festival.read(get, id_)
+        name, missing, allowed, first = self._views[which]
+        try:
+            reads = self.festival.reads
+            if missing is None:  # the ledger and the stats: always there
+                return Result.ok, _ENC.encode(await reads.read(getattr(reads, name)))
+            value = await reads.read(getattr(reads, name), *first, id_)
+        except Double11Error as e:  # a storage fault
+            return refusal(e)
         if value is None or (allowed is not None and not may_see(allowed, principal, value)):
             return refusal(Double11Error(missing))
         return Result.ok, _ENC.encode(value)
@@ -100,7 +184,10 @@ class LocalFestival:
         """GET /v1/skus: up to `limit` SKUs with an id over `after` (of
         `merchant` only, unless 0) in id order, and the next page's `after`:
         (Result.ok, JSON).  The query is checked by the HTTP front."""
-        page = await self.festival.read(self._sku_page, merchant, after, limit)
+        try:
+            page = await self.festival.read(self._sku_page, merchant, after, limit)
+        except Double11Error as e:  # a storage fault
+            return refusal(e)
         return Result.ok, _ENC.encode(page)
 
     def _sku_page(self, merchant: int, after: int, limit: int) -> dict[str, Any]:
@@ -115,19 +202,51 @@ class LocalFestival:
         (link.frames.STOCK_PROBE_ITEM each), a byte each: (Result.ok, bytes)."""
         items = np.frombuffer(payload, dtype=_STOCK_PROBE_ITEM)
         keys = scoped_keys(items["key"], items["role"].astype(np.uint8), items["actor"])
-        verdicts = await self.festival.read(self.festival.reads.stock_probe, keys, items["sku"])
+        try:
+            verdicts = await self.festival.read(self.festival.reads.stock_probe_view, keys, items["sku"])
+        except Double11Error as e:  # a storage fault
+            return refusal(e)
         return Result.ok, verdicts.tobytes()
 
     async def metrics(self) -> dict[str, int | float]:
-        return self.festival.metrics()
+        faults: dict[str, int | float] = {"double11_storage_faults_total": self.storage_faults,
+                                          "double11_storage_fault": int(self.storage_fault)}
+        try:
+            return {**await self.festival.read(self.festival.metrics), **faults}
+        except Double11Error:  # a storage fault: the state's figures are not durable
+            return faults
 
     async def drain(self) -> None:
         """Waits for the commands already queued (applied, durable, answered)."""
-        if not await self.festival.drain():
+        if not await self._festival.drain():
             log.error("commands were still queued after %d s: closing anyway", limits.drain_s_max)
 
+    def closed_short(self) -> bool:
+        """Whether the festival closed without its last snapshot or in a storage fault."""
+        durability = self._festival.durability
+        return durability.log_failure is not None or durability.behind_snapshot()
+
     async def close(self) -> None:
-        """Makes everything durable, snapshots and closes the festival."""
-        await asyncio.get_running_loop().run_in_executor(None, self.festival.close, True)
+        """Makes everything durable, snapshots and closes the festival (one
+        being opened again after a storage fault is let go: its log holds
+        everything acknowledged)."""
+        if self._reopening is not None:
+            self._reopening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reopening
+            if self._festival.log_failure is not None:
+                return
+        await asyncio.get_running_loop().run_in_executor(None, self._festival.close, True)
 
 
+class _Failed:
+    """What stands for a festival whose log failed while its folder is
+    opened again: its fault and its durability (which holds no state)."""
+
+    def __init__(self, failed: Festival) -> None:
+        self.log_failure = failed.log_failure
+        self.data_dir = failed.data_dir
+        self.durability = failed.durability
+
+    async def drain(self) -> bool:
+        return True  # its callers were answered before it was let go

@@ -131,6 +131,10 @@ class RemoteFestival(asyncio.Protocol):
         code, body, _ = await self._call(Kind.VIEW, View.STOCK_PROBE, 0, payload)
         return code, body
 
+    async def health(self) -> tuple[int, bytes]:
+        code, body, _ = await self._call(Kind.VIEW, View.HEALTH, 0, b"")
+        return code, body
+
     async def metrics(self) -> dict[str, int | float]:
         code, body, _ = await self._call(Kind.METRICS, 0, 0, b"")
         return msgspec.json.decode(body) if code == Result.ok else {}

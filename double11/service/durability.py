@@ -4,17 +4,23 @@ Opening a folder finds its latest snapshot and replays the log records after
 it.  Each applied batch's record (the batch and its time, not its results:
 replay applies it again, deterministically) is appended and fsynced, either
 beside the apply on the log thread or right after it; nobody is answered
-before it is on disk.  If a record cannot be written, the state holds a batch
-the log does not: no command and no snapshot after that, until a restart
-recovers from the log.  A snapshot writes the whole state and starts a new
+before it is on disk.  A snapshot writes the whole state and starts a new
 log segment; older segments go.
+
+A storage fault (a record that could not be written or synced: a full disk,
+a failing one) is said at once, and from then on the state holds a batch the
+log does not: every command and every read is refused with 503
+storage_unavailable (`refuse_after_failure`), no record is ever written after
+the lost one, and the segment is cut back to its last synced record.  Only
+opening the folder again (`Festival.reopen`; `double11 serve` does it by
+itself, link/local.py) brings the festival back, as the log holds it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,12 +58,23 @@ def replay(engine: Engine, directory: Path, seq: int) -> int:
     return seq
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
+def storage_unavailable(exc: BaseException) -> Double11Error:
+    """The refusal of every command and read after a storage fault (503, Retry-After)."""
+    return Double11Error(Result.storage_unavailable, detail=f"the log's last write failed: {_reason(exc)}")
+
+
 class Durability:
     """The log and snapshots of one festival (data_dir and log None: a
     festival in memory only).  `lock` is the state's: one writer or reader at
     a time."""
 
-    def __init__(self, data_dir: Path | None, log: command_log.CommandLog | None, lock: threading.Lock) -> None:
+    def __init__(self, data_dir: Path | None, log: command_log.CommandLog | None, lock: threading.RLock) -> None:
         self.data_dir = data_dir
         self.log = log
         self._lock = lock
@@ -65,8 +82,9 @@ class Durability:
         self._last_write: Future | None = None  # the last record handed to the log thread
         self.snapshot_seq = 0
         # set when a log record could not be written: the state then holds a
-        # batch the log does not, so no more commands until a restart recovers
+        # batch the log does not, so no more commands or reads until reopened
         self.log_failure: BaseException | None = None
+        self.on_fault: list[Callable[[], None]] = []  # called once, on the thread that met the fault
 
     # ----------------------------------------------------------------- records
     def writes_after(self, commands: int) -> bool:
@@ -97,25 +115,49 @@ class Durability:
 
     def refuse_after_failure(self) -> None:
         if self.log_failure is not None:
-            raise Double11Error(Result.internal, "the command log could not be written; restart to recover")
+            raise storage_unavailable(self.log_failure)
+
+    def unsynced(self) -> Future | None:
+        """The last record still on its way to disk (asked under the lock):
+        a read of the state as it is now may be answered once it is there
+        (records are written in order, so the ones before it are too)."""
+        last = self._last_write
+        return last if last is not None and not last.done() else None
 
     def write(self, now_ms: int, batch: CommandBatch) -> None:
         if self.log_failure is not None:  # never a record after a lost one: replay would skip a batch
-            raise self.log_failure
+            raise storage_unavailable(self.log_failure)
         log = self.log
         assert log is not None, "written only by a festival with a log (apply)"
         try:
             log.append(now_ms, batch.to_bytes())
             log.sync()
         except BaseException as exc:
-            self.log_failure = exc
-            raise
+            self._fault(exc)
+            raise storage_unavailable(exc) from exc
+
+    def _fault(self, exc: BaseException) -> None:
+        """Says a storage fault at once and loudly, and keeps the lost record off the disk."""
+        self.log_failure = exc
+        assert self.log is not None
+        where = self.log.cut_back()
+        logger.error("STORAGE FAULT: the command log could not be written (%s): %s. Commands and reads are "
+                     "refused with 503 storage_unavailable; nobody was told the lost batch was done. The "
+                     "festival comes back from its log once the data folder can be written again.",
+                     _reason(exc), where)
+        for call in self.on_fault:
+            call()
 
     def written(self) -> None:
         """Waits until every applied batch's record is on disk (after a failed
         write nothing more goes there)."""
-        if self.log is not None and self.log_failure is None:
+        if self.log is None or self.log_failure is not None:
+            return
+        try:
             self._io.submit(self.log.sync).result()
+        except Exception as exc:  # every record was synced already, but the disk is failing: say it
+            self._fault(exc)
+            raise storage_unavailable(exc) from exc
 
     # --------------------------------------------------------------- snapshots
     def snapshot(self, engine: Engine) -> None:
@@ -145,6 +187,8 @@ class Durability:
                 logger.error("STORAGE FAULT: the snapshot at record %d was written but no new log segment could "
                              "be started after it (%s); commands are refused until the festival reopens from "
                              "the snapshot", seq, exc.strerror or exc)
+                for call in self.on_fault:
+                    call()
                 return
             self.log.drop_segments_before(seq + 1)
 
@@ -167,12 +211,19 @@ class Durability:
         """Whether commands came in since the last snapshot."""
         return self.log is not None and self.log.next_seq - 1 > self.snapshot_seq
 
+    def abandon(self) -> None:
+        """After a storage fault: the log thread stops (the log was cut back and closed)."""
+        self._io.shutdown(wait=True)
+
     def close(self) -> None:
         """Closes the log (its records already on disk: `written`) and the log thread.
         After a storage fault the log is not touched again (nothing more goes there)."""
         try:
             if self.log is not None and self.log_failure is None:
                 with self._lock:
-                    self.log.close()
+                    try:
+                        self.log.close()
+                    except OSError as exc:  # its records were synced one by one; the disk is failing: say it
+                        self._fault(exc)
         finally:
             self._io.shutdown(wait=True)

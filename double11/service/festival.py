@@ -38,6 +38,7 @@ from double11.engine.json_commands import Bodies
 from double11.engine.machine import Engine
 from double11.engine.warm_up import compile_kernels
 from double11.engine.wire import encode_results
+from double11.errors import Double11Error
 from double11.service.clock import FestivalClock, first_day, kept_clock
 from double11.service.durability import Durability, latest_snapshot, replay
 from double11.service.group_commit import GroupCommit, check_batch_size
@@ -53,7 +54,7 @@ class Festival:
         self.engine = engine
         self.clock = clock
         # one writer or reader at a time: apply + append, or a read of the state
-        lock = threading.Lock()
+        lock = threading.RLock()  # a read may hold reads of its own (Festival.read of a function calling sku())
         # big batches are applied here (the compiled loop lets go of the GIL), so
         # the event loop takes in the next requests meanwhile; HTTP reads run
         # here too, between batches, never on a half-applied one
@@ -61,7 +62,7 @@ class Festival:
         self.durability = Durability(data_dir, log, lock)
         self.writes = Writes(engine, clock, self.durability, lock)
         self.group_commit = GroupCommit(engine, self.writes.apply, self.durability, self._engine)
-        self.reads = Reads(engine, clock, lock, self._engine)
+        self.reads = Reads(engine, clock, lock, self._engine, self.durability)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -143,9 +144,9 @@ class Festival:
         return await self.group_commit.drain(timeout_s)
 
     # ------------------------------------------------------------------- reads
-    # Each read sees the state between two batches.  From the event loop, use
-    # `read`: it waits for its turn on the engine thread instead of blocking the
-    # loop while a batch applies.
+    # Each read sees the state between two batches, once durable (service/reads.py).
+    # From the event loop, use `read` with a view of `reads` (`reads.sku_view`, ...):
+    # it waits for its turn on the engine thread instead of blocking the loop.
     async def read(self, view: Callable[..., Any], *args: Any) -> Any:
         return await self.reads.read(view, *args)
 
@@ -174,6 +175,7 @@ class Festival:
         return self.reads.state_bytes()
 
     def metrics(self) -> dict[str, int | float]:
+        """The festival's figures for /metrics, the state's as durable (read them with `read`)."""
         e = self.engine
         latencies = sorted(self.group_commit.batch_ms)
 
@@ -195,6 +197,7 @@ class Festival:
             "double11_batch_ms_p50": p(0.50),
             "double11_batch_ms_p99": p(0.99),
             "double11_state_bytes": self.state_bytes(),
+            "double11_storage_fault": int(self.durability.log_failure is not None),
         }
 
     # The figures and parts a festival always showed, now kept by its pieces.
@@ -235,13 +238,31 @@ class Festival:
         """Writes the whole state and starts a new log segment; older segments go."""
         self.durability.snapshot(self.engine)
 
+    def reopen(self) -> Festival:
+        """The festival as its data folder holds it (latest snapshot + log),
+        after a storage fault: the batch whose record was lost is not there.
+        Raises OSError while the folder cannot be written (a new log segment
+        starts).  Call `abandon` on this one first."""
+        assert self.data_dir is not None, "a festival in memory has no storage to fault"
+        return Festival.open(data_dir=self.data_dir, speedup=self.clock.speedup)
+
+    def abandon(self) -> None:
+        """Lets go of a festival whose log failed: its threads stop, nothing
+        more is written (no snapshot: the state holds a batch the log does not)."""
+        self.durability.abandon()
+        self.group_commit.close()
+        self._engine.shutdown(wait=True)
+
     def close(self, snapshot: bool = False) -> None:
         """Closes the log.  With snapshot, writes one first if commands came in
         since the last: a restart then loads it instead of replaying the log.
         A snapshot that cannot be written (a full disk) is said in one line
         and not raised: the log, closed intact, keeps everything
         (`durability.behind_snapshot()` then says the close went without it)."""
-        self.durability.written()
+        try:
+            self.durability.written()
+        except Double11Error:  # a storage fault, said by durability: no snapshot of what the log may not hold
+            snapshot = False
         if snapshot and self.durability.behind_snapshot():
             with contextlib.suppress(SnapshotNotWritten):  # said by durability; a start replays the log
                 self.snapshot()

@@ -232,8 +232,9 @@ class GroupCommit:
             if durable is not None:
                 try:
                     await durable
-                except Exception as exc:  # the disk refused: nobody may be told it is done
-                    logger.exception("writing the command log failed; no more commands until a restart")
+                except Exception as exc:  # the disk refused (said by durability): nobody may be told it is done
+                    if not isinstance(exc, Double11Error):
+                        logger.exception("writing the command log failed")
                     _fail(runs, exc)
                     return
             self.batch_ms.append((time.perf_counter() - started) * 1000)
@@ -291,6 +292,12 @@ class GroupCommit:
                         future.set_result(results[at:at + count])
                     at += count
             offset = run_end
+
+    def stop(self) -> None:
+        """Stops the committer (after a storage fault, once drained: it would
+        wait for commands forever, holding the state).  On the event loop."""
+        if self._committer is not None:
+            self._committer.cancel()
 
     def close(self) -> None:
         """Lets the decoding thread go (after the last caller was answered)."""

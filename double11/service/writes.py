@@ -27,7 +27,7 @@ logger = logging.getLogger("double11.service")
 
 
 class Writes:
-    def __init__(self, engine: Engine, clock: FestivalClock, durability: Durability, lock: threading.Lock) -> None:
+    def __init__(self, engine: Engine, clock: FestivalClock, durability: Durability, lock: threading.RLock) -> None:
         self.engine = engine
         self.clock = clock
         self.durability = durability

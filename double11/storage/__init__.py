@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Makes a folder's entries durable (a file created, renamed or removed in it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def numbered(directory: Path, prefix: str, suffix: str) -> list[tuple[int, Path]]:

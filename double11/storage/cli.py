@@ -24,6 +24,7 @@ from double11.cli import existing_folder
 from double11.engine.batch import CommandBatch
 from double11.errors import Double11Error
 from double11.lifecycle import LOCK_FILE, CommandFailed, data_dir_user
+from double11.storage import fsync_dir
 from double11.storage import log as command_log
 from double11.storage import snapshot as snapshots
 from double11.storage.damage import Damage, LogDamaged, TornTail
@@ -156,10 +157,10 @@ def _repair(args: argparse.Namespace) -> int:
             return 0
         for path in reversed(later):  # the last first: stopped midway, the damage is still there to repair
             path.unlink()
-        _fsync_dir(directory)
+        fsync_dir(directory)
         if offset == command_log.records_start_of(segment):
             segment.unlink()  # nothing left in it: the next start begins a segment where it needs one
-            _fsync_dir(directory)
+            fsync_dir(directory)
         else:
             with open(segment, "r+b") as f:
                 f.truncate(offset)
@@ -261,11 +262,3 @@ def _commands_in(payload: memoryview) -> int:
         return len(CommandBatch.from_bytes(payload, trusted=True))
     except Double11Error:  # intact but not a batch this code reads: counted as a record only
         return 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

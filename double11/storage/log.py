@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from double11.storage import newer_format, numbered
+from double11.storage import fsync_dir, newer_format, numbered
 from double11.storage.damage import Damage, LogDamaged, TornTail
 
 _RECORD = struct.Struct("<IIQq")
@@ -51,12 +51,23 @@ def segments(directory: Path) -> list[tuple[int, Path]]:
     return numbered(directory, "log", ".d11")
 
 
+class LogFiles:
+    """The calls the log writes its records with.  Tests put one that fails
+    at a chosen moment in a log's `files` (a failing write or sync, as a full
+    or broken disk gives), instead of preloading a library into the process."""
+
+    write = staticmethod(os.write)
+    fdatasync = staticmethod(os.fdatasync)
+
+
 class CommandLog:
-    def __init__(self, directory: Path, next_seq: int):
+    def __init__(self, directory: Path, next_seq: int, files: LogFiles | None = None):
         self.directory = directory
         self.next_seq = next_seq
+        self.files = files or LogFiles()
         self._fd = -1
         self._segment_bytes = 0  # written to the current segment
+        self._synced_bytes = 0  # of those, on disk (a failed write or sync is cut back to here)
         self._uncached_bytes = 0  # of those, synced and dropped from the page cache
         self.bytes_written = 0
         self.syncs = 0
@@ -64,36 +75,41 @@ class CommandLog:
 
     def start_segment(self, first_seq: int) -> None:
         if self._fd >= 0:
-            os.fdatasync(self._fd)
+            self.files.fdatasync(self._fd)
             os.close(self._fd)
+            self._fd = -1
         path = self.directory / _segment_name(first_seq)
+        self.first_seq = first_seq
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         size = os.fstat(self._fd).st_size
         if size == 0:  # a new segment (or one a crash left empty): it says its format first
-            size = os.write(self._fd, _SEGMENT_HEADER.pack(_SEGMENT_MAGIC, LOG_FORMAT, 0))
-            self.bytes_written += size
-        self._segment_bytes = size
+            size = self._write_all(_SEGMENT_HEADER.pack(_SEGMENT_MAGIC, LOG_FORMAT, 0))
+            self.files.fdatasync(self._fd)
+        self._segment_bytes = self._synced_bytes = size
         self._uncached_bytes = size - size % _PAGE_BYTES  # dropped a whole page at a time
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def append(self, now_ms: int, payload: bytes) -> int:
         """Writes one record (not yet durable); returns its sequence number."""
         seq = self.next_seq
         head = struct.pack("<Qq", seq, now_ms)
         crc = zlib.crc32(payload, zlib.crc32(head))
-        record = _RECORD.pack(len(payload), crc, seq, now_ms) + payload
-        view = memoryview(record)
-        while view:
-            view = view[os.write(self._fd, view):]
+        self._segment_bytes += self._write_all(_RECORD.pack(len(payload), crc, seq, now_ms) + payload)
         self.next_seq = seq + 1
-        self.bytes_written += len(record)
-        self._segment_bytes += len(record)
         return seq
+
+    def _write_all(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:  # a write can be short (a disk filling up): the rest, or its error, comes next
+            view = view[self.files.write(self._fd, view):]
+        self.bytes_written += len(data)
+        return len(data)
 
     def sync(self) -> None:
         """Makes every record appended so far durable (group commit: one call covers many)."""
         end = self._segment_bytes
-        os.fdatasync(self._fd)
+        self.files.fdatasync(self._fd)
+        self._synced_bytes = end
         self.syncs += 1
         # The log is read back only at recovery, so its pages leave the page
         # cache once on disk: a festival writes gigabytes of it, which would
@@ -109,9 +125,26 @@ class CommandLog:
                              os.POSIX_FADV_DONTNEED)
             self._uncached_bytes = whole_pages_end
 
+    def cut_back(self) -> str:
+        """After a failed write or sync: the segment cut back to its last
+        synced record, so that neither a torn record nor one whose sync
+        failed (its bytes may or may not have reached the disk) can come
+        back at a restart; the next record will go to a fresh segment (the
+        festival reopens).  Says what it did."""
+        path = self.directory / _segment_name(self.first_seq)
+        try:
+            os.ftruncate(self._fd, self._synced_bytes)
+            os.fsync(self._fd)
+        except OSError as exc:
+            return f"{path} could not be cut back to its last synced record at byte {self._synced_bytes} ({exc})"
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+        return f"{path} cut back to its last synced record, at byte {self._synced_bytes}"
+
     def close(self) -> None:
         if self._fd >= 0:
-            os.fdatasync(self._fd)
+            self.files.fdatasync(self._fd)
             os.close(self._fd)
             self._fd = -1
 
@@ -276,11 +309,3 @@ def records_start_of(path: Path) -> int:
     """records_start of a segment file, reading its header only."""
     with open(path, "rb") as f:
         return records_start(path, f.read(_SEGMENT_HEADER.size))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

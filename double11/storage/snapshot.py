@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from double11.storage import UnreadableData, newer_format, numbered
+from double11.storage import UnreadableData, fsync_dir, newer_format, numbered
 
 SNAPSHOT_FORMAT = 2
 _MAGIC = b"d11snap\n"
@@ -149,7 +149,7 @@ def write(directory: Path, seq: int, state: State) -> Path:
             os.close(fd)
         os.replace(tmp, path)
         renamed = True
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except BaseException:
         # a full disk most likely: give its space back; the older snapshots
         # are still there (a crash now recovers from one of them or from this
@@ -172,14 +172,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------ reading
