@@ -111,8 +111,9 @@ class LocalFestival:
         self._watch(festival)
         self._festival, self._reopening = festival, None
         freeze_what_exists()
-        log.warning("the storage fault is over: the festival is open again from its log (%s commands in it "
-                    "since the last snapshot were replayed); commands and reads are served", f"{festival.commands:,}")
+        last = festival.log.next_seq - 1 if festival.log is not None else 0
+        log.warning("the storage fault is over: the festival is open again from its snapshot and log, up to "
+                    "record %s, the last one written; commands and reads are served", f"{last:,}")
 
     @property
     def festival(self) -> Festival:
