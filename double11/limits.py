@@ -140,3 +140,20 @@ refused_checkouts_kept_max = 100_000
 # SKUs the front knows sold out, to refuse new checkouts of at the front
 # (each a few dozen bytes); past this, the oldest quarter is forgotten
 sold_out_skus_kept_max = 100_000
+
+# A unit's command log on a NATS JetStream cluster (double11/cluster)
+nats_start_s_max = 60  # a local cluster's nodes listening and a JetStream meta leader elected
+nats_stop_s_max = 10  # a node's clean exit after SIGTERM, before it is killed
+nats_payload_bytes_max = 8 * 1024 * 1024  # a log record (one batch) as one message; the server's max_payload
+stream_replicas = 3  # copies of each unit's stream, each on its own node (a Raft group: a majority acks)
+# one publish ack waited for before the record is sent again (with the same
+# message id, which the stream's dedup drops if the first one landed)
+stream_ack_wait_s = 2.0
+# a record's publish retried across a stream leader's election (Raft election
+# timeouts are 4-9 s) before the log says a storage fault
+stream_retry_s_max = 30.0
+stream_dedup_window_s = 120  # retried publishes within this window are dropped as duplicates
+stream_connect_s_max = 20  # the client's first connection to the cluster and the stream's creation
+stream_replay_wait_s = 5.0  # one fetch of records while a stream is read back
+stream_replay_fetch_records_max = 256  # records asked for in one fetch while reading back
+standby_fetch_wait_s = 1.0  # a standby's wait for new records before it looks again (and whether to stop)

@@ -1,0 +1,76 @@
+"""A festival unit whose command log is a JetStream stream (stream_log.StreamLog).
+
+Opening a unit is Festival.open with the log in the cluster: the latest local
+snapshot (the catalog and config live in the first one, as in a data folder),
+then every stream record after it, then the festival goes on appending to the
+stream.  The folder keeps the snapshots and the clock; the stream keeps the
+commands, replicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from double11.catalog import Catalog
+from double11.cluster.stream_log import StreamLog, stream_replay
+from double11.config import FestivalConfig
+from double11.engine.batch import CommandBatch
+from double11.engine.machine import Engine
+from double11.engine.warm_up import compile_kernels
+from double11.service.clock import first_day, kept_clock
+from double11.service.durability import latest_snapshot
+from double11.service.festival import Festival
+
+
+def replay_stream(engine: Engine, urls: list[str], unit: str, seq: int) -> int:
+    """Applies every record of the unit's stream after seq; the last record's sequence number."""
+    def records() -> Iterator[tuple[CommandBatch, int]]:
+        nonlocal seq
+        for record_seq, now_ms, payload in stream_replay(urls, unit, seq):
+            seq = record_seq
+            yield CommandBatch.from_bytes(payload, trusted=True), now_ms
+
+    for _ in engine.apply_all(records()):
+        pass
+    return seq
+
+
+class UnitFestival(Festival):
+    """A festival on a stream log; after a storage fault it reopens from the stream."""
+
+    urls: list[str]
+    unit: str
+    stream_log: StreamLog  # the festival's log (durability.log), by its own type
+
+    def reopen(self) -> Festival:
+        assert self.data_dir is not None
+        return open_unit(self.urls, self.unit, self.data_dir, speedup=self.clock.speedup)
+
+
+def open_unit(urls: list[str], unit: str, data_dir: str | Path, catalog: Catalog | None = None,
+              config: FestivalConfig | None = None, speedup: float = 1.0,
+              clock_start_ms: int | None = None) -> UnitFestival:
+    """Opens (or recovers) unit `unit` of the cluster at `urls`, its snapshots in data_dir."""
+    compile_kernels()
+    directory = Path(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    found = latest_snapshot(directory)
+    if found:
+        seq, engine = found
+    else:
+        if catalog is None:
+            raise ValueError(f"{directory} holds no festival yet: a catalog is needed to start unit {unit}")
+        config, clock_start_ms = first_day(config, clock_start_ms, speedup)
+        seq, engine = 0, Engine(catalog, config)
+    seq = replay_stream(engine, urls, unit, seq)
+    clock = kept_clock(directory, speedup, clock_start_ms)
+    log = StreamLog(urls, unit, seq + 1)
+    # the festival's durability calls the CommandLog methods StreamLog has
+    festival = UnitFestival(engine, directory, cast(Any, log), clock)
+    festival.urls, festival.unit, festival.stream_log = list(urls), unit, log
+    festival.durability.snapshot_seq = found[0] if found else 0
+    if not found:
+        festival.snapshot()  # the catalog and config live in the snapshot from now on
+    return festival

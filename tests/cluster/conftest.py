@@ -1,0 +1,25 @@
+"""A local NATS cluster per test (double11/cluster/nats_local.py), stopped
+afterwards, passed or failed, and checked gone: no node outlives its test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster_processes import gone  # tests/cluster/cluster_processes.py
+
+from double11.cluster.nats_local import LocalNats
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[LocalNats]:
+    cluster = LocalNats(tmp_path / "nats", nodes=3).start()
+    pids = cluster.pids()
+    assert len(pids) == 3
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        pids += cluster.pids()
+    assert all(gone(pid) for pid in pids), f"nats-server processes left: {[p for p in pids if not gone(p)]}"
