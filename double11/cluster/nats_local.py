@@ -147,6 +147,7 @@ class LocalNats:
         node = self.nodes[k]
         self._signal(node, signal.SIGKILL)
         self._reap(node, time.monotonic() + limits.nats_stop_s_max)
+        node.process = None  # down on purpose: not a node that failed (wait_ready)
 
     def restart(self, k: int) -> None:
         node = self.nodes[k]

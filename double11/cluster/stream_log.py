@@ -55,6 +55,8 @@ from double11 import limits
 
 RECORD_HEAD = struct.Struct("<Qq")  # seq, now_ms
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's error code: the stream's last sequence is not the expected one
+# the first copy of a record sent again is still being replicated (no quorum yet): its outcome is not known
+_DUPLICATE_IN_PROCESS = 10158
 _UNIT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _T = TypeVar("_T")
 
@@ -137,7 +139,8 @@ class _Record:
 def _is_transient(exc: BaseException) -> bool:
     """Errors a leader change or a lost connection gives: the record is sent again."""
     if isinstance(exc, nats.js.errors.APIError):
-        return exc.err_code != _WRONG_LAST_SEQUENCE and (exc.code or 0) in (0, 503, 408)
+        return exc.err_code == _DUPLICATE_IN_PROCESS or (
+            exc.err_code != _WRONG_LAST_SEQUENCE and (exc.code or 0) in (0, 503, 408))
     return isinstance(exc, (asyncio.TimeoutError, TimeoutError, nats.errors.Error, ConnectionError))
 
 
@@ -265,8 +268,9 @@ class StreamLog:
                 if _wrong_last(exc):  # the stream is past seq - 1: is this record there already?
                     if await self._holds(record):
                         return api.PubAck(stream=self.stream, seq=record.seq, duplicate=True)
-                    raise StreamLogError(errno.EIO, f"the stream {self.stream} already holds a record {record.seq} "
-                                         f"this log did not write (a second writer?)") from exc
+                    raise StreamLogError(errno.EIO, f"the stream {self.stream} does not end at record "
+                                         f"{record.seq - 1} and holds no record {record.seq} of this log's: "
+                                         f"another writer wrote there") from exc
                 if not _is_transient(exc):
                     raise StreamLogError(errno.EIO, f"the stream {self.stream} refused record {record.seq}: "
                                          f"{exc}") from exc
@@ -316,7 +320,6 @@ class StreamLog:
     def _shut(self) -> None:
         if self._io.loop.is_closed():
             return
-        self._unconfirmed.clear()
 
         async def stop() -> None:
             await self._queue.put(None)

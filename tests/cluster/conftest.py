@@ -20,6 +20,6 @@ def nats_cluster(tmp_path: Path) -> Iterator[LocalNats]:
     try:
         yield cluster
     finally:
+        pids += cluster.pids()  # nodes restarted by the test run under new pids
         cluster.stop()
-        pids += cluster.pids()
     assert all(gone(pid) for pid in pids), f"nats-server processes left: {[p for p in pids if not gone(p)]}"

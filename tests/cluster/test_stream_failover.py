@@ -10,6 +10,7 @@ from model import T0, co, small_catalog
 
 from double11 import limits
 from double11.cluster.nats_local import LocalNats
+from double11.cluster.standby import Standby, state_hash
 from double11.cluster.stream_log import stream_info, stream_replay
 from double11.cluster.unit import UnitFestival, open_unit
 
@@ -67,6 +68,7 @@ def test_the_stream_leaders_node_killed_under_load_loses_nothing_acknowledged(na
                                                                              tmp_path: Path):
     unit = open_unit(nats_cluster.urls, "north", tmp_path / "north", catalog=small_catalog(stock={102: 10**7}),
                      clock_start_ms=T0)
+    standby = Standby.from_snapshot(nats_cluster.urls, "north", tmp_path / "north")
     load = Load(unit)
     try:
         load.wait_batches(_BATCHES_BEFORE_AND_AFTER, timeout_s=limits.stream_retry_s_max)
@@ -84,7 +86,13 @@ def test_the_stream_leaders_node_killed_under_load_loses_nothing_acknowledged(na
     finally:
         load.end()
         log = unit.stream_log
-        unit.close()
+        try:
+            # the standby read on through the kill (its reader on another node if its own went)
+            assert standby.wait_for(log.next_seq - 1, timeout_s=3 * limits.stream_retry_s_max), standby.error
+            assert standby.state_hash() == state_hash(unit.engine)
+        finally:
+            standby.close()
+            unit.close()
     assert not load.errors, load.errors
     nats_cluster.restart(killed)  # back in the cluster: the stream has its three replicas again
 

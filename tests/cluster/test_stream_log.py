@@ -93,7 +93,7 @@ def test_a_second_writer_is_fenced_off(nats_cluster: LocalNats):
         first.append(3, b"first")
         first.sync()
         second.append(3, b"second")
-        with pytest.raises(StreamLogError, match="already holds a record 4 this log did not write"):
+        with pytest.raises(StreamLogError, match="does not end at record 3 and holds no record 4 of this log's"):
             second.sync()
     finally:
         first.close()
