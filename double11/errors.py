@@ -127,8 +127,9 @@ MESSAGES: dict[Result, str] = {
     Result.not_found: "no such resource",
     Result.method_not_allowed: "method not allowed",
     Result.unavailable: "the engine is not running; retry with the same idempotency_key once it is back",
-    Result.storage_unavailable: ("the command log cannot be written (a full or failing disk): nothing of this "
-                                 "request was applied; retry with the same idempotency_key"),
+    Result.storage_unavailable: ("the command log cannot be written (a full or failing disk, or a log stream "
+                                 "without its majority): nothing of this request was applied; retry with the "
+                                 "same idempotency_key"),
     Result.internal: "internal error; the request may be retried with the same idempotency_key",
 }
 

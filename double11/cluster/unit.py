@@ -9,7 +9,8 @@ commands, replicated.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,9 +45,9 @@ class UnitFestival(Festival):
     unit: str
     stream_log: StreamLog  # the festival's log (durability.log), by its own type
 
-    def reopen(self) -> Festival:
+    def reopener(self) -> Callable[[], Festival]:
         assert self.data_dir is not None
-        return open_unit(self.urls, self.unit, self.data_dir, speedup=self.clock.speedup)
+        return functools.partial(open_unit, self.urls, self.unit, self.data_dir, speedup=self.clock.speedup)
 
 
 def open_unit(urls: list[str], unit: str, data_dir: str | Path, catalog: Catalog | None = None,

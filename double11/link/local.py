@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 from typing import Any
@@ -90,7 +89,7 @@ class LocalFestival:
         await failed.drain()
         failed.group_commit.stop()
         await loop.run_in_executor(None, failed.abandon)
-        reopen = functools.partial(Festival.open, data_dir=failed.data_dir, speedup=failed.clock.speedup)
+        reopen = failed.reopener()
         self._festival = _Failed(failed)  # type: ignore[assignment]  # stands for it: refusals, health, close
         # its state may be held in cycles among what was frozen at the start: freed before
         # the folder is read again, so that memory never holds two festivals

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -243,8 +244,13 @@ class Festival:
         after a storage fault: the batch whose record was lost is not there.
         Raises OSError while the folder cannot be written (a new log segment
         starts).  Call `abandon` on this one first."""
+        return self.reopener()()
+
+    def reopener(self) -> Callable[[], Festival]:
+        """`reopen`, as a call that does not hold this festival (so that its
+        state can go before the folder is read again)."""
         assert self.data_dir is not None, "a festival in memory has no storage to fault"
-        return Festival.open(data_dir=self.data_dir, speedup=self.clock.speedup)
+        return functools.partial(Festival.open, data_dir=self.data_dir, speedup=self.clock.speedup)
 
     def abandon(self) -> None:
         """Lets go of a festival whose log failed: its threads stop, nothing
