@@ -40,7 +40,7 @@ import secrets
 import struct
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -326,12 +326,17 @@ class StreamLog:
             await self._sender
             await self._nc.close()
 
-        try:
-            self._io.call(stop(), limits.nats_stop_s_max)
-        except Exception:  # noqa: BLE001 (the connection is gone either way)
-            pass
-        finally:
-            self._io.close()
+        _stop_on(self._io, stop)
+
+
+def _stop_on(io: Any, stop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Runs `stop` on the client's loop (a bounded wait), then ends the loop."""
+    try:
+        io.call(stop(), limits.nats_stop_s_max)
+    except Exception:  # noqa: BLE001 (the connection is gone either way)
+        pass
+    finally:
+        io.close()
 
 
 def _wrong_last(exc: BaseException) -> bool:
@@ -412,12 +417,7 @@ class StreamReader:
             finally:
                 await self._nc.close()
 
-        try:
-            self._io.call(stop(), limits.nats_stop_s_max)
-        except Exception:  # noqa: BLE001 (the connection is gone either way)
-            pass
-        finally:
-            self._io.close()
+        _stop_on(self._io, stop)
 
 
 def stream_replay(urls: list[str], unit: str, after_seq: int,

@@ -19,9 +19,6 @@ from double11.cluster.stream_log import StreamLog, stream_replay
 from double11.config import FestivalConfig
 from double11.engine.batch import CommandBatch
 from double11.engine.machine import Engine
-from double11.engine.warm_up import compile_kernels
-from double11.service.clock import first_day, kept_clock
-from double11.service.durability import latest_snapshot
 from double11.service.festival import Festival
 
 
@@ -54,24 +51,14 @@ def open_unit(urls: list[str], unit: str, data_dir: str | Path, catalog: Catalog
               config: FestivalConfig | None = None, speedup: float = 1.0,
               clock_start_ms: int | None = None) -> UnitFestival:
     """Opens (or recovers) unit `unit` of the cluster at `urls`, its snapshots in data_dir."""
-    compile_kernels()
-    directory = Path(data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    found = latest_snapshot(directory)
-    if found:
-        seq, engine = found
-    else:
-        if catalog is None:
-            raise ValueError(f"{directory} holds no festival yet: a catalog is needed to start unit {unit}")
-        config, clock_start_ms = first_day(config, clock_start_ms, speedup)
-        seq, engine = 0, Engine(catalog, config)
-    seq = replay_stream(engine, urls, unit, seq)
-    clock = kept_clock(directory, speedup, clock_start_ms)
-    log = StreamLog(urls, unit, seq + 1)
-    # the festival's durability calls the CommandLog methods StreamLog has
-    festival = UnitFestival(engine, directory, cast(Any, log), clock)
-    festival.urls, festival.unit, festival.stream_log = list(urls), unit, log
-    festival.durability.snapshot_seq = found[0] if found else 0
-    if not found:
-        festival.snapshot()  # the catalog and config live in the snapshot from now on
+    logs: list[StreamLog] = []
+
+    def open_log(seq: int) -> Any:  # the festival's durability calls the CommandLog methods StreamLog has
+        logs.append(StreamLog(urls, unit, seq + 1))
+        return logs[0]
+
+    festival = cast(UnitFestival, UnitFestival.recover(
+        Path(data_dir), catalog, config, speedup, clock_start_ms,
+        lambda engine, seq: replay_stream(engine, urls, unit, seq), open_log))
+    festival.urls, festival.unit, festival.stream_log = list(urls), unit, logs[0]
     return festival

@@ -78,8 +78,21 @@ class Festival:
             compile_kernels()
             config, clock_start_ms = first_day(config, clock_start_ms, speedup)
             return cls(Engine(catalog, config), None, None, FestivalClock(clock_start_ms, speedup))
-        compile_kernels()  # before a replay or a request waits for them
         directory = Path(data_dir)
+        return cls.recover(directory, catalog, config, speedup, clock_start_ms,
+                           lambda engine, seq: replay(engine, directory, seq),
+                           lambda seq: command_log.CommandLog(directory, seq + 1))
+
+    @classmethod
+    def recover(cls, directory: Path, catalog: Catalog | None, config: FestivalConfig | None, speedup: float,
+                clock_start_ms: int | None, replay_log: Callable[[Engine, int], int],
+                open_log: Callable[[int], Any]) -> Festival:
+        """A festival from the folder's latest snapshot (or a new one, of
+        `catalog`) and a log: `replay_log(engine, seq)` applies the log's
+        records after seq and gives the last one's; `open_log(seq)` gives the
+        log the next records go to (a command log, or a unit's stream log:
+        double11/cluster)."""
+        compile_kernels()  # before a replay or a request waits for them
         directory.mkdir(parents=True, exist_ok=True)
         found = latest_snapshot(directory)
         if found:
@@ -89,9 +102,9 @@ class Festival:
                 raise ValueError(f"{directory} holds no festival yet: a catalog is needed to start one")
             config, clock_start_ms = first_day(config, clock_start_ms, speedup)
             seq, engine = 0, Engine(catalog, config)
-        seq = replay(engine, directory, seq)
+        seq = replay_log(engine, seq)
         clock = kept_clock(directory, speedup, clock_start_ms)
-        festival = cls(engine, directory, command_log.CommandLog(directory, seq + 1), clock)
+        festival = cls(engine, directory, open_log(seq), clock)
         festival.durability.snapshot_seq = found[0] if found else 0
         if not found:
             festival.snapshot()  # the catalog and config live in the snapshot from now on
