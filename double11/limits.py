@@ -157,3 +157,15 @@ stream_connect_s_max = 20  # the client's first connection to the cluster and th
 stream_replay_wait_s = 5.0  # one fetch of records while a stream is read back
 stream_replay_fetch_records_max = 256  # records asked for in one fetch while reading back
 standby_fetch_wait_s = 1.0  # a standby's wait for new records before it looks again (and whether to stop)
+# A unit's primary lease (double11/cluster/lease.py): a key in a JetStream KV
+# bucket whose entries the cluster drops this long after their last write
+unit_lease_ttl_s = 3.0
+# between the primary's renewals: a third of the TTL, so one renewal may go
+# unanswered before the primary stops (at TTL - guard)
+unit_lease_renew_s = 1.0
+# the primary stops taking commands this long before its lease could expire
+# (counted from the moment it sent its last renewal that was answered), so no
+# batch of its is appended once a standby may hold the lease
+unit_lease_guard_s = 1.0
+unit_lease_poll_s = 0.2  # a standby's tries to take a lease that is held
+unit_failover_s_max = 10.0  # a unit's standby serving after its primary died (issue 25's bound)

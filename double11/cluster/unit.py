@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from double11.catalog import Catalog
+from double11.cluster.lease import LeasedStreamLog, UnitLease
 from double11.cluster.stream_log import StreamLog, stream_replay
 from double11.config import FestivalConfig
 from double11.engine.batch import CommandBatch
@@ -49,12 +50,13 @@ class UnitFestival(Festival):
 
 def open_unit(urls: list[str], unit: str, data_dir: str | Path, catalog: Catalog | None = None,
               config: FestivalConfig | None = None, speedup: float = 1.0,
-              clock_start_ms: int | None = None) -> UnitFestival:
-    """Opens (or recovers) unit `unit` of the cluster at `urls`, its snapshots in data_dir."""
+              clock_start_ms: int | None = None, lease: UnitLease | None = None) -> UnitFestival:
+    """Opens (or recovers) unit `unit` of the cluster at `urls`, its snapshots in data_dir;
+    with a lease (held: lease.py), its log takes no record once the lease is not held."""
     logs: list[StreamLog] = []
 
     def open_log(seq: int) -> Any:  # the festival's durability calls the CommandLog methods StreamLog has
-        logs.append(StreamLog(urls, unit, seq + 1))
+        logs.append(StreamLog(urls, unit, seq + 1) if lease is None else LeasedStreamLog(urls, unit, seq + 1, lease))
         return logs[0]
 
     festival = cast(UnitFestival, UnitFestival.recover(
