@@ -51,6 +51,10 @@ class LeaseHeld(RuntimeError):
     """The unit's lease is held by another engine: one line naming the holder."""
 
 
+class LeaseUnavailable(RuntimeError):
+    """The cluster's lease bucket could not be reached: one line."""
+
+
 async def lease_bucket(nc: Client, replicas: int = limits.stream_replicas) -> KeyValue:
     """The cluster's lease bucket, created by the first engine that needs it."""
     js = nc.jetstream(timeout=limits.stream_ack_wait_s)
@@ -92,14 +96,20 @@ class UnitLease:
         self._valid_until = 0.0  # time.monotonic() at which this holder stops believing it holds the lease
         self._renewer: asyncio.Task[None] | None = None
         self._io = LoopThread(f"double11-lease-{unit}")
+        opening = self._io.submit(self._open(urls))
         try:
-            self._nc, self._kv = self._io.call(self._open(urls), limits.stream_connect_s_max * 2)
-        except BaseException:
+            self._nc, self._kv = opening.result(limits.stream_connect_s_max * 2)
+        except BaseException as exc:
+            opening.cancel()
             self._io.close()
-            raise
+            if isinstance(exc, (LeaseHeld, KeyboardInterrupt, SystemExit)):
+                raise
+            reason = f"{type(exc).__name__} {exc}".rstrip()
+            raise LeaseUnavailable(f"the lease bucket {LEASE_BUCKET} could not be reached on {', '.join(urls)} "
+                                   f"within {limits.stream_connect_s_max} s: {reason}") from exc
 
     async def _open(self, urls: list[str]) -> tuple[Client, KeyValue]:
-        nc = await connect(urls)
+        nc = await asyncio.wait_for(connect(urls), limits.stream_connect_s_max)  # the client alone would go on trying
         try:
             return nc, await lease_bucket(nc)
         except BaseException:

@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from double11.catalog.files import load_catalog
-from double11.cluster.lease import LeaseHeld, UnitLease
+from double11.cluster.lease import LeaseHeld, LeaseUnavailable, UnitLease
 from double11.cluster.nats_local import NatsUnavailable
 from double11.cluster.standby import Standby, state_hash
 from double11.cluster.stream_log import StreamLogError, check_unit
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)
-    except (LeaseHeld, StreamLogError, NatsUnavailable, Double11Error, ValueError, OSError) as exc:
+    except (LeaseHeld, LeaseUnavailable, StreamLogError, NatsUnavailable, Double11Error, ValueError, OSError) as exc:
         print(f"double11 node {args.unit}: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, LeaseHeld) else 1
 
