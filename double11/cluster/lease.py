@@ -42,7 +42,7 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from double11 import limits
-from double11.cluster.stream_log import LoopThread, StreamLog, StreamLogError, check_unit, connect
+from double11.cluster.stream_log import LoopThread, StreamLog, StreamLogError, ask_cluster, check_unit, connect
 
 LEASE_BUCKET = "d11-leases"
 
@@ -228,21 +228,13 @@ class UnitLease:
 
 def lease_holder(urls: list[str], unit: str) -> str | None:
     """Who holds unit `unit`'s lease now (None: nobody)."""
-    io = LoopThread(f"double11-lease-ask-{unit}")
-
-    async def ask() -> str | None:
-        nc = await connect(urls)
+    async def holder(nc: Client) -> str | None:
         try:
             return _describe((await (await lease_bucket(nc)).get(check_unit(unit))).value or b"")
         except nats.js.errors.KeyNotFoundError:
             return None
-        finally:
-            await nc.close()
 
-    try:
-        return io.call(ask(), limits.stream_connect_s_max * 2)
-    finally:
-        io.close()
+    return ask_cluster(urls, f"double11-lease-ask-{unit}", holder)
 
 
 class LeasedStreamLog(StreamLog):

@@ -438,14 +438,15 @@ def stream_replay(urls: list[str], unit: str, after_seq: int,
         reader.close()
 
 
-def stream_info(urls: list[str], unit: str) -> api.StreamInfo:
-    """The unit's stream as the cluster sees it now: its leader and replicas, first and last records."""
-    io = LoopThread(f"double11-info-{unit}")
+def ask_cluster(urls: list[str], name: str, question: Callable[[Client], Coroutine[Any, Any, _T]]) -> _T:
+    """One question to the cluster from a thread without an event loop: a
+    connection of its own, `question(client)`, and the connection closed."""
+    io = LoopThread(name)
 
-    async def ask() -> api.StreamInfo:
+    async def ask() -> _T:
         nc = await connect(urls)
         try:
-            return await nc.jetstream(timeout=limits.stream_replay_wait_s).stream_info(stream_name(check_unit(unit)))
+            return await question(nc)
         finally:
             await nc.close()
 
@@ -453,3 +454,11 @@ def stream_info(urls: list[str], unit: str) -> api.StreamInfo:
         return io.call(ask(), limits.stream_connect_s_max * 2)
     finally:
         io.close()
+
+
+def stream_info(urls: list[str], unit: str) -> api.StreamInfo:
+    """The unit's stream as the cluster sees it now: its leader and replicas, first and last records."""
+    async def info(nc: Client) -> api.StreamInfo:
+        return await nc.jetstream(timeout=limits.stream_replay_wait_s).stream_info(stream_name(check_unit(unit)))
+
+    return ask_cluster(urls, f"double11-info-{unit}", info)
