@@ -169,3 +169,6 @@ unit_lease_renew_s = 1.0
 unit_lease_guard_s = 1.0
 unit_lease_poll_s = 0.2  # a standby's tries to take a lease that is held
 unit_failover_s_max = 10.0  # a unit's standby serving after its primary died (issue 25's bound)
+# A unit's raw cumulative figures published for the cluster's global view
+# (double11/cluster/figures.py): the big screen's staleness on a cluster
+figures_publish_s = 0.5
