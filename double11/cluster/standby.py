@@ -156,7 +156,7 @@ class Standby:
             log = self._fence(lease, clock.now_ms())
         finally:
             self._reader.close()
-        festival = UnitFestival(self.engine, Path(data_dir), log, clock)  # type: ignore[arg-type]
+        festival = UnitFestival(self.engine, Path(data_dir), log, clock)
         festival.durability.snapshot_seq = self.snapshot_seq
         festival.urls, festival.unit, festival.stream_log = list(self.urls), self.unit, log
         return festival

@@ -1,6 +1,6 @@
 """A unit's command log on a replicated NATS JetStream stream.
 
-`StreamLog` has the calls of storage.log.CommandLog that the festival's
+`StreamLog` has the calls of service.durability.Log (as storage.log.CommandLog) that the festival's
 durability uses (`append`, `sync`, `next_seq`, `close`, `start_segment`,
 `drop_segments_before`, `cut_back`, `bytes_written`, `syncs`), so a festival
 runs on it unchanged: a batch is answered once its record is in the stream,

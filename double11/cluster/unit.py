@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
 
 from double11.catalog import Catalog
 from double11.cluster.lease import LeasedStreamLog, UnitLease
@@ -55,12 +54,12 @@ def open_unit(urls: list[str], unit: str, data_dir: str | Path, catalog: Catalog
     with a lease (held: lease.py), its log takes no record once the lease is not held."""
     logs: list[StreamLog] = []
 
-    def open_log(seq: int) -> Any:  # the festival's durability calls the CommandLog methods StreamLog has
+    def open_log(seq: int) -> StreamLog:
         logs.append(StreamLog(urls, unit, seq + 1) if lease is None else LeasedStreamLog(urls, unit, seq + 1, lease))
         return logs[0]
 
-    festival = cast(UnitFestival, UnitFestival.recover(
+    festival = UnitFestival.recover(
         Path(data_dir), catalog, config, speedup, clock_start_ms,
-        lambda engine, seq: replay_stream(engine, urls, unit, seq), open_log))
+        lambda engine, seq: replay_stream(engine, urls, unit, seq), open_log)
     festival.urls, festival.unit, festival.stream_log = list(urls), unit, logs[0]
     return festival

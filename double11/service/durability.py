@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from double11 import limits
 from double11.engine.batch import CommandBatch
@@ -58,6 +59,23 @@ def replay(engine: Engine, directory: Path, seq: int) -> int:
     return seq
 
 
+class Log(Protocol):
+    """What the durability writes records to: a folder's command log
+    (storage.log.CommandLog), or a unit's stream on a cluster
+    (cluster.stream_log.StreamLog)."""
+
+    next_seq: int
+    bytes_written: int
+    syncs: int
+
+    def append(self, now_ms: int, payload: bytes) -> int: ...
+    def sync(self) -> None: ...
+    def start_segment(self, first_seq: int) -> None: ...
+    def drop_segments_before(self, first_seq: int) -> None: ...
+    def cut_back(self) -> str: ...
+    def close(self) -> None: ...
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -74,7 +92,7 @@ class Durability:
     festival in memory only).  `lock` is the state's: one writer or reader at
     a time."""
 
-    def __init__(self, data_dir: Path | None, log: command_log.CommandLog | None, lock: threading.RLock) -> None:
+    def __init__(self, data_dir: Path | None, log: Log | None, lock: threading.RLock) -> None:
         self.data_dir = data_dir
         self.log = log
         self._lock = lock

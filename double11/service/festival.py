@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from double11.engine.warm_up import compile_kernels
 from double11.engine.wire import encode_results
 from double11.errors import Double11Error
 from double11.service.clock import FestivalClock, first_day, kept_clock
-from double11.service.durability import Durability, latest_snapshot, replay
+from double11.service.durability import Durability, Log, latest_snapshot, replay
 from double11.service.group_commit import GroupCommit, check_batch_size
 from double11.service.reads import Reads
 from double11.service.writes import Writes
@@ -50,7 +50,7 @@ from double11.storage.snapshot import SnapshotNotWritten
 
 
 class Festival:
-    def __init__(self, engine: Engine, data_dir: Path | None, log: command_log.CommandLog | None,
+    def __init__(self, engine: Engine, data_dir: Path | None, log: Log | None,
                  clock: FestivalClock):
         self.engine = engine
         self.clock = clock
@@ -86,7 +86,7 @@ class Festival:
     @classmethod
     def recover(cls, directory: Path, catalog: Catalog | None, config: FestivalConfig | None, speedup: float,
                 clock_start_ms: int | None, replay_log: Callable[[Engine, int], int],
-                open_log: Callable[[int], Any]) -> Festival:
+                open_log: Callable[[int], Log]) -> Self:
         """A festival from the folder's latest snapshot (or a new one, of
         `catalog`) and a log: `replay_log(engine, seq)` applies the log's
         records after seq and gives the last one's; `open_log(seq)` gives the
@@ -220,7 +220,7 @@ class Festival:
         return self.durability.data_dir
 
     @property
-    def log(self) -> command_log.CommandLog | None:
+    def log(self) -> Log | None:
         return self.durability.log
 
     @property
