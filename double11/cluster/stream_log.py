@@ -136,6 +136,21 @@ class _Record:
     sent: asyncio.Future[asyncio.Future[api.PubAck]] | None = field(default=None)  # set on the loop
 
 
+async def _when_ready(nc: Client, attempt: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """attempt(), tried again while a cluster just started still places its
+    streams (a transient error, for up to stream_connect_s_max); the
+    connection is closed if it fails for good."""
+    deadline = time.monotonic() + limits.stream_connect_s_max
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if time.monotonic() > deadline or not _is_transient(exc):
+                await nc.close()
+                raise
+            await asyncio.sleep(0.2)
+
+
 def _is_transient(exc: BaseException) -> bool:
     """Errors a leader change or a lost connection gives: the record is sent again."""
     if isinstance(exc, nats.js.errors.APIError):
@@ -171,16 +186,7 @@ class StreamLog:
     async def _open(self, urls: list[str], replicas: int) -> tuple[Client, JetStreamContext]:
         nc = await connect(urls)
         js = nc.jetstream(timeout=limits.stream_ack_wait_s)
-        deadline = time.monotonic() + limits.stream_connect_s_max
-        while True:  # a cluster just started may still be placing its first streams
-            try:
-                info = await ensure_stream(js, self.unit, replicas)
-                break
-            except Exception as exc:
-                if time.monotonic() > deadline or not _is_transient(exc):
-                    await nc.close()
-                    raise
-                await asyncio.sleep(0.2)
+        info = await _when_ready(nc, lambda: ensure_stream(js, self.unit, replicas))
         last = info.state.last_seq
         if last != self.next_seq - 1:
             await nc.close()
@@ -365,23 +371,15 @@ class StreamReader:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.expected,
                                     ack_policy=api.AckPolicy.NONE, inactive_threshold=60.0,
                                     num_replicas=1, mem_storage=True)
-        deadline = time.monotonic() + limits.stream_connect_s_max
-        while True:
-            try:
-                info = await ensure_stream(js, self.unit, replicas)  # a unit not yet written has an empty one
-                if info.state.first_seq > self.expected and info.state.messages:
-                    raise StreamLogError(errno.EINVAL, f"the stream {self.stream} starts at record "
-                                         f"{info.state.first_seq}: records from {self.expected} are gone")
-                sub = await js.pull_subscribe(subject_of(self.unit), stream=self.stream, config=config)
-                return nc, js, sub
-            except StreamLogError:
-                await nc.close()
-                raise
-            except Exception as exc:
-                if time.monotonic() > deadline or not _is_transient(exc):
-                    await nc.close()
-                    raise
-                await asyncio.sleep(0.2)
+
+        async def subscribe() -> Any:
+            info = await ensure_stream(js, self.unit, replicas)  # a unit not yet written has an empty one
+            if info.state.first_seq > self.expected and info.state.messages:
+                raise StreamLogError(errno.EINVAL, f"the stream {self.stream} starts at record "
+                                     f"{info.state.first_seq}: records from {self.expected} are gone")
+            return await js.pull_subscribe(subject_of(self.unit), stream=self.stream, config=config)
+
+        return nc, js, await _when_ready(nc, subscribe)
 
     def last_seq(self) -> int:
         async def last() -> int:

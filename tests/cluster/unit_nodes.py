@@ -32,6 +32,7 @@ class UnitNode:
             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.stderr: list[str] = []
+        self.passed: list[dict[str, Any]] = []  # lines a request passed over: events said meanwhile
         self._next_id = 0
         self._readers = [threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True),
                          threading.Thread(target=self._read_errors, args=(self.process.stderr,), daemon=True)]
@@ -80,6 +81,7 @@ class UnitNode:
             line = self.next_line(timeout_s)
             if line.get("id") == ident:
                 return line
+            self.passed.append(line)  # an event said meanwhile (stepped_down, say): kept for the test
 
     def execute(self, commands: list[dict[str, Any]], timeout_s: float = 60) -> dict[str, Any]:
         return self.request({"commands": commands}, timeout_s)
