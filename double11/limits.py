@@ -172,3 +172,10 @@ unit_failover_s_max = 10.0  # a unit's standby serving after its primary died (i
 # A unit's raw cumulative figures published for the cluster's global view
 # (double11/cluster/figures.py): the big screen's staleness on a cluster
 figures_publish_s = 0.5
+# Units by buyer (double11/cluster/slots.py): buyers hash into this many slots,
+# each owned by one unit; a map of slots moves a range of buyers by moving slots
+cluster_slots = 4096
+# a unit's local ids (rows + 1) below 2**this; the unit's index rides above them
+# in the ids the cluster hands out (checkouts, orders), so a pay finds its unit
+unit_id_bits = 48
+cluster_units_max = 2 ** (63 - unit_id_bits)

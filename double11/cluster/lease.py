@@ -42,6 +42,7 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from double11 import limits
+from double11.cluster.buckets import BucketUnavailable, open_bucket
 from double11.cluster.stream_log import LoopThread, StreamLog, StreamLogError, ask_cluster, check_unit, connect
 
 LEASE_BUCKET = "d11-leases"
@@ -57,20 +58,10 @@ class LeaseUnavailable(RuntimeError):
 
 async def lease_bucket(nc: Client, replicas: int = limits.stream_replicas) -> KeyValue:
     """The cluster's lease bucket, created by the first engine that needs it."""
-    js = nc.jetstream(timeout=limits.stream_ack_wait_s)
-    deadline = time.monotonic() + limits.stream_connect_s_max
-    while True:  # a cluster just started may still be electing its meta leader
-        try:
-            try:
-                return await js.key_value(LEASE_BUCKET)
-            except nats.js.errors.BucketNotFoundError:
-                return await js.create_key_value(bucket=LEASE_BUCKET, history=1, replicas=replicas,
-                                                 ttl=limits.unit_lease_ttl_s)
-        except (nats.errors.Error, TimeoutError) as exc:
-            if time.monotonic() > deadline:
-                raise LeaseHeld(f"the lease bucket {LEASE_BUCKET} could not be opened within "
-                                f"{limits.stream_connect_s_max} s: {type(exc).__name__}: {exc}") from exc
-            await asyncio.sleep(limits.unit_lease_poll_s)
+    try:
+        return await open_bucket(nc, LEASE_BUCKET, replicas, ttl_s=limits.unit_lease_ttl_s)
+    except BucketUnavailable as exc:
+        raise LeaseHeld(str(exc)) from exc
 
 
 def _describe(value: bytes) -> str:
