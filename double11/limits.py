@@ -179,3 +179,9 @@ cluster_slots = 4096
 # in the ids the cluster hands out (checkouts, orders), so a pay finds its unit
 unit_id_bits = 48
 cluster_units_max = 2 ** (63 - unit_id_bits)
+# The quota rebalancer (double11/cluster/rebalancer.py), off the hot path
+rebalance_period_s = 0.1  # between two reads of every unit's stock
+# a unit is running low on a SKU below this share of what its demand entitles
+# it to (its part of the units' recent sales), and gets quota moved to it
+rebalance_low_share = 0.5
+rebalance_transfers_per_round_max = 4096  # quota transfers sent in one round (each a release and a restock)

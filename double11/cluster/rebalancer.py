@@ -1,0 +1,166 @@
+"""The quota rebalancer: moves stock between units before a unit runs out.
+
+Every `limits.rebalance_period_s` it reads each unit's stock (quotas.
+StockReport) and plans transfers (`plan`, pure): for every SKU that some unit
+still holds, each unit is entitled to a share of the units' available stock
+in proportion to its recent sales of it (equal shares before any sale, a
+crumb for a unit not selling it); a unit below `limits.rebalance_low_share` of its share gets the difference from
+the unit holding most above its own share.  A hot SKU's quota follows its
+buyers, so a unit is rarely refused a sale while another still holds stock (a
+*stranded* refusal).
+
+A transfer is two logged, idempotent commands, both with the transfer's
+idempotency key: `release` on the giving unit (refused if it no longer has the
+units: the transfer is dropped), then `restock` on the receiving one.  The
+transfer is written to the journal (`d11-transfers` on a cluster) before its
+first command and removed after its last, so a rebalancer that dies between
+the two finishes it on its next start: the release answers its first result
+and the restock is sent.  While a transfer is in flight its units are in
+neither unit's quota; once every transfer is done the quotas sum to the stock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+import numpy as np
+
+from double11 import limits
+from double11.cluster.quotas import StockReport
+from double11.engine.encode import encode_commands
+from double11.engine.wire import decode_results
+from double11.errors import Result
+
+logger = logging.getLogger("double11.cluster.rebalancer")
+_OK = int(Result.ok)
+_IDLE_WEIGHT = 0.05  # a unit's weight without recent sales of a SKU others are selling
+_DEMAND_DECAY = 0.5  # of the recent sales remembered from one round to the next
+
+
+class Transfer(msgspec.Struct, frozen=True):
+    key: str  # the idempotency key of both its commands
+    sku: int  # the SKU's id
+    giver: int  # unit indexes
+    taker: int
+    qty: int
+
+
+def plan(available: np.ndarray, demand: np.ndarray,
+         low_share: float = limits.rebalance_low_share) -> list[tuple[int, int, int, int]]:
+    """(sku_row, giver, taker, qty) moves, at most one per SKU.  `available`
+    and `demand` (recent sales, decayed) are (units, skus)."""
+    units = available.shape[0]
+    if units < 2:
+        return []
+    total = available.sum(axis=0)
+    # each unit's weight: its demand, plus a little so that a unit selling
+    # nothing keeps a crumb; equal weights where no unit sold anything yet
+    selling = demand.sum(axis=0) > 0
+    weight = demand + np.where(selling, _IDLE_WEIGHT, 1.0)[None, :]
+    share = total[None, :] * weight / weight.sum(axis=0)[None, :]
+    need = share - available  # > 0: below its share
+    cols = np.arange(available.shape[1])
+    taker = need.argmax(axis=0)
+    giver = (-need).argmax(axis=0)
+    low = available[taker, cols] < low_share * share[taker, cols]
+    # the giver keeps the whole units of its own share; the taker gets up to its share, rounded up
+    spare = available[giver, cols] - np.floor(share[giver, cols]).astype(np.int64)
+    qty = np.minimum(np.ceil(need[taker, cols]).astype(np.int64), spare)
+    moves = np.flatnonzero(low & (qty > 0) & (taker != giver) & (total > 0))
+    if len(moves) > limits.rebalance_transfers_per_round_max:  # the neediest first
+        moves = moves[np.argsort(-need[taker[moves], moves])[:limits.rebalance_transfers_per_round_max]]
+    return [(int(s), int(giver[s]), int(taker[s]), int(qty[s])) for s in moves]
+
+
+class Units(Protocol):
+    """The units as the rebalancer reaches them (over NATS, or in-process in tests)."""
+
+    def count(self) -> int: ...
+    def stock(self, unit: int) -> StockReport: ...
+    def send(self, unit: int, batch: bytes) -> bytes: ...  # a binary batch -> its binary results
+
+
+class Journal(Protocol):
+    """Transfers begun and not yet finished, kept where a restart finds them."""
+
+    def put(self, transfer: Transfer) -> None: ...
+    def remove(self, key: str) -> None: ...
+    def unfinished(self) -> list[Transfer]: ...
+
+
+class MemoryJournal:
+    def __init__(self) -> None:
+        self.open: dict[str, Transfer] = {}
+
+    def put(self, transfer: Transfer) -> None:
+        self.open[transfer.key] = transfer
+
+    def remove(self, key: str) -> None:
+        self.open.pop(key, None)
+
+    def unfinished(self) -> list[Transfer]:
+        return list(self.open.values())
+
+
+@dataclass
+class RoundDone:
+    moved: int  # transfers done
+    dropped: int  # releases refused (the giver sold the units meanwhile)
+    units_moved: int
+
+
+class Rebalancer:
+    def __init__(self, units: Units, journal: Journal, sku_ids: np.ndarray, epoch: str,
+                 on_transfer: Callable[[Transfer, bool], None] | None = None) -> None:
+        self.units, self.journal, self.sku_ids, self.epoch = units, journal, sku_ids, epoch
+        self.on_transfer = on_transfer
+        self.transfers = 0
+        self._last_sold: np.ndarray | None = None
+        self._demand: np.ndarray | None = None
+        self.finish_unfinished()
+
+    def finish_unfinished(self) -> None:
+        for transfer in self.journal.unfinished():
+            self.carry_out(transfer)
+
+    def round(self) -> RoundDone:
+        reports = [self.units.stock(u) for u in range(self.units.count())]
+        available = np.stack([r.available for r in reports])
+        sold = np.stack([r.sold for r in reports])
+        recent = sold - self._last_sold if self._last_sold is not None else np.zeros_like(sold)
+        self._last_sold = sold
+        self._demand = recent + (_DEMAND_DECAY * self._demand if self._demand is not None else 0.0)
+        done = RoundDone(0, 0, 0)
+        for row, giver, taker, qty in plan(available, self._demand):
+            self.transfers += 1
+            transfer = Transfer(f"{self.epoch}-{self.transfers}", int(self.sku_ids[row]), giver, taker, qty)
+            if self.carry_out(transfer):
+                done.moved += 1
+                done.units_moved += qty
+            else:
+                done.dropped += 1
+        return done
+
+    def carry_out(self, transfer: Transfer) -> bool:
+        """The transfer, to its end: True if its units moved."""
+        self.journal.put(transfer)
+        released = self._one(transfer.giver, {"op": "release", "sku": transfer.sku, "qty": transfer.qty,
+                                              "idempotency_key": transfer.key})
+        if released == _OK:
+            restocked = self._one(transfer.taker, {"op": "restock", "sku": transfer.sku, "qty": transfer.qty,
+                                                   "idempotency_key": transfer.key})
+            if restocked != _OK:  # the SKU is in every unit's catalog: only a bug gets here
+                raise RuntimeError(f"transfer {transfer.key}: unit {transfer.taker} refused the restock "
+                                   f"({Result(restocked).name}); the journal keeps it")
+        self.journal.remove(transfer.key)
+        if self.on_transfer is not None:
+            self.on_transfer(transfer, released == _OK)
+        return released == _OK
+
+    def _one(self, unit: int, command: dict) -> int:
+        answer = decode_results(self.units.send(unit, encode_commands([command]).to_bytes()))
+        return int(answer["code"][0])

@@ -1,0 +1,108 @@
+"""The router and the rebalancer's journal, in process (router.py, rebalancer.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from model import T0, cancel, co, pay, restock, small_catalog
+from units_in_process import UnitsInProcess  # tests/cluster/units_in_process.py
+
+from double11.cluster.quotas import StockReport, split_stock
+from double11.cluster.rebalancer import MemoryJournal, Rebalancer, Transfer, plan
+from double11.cluster.slots import SlotMap, global_ids, local_ids, unit_of_id
+from double11.config import FestivalConfig
+from double11.errors import Result
+
+CONFIG = FestivalConfig(payment_timeout_ms=60_000, commission_bps=250)
+
+
+@pytest.fixture
+def units():
+    cluster = UnitsInProcess(small_catalog({102: 40}), 3, CONFIG, T0)
+    yield cluster
+    cluster.close()
+
+
+def buyer_in(cluster: UnitsInProcess, unit: int, nth: int = 0) -> int:
+    found = [b for b in range(1, 1000) if int(cluster.slot_map.unit_of_buyer(np.array([b]))[0]) == unit]
+    return found[nth]
+
+
+def test_a_checkout_and_its_pay_stay_in_the_buyers_unit(units: UnitsInProcess) -> None:
+    for unit in range(3):
+        got = units.execute([co(f"c{unit}", [(102, 1), (101, 1)], buyer=buyer_in(units, unit))])
+        checkout, first_order = int(got["ref"][0]), int(got["first_order"][0])
+        assert got["code"][0] == Result.ok and got["orders"][0] == 2
+        assert unit_of_id(np.array([checkout, first_order])).tolist() == [unit, unit]
+        assert local_ids(np.array([checkout]))[0] == 1  # each unit numbers its own from 1
+        paid = units.execute([pay(f"p{unit}", checkout, int(got["amount_fen"][0]))])
+        assert paid["code"][0] == Result.ok and paid["ref"][0] == checkout
+        assert units.festivals[unit].stats()["payments"] == 1
+
+
+def test_one_batch_across_units_is_answered_in_its_order(units: UnitsInProcess) -> None:
+    buyers = [buyer_in(units, u, k) for k in range(2) for u in range(3)]
+    got = units.execute([co(f"b{k}", [(102, 1)], buyer=b) for k, b in enumerate(buyers)])
+    assert got["code"].tolist() == [0] * 6
+    assert unit_of_id(got["ref"]).tolist() == [0, 1, 2, 0, 1, 2]
+    again = units.execute([pay(f"q{k}", int(got["ref"][k]), int(got["amount_fen"][k])) for k in (5, 0, 3)])
+    assert again["code"].tolist() == [0, 0, 0] and again["ref"].tolist() == [got["ref"][k] for k in (5, 0, 3)]
+
+
+def test_ids_naming_no_unit_and_commands_the_cluster_does_not_serve_change_nothing(units: UnitsInProcess) -> None:
+    stray = int(global_ids(7, np.array([1]))[0])
+    got = units.execute([pay("x", stray, 100), cancel("y", stray),
+                         {"op": "confirm", "idempotency_key": "z", "order": stray},
+                         {"op": "release", "idempotency_key": "r", "sku": 102, "qty": 1}])
+    assert [Result(c) for c in got["code"]] == [Result.unknown_checkout, Result.unknown_checkout,
+                                                Result.unknown_order, Result.unknown_op]
+    assert got["ref"].tolist()[:3] == [stray] * 3
+    assert all(f.ledger()["transfers"] == 0 and f.stats()["checkouts"] == 0 for f in units.festivals)
+
+
+def test_a_restock_goes_to_the_skus_home_unit(units: UnitsInProcess) -> None:
+    before = sum(int(f.engine.sku_stocked[1]) for f in units.festivals)
+    assert units.execute([restock("r", 102, 9)])["code"][0] == Result.ok
+    assert sum(int(f.engine.sku_stocked[1]) for f in units.festivals) == before + 9
+
+
+def test_a_transfer_left_half_done_is_finished_by_the_next_rebalancer(units: UnitsInProcess) -> None:
+    transfer = Transfer("t1", 102, 0, 2, 5)
+    journal = MemoryJournal()
+    journal.put(transfer)  # the rebalancer died after the release
+    release = {"op": "release", "sku": 102, "qty": 5, "idempotency_key": "t1"}
+    assert units.execute_on(0, release) == Result.ok
+    stocked = [int(f.engine.sku_stocked[1]) for f in units.festivals]
+    assert sum(stocked) == 40 - 5  # in flight: in neither unit's quota
+    Rebalancer(units, journal, units.festivals[0].engine.catalog.sku_id, epoch="again")
+    after = [int(f.engine.sku_stocked[1]) for f in units.festivals]
+    assert after == [stocked[0], stocked[1], stocked[2] + 5] and not journal.unfinished()
+
+
+def test_a_release_beyond_what_a_unit_has_is_dropped(units: UnitsInProcess) -> None:
+    journal = MemoryJournal()
+    moved = Rebalancer(units, journal, units.festivals[0].engine.catalog.sku_id, epoch="e").carry_out(
+        Transfer("big", 102, 1, 0, 1000))
+    assert not moved and not journal.unfinished()
+    assert sum(int(f.engine.sku_stocked[1]) for f in units.festivals) == 40
+
+
+def test_plan_follows_demand_and_moves_the_last_units() -> None:
+    available = np.array([[0, 5], [1, 5], [1, 5]])
+    demand = np.array([[3.0, 0], [0, 0], [0, 0]])
+    moves = plan(available, demand)
+    assert moves == [(0, 1, 0, 1)]  # the last units go to where the buyers are; nothing for SKU 1
+    shares = split_stock(np.array([7, 0, 2]), 3)
+    assert shares.sum(axis=0).tolist() == [7, 0, 2] and shares[:, 0].tolist() == [3, 2, 2]
+
+
+def test_the_slot_map_and_stock_report_round_trip() -> None:
+    m = SlotMap.even(["east", "west"])
+    assert SlotMap.from_bytes(m.to_bytes()) == m
+    with pytest.raises(ValueError, match="differ"):
+        SlotMap.even(["a", "a"])
+    report = StockReport(9, np.array([1, 2]), np.array([3, 4]), np.array([0, 1]))
+    back = StockReport.from_bytes(report.to_bytes())
+    assert back.seq == 9 and back.stocked.tolist() == [3, 4] and back.sold.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="stock report"):
+        StockReport.from_bytes(b"D11Q" + bytes(20))
