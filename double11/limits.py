@@ -185,3 +185,7 @@ rebalance_period_s = 0.1  # between two reads of every unit's stock
 # it to (its part of the units' recent sales), and gets quota moved to it
 rebalance_low_share = 0.5
 rebalance_transfers_per_round_max = 4096  # quota transfers sent in one round (each a release and a restock)
+# the cluster's client (double11/cluster/client.py): one try's wait for a unit's
+# answer, and how long it sends a part again while the unit fails over
+unit_answer_s_max = 5.0
+cluster_retry_s_max = 60.0

@@ -1,0 +1,77 @@
+"""The cluster as one festival, for a gateway's binary batches: each batch
+split by unit (router.py), the parts sent to the units' primaries at once
+over NATS (unit_requests.py), the answers merged in the batch's order.
+
+A part is sent again, with the same bytes, while its unit has no primary (no
+responder: the standby is taking over), its primary is stepping down or its
+stream is electing a leader (503 storage_unavailable), or the answer did
+not come in time: the idempotency keys make the retry answer the first
+result, so a command is never done twice.  After `limits.cluster_retry_s_max`
+the error is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import nats.errors
+from nats.aio.client import Client
+
+from double11 import limits
+from double11.cluster.buckets import open_bucket
+from double11.cluster.router import merge, route
+from double11.cluster.slots import SLOTS_BUCKET, SLOTS_KEY, SlotMap
+from double11.cluster.unit_requests import ask_batch
+from double11.engine.batch import CommandBatch
+from double11.errors import Double11Error, Result
+
+_RETRIED = (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError)
+
+
+async def slot_map_of(nc: Client) -> SlotMap:
+    entry = await (await open_bucket(nc, SLOTS_BUCKET)).get(SLOTS_KEY)
+    return SlotMap.from_bytes(entry.value or b"")
+
+
+class ClusterClient:
+    def __init__(self, nc: Client, slot_map: SlotMap) -> None:
+        self.nc, self.slot_map = nc, slot_map
+        self.retries = 0  # parts sent again (a failover, an election)
+
+    @classmethod
+    async def connect(cls, nc: Client) -> ClusterClient:
+        return cls(nc, await slot_map_of(nc))
+
+    async def submit(self, batch: bytes) -> bytes:
+        """A binary batch's binary results, in the cluster's ids."""
+        routed = route(CommandBatch.from_bytes(batch), self.slot_map)
+        answers = await asyncio.gather(*(self._part(self.slot_map.units[p.unit], p.batch.to_bytes())
+                                         for p in routed.parts))
+        return merge(routed, list(answers))
+
+    async def _part(self, unit: str, data: bytes) -> bytes:
+        return await send_to_unit(self.nc, unit, data, self._count_retry)
+
+    def _count_retry(self) -> None:
+        self.retries += 1
+
+
+async def send_to_unit(nc: Client, unit: str, data: bytes, on_retry: Callable[[], None] = lambda: None) -> bytes:
+    """A binary batch to the unit's primary, sent again while it fails over."""
+    deadline = time.monotonic() + limits.cluster_retry_s_max
+    while True:
+        try:
+            return await ask_batch(nc, unit, data, timeout_s=limits.unit_answer_s_max)
+        except _RETRIED as exc:
+            error: BaseException = exc
+        except Double11Error as exc:
+            if exc.code != Result.storage_unavailable:
+                raise
+            error = exc
+        if time.monotonic() > deadline:
+            raise Double11Error(Result.storage_unavailable, message=f"unit {unit} did not answer within "
+                                f"{limits.cluster_retry_s_max:g} s ({type(error).__name__}: {error})")
+        on_retry()
+        await asyncio.sleep(limits.unit_lease_poll_s)
