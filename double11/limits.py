@@ -157,6 +157,22 @@ stream_connect_s_max = 20  # the client's first connection to the cluster and th
 stream_replay_wait_s = 5.0  # one fetch of records while a stream is read back
 stream_replay_fetch_records_max = 256  # records asked for in one fetch while reading back
 standby_fetch_wait_s = 1.0  # a standby's wait for new records before it looks again (and whether to stop)
+# A unit's snapshots in the cluster's object store (double11/cluster/snapshots.py).
+# Snapshots kept per unit; the stream is trimmed below the oldest.  Two, so a
+# machine that fetched the latest can still replay the stream after it while
+# the next one is published
+unit_snapshots_kept = 2
+# one chunk (message) of a snapshot in the object store: the client sends a
+# chunk once the one before is acknowledged, so bigger chunks mean fewer round
+# trips (docs/cluster.md: the rates measured); under nats_payload_bytes_max
+unit_snapshot_chunk_bytes = 1024 * 1024
+unit_snapshot_chunk_ack_wait_s = 10.0  # one chunk's acknowledgement (a majority of the bucket's replicas)
+# a snapshot's put or fetch slower than this is taken as stalled: one try may
+# last stream_connect_s_max plus the snapshot's size at this rate
+unit_snapshot_bytes_per_s_min = 4 * 1024 * 1024
+# a put or fetch that failed (a node went away, a leader election) is tried
+# again for this long before the error is said
+unit_snapshot_retry_s_max = 60.0
 # A unit's primary lease (double11/cluster/lease.py): a key in a JetStream KV
 # bucket whose entries the cluster drops this long after their last write
 unit_lease_ttl_s = 3.0

@@ -32,8 +32,9 @@ from pathlib import Path
 
 from double11 import limits
 from double11.cluster.lease import LeasedStreamLog, LeaseHeld, UnitLease
-from double11.cluster.stream_log import StreamLogError, StreamReader
-from double11.cluster.unit import UnitFestival
+from double11.cluster.snapshots import fetch_latest
+from double11.cluster.stream_log import StreamLogError, StreamReader, StreamTrimmed
+from double11.cluster.unit import UnitFestival, trimmed_beyond
 from double11.engine.batch import CommandBatch
 from double11.engine.encode import encode_commands
 from double11.engine.machine import Engine
@@ -76,12 +77,18 @@ class Standby:
 
     @classmethod
     def from_snapshot(cls, urls: list[str], unit: str, data_dir: Path) -> Standby:
-        """A standby starting from the latest snapshot in data_dir (a copy of the primary's)."""
+        """A standby starting from the latest snapshot of the unit, data_dir's
+        (a copy of the primary's folder) or the object store's when that one
+        is newer (fetched into data_dir: a new machine gives an empty one)."""
+        fetch_latest(urls, unit, Path(data_dir))
         found = latest_snapshot(Path(data_dir))
         if found is None:
-            raise ValueError(f"{data_dir} holds no snapshot of unit {unit}")
+            raise ValueError(f"neither {data_dir} nor the cluster's object store holds a snapshot of unit {unit}")
         seq, engine = found
-        return cls(urls, unit, engine, seq)
+        try:
+            return cls(urls, unit, engine, seq)
+        except StreamTrimmed as exc:
+            raise trimmed_beyond(exc, unit, data_dir) from exc
 
     def _follow(self) -> None:
         try:
@@ -111,6 +118,8 @@ class Standby:
             try:
                 self._reader = StreamReader(self.urls, self.unit, self.seq)
                 return
+            except StreamTrimmed:  # the records it needs next are gone: it stops, and says so
+                raise
             except Exception:  # noqa: BLE001 (no quorum yet: try again)
                 time.sleep(_REOPEN_WAIT_S)
 

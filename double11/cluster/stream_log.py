@@ -66,6 +66,19 @@ class StreamLogError(OSError):
     refusal): a storage fault for the festival (503 until it reopens)."""
 
 
+class StreamTrimmed(StreamLogError):
+    """The stream no longer holds the records right after a snapshot: it was
+    trimmed below a later snapshot (cluster/snapshots.py), so replaying it
+    from this one would skip records.  Names the snapshot and the stream's first record."""
+
+    def __init__(self, stream: str, snapshot_seq: int, first_seq: int, where: str = "") -> None:
+        self.snapshot_seq, self.first_seq = snapshot_seq, first_seq
+        super().__init__(errno.ENODATA, f"the stream {stream} starts at record {first_seq}: records "
+                         f"{snapshot_seq + 1} to {first_seq - 1}, which follow the snapshot at record "
+                         f"{snapshot_seq}{where}, were trimmed: replay needs a snapshot at record {first_seq - 1} "
+                         f"or later")
+
+
 def stream_name(unit: str) -> str:
     return f"D11-{unit}"
 
@@ -302,9 +315,10 @@ class StreamLog:
         """A snapshot was written at first_seq - 1: the stream goes on as it is."""
 
     def drop_segments_before(self, first_seq: int) -> None:
-        """Kept: the stream is the unit's log for every replica, and a standby
-        on another machine has no copy of this one's local snapshots (trimming
-        waits for snapshots in the cluster's object store)."""
+        """Kept: the stream is the unit's log for every machine, and the others
+        have no copy of this one's local snapshots.  The stream is trimmed
+        below the oldest snapshot kept in the cluster's object store, once one
+        is published there (cluster/snapshots.py)."""
 
     def cut_back(self) -> str:
         """After a failed sync: nothing more is sent, and says what the stream
@@ -374,9 +388,10 @@ class StreamReader:
 
         async def subscribe() -> Any:
             info = await ensure_stream(js, self.unit, replicas)  # a unit not yet written has an empty one
-            if info.state.first_seq > self.expected and info.state.messages:
-                raise StreamLogError(errno.EINVAL, f"the stream {self.stream} starts at record "
-                                     f"{info.state.first_seq}: records from {self.expected} are gone")
+            # records after `expected - 1` that the stream no longer holds (a stream trimmed to
+            # its end keeps its last sequence: first_seq is then last_seq + 1, with no record)
+            if info.state.first_seq > self.expected and self.expected <= info.state.last_seq:
+                raise StreamTrimmed(self.stream, self.expected - 1, info.state.first_seq)
             return await js.pull_subscribe(subject_of(self.unit), stream=self.stream, config=config)
 
         return nc, js, await _when_ready(nc, subscribe)
@@ -436,9 +451,11 @@ def stream_replay(urls: list[str], unit: str, after_seq: int,
         reader.close()
 
 
-def ask_cluster(urls: list[str], name: str, question: Callable[[Client], Coroutine[Any, Any, _T]]) -> _T:
+def ask_cluster(urls: list[str], name: str, question: Callable[[Client], Coroutine[Any, Any, _T]],
+                timeout_s: float = limits.stream_connect_s_max * 2) -> _T:
     """One question to the cluster from a thread without an event loop: a
-    connection of its own, `question(client)`, and the connection closed."""
+    connection of its own, `question(client)` (answered within timeout_s),
+    and the connection closed."""
     io = LoopThread(name)
 
     async def ask() -> _T:
@@ -449,7 +466,7 @@ def ask_cluster(urls: list[str], name: str, question: Callable[[Client], Corouti
             await nc.close()
 
     try:
-        return io.call(ask(), limits.stream_connect_s_max * 2)
+        return io.call(ask(), timeout_s)
     finally:
         io.close()
 

@@ -1,10 +1,12 @@
 """A festival unit whose command log is a JetStream stream (stream_log.StreamLog).
 
-Opening a unit is Festival.open with the log in the cluster: the latest local
-snapshot (the catalog and config live in the first one, as in a data folder),
-then every stream record after it, then the festival goes on appending to the
-stream.  The folder keeps the snapshots and the clock; the stream keeps the
-commands, replicated.
+Opening a unit is Festival.open with the log in the cluster: the latest
+snapshot, the folder's or the cluster's object store's when that one is newer
+(snapshots.py: a new machine starts from an empty folder), then every stream
+record after it, then the festival goes on appending to the stream.  The
+catalog and config live in the snapshots, as in a data folder.  The folder
+keeps the snapshots and the clock; the stream keeps the commands, replicated,
+trimmed below the oldest snapshot the object store keeps.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from double11.catalog import Catalog
 from double11.cluster.lease import LeasedStreamLog, UnitLease
-from double11.cluster.stream_log import StreamLog, stream_replay
+from double11.cluster.snapshots import BUCKET, fetch_latest
+from double11.cluster.stream_log import StreamLog, StreamTrimmed, stream_name, stream_replay
 from double11.config import FestivalConfig
 from double11.engine.batch import CommandBatch
 from double11.engine.machine import Engine
@@ -50,16 +53,28 @@ class UnitFestival(Festival):
 def open_unit(urls: list[str], unit: str, data_dir: str | Path, catalog: Catalog | None = None,
               config: FestivalConfig | None = None, speedup: float = 1.0,
               clock_start_ms: int | None = None, lease: UnitLease | None = None) -> UnitFestival:
-    """Opens (or recovers) unit `unit` of the cluster at `urls`, its snapshots in data_dir;
-    with a lease (held: lease.py), its log takes no record once the lease is not held."""
+    """Opens (or recovers) unit `unit` of the cluster at `urls`, its snapshots in data_dir
+    (the object store's latest fetched there first when it is newer); with a lease
+    (held: lease.py), its log takes no record once the lease is not held.  Raises
+    StreamTrimmed if the stream no longer holds the records after the latest snapshot."""
     logs: list[StreamLog] = []
+    fetch_latest(urls, unit, Path(data_dir))
 
     def open_log(seq: int) -> StreamLog:
         logs.append(StreamLog(urls, unit, seq + 1) if lease is None else LeasedStreamLog(urls, unit, seq + 1, lease))
         return logs[0]
 
-    festival = UnitFestival.recover(
-        Path(data_dir), catalog, config, speedup, clock_start_ms,
-        lambda engine, seq: replay_stream(engine, urls, unit, seq), open_log)
+    try:
+        festival = UnitFestival.recover(
+            Path(data_dir), catalog, config, speedup, clock_start_ms,
+            lambda engine, seq: replay_stream(engine, urls, unit, seq), open_log)
+    except StreamTrimmed as exc:
+        raise trimmed_beyond(exc, unit, data_dir) from exc
     festival.urls, festival.unit, festival.stream_log = list(urls), unit, logs[0]
     return festival
+
+
+def trimmed_beyond(exc: StreamTrimmed, unit: str, data_dir: str | Path) -> StreamTrimmed:
+    """The refusal, naming where the snapshot came from."""
+    return StreamTrimmed(stream_name(unit), exc.snapshot_seq, exc.first_seq,
+                         f" (unit {unit}'s latest, in {data_dir} or in the object store {BUCKET})")
