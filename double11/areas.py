@@ -10,11 +10,13 @@ import numpy as np
 
 from double11.engine.commands import CORE
 from double11.promotions.area import PROMOTIONS
+from double11.quotas.spec import QUOTAS
 from double11.spec import Area, Command, Read
 
 AREAS: tuple[Area, ...] = (
     CORE,
     PROMOTIONS,
+    QUOTAS,
 )
 
 COMMANDS: tuple[Command, ...] = tuple(command for area in AREAS for command in area.commands)

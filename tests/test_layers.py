@@ -12,7 +12,7 @@ import double11
 
 ROOT = Path(double11.__file__).parent
 DOMAIN = sorted([*(ROOT / "engine").glob("*.py"), *(ROOT / "promotions").glob("*.py"),
-                 ROOT / "spec.py", ROOT / "errors.py", ROOT / "areas.py"])
+                 *(ROOT / "quotas").glob("*.py"), ROOT / "spec.py", ROOT / "errors.py", ROOT / "areas.py"])
 EDGES = ("double11.statuses", "double11.http", "double11.link", "double11.service")
 # an HTTP status as a number in code: 200..599 where a status would be
 STATUS_NUMBERS = set(range(200, 600))

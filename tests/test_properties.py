@@ -15,7 +15,7 @@ import tempfile
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from model import SMALL_SKUS, T0, UNKNOWN_SKU, cancel, co, confirm, pay, refund, restock, small_catalog
+from model import SMALL_SKUS, T0, UNKNOWN_SKU, cancel, co, confirm, pay, refund, release, restock, small_catalog
 from model.reference import STATS_KEYS, ReferenceFestival
 from model.state import engine_state
 
@@ -60,7 +60,10 @@ cancel_r = st.tuples(st.just("cancel"), pick)
 confirm_r = st.tuples(st.just("confirm"), pick)
 refund_r = st.tuples(st.just("refund"), pick)
 restock_r = st.tuples(st.just("restock"), sku_choice, st.integers(1, 4))
-base_r = weighted((4, checkout_r), (4, pay_r), (1, cancel_r), (2, confirm_r), (2, refund_r), (1, restock_r))
+# a quota moved away (double11/quotas): often more than is left for sale
+release_r = st.tuples(st.just("release"), sku_choice, st.integers(1, 4))
+base_r = weighted((4, checkout_r), (4, pay_r), (1, cancel_r), (2, confirm_r), (2, refund_r), (1, restock_r),
+                  (1, release_r))
 retry_r = st.tuples(st.just("retry"), st.integers(0, 40))
 reuse_r = st.tuples(st.just("reuse"), st.integers(0, 40), base_r)
 bad_r = st.tuples(st.just("bad"), base_r, st.integers(0, 1000), st.booleans())
@@ -109,6 +112,13 @@ DEFECTS = {
         lambda c: {**c, "qty": 0},
         lambda c: {**c, "qty": 1_000_000_001},
         lambda c: {**c, "sku": "101"},
+    ],
+    "release": [
+        lambda c: {**c, "qty": 0},
+        lambda c: {**c, "qty": -1},
+        lambda c: {**c, "qty": 1_000_000_001},
+        lambda c: {**c, "sku": 0},
+        lambda c: {k: v for k, v in c.items() if k != "qty"},
     ],
 }
 
@@ -160,6 +170,8 @@ class Driver:
             return (confirm if kind == "confirm" else refund)(key, oid)
         if kind == "restock":
             return restock(key, r[1], r[2])
+        if kind == "release":
+            return release(key, r[1], r[2])
         raise AssertionError(kind)
 
     def concrete(self, r, pending: dict):

@@ -29,6 +29,7 @@ from model import (
     grant,
     pay,
     refund,
+    release,
     restock,
     small_catalog,
     template,
@@ -106,8 +107,9 @@ cancel_r = st.tuples(st.just("cancel"), pick)
 confirm_r = st.tuples(st.just("confirm"), pick)
 refund_r = st.tuples(st.just("refund"), pick)
 restock_r = st.tuples(st.just("restock"), sku_choice, st.integers(1, 4))
+release_r = st.tuples(st.just("release"), sku_choice, st.integers(1, 4))  # stock taken from under a deal, too
 base_r = weighted((4, checkout_r), (4, pay_r), (1, cancel_r), (2, confirm_r), (2, refund_r), (1, restock_r),
-                  (2, template_r), (1, threshold_r), (2, deal_r), (4, grant_r))
+                  (1, release_r), (2, template_r), (1, threshold_r), (2, deal_r), (4, grant_r))
 retry_r = st.tuples(st.just("retry"), st.integers(0, 40))
 reuse_r = st.tuples(st.just("reuse"), st.integers(0, 40), base_r)
 bad_r = st.tuples(st.just("bad"), base_r, st.integers(0, 1000), st.booleans())
@@ -222,6 +224,8 @@ class Driver:
             return (confirm if kind == "confirm" else refund)(key, self._pick(len(s.orders), r[1]))
         if kind == "restock":
             return restock(key, r[1], r[2])
+        if kind == "release":
+            return release(key, r[1], r[2])
         if kind == "template":
             _, tkind, merchant, discount, min_spend, budget_count, budget_in, per_buyer, gw, uw = r
             return template(key, kind=tkind, merchant=merchant if tkind == "store" else None, discount_fen=discount,

@@ -585,7 +585,7 @@ def test_a_bound_reads_the_same_in_a_refusal_the_document_and_the_page():
 def test_a_commands_target_column_holds_its_path_id_else_its_first_id():
     assert {areas.BY_NUMBER[op].op: name for op, name in refusals.TARGET_FIELD.items()} == {
         "checkout": "buyer", "pay": "checkout", "cancel": "checkout", "confirm": "order", "refund": "order",
-        "restock": "sku", "grant": "template"}
+        "restock": "sku", "grant": "template", "release": "sku"}
     for command in areas.COMMANDS:
         if command.in_args and not command.path_fields:  # an operator's command names no row: target 0
             assert int(command.number) not in refusals.TARGET_FIELD

@@ -63,7 +63,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # the modules in the key (paths in the package): the engine, the link's
 # framing, and the modules the kernels' modules import constants from (the
 # commands' declarations among them: their bounds are the kernels' to check)
-KEYED_SOURCES = ("engine/*.py", "promotions/*.py", "link/frames.py",
+KEYED_SOURCES = ("engine/*.py", "promotions/*.py", "quotas/*.py", "link/frames.py",
                  "catalog/model.py", "config.py", "errors.py", "geo.py",
                  "limits.py", "spec.py", "areas.py", "access/roles.py")
 _KEY_NAME = re.compile(r"[0-9a-f]{16}")  # a keyed folder's name: source_key()'s digest

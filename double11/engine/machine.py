@@ -266,8 +266,9 @@ class Engine:
         if n == 0 or code.all():
             return _LookedUp(batch, now, code, ref, _NO_ROWS, _NO_ROWS, None, None, batch.arg)
         sku_row = self.sku_index.lookup(batch.sku) if len(batch.sku) else _NO_ROWS
-        restocks = batch.op == tx.RESTOCK
-        target_row = self.sku_index.lookup(np.where(restocks, batch.target, 0)) if restocks.any() else _NO_ROWS
+        # the SKU that a restock or a release names in its path, as a row
+        on_sku = (batch.op == tx.RESTOCK) | (batch.op == tx.RELEASE_)
+        target_row = self.sku_index.lookup(np.where(on_sku, batch.target, 0)) if on_sku.any() else _NO_ROWS
         idem, buyer_index = self.idem_index, self.buyer_index
         claimed = np.empty(n, dtype=np.int64)
         keys = lookups.claim_keys(batch.key, batch.fingerprints(), code, ref, idem.table, idem.shift, idem.mask,

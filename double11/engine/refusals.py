@@ -27,6 +27,8 @@ from double11 import areas, geo, limits
 from double11.engine import commands
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.errors import Result
+from double11.quotas import answers as quota_answers
+from double11.quotas.spec import RELEASE
 from double11.spec import IDEMPOTENCY_KEY
 
 # the bounds in words, from the commands' declarations (double11/engine/commands.py):
@@ -253,6 +255,8 @@ def _area_message(code: Result, ref: int, batch: CommandBatch, i: int) -> str | 
     start = int(batch.arg_starts()[i])
     values = values_of(command, batch.arg[start:start + int(batch.args[i])])
     target = int(batch.target[i])
+    if command is RELEASE:
+        return quota_answers.refused(code, target, values["qty"], ref)
     if code == Result.unknown_template:
         return f"template {target} does not exist"
     if code == Result.not_in_window:

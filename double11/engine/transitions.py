@@ -44,6 +44,8 @@ from double11.engine.status import Status
 from double11.errors import Result
 from double11.promotions import kernels as promo
 from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, THRESHOLD_DISCOUNT
+from double11.quotas import kernels as quota
+from double11.quotas.spec import RELEASE
 
 # plain ints: Numba freezes module globals as compile-time constants
 CHECKOUT, PAY, CANCEL, CONFIRM, REFUND, RESTOCK = (
@@ -53,6 +55,7 @@ RESERVED, PAID, CANCELLED, EXPIRED, SETTLED, REFUNDED = (
     int(Status.settled), int(Status.refunded))
 TEMPLATE, THRESHOLD, DEAL_, GRANT_ = (
     COUPON_TEMPLATE.number, THRESHOLD_DISCOUNT.number, DEAL.number, GRANT.number)
+RELEASE_ = RELEASE.number
 MOBILE = int(Channel.mobile)
 J_PAYMENT, J_SETTLEMENT, J_COMMISSION, J_REFUND = (
     int(TransferKind.payment), int(TransferKind.settlement), int(TransferKind.commission), int(TransferKind.refund))
@@ -179,6 +182,8 @@ def apply_batch(cmd, line, arg, now_ms, commission_bps, sizes, totals, code, ref
             c, r = promo.create_threshold(a, arg, now_ms, thresholds, threshold_merchants, psizes, open_threshold)
         elif o == DEAL_:
             c, r = promo.create_deal(a, arg, now_ms, skus, available, deals, psizes)
+        elif o == RELEASE_:
+            c, r = quota.release(target[i], target_row[i], a, n_args[i], arg, available, sku_stocked)
         else:
             # an op this loop does not know (a batch that skipped validation:
             # a log record written by a newer version, a forged column) is

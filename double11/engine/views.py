@@ -14,6 +14,8 @@ from double11.engine.machine import Engine, Status
 from double11.errors import Result, error_body
 from double11.promotions import views as promotion_views
 from double11.promotions.views import checkout_money, discounted, line_money, order_money
+from double11.quotas.answers import released
+from double11.quotas.spec import RELEASE
 
 # a command's answer: its result code (Result.ok or .created when done) and
 # its body; the edge says the code as an HTTP status (double11/statuses.py)
@@ -47,6 +49,9 @@ def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) ->
         body = created(engine, ref)
         assert body is not None, "a thing just created has a view"
         return Result.created, body
+    if number == RELEASE.number:
+        start = int(batch.arg_starts()[i])
+        return Result.ok, released(int(batch.target[i]), int(batch.arg[start + RELEASE.arg_at("qty")]), ref)
     op = Op(number)
     if op == Op.pay:
         row = ref - 1

@@ -9,7 +9,8 @@ are first_order .. first_order + orders - 1), expires_at i64.
 A refusal's ref is the engine's: the id it is about (unknown_sku: the SKU;
 a pay, cancel, confirm or refund: its checkout or order), 0 for a malformed
 command, and for out_of_stock the short line and the units its SKU had
-(refusals.short_line).  `messages` words each refusal from the batch sent
+(refusals.short_line).  A release's ref (double11/quotas) is the units its
+SKU has for sale after it, or, refused out_of_stock, had before it.  `messages` words each refusal from the batch sent
 and these columns, as the JSON answer words it.
 """
 

@@ -99,6 +99,7 @@ ROUTES: tuple[str, ...] = (
     "/v1/threshold-discounts",
     "/v1/deals",
     "/v1/coupon-templates/{template}/grants",
+    "/v1/skus/{sku}/release",
     "/v1/coupon-templates/{template}",
     "/v1/coupons/{coupon}",
     "/v1/buyers/{buyer}/coupons",

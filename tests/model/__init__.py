@@ -85,6 +85,11 @@ def restock(key: str, sku: int, qty: int) -> dict:
     return {"op": "restock", "idempotency_key": key, "sku": sku, "qty": qty}
 
 
+def release(key: str, sku: int, qty: int) -> dict:
+    """quotas: take qty unsold units out of the SKU's stock"""
+    return {"op": "release", "idempotency_key": key, "sku": sku, "qty": qty}
+
+
 # promotions (docs/promotions.md) -------------------------------------------------
 HOUR_MS = 3_600_000
 

@@ -138,6 +138,14 @@ P14 A checkout costs at least 1 fen: a coupon takes off at most what leaves
     the whole checkout 1 fen to pay (so `pay`, whose amount_fen is 1 or
     more, can always pay it).  A create command answers the thing as created
     (counters at zero), whatever later commands of its batch did to it.
+Quotas (double11/quotas; docs/cluster.md, "Stock quotas")
+---------------------------------------------------------
+Q1  release: sku (an id, invalid_request), qty (int 1..1_000_000_000, else
+    invalid_quantity), in that order.  unknown_sku, then out_of_stock when
+    the SKU has fewer than qty units for sale (reserved and sold units are
+    not); else stock and stocked both go down by qty, and the answer is 200
+    {"sku", "qty", "stock": the units left for sale}.  Both refusals are
+    remembered.
 Not modelled: batch_too_large / body_too_large (edge limits), overloaded,
 not_found, method_not_allowed (HTTP), and the stats figures outside
 STATS_KEYS (rates, peaks, tops, growth).
@@ -156,7 +164,8 @@ from double11.statuses import HTTP_STATUS
 
 CORE_OPS = ("checkout", "pay", "cancel", "confirm", "refund", "restock")
 PROMOTION_OPS = ("coupon_template", "threshold_discount", "deal", "grant")
-OPS = CORE_OPS + PROMOTION_OPS
+QUOTA_OPS = ("release",)
+OPS = CORE_OPS + PROMOTION_OPS + QUOTA_OPS
 CHANNELS = ("mobile", "pc")
 STATS_KEYS = (
     "gmv_fen",
@@ -363,6 +372,11 @@ def parse(cmd: Any) -> tuple[str, str, tuple]:
         fields = _threshold_fields(cmd)
     elif op == "deal":
         fields = _deal_fields(cmd)
+    elif op == "release":
+        fields = (
+            _id(cmd, "sku"),
+            _int_in(cmd, "qty", 1, limits.restock_qty_max, Result.invalid_quantity),
+        )
     else:  # grant
         fields = _grant_fields(cmd)
     return op, key, fields
@@ -474,9 +488,9 @@ class ReferenceFestival:
     def _expire(self) -> None:
         for c in self.checkouts.values():
             if c["status"] == "reserved" and c["expires_at"] <= self.clock:
-                self._release(c, "expired")
+                self._put_back(c, "expired")
 
-    def _release(self, c: dict, status: str) -> None:
+    def _put_back(self, c: dict, status: str) -> None:
         c["status"] = status
         for sku, qty in c["lines"]:
             self.skus[sku]["reserved"] -= qty
@@ -774,7 +788,7 @@ class ReferenceFestival:
         bad = self._state_error(c)
         if bad is not None:
             return bad
-        self._release(c, "cancelled")
+        self._put_back(c, "cancelled")
         return ok(200, {"checkout": cid, "status": "cancelled"})
 
     def _order_state_error(self, o: dict) -> dict | None:
@@ -840,6 +854,16 @@ class ReferenceFestival:
         s["stock"] += qty
         s["stocked"] += qty
         return ok(200, {"sku": sku, "qty": qty})
+
+    def _release(self, sku: int, qty: int) -> dict:
+        s = self.skus.get(sku)
+        if s is None:
+            return err(Result.unknown_sku)
+        if s["stock"] < qty:
+            return err(Result.out_of_stock)
+        s["stock"] -= qty
+        s["stocked"] -= qty
+        return ok(200, {"sku": sku, "qty": qty, "stock": s["stock"]})
 
     # promotions' commands -----------------------------------------------------
     def _coupon_template(self, kind: str, merchant: int | None, discount: int, min_spend: int, budget_count: int,
