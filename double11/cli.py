@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     from double11.storage.cli import add_commands as add_log_commands
 
     add_log_commands(sub)
+    from double11.cluster.cli import add_commands as add_cluster_commands
+
+    add_cluster_commands(sub)
 
     bench = sub.add_parser("bench", help="festival-peak benchmark: server + load client on this machine")
     bench.add_argument("--seconds", type=positive_float, default=60.0, help="how long the batch load runs")
@@ -247,7 +250,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _command(argv: list[str]) -> str:
-    words = argv[:2] if argv[:1] in (["catalog"], ["log"]) else argv[:1]
+    words = argv[:2] if argv[:1] in (["catalog"], ["log"], ["cluster"]) else argv[:1]
     return " ".join(["double11", *(w for w in words if not w.startswith("-"))])
 
 

@@ -188,6 +188,28 @@ unit_failover_s_max = 10.0  # a unit's standby serving after its primary died (i
 # A unit's raw cumulative figures published for the cluster's global view
 # (double11/cluster/figures.py): the big screen's staleness on a cluster
 figures_publish_s = 0.5
+# A unit's node on NATS (double11/cluster: unit_service.py, unit_requests.py)
+# and a cluster on one machine (local_cluster.py, `double11 cluster`)
+# an asker's wait for a unit's answer: a batch may wait out a stream leader's
+# election (stream_retry_s_max) before it is answered or refused
+unit_request_s_max = 60.0
+# askers of `d11.cluster.status` gather replies this long (less once every node answered)
+cluster_status_wait_s = 1.0
+# a primary's start waits this long for its unit's lease: a new cluster's
+# lease bucket may still be electing its leader, and the lease of a primary
+# that just died lapses within unit_lease_ttl_s
+unit_primary_lease_wait_s = 2 * unit_lease_ttl_s
+# `cluster up`: every unit's nodes serving (imports, kernels compiled first
+# after an engine edit, a stream replayed)
+cluster_start_s_max = 300.0
+# a unit node's clean close after SIGTERM (requests in flight answered, last
+# figures published, lease given up) before it is killed
+unit_stop_s_max = 30.0
+# `cluster down`: the supervisor stopping the standbys, the primaries, then NATS
+cluster_stop_s_max = 2 * unit_stop_s_max + nats_stop_s_max + 20
+# `cluster up` on one machine: each unit is two engine processes
+local_cluster_nodes_max = 9
+local_cluster_units_max = 16
 # Units by buyer (double11/cluster/slots.py): buyers hash into this many slots,
 # each owned by one unit; a map of slots moves a range of buyers by moving slots
 cluster_slots = 4096

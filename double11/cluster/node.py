@@ -4,43 +4,56 @@ that becomes the primary when the lease lapses.
     python -m double11.cluster.node --urls nats://...,nats://... --unit east --data DIR --role primary
     python -m double11.cluster.node --urls ... --unit east --data DIR2 --role standby
 
-A primary takes the unit's lease (it exits at once if another engine holds
-it), opens the unit from DIR's snapshot and the stream (a new unit needs
+A primary takes the unit's lease (it exits if another engine still holds it
+after limits.unit_primary_lease_wait_s), opens the unit from DIR's snapshot and the stream (a new unit needs
 --catalog), and serves.  A standby starts from the latest snapshot in DIR (a
 copy of the primary's folder: the catalog, the config and the clock), follows
 the stream, and when the lease lapses takes it and serves (standby.promote).
 
-Commands come as JSON lines on stdin, one request a line, answered in order
-on stdout, one JSON line each (a stand-in for the front, which does not route
-to units yet; it keeps the process small enough to kill in a test):
+Serving is on NATS (unit_service.py; the subjects: unit_requests.py): the
+unit's batches, stock report and state while the node is the primary, and
+the cluster's status in any role, and the unit's figures published.  Unless
+--no-stdin, requests come as JSON lines on stdin too, one request a line,
+answered in order on stdout, one JSON line each (the failover tests drive a
+node this way):
   {"id": 7, "commands": [...]}  ->  {"id": 7, "results": [{"status", "body"}, ...]}
   {"id": 8, "ask": "state"}     ->  {"id": 8, "seq": N, "state_hash": "..."}
 A refusal is {"id": ..., "error": {"code", "message"}}.  Events are JSON
 lines too: {"event": "serving", "role": ...} once the node serves in a role,
 {"event": "stepped_down", "reason": ...} when a primary finds its lease gone
-or its log failed (it then exits with status 3: another engine leads the
-unit, or will once the lease it no longer renews lapses).  End of input
-closes the unit and gives the lease up, so a standby takes over at once.
+or its log failed (it unsubscribes first, then exits with status 3: another
+engine leads the unit, or will once the lease it no longer renews lapses).
+End of input, or SIGTERM, closes the unit (requests in flight answered, last
+figures published) and gives the lease up, so a standby takes over at once;
+with --no-stdin only SIGTERM does.  Started by a process that asked for it
+(lifecycle.child_env: `double11 cluster up`'s supervisor), the node is
+killed when that process dies.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from double11 import limits
 from double11.catalog.files import load_catalog
 from double11.cluster.lease import LeaseHeld, LeaseUnavailable, UnitLease
 from double11.cluster.nats_local import NatsUnavailable
 from double11.cluster.standby import Standby, state_hash
 from double11.cluster.stream_log import StreamLogError, check_unit
 from double11.cluster.unit import UnitFestival, open_unit
+from double11.cluster.unit_service import UnitService
+from double11.cluster.urls import urls_arg
 from double11.errors import Double11Error, Result, error_body
+from double11.lifecycle import follow_parent
 
 STEPPED_DOWN = 3  # the exit status of a primary that lost its lease
 
@@ -73,62 +86,100 @@ def _answer(festival: UnitFestival, line: str, number: int) -> dict[str, Any]:
         return {"id": ident, "error": exc.body()["error"]}
 
 
-def serve(festival: UnitFestival, lease: UnitLease, lines: TextIO, out: TextIO) -> int:
-    """Answers requests until the input ends (0) or the lease is gone (STEPPED_DOWN)."""
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        _say(out, _answer(festival, line, number))
-        failure = festival.log_failure
-        if failure is not None or not lease.held():  # another engine leads the unit, or will once the lease lapses
-            reason = lease.why_not_held() if not lease.held() else str(failure)
-            _say(out, {"event": "stepped_down", "unit": festival.unit, "reason": reason})
-            festival.abandon()
-            return STEPPED_DOWN
+def _lines(stream: TextIO | None) -> queue.Queue[str | None]:
+    """The lines of `stream` as they come (None at its end), read on a thread
+    of its own so that the node notices a lost lease while no line comes.
+    Without a stream: a queue nothing comes to."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    if stream is not None:
+        def read() -> None:
+            for line in stream:
+                lines.put(line)
+            lines.put(None)
+        threading.Thread(target=read, name="double11-node-stdin", daemon=True).start()
+    return lines
+
+
+def serve(festival: UnitFestival, lease: UnitLease, service: UnitService, lines: queue.Queue[str | None],
+          out: TextIO) -> int:
+    """Answers requests (NATS, and the lines that come) until the lines end
+    or SIGTERM (0, or SIGTERM's status) or the lease is gone (STEPPED_DOWN)."""
+    number = 0
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=limits.unit_lease_poll_s)
+            except queue.Empty:
+                line = ""  # nothing came: look at the lease
+            if line is None:
+                break
+            if line.strip():
+                number += 1
+                _say(out, _answer(festival, line, number))
+            elif line:
+                number += 1
+            failure = festival.log_failure
+            if failure is not None or not lease.held():  # another engine leads the unit, or will once the lease lapses
+                reason = lease.why_not_held() if not lease.held() else str(failure)
+                service.stop_serving("stepping_down")
+                _say(out, {"event": "stepped_down", "unit": festival.unit, "reason": reason})
+                festival.abandon()
+                festival.stream_log.cut_back()  # nothing more goes to the stream from here
+                return STEPPED_DOWN
+    except SystemExit:  # SIGTERM: closed as at the end of input, then the status says the signal
+        _close(festival, lease, service)
+        raise
+    _close(festival, lease, service)
+    return 0
+
+
+def _close(festival: UnitFestival, lease: UnitLease, service: UnitService) -> None:
+    service.stop_serving("closing")
     festival.close()
     lease.release()
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     unit, data = check_unit(args.unit), Path(args.data)
     lease = UnitLease(args.urls, unit)
+    service: UnitService | None = None
     try:
+        service = UnitService(args.urls, unit, data)
         if args.role == "primary":
-            lease.acquire()
+            lease.acquire(wait_s=limits.unit_primary_lease_wait_s)
             catalog = load_catalog(args.catalog) if args.catalog else None
             festival = open_unit(args.urls, unit, data, catalog=catalog, clock_start_ms=args.clock_start_ms,
                                  lease=lease)
+            service.serve(festival)
             _say(sys.stdout, {"event": "serving", "role": "primary", "unit": unit,
                               "seq": festival.stream_log.next_seq - 1})
         else:
             standby = Standby.from_snapshot(args.urls, unit, data)
+            service.follow(standby)
             _say(sys.stdout, {"event": "serving", "role": "standby", "unit": unit, "seq": standby.seq})
             waited = time.monotonic()
             festival = standby.promote(lease, data)
+            service.serve(festival)
             _say(sys.stdout, {"event": "serving", "role": "primary", "unit": unit, "promoted": True,
                               "seq": festival.stream_log.next_seq - 1,
                               "waited_s": round(time.monotonic() - waited, 3)})
-        return serve(festival, lease, sys.stdin, sys.stdout)
+        return serve(festival, lease, service, _lines(sys.stdin if args.stdin else None), sys.stdout)
     finally:
+        if service is not None:
+            service.close()
         lease.close()
-
-
-def _urls(text: str) -> list[str]:
-    urls = [url.strip() for url in text.split(",") if url.strip()]
-    if not urls or not all(url.startswith(("nats://", "tls://")) for url in urls):
-        raise argparse.ArgumentTypeError(f"--urls must be nats:// URLs separated by commas, got {text!r}")
-    return urls
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m double11.cluster.node", description=__doc__.split("\n\n")[0])
-    p.add_argument("--urls", type=_urls, required=True, help="the NATS cluster's client URLs, comma separated")
+    p.add_argument("--urls", type=urls_arg, required=True, help="the NATS cluster's client URLs, comma separated")
     p.add_argument("--unit", required=True, help="the unit's name (letters, digits, - and _)")
     p.add_argument("--data", required=True, help="the unit's snapshot folder (a standby's: a copy of the primary's)")
     p.add_argument("--role", choices=("primary", "standby"), required=True)
     p.add_argument("--catalog", help="catalog folder, for a unit that has no snapshot yet (a primary's)")
     p.add_argument("--clock-start-ms", type=int, help="the festival clock's start, for a new unit")
+    p.add_argument("--no-stdin", dest="stdin", action="store_false",
+                   help="take no requests on stdin (serve on NATS only, until SIGTERM)")
     return p
 
 
@@ -138,6 +189,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # a supervisor that dies takes its NATS nodes with it: nothing a node could close would reach them
+    follow_parent(signal.SIGKILL)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)

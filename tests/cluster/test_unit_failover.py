@@ -3,72 +3,30 @@ the primary SIGKILLed under load, a second would-be primary, a paused primary.""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_processes import gone  # tests/cluster/cluster_processes.py
-from model import T0, co, small_catalog
-from unit_nodes import NodeGone, UnitNode  # tests/cluster/unit_nodes.py
+from model import co
+from unit_nodes import (  # tests/cluster/unit_nodes.py
+    CHECKOUTS_PER_BATCH,
+    START_S,
+    NodeGone,
+    UnitNode,
+    checkouts_batch,
+    primary_and_standby,
+    replayed_hash,
+)
 
 from double11 import limits
-from double11.catalog.files import save_catalog
 from double11.cluster.lease import LeaseHeld, UnitLease, lease_holder
 from double11.cluster.nats_local import LocalNats
 from double11.cluster.node import STEPPED_DOWN
-from double11.cluster.standby import state_hash
-from double11.cluster.unit import replay_stream
-from double11.service.durability import latest_snapshot
 
 pytestmark = pytest.mark.slow  # starts NATS servers and engine processes
-
-_CHECKOUTS_PER_BATCH = 200
-_START_S = 120  # a node's start: imports, and compiled kernels loaded (compiled first after an engine edit)
-
-
-def _batch(b: int) -> list[dict[str, Any]]:
-    return [co(f"b{b}-{k}", [(102, 1)], buyer=1 + k) for k in range(_CHECKOUTS_PER_BATCH)]
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[UnitNode]]:
-    """The nodes a test starts; each stopped and checked gone afterwards."""
-    started: list[UnitNode] = []
-    yield started
-    for node in started:
-        node.stop()
-    assert all(gone(node.pid) for node in started)
-
-
-def _primary_and_standby(nats_cluster: LocalNats, tmp_path: Path, nodes: list[UnitNode],
-                         unit: str) -> tuple[UnitNode, UnitNode]:
-    catalog = tmp_path / "catalog"
-    save_catalog(small_catalog(stock={102: 10**8}), catalog)
-    primary = UnitNode(nats_cluster.urls, unit, tmp_path / "primary", "primary", "--catalog", str(catalog),
-                       "--clock-start-ms", str(T0))
-    nodes.append(primary)
-    assert primary.wait_event("serving", _START_S)["role"] == "primary"
-    # the standby's folder is a copy of the primary's: its first snapshot (catalog, config) and its clock
-    shutil.copytree(tmp_path / "primary", tmp_path / "standby")
-    standby = UnitNode(nats_cluster.urls, unit, tmp_path / "standby", "standby")
-    nodes.append(standby)
-    assert standby.wait_event("serving", _START_S)["role"] == "standby"
-    return primary, standby
-
-
-def _replayed_hash(nats_cluster: LocalNats, unit: str, folder: Path) -> tuple[int, str, int]:
-    """The stream replayed from scratch: its last record, the state's hash, its checkouts."""
-    found = latest_snapshot(folder)
-    assert found is not None and found[0] == 0
-    _, engine = found
-    last = replay_stream(engine, nats_cluster.urls, unit, 0)
-    return last, state_hash(engine), engine.stats.checkouts
-
 
 class _Load:
     """Batches of checkouts sent one after another; each answer kept once it is received (acknowledged)."""
@@ -84,7 +42,7 @@ class _Load:
         b = 0
         while True:
             try:
-                answer = self.node.execute(_batch(b))
+                answer = self.node.execute(checkouts_batch(b))
             except (NodeGone, OSError, TimeoutError):
                 return  # killed
             if "results" in answer:
@@ -107,7 +65,7 @@ class _Load:
 
 def test_the_standby_serves_after_the_primary_is_killed_under_load(nats_cluster: LocalNats, tmp_path: Path,
                                                                    nodes: list[UnitNode]):
-    primary, standby = _primary_and_standby(nats_cluster, tmp_path, nodes, "east")
+    primary, standby = primary_and_standby(nats_cluster.urls, tmp_path, nodes, "east")
     load = _Load(primary)
     load.wait_batches(15, timeout_s=120)
     killed_at = time.monotonic()
@@ -122,16 +80,16 @@ def test_the_standby_serves_after_the_primary_is_killed_under_load(nats_cluster:
     # the new primary's state is a replay of the stream, from scratch
     state = standby.request({"ask": "state"})
     assert state["seq"] == promoted["seq"]
-    last, digest, checkouts = _replayed_hash(nats_cluster, "east", tmp_path / "primary")
+    last, digest, checkouts = replayed_hash(nats_cluster.urls, "east", tmp_path / "primary")
     assert (last, digest) == (state["seq"], state["state_hash"])
     # every acknowledged checkout is there; the one batch in flight at the kill may be too
-    acknowledged = len(load.acknowledged) * _CHECKOUTS_PER_BATCH
-    assert checkouts in (acknowledged, acknowledged + _CHECKOUTS_PER_BATCH)
+    acknowledged = len(load.acknowledged) * CHECKOUTS_PER_BATCH
+    assert checkouts in (acknowledged, acknowledged + CHECKOUTS_PER_BATCH)
 
     # retried at the new primary, acknowledged batches are answered from their first results
     last_batch = max(load.acknowledged)
     for b in (last_batch, 0, last_batch // 2):
-        again = standby.execute(_batch(b))
+        again = standby.execute(checkouts_batch(b))
         assert again["results"] == load.acknowledged[b]
     assert {r["status"] for r in load.acknowledged[last_batch]} == {201}
     fresh = standby.execute([co("after", [(102, 1)], buyer=1)])["results"][0]
@@ -153,7 +111,7 @@ def test_a_held_lease_cannot_be_taken(nats_cluster: LocalNats, tmp_path: Path, n
 
         would_be = UnitNode(nats_cluster.urls, "west", tmp_path / "west", "primary")
         nodes.append(would_be)
-        assert would_be.wait(_START_S) == 2
+        assert would_be.wait(START_S) == 2
         complaint = "".join(would_be.stderr).strip()
         assert complaint.startswith("double11 node west: unit west's primary lease is held by")
         assert "\n" not in complaint and "Traceback" not in complaint
@@ -169,18 +127,18 @@ def test_a_held_lease_cannot_be_taken(nats_cluster: LocalNats, tmp_path: Path, n
 
 def test_a_paused_primary_is_fenced_off_when_it_goes_on(nats_cluster: LocalNats, tmp_path: Path,
                                                         nodes: list[UnitNode]):
-    primary, standby = _primary_and_standby(nats_cluster, tmp_path, nodes, "north")
+    primary, standby = primary_and_standby(nats_cluster.urls, tmp_path, nodes, "north")
     for b in range(3):
-        assert "results" in primary.execute(_batch(b))
+        assert "results" in primary.execute(checkouts_batch(b))
     primary.signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     standby.wait_event("serving", limits.unit_failover_s_max, role="primary")
     print(f"the standby served {time.monotonic() - stopped_at:.2f} s after the primary's SIGSTOP")
-    assert standby.execute(_batch(3))["results"][0]["status"] == 201
+    assert standby.execute(checkouts_batch(3))["results"][0]["status"] == 201
 
     primary.signal(signal.SIGCONT)
     try:
-        late = primary.execute(_batch(4))
+        late = primary.execute(checkouts_batch(4))
     except NodeGone:  # it found its lease gone and stepped down before it read the batch
         stepped_down = next(line for line in primary.passed if line.get("event") == "stepped_down")
     else:
@@ -192,8 +150,8 @@ def test_a_paused_primary_is_fenced_off_when_it_goes_on(nats_cluster: LocalNats,
 
     # the stream holds the primary's three batches, the fence, and the new primary's batch: nothing of batch 4
     state = standby.request({"ask": "state"})
-    last, digest, checkouts = _replayed_hash(nats_cluster, "north", tmp_path / "primary")
+    last, digest, checkouts = replayed_hash(nats_cluster.urls, "north", tmp_path / "primary")
     assert (last, digest) == (state["seq"], state["state_hash"])
-    assert checkouts == 4 * _CHECKOUTS_PER_BATCH
-    retried = standby.execute(_batch(4))["results"]
+    assert checkouts == 4 * CHECKOUTS_PER_BATCH
+    retried = standby.execute(checkouts_batch(4))["results"]
     assert {r["status"] for r in retried} == {201}  # new at the new primary: the late batch never landed

@@ -1,6 +1,7 @@
 """A unit's engine as a process (python -m double11.cluster.node), driven by
-JSON lines: the failover tests start a primary and a standby, kill or pause
-one, and talk to the other.  Every node is killed and reaped by `stop`."""
+JSON lines on stdin or over NATS: the failover tests start a primary and a
+standby, kill or pause one, and talk to the other.  Every node is killed and
+reaped by `stop`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +18,21 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from model import T0, co, small_catalog
+
+from double11.catalog.files import save_catalog
+from double11.cluster.standby import state_hash
+from double11.cluster.unit import replay_stream
+from double11.service.durability import latest_snapshot
+
 REPO = Path(__file__).resolve().parents[2]
+START_S = 120  # a node's start: imports, and compiled kernels loaded (compiled first after an engine edit)
+CHECKOUTS_PER_BATCH = 200
+
+
+def checkouts_batch(b: int) -> list[dict[str, Any]]:
+    """Batch b of the tests' load: checkouts of SKU 102, keys of their own."""
+    return [co(f"b{b}-{k}", [(102, 1)], buyer=1 + k) for k in range(CHECKOUTS_PER_BATCH)]
 
 
 class NodeGone(RuntimeError):
@@ -75,8 +91,12 @@ class UnitNode:
         self._next_id += 1
         ident = self._next_id
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"id": ident, **message}) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps({"id": ident, **message}) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it exited: what it said before is kept, as when it ends while asked
+            while True:
+                self.passed.append(self.next_line(timeout_s))
         while True:
             line = self.next_line(timeout_s)
             if line.get("id") == ident:
@@ -114,3 +134,31 @@ class UnitNode:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def primary_and_standby(urls: list[str], folder: Path, nodes: list[UnitNode], unit: str,
+                        *extra: str) -> tuple[UnitNode, UnitNode]:
+    """A unit's primary, new (a small catalog, SKU 102 with plenty of stock),
+    and its standby from a copy of the primary's folder, both serving; each
+    appended to `nodes` as it starts (the caller stops them)."""
+    catalog = folder / "catalog"
+    save_catalog(small_catalog(stock={102: 10**8}), catalog)
+    primary = UnitNode(urls, unit, folder / "primary", "primary", "--catalog", str(catalog),
+                       "--clock-start-ms", str(T0), *extra)
+    nodes.append(primary)
+    assert primary.wait_event("serving", START_S)["role"] == "primary"
+    # the standby's folder is a copy of the primary's: its first snapshot (catalog, config) and its clock
+    shutil.copytree(folder / "primary", folder / "standby")
+    standby = UnitNode(urls, unit, folder / "standby", "standby", *extra)
+    nodes.append(standby)
+    assert standby.wait_event("serving", START_S)["role"] == "standby"
+    return primary, standby
+
+
+def replayed_hash(urls: list[str], unit: str, folder: Path) -> tuple[int, str, int]:
+    """The stream replayed from scratch: its last record, the state's hash, its checkouts."""
+    found = latest_snapshot(folder)
+    assert found is not None and found[0] == 0
+    _, engine = found
+    last = replay_stream(engine, urls, unit, 0)
+    return last, state_hash(engine), engine.stats.checkouts
