@@ -10,6 +10,10 @@ Jepsen's analysis of NATS 2.12.1 lost acknowledged writes when nodes crashed
 together.  `start` returns once every node runs and they agree on a JetStream
 meta leader (the Raft group that places streams).
 
+With a `HostNetwork` (netns.py), node k runs inside host k's network
+namespace instead, at its own address with NATS's usual ports, its routes
+to the others crossing the bridge: `network.cut(k)` partitions it off.
+
 Children never outlive their parent: each node runs in a session of its own
 (stopped as a group) and asks the kernel for SIGKILL when the thread that
 started it ends (PR_SET_PDEATHSIG), so call `start` and `restart` from a
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -37,10 +42,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from double11 import limits
+from double11.cluster.netns import HostNetwork, enter
 
 CLUSTER_NAME = "double11"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _POLL_S = 0.1
+_PORTS_IN_A_NAMESPACE = (4222, 6222, 8222)  # client, cluster, monitoring: NATS's usual ports, one host each
 
 
 class NatsUnavailable(RuntimeError):
@@ -72,9 +79,11 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent(namespace: str | None = None) -> None:  # runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if namespace is not None:
+        enter(namespace)
 
 
 @dataclass
@@ -84,6 +93,8 @@ class Node:
     cluster_port: int
     http_port: int
     folder: Path
+    host: str = "127.0.0.1"
+    namespace: str | None = None  # the network namespace it runs in (a HostNetwork's), None: this process's
     process: subprocess.Popen[bytes] | None = None
     output: IO[bytes] | None = None
 
@@ -93,23 +104,34 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.client_port}"
+        return f"nats://{self.host}:{self.client_port}"
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
 
 class LocalNats:
-    """`nodes` NATS servers with JetStream, clustered, their files under `folder`."""
+    """`nodes` NATS servers with JetStream, clustered, their files under `folder`;
+    on 127.0.0.1, or node k on host k of `network`."""
 
-    def __init__(self, folder: Path, nodes: int = 3, host: str = "127.0.0.1") -> None:
+    def __init__(self, folder: Path, nodes: int = 3, host: str = "127.0.0.1",
+                 network: HostNetwork | None = None) -> None:
         if nodes < 1:
             raise ValueError(f"nodes must be at least 1, got {nodes}")
+        if network is not None and len(network.addresses) < nodes:
+            raise ValueError(f"{nodes} nodes need as many hosts; the network has {len(network.addresses)} "
+                             "(create it first)")
         self.folder = Path(folder)
-        self.host = host
         self.binary = server_binary()
-        self.nodes = [Node(f"n{k + 1}", _free_port(host), _free_port(host), _free_port(host),
-                           self.folder / f"n{k + 1}") for k in range(nodes)]
+        self.nodes = []
+        for k in range(nodes):
+            name = f"n{k + 1}"
+            if network is None:
+                ports = (_free_port(host), _free_port(host), _free_port(host))
+                self.nodes.append(Node(name, *ports, self.folder / name, host))
+            else:
+                self.nodes.append(Node(name, *_PORTS_IN_A_NAMESPACE, self.folder / name, network.addresses[k],
+                                       network.namespaces[k]))
 
     @property
     def urls(self) -> list[str]:
@@ -200,7 +222,7 @@ class LocalNats:
     def monitor(self, node: Node, endpoint: str) -> dict[str, Any] | None:
         """A node's monitoring endpoint (`jsz`, `varz`, ...) as JSON; None while it does not answer."""
         try:
-            with urllib.request.urlopen(f"http://{self.host}:{node.http_port}/{endpoint}", timeout=2) as answer:
+            with urllib.request.urlopen(f"http://{node.host}:{node.http_port}/{endpoint}", timeout=2) as answer:
                 return dict(json.loads(answer.read()))
         except (OSError, urllib.error.URLError, ValueError):
             return None
@@ -209,12 +231,12 @@ class LocalNats:
     def _write_config(self, node: Node) -> None:
         store = node.folder / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
-        routes = [f"nats-route://{self.host}:{other.cluster_port}" for other in self.nodes if other is not node]
+        routes = [f"nats-route://{other.host}:{other.cluster_port}" for other in self.nodes if other is not node]
         q = json.dumps  # NATS config strings read as JSON strings
         lines = [
             f"server_name: {q(node.name)}",
-            f"listen: {q(f'{self.host}:{node.client_port}')}",
-            f"http: {q(f'{self.host}:{node.http_port}')}",
+            f"listen: {q(f'{node.host}:{node.client_port}')}",
+            f"http: {q(f'{node.host}:{node.http_port}')}",
             f"max_payload: {limits.nats_payload_bytes_max}",
             "jetstream {",
             f"  store_dir: {q(str(store))}",
@@ -225,7 +247,7 @@ class LocalNats:
             lines += [
                 "cluster {",
                 f"  name: {q(CLUSTER_NAME)}",
-                f"  listen: {q(f'{self.host}:{node.cluster_port}')}",
+                f"  listen: {q(f'{node.host}:{node.cluster_port}')}",
                 f"  routes: [{', '.join(q(r) for r in routes)}]",
                 "}",
             ]
@@ -237,7 +259,7 @@ class LocalNats:
         node.output = open(node.folder / "output.log", "ab")  # noqa: SIM115 (kept open for the node's life)
         node.process = subprocess.Popen([str(self.binary), "-c", str(node.config_path)], stdin=subprocess.DEVNULL,
                                         stdout=node.output, stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=functools.partial(_die_with_parent, node.namespace))
 
     @staticmethod
     def _signal(node: Node, signum: int) -> None:
