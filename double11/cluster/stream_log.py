@@ -398,7 +398,11 @@ class StreamReader:
 
     def last_seq(self) -> int:
         async def last() -> int:
-            return int((await self._js.stream_info(self.stream)).state.last_seq)
+            try:
+                return int((await self._js.stream_info(self.stream)).state.last_seq)
+            except nats.errors.Error as exc:
+                raise StreamLogError(errno.EAGAIN, f"the stream {self.stream}'s end could not be read: "
+                                     f"{type(exc).__name__}: {exc}") from exc
         return self._io.call(last(), limits.stream_replay_wait_s * 2)
 
     def fetch(self, records_max: int = limits.stream_replay_fetch_records_max,
@@ -409,6 +413,9 @@ class StreamReader:
                 return list(await self._sub.fetch(records_max, timeout=wait_s))
             except (TimeoutError, nats.errors.TimeoutError):
                 return []
+            except nats.errors.Error as exc:  # a replica catching up, no leader yet: the reader's caller retries
+                raise StreamLogError(errno.EAGAIN, f"the stream {self.stream} could not be read at record "
+                                     f"{self.expected}: {type(exc).__name__}: {exc}") from exc
         out = []
         for msg in self._io.call(fetch(), wait_s * 2 + limits.stream_ack_wait_s):
             stream_seq = msg.metadata.sequence.stream
