@@ -204,6 +204,7 @@ class LocalCluster:
         self.clock_start_ms = 0
         self._lock_fd: int | None = None
         self._recorded = False  # cluster.json says this start's cluster (once NATS runs)
+        self._stopped: list[str] = []  # what stop stopped, one phrase each
         self._said = threading.Condition()  # a process said something (an event) or ended
         self._readers: list[threading.Thread] = []
 
@@ -393,8 +394,9 @@ class LocalCluster:
     # ------------------------------------------------------------ stopping
     def stop(self) -> list[str]:
         """Stops everything it started: the other processes, the standbys,
-        the primaries, then NATS.  Says what it stopped, one phrase each."""
-        stopped: list[str] = []
+        the primaries, then NATS.  Says what it stopped, one phrase each
+        (called again, what the calls stopped together)."""
+        stopped = self._stopped
         units = [proc for proc in self.processes if proc.unit is not None]
         others = [proc for proc in self.processes if proc.unit is None]
         for group in (list(reversed(others)), [p for p in units if p.role_now() != PRIMARY],
@@ -411,7 +413,7 @@ class LocalCluster:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        return stopped
+        return list(stopped)
 
     def _stop_all(self, group: list[ClusterProcess]) -> list[str]:
         """SIGTERM to each, side by side; SIGKILL to those not gone within limits.unit_stop_s_max."""
