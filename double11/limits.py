@@ -227,3 +227,8 @@ rebalance_transfers_per_round_max = 4096  # quota transfers sent in one round (e
 # answer, and how long it sends a part again while the unit fails over
 unit_answer_s_max = 5.0
 cluster_retry_s_max = 60.0
+# a cluster's HTTP front (double11/cluster/front_link.py): a request waits this
+# long for its unit (a failover: unit_failover_s_max) before its 503; a unit's
+# primary answers /healthz within front_health_s_max or the front is not healthy
+front_unit_wait_s_max = 15.0
+front_health_s_max = 2.0

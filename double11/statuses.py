@@ -64,6 +64,7 @@ HTTP_STATUS: dict[Result, int] = {
     Result.unavailable: 503,
     Result.storage_unavailable: 503,
     Result.internal: 500,
+    Result.not_on_cluster: 501,  # Not Implemented: the cluster lacks the function, a retry will not help
 }
 
 # by code number, for the hot path (a list index, not a dict of enum members)

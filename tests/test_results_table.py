@@ -153,10 +153,11 @@ def test_every_command_level_code_has_a_row():
     # unknown_deal: only GET /v1/deals/{deal} answers it (no command names a deal)
     # ok and created: answers, not refusals; unauthenticated and forbidden: tests/http/test_access.py;
     # storage_unavailable: tests/test_storage_faults.py and tests/http/test_log_full_disk.py
+    # not_on_cluster: tests/cluster/test_cluster_front.py (a front over units)
     edge_only = {Result.ok, Result.created, Result.unauthenticated, Result.forbidden, Result.batch_too_large,
                  Result.body_too_large, Result.overloaded, Result.rate_limited,
                  Result.not_found, Result.method_not_allowed, Result.internal, Result.unavailable, Result.unknown_deal,
-                 Result.storage_unavailable}
+                 Result.storage_unavailable, Result.not_on_cluster}
     assert {Result[r[2]] for r in ROWS} == set(Result) - edge_only
 
 

@@ -27,9 +27,12 @@ from typing import Any
 
 from double11 import limits
 from double11.cli import clock_start, existing_folder, int_in, port_number
-from double11.lifecycle import CommandFailed
+from double11.cluster.urls import urls_arg
+from double11.lifecycle import CommandFailed, check_ports_free
 
 _STOP_POLL_S = 0.1  # `down`: how often it looks whether the supervisor is gone
+DEFAULT_PORT = 1111  # the HTTP front's, as `double11 serve`'s
+LOCALHOST = "127.0.0.1"  # where a local cluster's processes listen (local_cluster.LOCALHOST)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +54,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--nats-port", type=port_number,
                     help="the first of the NATS nodes' ports: client ports, then cluster, then monitoring "
                          "(3 x nodes in a row; default: free ports)")
+    up.add_argument("--front-port", type=port_number, default=DEFAULT_PORT,
+                    help=f"the HTTP front's port on 127.0.0.1 (default {DEFAULT_PORT}; tokens signed by "
+                         "DATA/access.key: double11 tokens issue --data DATA)")
+    up.add_argument("--open", action="store_true",
+                    help="the front takes no tokens: every route open to whoever reaches the port")
     up.add_argument("--foreground", action="store_true", help="run the supervisor here, until Ctrl-C or SIGTERM")
     up.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # the background `up`'s pipe
     up.set_defaults(run=_up)
@@ -59,9 +67,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--data", default="./cluster", help=data_help)
     status.add_argument("--json", action="store_true", help="as JSON: every process with its role and pid")
     status.set_defaults(run=_status)
-    down = commands.add_parser("down", help="stop the cluster: its units, then NATS")
+    down = commands.add_parser("down", help="stop the cluster: its front, its units, then NATS")
     down.add_argument("--data", default="./cluster", help=data_help)
     down.set_defaults(run=_down)
+    front = commands.add_parser("front", help="the cluster's HTTP front: the HTTP API and the big screen over "
+                                              "the units (cluster up starts one)")
+    front.add_argument("--urls", type=urls_arg, required=True, help="the NATS cluster's client URLs, comma separated")
+    front.add_argument("--catalog", type=existing_folder, required=True,
+                       help="the festival's catalog folder (the names the big screen shows)")
+    front.add_argument("--host", default=LOCALHOST, help=f"address to listen on (default {LOCALHOST})")
+    front.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    front.add_argument("--data", default="./cluster", help="the folder of the token key, access.key (made there "
+                                                             "on a first start; default ./cluster)")
+    front.add_argument("--token-key", help="the token key's file (default: DATA/access.key)")
+    front.add_argument("--open", action="store_true", help="take no tokens: every route open (a trial only)")
+    front.set_defaults(run=_front)
 
 
 # ------------------------------------------------------------------ up
@@ -78,6 +98,10 @@ def _up(args: argparse.Namespace) -> int:
     if args.nats_port is not None:
         free_nats_ports(args.nats_port, args.nodes)  # said now, not from the supervisor after its start
     try:
+        check_ports_free(LOCALHOST, [args.front_port])
+    except CommandFailed as exc:
+        raise CommandFailed(str(exc).replace("--port", "--front-port"), exc.status) from None
+    try:
         server_binary()
     except NatsUnavailable as exc:
         raise CommandFailed(str(exc), 1) from None
@@ -86,14 +110,24 @@ def _up(args: argparse.Namespace) -> int:
     return _start_supervisor(args)
 
 
+def front_spec(port: int, open_access: bool) -> Any:
+    """The cluster's HTTP front as `up` starts it (a local_cluster.ProcessSpec):
+    unit u0's catalog for the names, the token key in the cluster's folder."""
+    from double11.cluster.local_cluster import ProcessSpec
+
+    argv = [sys.executable, "-m", "double11", "cluster", "front", "--urls", "{urls}", "--port", str(port),
+            "--catalog", str(Path("{data}") / "units" / "u0" / "catalog"), "--data", "{data}"]
+    return ProcessSpec("front", "front", argv + (["--open"] if open_access else []))
+
+
 def _supervise(args: argparse.Namespace) -> int:
     """The supervisor: starts the cluster, says so, and keeps it until Ctrl-C or SIGTERM."""
     from double11.cluster.local_cluster import LocalCluster
 
-    cluster = LocalCluster()
+    cluster = LocalCluster(extra=[front_spec(args.front_port, args.open)])
     try:
         cluster.start(args.data, args.nodes, args.units, args.catalog, args.clock_start, args.nats_port)
-        started = _started(Path(args.data), cluster.urls, cluster.units)
+        started = _started(Path(args.data), cluster.urls, cluster.units, args.front_port)
         if args.ready_fd is not None:
             print(started, flush=True)
             os.write(args.ready_fd, started.encode())
@@ -110,11 +144,12 @@ def _supervise(args: argparse.Namespace) -> int:
         return 0
 
 
-def _started(data: Path, urls: list[str], units: list[str]) -> str:
+def _started(data: Path, urls: list[str], units: list[str], front_port: int) -> str:
     return "\n".join([
         f"cluster up in {data}: {len(urls)} NATS nodes, {len(units)} units ({', '.join(units)}), "
         f"each a primary and a standby (supervisor pid {os.getpid()})",
         f"NATS: {','.join(urls)}",
+        f"HTTP: http://{LOCALHOST}:{front_port}/ (the API and the big screen)",
         f"status: double11 cluster status --data {data}",
         f"stop:   double11 cluster down --data {data}",
     ])
@@ -126,7 +161,9 @@ def _start_supervisor(args: argparse.Namespace) -> int:
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "double11", "cluster", "up", "--foreground", "--data", str(data),
-            "--nodes", str(args.nodes), "--units", str(args.units)]
+            "--nodes", str(args.nodes), "--units", str(args.units), "--front-port", str(args.front_port)]
+    if args.open:
+        argv.append("--open")
     for option, value in (("--catalog", args.catalog), ("--clock-start", args.clock_start),
                           ("--nats-port", args.nats_port)):
         if value is not None:
@@ -156,6 +193,13 @@ def _last_complaint(log: Path) -> str:
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
     last = lines[-1] if lines else f"the supervisor ended without a word (see {log})"
     return last.removeprefix("double11 cluster up: ")
+
+
+# ------------------------------------------------------------------ front
+def _front(args: argparse.Namespace) -> int:
+    from double11.cluster.front import front_main
+
+    return front_main(args.urls, args.catalog, args.host, args.port, args.data, args.token_key, args.open)
 
 
 # ------------------------------------------------------------------ status
@@ -223,7 +267,7 @@ def _report(data: Path, supervisor: int, found: dict[str, Any]) -> dict[str, Any
         answer = by_pid.get(proc.get("pid"))
         entry = {"name": proc["name"], "role": answer["role"] if answer else proc["role"], "unit": proc.get("unit"),
                  "pid": proc.get("pid"), "alive": _alive(proc.get("pid")), "answered": answer is not None,
-                 "started_as": proc["role"], "log": proc.get("log")}
+                 "started_as": proc["role"], "log": proc.get("log"), "url": proc.get("url")}
         if answer:
             entry.update(seq=answer.get("seq"), lag=answer.get("lag"))
         processes.append(entry)
@@ -256,6 +300,12 @@ def _status(args: argparse.Namespace) -> int:
         if proc["role"] == "nats":
             print(f"{proc['name']:<6} {proc['pid'] or '-':>8}  {'up' if proc['alive'] else 'down':<5}  "
                   f"{proc['url']:<24}  {', '.join(leaders.get(proc['name'], [])) or '-'}")
+    others = [proc for proc in report["processes"] if proc.get("started_as") and not proc.get("unit")]
+    if others:
+        print(f"{'PROCESS':<12} {'PID':>8}  {'STATE':<5}  SAYS")
+        for proc in others:
+            print(f"{proc['name']:<12} {proc['pid'] or '-':>8}  {'up' if proc['alive'] else 'down':<5}  "
+                  f"{proc.get('url') or proc.get('log') or '-'}")
     print(f"{'UNIT':<6} {'RECORDS':>8}  {'PROCESS':<12} {'PID':>8}  {'ROLE':<13} LAG")
     for proc in report["processes"]:
         if proc.get("unit"):

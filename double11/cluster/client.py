@@ -20,10 +20,11 @@ import nats.errors
 from nats.aio.client import Client
 
 from double11 import limits
+from double11.access.roles import OPERATOR, Principal
 from double11.cluster.buckets import open_bucket
 from double11.cluster.router import merge, route
 from double11.cluster.slots import SLOTS_BUCKET, SLOTS_KEY, SlotMap
-from double11.cluster.unit_requests import ask_batch
+from double11.cluster.unit_requests import ask, principal_headers
 from double11.engine.batch import CommandBatch
 from double11.errors import Double11Error, Result
 
@@ -44,26 +45,36 @@ class ClusterClient:
     async def connect(cls, nc: Client) -> ClusterClient:
         return cls(nc, await slot_map_of(nc))
 
-    async def submit(self, batch: bytes) -> bytes:
-        """A binary batch's binary results, in the cluster's ids."""
+    async def submit(self, batch: bytes, principal: Principal = OPERATOR,
+                     retry_s_max: float = limits.cluster_retry_s_max) -> bytes:
+        """A binary batch's binary results, in the cluster's ids; its
+        commands sent on behalf of `principal` (the units check whose things
+        they name)."""
         routed = route(CommandBatch.from_bytes(batch), self.slot_map)
-        answers = await asyncio.gather(*(self._part(self.slot_map.units[p.unit], p.batch.to_bytes())
+        headers = principal_headers(principal)
+        answers = await asyncio.gather(*(self.send(p.unit, "batch", p.batch.to_bytes(), headers, retry_s_max)
                                          for p in routed.parts))
         return merge(routed, list(answers))
 
-    async def _part(self, unit: str, data: bytes) -> bytes:
-        return await send_to_unit(self.nc, unit, data, self._count_retry)
+    async def send(self, unit: int, request: str, data: bytes, headers: dict[str, str] | None = None,
+                   retry_s_max: float = limits.cluster_retry_s_max) -> bytes:
+        """A request to unit number `unit`, sent again while it fails over (send_to_unit)."""
+        return await send_to_unit(self.nc, self.slot_map.units[unit], data, self._count_retry, request, headers,
+                                  retry_s_max)
 
     def _count_retry(self) -> None:
         self.retries += 1
 
 
-async def send_to_unit(nc: Client, unit: str, data: bytes, on_retry: Callable[[], None] = lambda: None) -> bytes:
-    """A binary batch to the unit's primary, sent again while it fails over."""
-    deadline = time.monotonic() + limits.cluster_retry_s_max
+async def send_to_unit(nc: Client, unit: str, data: bytes, on_retry: Callable[[], None] = lambda: None,
+                       request: str = "batch", headers: dict[str, str] | None = None,
+                       retry_s_max: float = limits.cluster_retry_s_max) -> bytes:
+    """A request (a binary batch by default) to the unit's primary, sent
+    again while it fails over, for at most retry_s_max."""
+    deadline = time.monotonic() + retry_s_max
     while True:
         try:
-            return await ask_batch(nc, unit, data, timeout_s=limits.unit_answer_s_max)
+            return await ask(nc, unit, request, data, limits.unit_answer_s_max, headers)
         except _RETRIED as exc:
             error: BaseException = exc
         except Double11Error as exc:
@@ -72,6 +83,6 @@ async def send_to_unit(nc: Client, unit: str, data: bytes, on_retry: Callable[[]
             error = exc
         if time.monotonic() > deadline:
             raise Double11Error(Result.storage_unavailable, message=f"unit {unit} did not answer within "
-                                f"{limits.cluster_retry_s_max:g} s ({type(error).__name__}: {error})")
+                                f"{retry_s_max:g} s ({type(error).__name__}: {error})")
         on_retry()
         await asyncio.sleep(limits.unit_lease_poll_s)

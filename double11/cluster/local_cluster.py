@@ -128,7 +128,8 @@ class ClusterProcess:
     def describe(self) -> dict[str, Any]:
         status = self.process.poll() if self.process is not None else None
         return {"name": self.name, "role": self.role, "unit": self.unit, "pid": self.pid, "log": str(self.log),
-                "running": status is None, "exit_status": status, "stopped": self.stopped}
+                "running": status is None, "exit_status": status, "stopped": self.stopped,
+                "url": next((e["url"] for e in self.events if "url" in e), None)}  # where a front serves
 
 
 def read_cluster_file(data_dir: Path) -> dict[str, Any] | None:

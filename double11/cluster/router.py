@@ -7,8 +7,9 @@ names (the unit's index rides in the id's high bits); a restock to the SKU's
 home unit (the unit owning the SKU id's slot), from which the rebalancer
 spreads it.  Each unit sees its own local ids; the answers carry the
 cluster's again.  Commands the cluster does not serve yet (the promotions
-area's; `release`, which only the rebalancer sends, to one unit by name) and
-ids naming no unit are answered here, changing nothing anywhere.
+area's; `release`, which only the rebalancer sends, to one unit by name:
+not_on_cluster) and ids naming no unit are answered here, changing nothing
+anywhere.
 
 Pure: no I/O.  `client.py` sends the parts to the units over NATS.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from double11 import areas
 from double11.cluster.slots import SlotMap, global_ids, local_ids, slot_of, unit_of_id
 from double11.engine.batch import CommandBatch, Op
 from double11.engine.wire import COLUMNS, decode_results
@@ -28,6 +30,9 @@ from double11.errors import Result
 _CHECKOUT, _PAY, _CANCEL, _CONFIRM, _REFUND, _RESTOCK = (
     int(Op.checkout), int(Op.pay), int(Op.cancel), int(Op.confirm), int(Op.refund), int(Op.restock))
 _OK = int(Result.ok)
+_UNKNOWN_CHECKOUT, _UNKNOWN_ORDER = int(Result.unknown_checkout), int(Result.unknown_order)
+# the areas' commands (the promotions', release): a cluster answers them not_on_cluster
+_NOT_SERVED = np.array([number for number in areas.BY_NUMBER if number not in {int(op) for op in Op}], dtype=np.int64)
 _HEADER = struct.Struct("<4sI")
 NOT_ROUTED = -1
 
@@ -54,9 +59,16 @@ class Routed:
 def units_of(batch: CommandBatch, slot_map: SlotMap) -> tuple[np.ndarray, np.ndarray]:
     """(unit, refusal) per command: the index of the unit serving it, or
     NOT_ROUTED with the code it is answered with here."""
-    op, target = batch.op.astype(np.int64), batch.target
+    return units_of_commands(batch.op, batch.target, batch.invalid, slot_map)
+
+
+def units_of_commands(ops: np.ndarray, target: np.ndarray, invalid: np.ndarray,
+                      slot_map: SlotMap) -> tuple[np.ndarray, np.ndarray]:
+    """units_of, from the commands' columns: op, target (a checkout's buyer,
+    an id, a SKU) and invalid (the edge's code for a command of a bad shape, or 0)."""
+    op = ops.astype(np.int64)
     unit = np.full(len(op), NOT_ROUTED, dtype=np.int64)
-    refusal = np.full(len(op), int(Result.unknown_op), dtype=np.uint8)
+    refusal = np.where(np.isin(op, _NOT_SERVED), int(Result.not_on_cluster), int(Result.unknown_op)).astype(np.uint8)
     by_buyer = op == _CHECKOUT
     unit[by_buyer] = slot_map.unit_of_buyer(target[by_buyer])
     by_sku = op == _RESTOCK
@@ -70,7 +82,7 @@ def units_of(batch: CommandBatch, slot_map: SlotMap) -> tuple[np.ndarray, np.nda
     refusal[strays & (op >= _CONFIRM)] = int(Result.unknown_order)
     # a command whose shape the edge refused goes to the first unit, which
     # answers its refusal in the engine's words and logs it as every unit does
-    shaped = batch.invalid != 0
+    shaped = invalid != 0
     unit[shaped & (unit == NOT_ROUTED) & (op <= _RESTOCK) & (op >= _CHECKOUT)] = 0
     return unit, refusal
 
@@ -113,7 +125,8 @@ def route(batch: CommandBatch, slot_map: SlotMap) -> Routed:
         part.target = np.where(by_id, local_ids(part.target), part.target)
         parts.append(Part(u, places, part))
     code = np.where(unit == NOT_ROUTED, refusal, 0).astype(np.uint8)
-    ref = np.where(unit == NOT_ROUTED, np.where(refusal == int(Result.unknown_op), 0, batch.target), 0)
+    stray = (unit == NOT_ROUTED) & ((refusal == _UNKNOWN_CHECKOUT) | (refusal == _UNKNOWN_ORDER))
+    ref = np.where(stray, batch.target, 0)  # an id naming no unit is the ref of its refusal, as the engine's
     return Routed(parts, code, ref.astype(np.int64), batch)
 
 

@@ -6,7 +6,20 @@ While it is its unit's primary, a node answers:
   the cluster's ids into them, slots.py) -> the binary results (engine/wire.py);
 - `d11.unit.<unit>.stock`: -> the unit's quotas.StockReport, as bytes;
 - `d11.unit.<unit>.state`: `{"hash": true}` or nothing -> JSON
-  {"unit", "role", "pid", "seq"} (and "state_hash" when asked for).
+  {"unit", "role", "pid", "seq"} (and "state_hash" when asked for);
+- `d11.unit.<unit>.config`: -> the festival's config (config.FestivalConfig) as JSON;
+and, for a cluster's HTTP front (front_link.py), what the engine process
+answers the front on one machine (link/engine.py), the answer after a
+result code (ANSWER_CODE: the code the front says as an HTTP status):
+- `d11.unit.<unit>.single`: SINGLE (op, target) then a single request's
+  body as it came -> its answer;
+- `d11.unit.<unit>.view`: VIEW (which: a link.frames.View or an area's
+  view number, id), then a page's query (SKU_PAGE_QUERY) -> the view's JSON;
+- `d11.unit.<unit>.commands`: a JSON list of commands (a JSON batch's, in
+  the unit's ids) -> {"results": [...]}, as `POST /v1/batch` answers.
+A request sent on behalf of a token's holder (the front checked its role)
+carries the header `D11-Principal: <role>:<id>` (none: the operator), so the
+unit checks whose thing a command names as one machine's engine does.
 Every node, primary or standby, answers `d11.cluster.status` (one request,
 many replies: the asker gathers them for a moment) with JSON
 {"unit", "role", "pid", "seq", "lag", "data"}; `lag` is how many records
@@ -25,19 +38,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import struct
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from double11 import limits
+from double11.access.roles import OPERATOR, Principal, Role
 from double11.cluster.quotas import StockReport
 from double11.cluster.stream_log import check_unit
 from double11.errors import Double11Error, Result
 
 ERROR_HEADER = "D11-Error"
+PRINCIPAL_HEADER = "D11-Principal"
 STATUS_SUBJECT = "d11.cluster.status"
-UNIT_REQUESTS = ("batch", "stock", "state")
+UNIT_REQUESTS = ("batch", "stock", "state", "config", "single", "view", "commands")
+SINGLE = struct.Struct("<Bq")  # a single request's op and the id in its path (0: a checkout)
+VIEW = struct.Struct("<Hq")  # a view's number and the id it reads
+ANSWER_CODE = struct.Struct("<H")  # before an answer's body: its result code
 
 
 def unit_subject(unit: str, request: str) -> str:
@@ -60,10 +79,42 @@ def refusal_of(reply: Msg) -> Double11Error | None:
     return Double11Error(result, message=message)
 
 
+def principal_headers(principal: Principal) -> dict[str, str] | None:
+    """The headers of a request sent on behalf of `principal` (None: the operator's)."""
+    if principal == OPERATOR:
+        return None
+    return {PRINCIPAL_HEADER: f"{int(principal.role)}:{principal.id}"}
+
+
+def principal_of(request: Msg) -> Principal:
+    """Who a request was sent on behalf of (the operator, without the header)."""
+    said = (request.headers or {}).get(PRINCIPAL_HEADER)
+    if said is None:
+        return OPERATOR
+    role, _, ident = said.partition(":")
+    try:
+        return Principal(Role(int(role)), int(ident))
+    except ValueError:
+        raise Double11Error(Result.invalid_request, message=f"{PRINCIPAL_HEADER} must be <role>:<id>, "
+                                                            f"got {said[:40]!r}") from None
+
+
+def answered(code: int, body: bytes) -> bytes:
+    """An answer as a unit replies it: its result code, then its body."""
+    return ANSWER_CODE.pack(code) + body
+
+
+def answer_of(reply: bytes) -> tuple[int, bytes]:
+    """(result code, body) of a reply made by `answered`."""
+    if len(reply) < ANSWER_CODE.size:
+        raise Double11Error(Result.internal, message=f"a unit's answer of {len(reply)} bytes has no result code")
+    return ANSWER_CODE.unpack_from(reply)[0], reply[ANSWER_CODE.size:]
+
+
 async def ask(nc: Client, unit: str, request: str, payload: bytes = b"",
-              timeout_s: float = limits.unit_request_s_max) -> bytes:
+              timeout_s: float = limits.unit_request_s_max, headers: dict[str, str] | None = None) -> bytes:
     """One request to the unit's primary: its answer, or its refusal raised."""
-    reply = await nc.request(unit_subject(unit, request), payload, timeout=timeout_s)
+    reply = await nc.request(unit_subject(unit, request), payload, timeout=timeout_s, headers=headers)
     refused = refusal_of(reply)
     if refused is not None:
         raise refused

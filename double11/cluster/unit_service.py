@@ -17,6 +17,10 @@ applied one at a time.  Each request is handled by a task of its own for the
 same reason (a subscription's callback is awaited message by message).
 Requests carry no token: the front checks who sends what before it routes,
 and the units trust their NATS cluster (its own network, or its accounts).
+A front's requests say on whose behalf they come (the principal header), and
+the unit checks whose thing each command names, as one machine's engine does.
+Singles, views and JSON commands (a cluster's HTTP front: front_link.py) are
+answered as the engine process answers its front (link/engine.py, link/local.py).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -42,8 +47,19 @@ from double11.cluster.quotas import StockReport
 from double11.cluster.standby import Standby, state_hash
 from double11.cluster.stream_log import LoopThread, check_unit, connect, stream_name
 from double11.cluster.unit import UnitFestival
-from double11.cluster.unit_requests import ERROR_HEADER, STATUS_SUBJECT, unit_subject
+from double11.cluster.unit_requests import (
+    ERROR_HEADER,
+    SINGLE,
+    STATUS_SUBJECT,
+    VIEW,
+    answered,
+    principal_of,
+    unit_subject,
+)
 from double11.errors import Double11Error, Result
+from double11.link.frames import SKU_PAGE_QUERY, View
+from double11.link.local import FestivalReads
+from double11.service import refusal
 
 logger = logging.getLogger("double11.cluster")
 Handler = Callable[[Msg], Awaitable[bytes]]
@@ -83,6 +99,7 @@ class UnitService:
         self._figures: FiguresPublisher | None = None
         self._subscriptions: list[Subscription] = []
         self._requests: set[asyncio.Task[None]] = set()
+        self._reads = FestivalReads()
         self._io = LoopThread(f"double11-service-{unit}")
         try:
             self._nc, self._js = self._io.call(self._open(), limits.stream_connect_s_max * 2)
@@ -112,7 +129,9 @@ class UnitService:
         self._io.call(self._subscribe(), limits.stream_connect_s_max)
 
     async def _subscribe(self) -> None:
-        handlers: dict[str, Handler] = {"batch": self._batch, "stock": self._stock, "state": self._state}
+        handlers: dict[str, Handler] = {"batch": self._batch, "stock": self._stock, "state": self._state,
+                                        "config": self._config, "single": self._single, "view": self._view,
+                                        "commands": self._commands}
         for request, handler in handlers.items():
             self._subscriptions.append(await self._nc.subscribe(unit_subject(self.unit, request),
                                                                 cb=self._spawning(handler)))
@@ -184,7 +203,51 @@ class UnitService:
         return self.festival
 
     async def _batch(self, msg: Msg) -> bytes:
-        return await self._serving().submit_binary(msg.data)
+        return await self._serving().submit_binary(msg.data, principal_of(msg))
+
+    async def _config(self, msg: Msg) -> bytes:
+        return msgspec.json.encode(self._serving().engine.config)
+
+    async def _single(self, msg: Msg) -> bytes:
+        """A single request's command (SINGLE, then its body): refusals of
+        the body are answers; a storage fault is a refusal of the request,
+        which the front sends again."""
+        festival, principal = self._serving(), principal_of(msg)
+        if len(msg.data) < SINGLE.size:
+            raise Double11Error(Result.invalid_request, message=f"a single request starts with {SINGLE.size} bytes")
+        op, target = SINGLE.unpack_from(msg.data)
+        try:
+            code, body = await festival.submit_single(op, target, msg.data[SINGLE.size:], principal)
+        except Double11Error as exc:
+            if exc.code == Result.storage_unavailable:
+                raise
+            code, body = refusal(exc)
+        return answered(code, body)
+
+    async def _view(self, msg: Msg) -> bytes:
+        """A view (VIEW: its number and id; a page of SKUs: its query after it)."""
+        festival, principal = self._serving(), principal_of(msg)
+        if len(msg.data) < VIEW.size:
+            raise Double11Error(Result.invalid_request, message=f"a view request starts with {VIEW.size} bytes")
+        which, id_ = VIEW.unpack_from(msg.data)
+        if which == View.SKU_PAGE and len(msg.data) == VIEW.size + SKU_PAGE_QUERY.size:
+            code, body = await self._reads.sku_page(festival, *SKU_PAGE_QUERY.unpack_from(msg.data, VIEW.size))
+        elif self._reads.known(which):
+            code, body = await self._reads.view(festival, which, id_, principal)
+        else:
+            raise Double11Error(Result.invalid_request, message=f"no view number {which}")
+        return answered(code, body)
+
+    async def _commands(self, msg: Msg) -> bytes:
+        """A JSON batch's commands (checked whole by the front): their results, in order."""
+        festival, principal = self._serving(), principal_of(msg)
+        try:
+            commands = msgspec.json.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            raise Double11Error(Result.invalid_request, message=f"commands that are not JSON ({exc})") from None
+        if type(commands) is not list:
+            raise Double11Error(Result.invalid_request, message="the commands must be a JSON list")
+        return msgspec.json.encode({"results": await festival.submit(commands, principal)})
 
     async def _stock(self, msg: Msg) -> bytes:
         festival = self._serving()

@@ -135,7 +135,7 @@ class HttpServer:
             loop.call_soon_threadsafe(self._stop)
 
 
-def _run(coro) -> Any:
+def run_event_loop(coro) -> Any:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - granian[uvloop] brings it
@@ -170,14 +170,16 @@ def serve_main(catalog_dir: str | None, data_dir: str | None, port: int, speedup
         if not empty:
             check_data_dir(Path(options["data_dir"]))
             if not open_access:
-                verifier = _verifier(Path(options["data_dir"]), token_key)
+                verifier = token_verifier(Path(options["data_dir"]), token_key)
         buyer_rates = BuyerRates(buyer_commands_per_s, buyer_burst) if verifier is not None else None
-        return _run(_serve(options, host, port, empty, listener, verifier, buyer_rates))
+        return run_event_loop(_serve(options, host, port, empty, listener, verifier, buyer_rates))
     finally:
         listener.close()
 
 
-def _verifier(data_dir: Path, token_key: str | None) -> Any:
+def token_verifier(data_dir: Path, token_key: str | None) -> Any:
+    """The verifier of the tokens signed by the key in data_dir (or the file
+    token_key), made there on a first start."""
     from double11.access.tokens import Verifier, key_path, keys_at
 
     path = key_path(data_dir, token_key)

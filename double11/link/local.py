@@ -37,8 +37,20 @@ from double11.service.durability import storage_unavailable
 
 _ENC = msgspec.json.Encoder()
 log = logging.getLogger("double11.engine")
-_EMPTY_RESULTS = b'{"results":[]}'
+EMPTY_RESULTS = b'{"results":[]}'
 _STOCK_PROBE_ITEM = np.dtype([("key", "<u8"), ("sku", "<i8"), ("role", "<i8"), ("actor", "<i8")])  # frames'
+
+
+def json_batch_commands(body: bytes) -> list[Any]:
+    """The commands of a JSON batch's body, `{"commands": [...]}`, each as it
+    came (the engine checks them); the body refused whole otherwise."""
+    obj = decode_object(body)
+    commands = obj.get("commands")
+    if type(commands) is not list:
+        raise Double11Error(Result.invalid_request, 'body must be {"commands": [...]}')
+    if len(commands) > limits.batch_commands_max:
+        raise Double11Error(Result.batch_too_large, f"{len(commands)} commands > {limits.batch_commands_max}")
+    return commands
 
 
 class LocalFestival:
@@ -49,19 +61,7 @@ class LocalFestival:
 
     def __init__(self, festival: Festival) -> None:
         self._festival = festival
-        # by number: the read (a view of service.reads.Reads, by name), its code when there is no
-        # such thing, and who may see it (the front checked the role; a view of another's thing
-        # is answered as missing)
-        self._views: dict[int, tuple[str, Result | None, Allowed | None, tuple]] = {
-            View.SKU: ("sku_view", Result.unknown_sku, policy.ROUTES["/v1/skus/{sku}"], ()),
-            View.CHECKOUT: ("checkout_view", Result.unknown_checkout, policy.ROUTES["/v1/checkouts/{checkout}"], ()),
-            View.ORDER: ("order_view", Result.unknown_order, policy.ROUTES["/v1/orders/{order}"], ()),
-            View.LEDGER: ("ledger_view", None, None, ()),
-            View.STATS: ("stats_view", None, None, ()),
-        }
-        for read in areas.READS:  # the areas' views, by their numbers
-            self._views[areas.READ_NUMBER[read.name]] = ("area_view", read.missing, read.allowed, (read.name,))
-        self._listing: SkuListing | None = None
+        self._reads = FestivalReads()
         self.storage_faults = 0
         self._reopening: asyncio.Task | None = None
         # the event loop serving the calls (a fault comes from a call's write: it is known by then)
@@ -153,14 +153,9 @@ class LocalFestival:
         try:
             if binary:
                 return Result.ok, await self.festival.submit_binary(body, principal), True
-            obj = decode_object(body)
-            commands = obj.get("commands")
-            if type(commands) is not list:
-                raise Double11Error(Result.invalid_request, 'body must be {"commands": [...]}')
-            if len(commands) > limits.batch_commands_max:
-                raise Double11Error(Result.batch_too_large, f"{len(commands)} commands > {limits.batch_commands_max}")
+            commands = json_batch_commands(body)
             if not commands:
-                return Result.ok, _EMPTY_RESULTS, False
+                return Result.ok, EMPTY_RESULTS, False
             # the engine answers each command on its own, a non-object one included
             return Result.ok, _ENC.encode({"results": await self.festival.submit(commands, principal)}), False
         except Double11Error as e:
@@ -168,34 +163,21 @@ class LocalFestival:
 
     async def view(self, which: int, id_: int = 0, principal: Principal = OPERATOR) -> tuple[int, bytes]:
         """A read of the state between two batches: (result code, JSON)."""
-        name, missing, allowed, first = self._views[which]
         try:
-            reads = self.festival.reads
-            if missing is None:  # the ledger and the stats: always there
-                return Result.ok, _ENC.encode(await reads.read(getattr(reads, name)))
-            value = await reads.read(getattr(reads, name), *first, id_)
+            festival = self.festival
         except Double11Error as e:  # a storage fault
             return refusal(e)
-        if value is None or (allowed is not None and not may_see(allowed, principal, value)):
-            return refusal(Double11Error(missing))
-        return Result.ok, _ENC.encode(value)
+        return await self._reads.view(festival, which, id_, principal)
 
     async def sku_page(self, merchant: int, after: int, limit: int) -> tuple[int, bytes]:
         """GET /v1/skus: up to `limit` SKUs with an id over `after` (of
         `merchant` only, unless 0) in id order, and the next page's `after`:
         (Result.ok, JSON).  The query is checked by the HTTP front."""
         try:
-            page = await self.festival.read(self._sku_page, merchant, after, limit)
+            festival = self.festival
         except Double11Error as e:  # a storage fault
             return refusal(e)
-        return Result.ok, _ENC.encode(page)
-
-    def _sku_page(self, merchant: int, after: int, limit: int) -> dict[str, Any]:
-        engine = self.festival.engine
-        if self._listing is None:  # sorted once, on the first listing (the catalog never changes)
-            self._listing = SkuListing(engine.catalog)
-        rows, next_after = self._listing.page(after, limit, merchant or None)
-        return views.sku_page(engine, rows, next_after)
+        return await self._reads.sku_page(festival, merchant, after, limit)
 
     async def stock_probe(self, payload: bytes) -> tuple[int, bytes]:
         """The verdicts (engine/stock_probe.py) of the checkouts in `payload`
@@ -237,6 +219,58 @@ class LocalFestival:
             if self._festival.log_failure is not None:
                 return
         await asyncio.get_running_loop().run_in_executor(None, self._festival.close, True)
+
+
+class FestivalReads:
+    """The HTTP API's reads of a festival, answered as the front says them:
+    a view by number (link.frames.View, or an area's), and a page of SKUs.
+    Used by LocalFestival and by a cluster's unit (cluster/unit_service.py)."""
+
+    def __init__(self) -> None:
+        # by number: the read (a view of service.reads.Reads, by name), its code when there is no
+        # such thing, and who may see it (the front checked the role; a view of another's thing
+        # is answered as missing)
+        self._views: dict[int, tuple[str, Result | None, Allowed | None, tuple]] = {
+            View.SKU: ("sku_view", Result.unknown_sku, policy.ROUTES["/v1/skus/{sku}"], ()),
+            View.CHECKOUT: ("checkout_view", Result.unknown_checkout, policy.ROUTES["/v1/checkouts/{checkout}"], ()),
+            View.ORDER: ("order_view", Result.unknown_order, policy.ROUTES["/v1/orders/{order}"], ()),
+            View.LEDGER: ("ledger_view", None, None, ()),
+            View.STATS: ("stats_view", None, None, ()),
+        }
+        for read in areas.READS:  # the areas' views, by their numbers
+            self._views[areas.READ_NUMBER[read.name]] = ("area_view", read.missing, read.allowed, (read.name,))
+        self._listing: SkuListing | None = None
+
+    def known(self, which: int) -> bool:
+        return which in self._views
+
+    async def view(self, festival: Festival, which: int, id_: int, principal: Principal) -> tuple[int, bytes]:
+        """(result code, JSON) of view `which` of thing `id_`, as `principal` may see it."""
+        name, missing, allowed, first = self._views[which]
+        try:
+            reads = festival.reads
+            if missing is None:  # the ledger and the stats: always there
+                return Result.ok, _ENC.encode(await reads.read(getattr(reads, name)))
+            value = await reads.read(getattr(reads, name), *first, id_)
+        except Double11Error as e:  # a storage fault
+            return refusal(e)
+        if value is None or (allowed is not None and not may_see(allowed, principal, value)):
+            return refusal(Double11Error(missing))
+        return Result.ok, _ENC.encode(value)
+
+    async def sku_page(self, festival: Festival, merchant: int, after: int, limit: int) -> tuple[int, bytes]:
+        try:
+            page = await festival.read(self._sku_page, festival, merchant, after, limit)
+        except Double11Error as e:  # a storage fault
+            return refusal(e)
+        return Result.ok, _ENC.encode(page)
+
+    def _sku_page(self, festival: Festival, merchant: int, after: int, limit: int) -> dict[str, Any]:
+        engine = festival.engine
+        if self._listing is None:  # sorted once, on the first listing (the catalog never changes)
+            self._listing = SkuListing(engine.catalog)
+        rows, next_after = self._listing.page(after, limit, merchant or None)
+        return views.sku_page(engine, rows, next_after)
 
 
 class _Failed:
