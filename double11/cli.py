@@ -124,6 +124,12 @@ def _catalog_generate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from double11.bench.cluster import cluster_bench
+
+        if args.batch_orders_per_s is None:
+            args.batch_orders_per_s = 900_000
+        return cluster_bench(args)
     from double11.bench.run import bench_main
 
     return bench_main(args)
@@ -219,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the single-request loads with tokens (what verifying them costs)")
     bench.add_argument("--port", type=int_in(1, 65_533), default=1199, help="the first of three ports it takes")
     bench.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
+    bench.add_argument("--cluster", action="store_true",
+                       help="the batch load on a local cluster (3 NATS nodes, --units units with standbys, the "
+                            "rebalancer) beside one machine's, then SIGKILLs under load (docs/cluster.md)")
+    bench.add_argument("--units", type=int_in(1, 8), default=2, help="the cluster's units (with --cluster)")
+    bench.add_argument("--no-single", dest="single", action="store_false",
+                       help="with --cluster: skip the one-machine load run beside it")
     bench.set_defaults(run=_bench)
 
     # listed here for --help; `main` hands their arguments to them untouched

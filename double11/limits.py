@@ -232,3 +232,9 @@ cluster_retry_s_max = 60.0
 # primary answers /healthz within front_health_s_max or the front is not healthy
 front_unit_wait_s_max = 15.0
 front_health_s_max = 2.0
+# between a unit primary's snapshots to the object store (and on close); each
+# pauses the unit while it is written (about 1 s per 400 MB of state)
+unit_snapshot_every_s = 600.0
+# a local cluster's supervisor looks this often for unit nodes that died, and
+# starts each again as its unit's standby (cluster/local_cluster.py)
+unit_revive_poll_s = 0.5

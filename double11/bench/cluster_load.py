@@ -39,9 +39,12 @@ _OK, _OUT_OF_STOCK = int(Result.ok), int(Result.out_of_stock)
 @dataclass
 class LoadFigures:
     checkouts: int = 0
+    orders: int = 0  # the checkouts' orders (one per merchant in a checkout)
     payments: int = 0
     paid_fen: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    sent_at_s: list[float] = field(default_factory=list)  # each batch's start, s into the load
+    started: float = 0.0
     seconds: float = 0.0
     hot_refusals: list[tuple[float, int, int]] = field(default_factory=list)  # (time, unit, sku row)
     hot_sold: int = 0
@@ -51,8 +54,13 @@ class LoadFigures:
         lat = np.array(self.latencies_ms) if self.latencies_ms else np.zeros(1)
         return {"orders_per_s": self.checkouts / self.seconds, "payments_per_s": self.payments / self.seconds,
                 "batch_p50_ms": float(np.percentile(lat, 50)), "batch_p99_ms": float(np.percentile(lat, 99)),
-                "checkouts": self.checkouts, "payments": self.payments, "paid_fen": self.paid_fen,
+                "checkouts": self.checkouts, "orders": self.orders, "payments": self.payments,
+                "paid_fen": self.paid_fen,
                 "seconds": self.seconds, "retried_parts": self.retries}
+
+    def slowest(self, n: int = 5) -> str:
+        lat = np.array(self.latencies_ms)
+        return ", ".join(f"{lat[k]:.0f} ms at {self.sent_at_s[k]:.1f} s" for k in np.argsort(-lat)[:n])
 
 
 class StockWatch:
@@ -89,7 +97,7 @@ async def load(urls: list[str], sku_ids: np.ndarray, seconds: float, batch: int,
     try:
         cluster = await ClusterClient.connect(nc)
         watch = StockWatch(nc, cluster.slot_map.units, hot_rows)
-        started = time.perf_counter()
+        started = figures.started = time.perf_counter()
         stop_at = started + seconds
 
         async def one_client(k: int) -> None:
@@ -102,6 +110,7 @@ async def load(urls: list[str], sku_ids: np.ndarray, seconds: float, batch: int,
                 paid = await timed(cluster, work.pays(res["ref"][ok], res["amount_fen"][ok]), figures)
                 paid_ok = paid["code"] == _OK
                 figures.checkouts += int(ok.sum())
+                figures.orders += int(res["orders"][ok].sum())
                 figures.payments += int(paid_ok.sum())
                 figures.paid_fen += int(paid["amount_fen"][paid_ok].sum())
 
@@ -118,6 +127,7 @@ async def timed(cluster: ClusterClient, batch: CommandBatch, figures: LoadFigure
     t = time.perf_counter()
     res = decode_results(await cluster.submit(batch.to_bytes()))
     figures.latencies_ms.append((time.perf_counter() - t) * 1000)
+    figures.sent_at_s.append(t - figures.started)
     return res
 
 

@@ -863,7 +863,8 @@ def check_invariants(data_dir: Path, paid_fen_seen: int,
     orders = max(1, e.stats.checkouts)
     festival.close()
     return {"checks": checks, "recovery_s": recovery_s, "bytes_per_order": state_bytes / orders,
-            "recovered_checkouts": e.stats.checkouts}
+            "recovered_checkouts": e.stats.checkouts, "state_bytes": state_bytes, "orders": e.stats.orders,
+            "sku_stocked": e.sku_stocked.copy()}
 
 
 def promotions_phase(catalog_dir: Path, workdir: Path, catalog, args: argparse.Namespace,

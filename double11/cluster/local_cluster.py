@@ -100,6 +100,7 @@ class ClusterProcess:
     events: list[dict[str, Any]] = field(default_factory=list)
     reported: bool = False  # its exit was said (LocalCluster.exited)
     stopped: bool = False  # by LocalCluster.stop (not on its own before)
+    revived: bool = False  # it died and another process took its place (LocalCluster.revive)
 
     @property
     def pid(self) -> int | None:
@@ -195,8 +196,9 @@ def _write_atomically(path: Path, text: str) -> None:
 class LocalCluster:
     """A cluster's processes on this machine, supervised by this process."""
 
-    def __init__(self, extra: list[ProcessSpec] | None = None) -> None:
+    def __init__(self, extra: list[ProcessSpec] | None = None, new_unit_args: list[str] | None = None) -> None:
         self.extra = list(extra or [])
+        self.new_unit_args = list(new_unit_args or [])  # node.py flags for a new unit's primary (its tables' size)
         self.data: Path | None = None
         self.nats: LocalNats | None = None
         self.slot_map: SlotMap | None = None
@@ -206,6 +208,9 @@ class LocalCluster:
         self._lock_fd: int | None = None
         self._recorded = False  # cluster.json says this start's cluster (once NATS runs)
         self._stopped: list[str] = []  # what stop stopped, one phrase each
+        self._stopping = threading.Event()  # no node is revived once a stop began
+        self._reviver: threading.Thread | None = None
+        self._revived_said: list[str] = []  # said by the next exited()
         self._said = threading.Condition()  # a process said something (an event) or ended
         self._readers: list[threading.Thread] = []
 
@@ -252,6 +257,9 @@ class LocalCluster:
             for spec in self.extra:
                 self._start_and_wait([self._extra(spec)], spec.ready_event, role=None)
             self._write_state("serving")
+            self._reviver = threading.Thread(target=self._revive_until_stopped, name="double11-cluster-revive",
+                                             daemon=True)
+            self._reviver.start()
         except BaseException:
             self.stop()
             raise
@@ -308,11 +316,15 @@ class LocalCluster:
             shutil.copytree(self._folder(unit, PRIMARY), folder)
 
     def _node(self, unit: str, role: str, new: bool) -> ClusterProcess:
-        argv = [sys.executable, "-m", "double11.cluster.node", "--urls", ",".join(self.urls), "--unit", unit,
-                "--data", str(self._folder(unit, role)), "--role", role, "--no-stdin"]
+        argv = self._node_argv(unit, self._folder(unit, role), role)
         if new:
-            argv += ["--catalog", str(self._folder(unit, "catalog")), "--clock-start-ms", str(self.clock_start_ms)]
+            argv += ["--catalog", str(self._folder(unit, "catalog")), "--clock-start-ms", str(self.clock_start_ms),
+                     *self.new_unit_args]
         return ClusterProcess(f"{unit}-{role}", role, unit, argv, self._folder(unit, role).with_suffix(".log"))
+
+    def _node_argv(self, unit: str, folder: Path, role: str) -> list[str]:
+        return [sys.executable, "-m", "double11.cluster.node", "--urls", ",".join(self.urls), "--unit", unit,
+                "--data", str(folder), "--role", role, "--no-stdin"]
 
     def _extra(self, spec: ProcessSpec) -> ClusterProcess:
         assert self.data is not None
@@ -377,7 +389,8 @@ class LocalCluster:
     # ------------------------------------------------------------ running
     def exited(self) -> list[str]:
         """Says each process that ended since the last call, once."""
-        lines = []
+        with self._said:
+            lines, self._revived_said = self._revived_said, []
         for proc in self.processes:
             if not proc.reported and not proc.running():
                 proc.reported = True
@@ -386,6 +399,32 @@ class LocalCluster:
         if lines:
             self._write_state("serving")
         return lines
+
+    def _revive_until_stopped(self) -> None:
+        while not self._stopping.wait(limits.unit_revive_poll_s):
+            self.revive()
+
+    def revive(self) -> list[str]:
+        """A unit node that died (SIGKILL, a crash) comes back as its unit's
+        standby, in its own folder (its snapshot, or the object store's newer
+        one, then the stream): a unit keeps a standby through its failovers.
+        Says each one it started."""
+        said = []
+        for proc in list(self.processes):
+            if proc.unit is None or proc.stopped or proc.revived or proc.running() or self._stopping.is_set():
+                continue
+            proc.revived = True
+            folder = Path(proc.argv[proc.argv.index("--data") + 1])
+            again = ClusterProcess(proc.name, STANDBY, proc.unit, self._node_argv(proc.unit, folder, STANDBY),
+                                   proc.log)
+            self._launch(again)
+            said.append(f"{proc.unit}'s node in {folder.name} (pid {proc.pid}) died: started again as the "
+                        f"unit's standby (pid {again.pid})")
+        if said:
+            self._write_state("serving")
+            with self._said:
+                self._revived_said += said
+        return said
 
     def wait(self, timeout_s: float) -> None:
         """Waits at most timeout_s for a process to say something or end."""
@@ -397,6 +436,9 @@ class LocalCluster:
         """Stops everything it started: the other processes, the standbys,
         the primaries, then NATS.  Says what it stopped, one phrase each
         (called again, what the calls stopped together)."""
+        self._stopping.set()
+        if self._reviver is not None and self._reviver is not threading.current_thread():
+            self._reviver.join()
         stopped = self._stopped
         units = [proc for proc in self.processes if proc.unit is not None]
         others = [proc for proc in self.processes if proc.unit is None]

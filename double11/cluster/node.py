@@ -33,6 +33,7 @@ killed when that process dies.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import queue
 import signal
@@ -47,11 +48,13 @@ from double11 import limits
 from double11.catalog.files import load_catalog
 from double11.cluster.lease import LeaseHeld, LeaseUnavailable, UnitLease
 from double11.cluster.nats_local import NatsUnavailable
+from double11.cluster.snapshots import publish_snapshot
 from double11.cluster.standby import Standby, state_hash
 from double11.cluster.stream_log import StreamLogError, check_unit
 from double11.cluster.unit import UnitFestival, open_unit
 from double11.cluster.unit_service import UnitService
 from double11.cluster.urls import urls_arg
+from double11.config import FestivalConfig
 from double11.errors import Double11Error, Result, error_body
 from double11.lifecycle import follow_parent
 
@@ -101,7 +104,7 @@ def _lines(stream: TextIO | None) -> queue.Queue[str | None]:
 
 
 def serve(festival: UnitFestival, lease: UnitLease, service: UnitService, lines: queue.Queue[str | None],
-          out: TextIO) -> int:
+          out: TextIO, snapshots: Snapshots | None = None) -> int:
     """Answers requests (NATS, and the lines that come) until the lines end
     or SIGTERM (0, or SIGTERM's status) or the lease is gone (STEPPED_DOWN)."""
     number = 0
@@ -113,6 +116,8 @@ def serve(festival: UnitFestival, lease: UnitLease, service: UnitService, lines:
                 line = ""  # nothing came: look at the lease
             if line is None:
                 break
+            if snapshots is not None:
+                snapshots.when_due()
             if line.strip():
                 number += 1
                 _say(out, _answer(festival, line, number))
@@ -122,21 +127,84 @@ def serve(festival: UnitFestival, lease: UnitLease, service: UnitService, lines:
             if failure is not None or not lease.held():  # another engine leads the unit, or will once the lease lapses
                 reason = lease.why_not_held() if not lease.held() else str(failure)
                 service.stop_serving("stepping_down")
+                if snapshots is not None:
+                    snapshots.wait()
                 _say(out, {"event": "stepped_down", "unit": festival.unit, "reason": reason})
                 festival.abandon()
                 festival.stream_log.cut_back()  # nothing more goes to the stream from here
                 return STEPPED_DOWN
     except SystemExit:  # SIGTERM: closed as at the end of input, then the status says the signal
-        _close(festival, lease, service)
+        _close(festival, lease, service, snapshots)
         raise
-    _close(festival, lease, service)
+    _close(festival, lease, service, snapshots)
     return 0
 
 
-def _close(festival: UnitFestival, lease: UnitLease, service: UnitService) -> None:
+def _close(festival: UnitFestival, lease: UnitLease, service: UnitService, snapshots: Snapshots | None) -> None:
     service.stop_serving("closing")
+    if snapshots is not None:
+        snapshots.wait()
+        snapshots.publish()  # the next primary starts from here, and the stream is trimmed below it
     festival.close()
     lease.release()
+
+
+class Snapshots:
+    """The primary's snapshots to the object store (snapshots.publish_snapshot),
+    every `every_s`, one at a time, from a thread of their own: writing one
+    holds the festival's lock, uploading it does not."""
+
+    def __init__(self, festival: UnitFestival, every_s: float) -> None:
+        self.festival, self.every_s = festival, every_s
+        self._due = time.monotonic() + every_s
+        self._thread: threading.Thread | None = None
+
+    def when_due(self) -> None:
+        if time.monotonic() < self._due or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._due = time.monotonic() + self.every_s
+        self._thread = threading.Thread(target=self.publish, name="double11-unit-snapshot", daemon=True)
+        self._thread.start()
+
+    def publish(self) -> None:
+        try:
+            published = publish_snapshot(self.festival)
+        except (OSError, Double11Error) as exc:  # said; the stream keeps everything until the next one
+            print(f"double11 node {self.festival.unit}: snapshot not published ({exc})", file=sys.stderr, flush=True)
+            return
+        _say(sys.stdout, {"event": "snapshot", "unit": self.festival.unit, "seq": published.seq,
+                          "bytes": published.size_bytes, "stream_first_seq": published.stream_first_seq})
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _primary(args: argparse.Namespace, lease: UnitLease, service: UnitService) -> UnitFestival:
+    lease.acquire(wait_s=limits.unit_primary_lease_wait_s)
+    catalog = load_catalog(args.catalog) if args.catalog else None
+    # as serve's engine: every page of the tables written at the start, not on the first batches
+    config = FestivalConfig(prefault_memory=True, **({"expected_checkouts": args.expected_checkouts}
+                                                    if args.expected_checkouts else {}))
+    festival = open_unit(args.urls, args.unit, Path(args.data), catalog=catalog, config=config,
+                         clock_start_ms=args.clock_start_ms, lease=lease)
+    service.serve(festival)
+    _say(sys.stdout, {"event": "serving", "role": "primary", "unit": args.unit,
+                      "seq": festival.stream_log.next_seq - 1})
+    return festival
+
+
+def _promoted(args: argparse.Namespace, lease: UnitLease, service: UnitService) -> UnitFestival:
+    """A standby that follows the stream until the lease lapses, then the primary."""
+    standby = Standby.from_snapshot(args.urls, args.unit, Path(args.data))
+    service.follow(standby)
+    _say(sys.stdout, {"event": "serving", "role": "standby", "unit": args.unit, "seq": standby.seq})
+    waited = time.monotonic()
+    festival = standby.promote(lease, Path(args.data))
+    service.serve(festival)
+    _say(sys.stdout, {"event": "serving", "role": "primary", "unit": args.unit, "promoted": True,
+                      "seq": festival.stream_log.next_seq - 1, "waited_s": round(time.monotonic() - waited, 3)})
+    return festival
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,25 +213,20 @@ def run(args: argparse.Namespace) -> int:
     service: UnitService | None = None
     try:
         service = UnitService(args.urls, unit, data)
-        if args.role == "primary":
-            lease.acquire(wait_s=limits.unit_primary_lease_wait_s)
-            catalog = load_catalog(args.catalog) if args.catalog else None
-            festival = open_unit(args.urls, unit, data, catalog=catalog, clock_start_ms=args.clock_start_ms,
-                                 lease=lease)
-            service.serve(festival)
-            _say(sys.stdout, {"event": "serving", "role": "primary", "unit": unit,
-                              "seq": festival.stream_log.next_seq - 1})
-        else:
-            standby = Standby.from_snapshot(args.urls, unit, data)
-            service.follow(standby)
-            _say(sys.stdout, {"event": "serving", "role": "standby", "unit": unit, "seq": standby.seq})
-            waited = time.monotonic()
-            festival = standby.promote(lease, data)
-            service.serve(festival)
-            _say(sys.stdout, {"event": "serving", "role": "primary", "unit": unit, "promoted": True,
-                              "seq": festival.stream_log.next_seq - 1,
-                              "waited_s": round(time.monotonic() - waited, 3)})
-        return serve(festival, lease, service, _lines(sys.stdin if args.stdin else None), sys.stdout)
+        role = args.role
+        lines = _lines(sys.stdin if args.stdin else None)  # one reader for every role it serves in
+        while True:
+            festival = _primary(args, lease, service) if role == "primary" else _promoted(args, lease, service)
+            status = serve(festival, lease, service, lines, sys.stdout, Snapshots(festival, args.snapshot_every_s))
+            if status != STEPPED_DOWN or args.exit_on_step_down:
+                return status
+            # its lease lapsed (the lease bucket electing a leader outlasts the lease; a pause): it
+            # is its unit's standby now, from its snapshot and the stream, so a unit never goes dark
+            # because its only engine stepped down
+            del festival
+            gc.collect()
+            _say(sys.stdout, {"event": "rejoining", "unit": unit, "role": "standby"})
+            role = "standby"
     finally:
         if service is not None:
             service.close()
@@ -178,6 +241,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=("primary", "standby"), required=True)
     p.add_argument("--catalog", help="catalog folder, for a unit that has no snapshot yet (a primary's)")
     p.add_argument("--clock-start-ms", type=int, help="the festival clock's start, for a new unit")
+    p.add_argument("--exit-on-step-down", action="store_true",
+                   help="a primary that lost its lease exits (status 3) rather than follow the unit as its standby")
+    p.add_argument("--expected-checkouts", type=int,
+                   help="checkouts a new unit's tables are sized for (a table that grows pauses the unit)")
+    p.add_argument("--snapshot-every-s", type=float, default=limits.unit_snapshot_every_s,
+                   help="between the primary's snapshots to the object store (the stream is trimmed below them)")
     p.add_argument("--no-stdin", dest="stdin", action="store_false",
                    help="take no requests on stdin (serve on NATS only, until SIGTERM)")
     return p

@@ -5,7 +5,10 @@ started beside the units, and everything stopped in order."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from double11.cluster.local_cluster import LocalCluster, ProcessSpec
 from double11.cluster.quotas import StockReport
 from double11.cluster.slots import load_slot_map
 from double11.cluster.stream_log import ask_cluster
-from double11.cluster.unit_requests import ask_stock
+from double11.cluster.unit_requests import ask_state, ask_stock
 
 pytestmark = pytest.mark.slow  # starts NATS servers and engine processes
 
@@ -54,3 +57,34 @@ def test_a_cluster_in_process_with_a_process_of_the_callers(tmp_path: Path):
         "NATS node n3"]
     assert all(gone(pid) for pid in pids)
     assert json.loads((data / "cluster.json").read_text())["state"] == "stopped"
+
+
+def test_a_unit_node_that_dies_comes_back_as_its_units_standby(tmp_path: Path):
+    """SIGKILL of u0's primary: its standby serves, and the dead node is
+    started again as the new standby, so a second SIGKILL is survived too."""
+    cluster = LocalCluster()
+    try:
+        urls, slot_map = cluster.start(tmp_path / "cluster", nodes=3, units=1, catalog=small_catalog(),
+                                       clock_start_ms=T0)
+        for round_ in range(2):
+            primary = next(p for p in cluster.processes if p.role_now() == "primary" and p.running())
+            others = [p for p in cluster.processes if p is not primary and p.running()]
+            assert primary.pid is not None
+            os.kill(primary.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                serving = [p for p in cluster.processes if p.running() and p.role_now() == "primary"]
+                standbys = [p for p in cluster.processes if p.running() and p.role_now() == "standby"
+                            and p not in others]
+                if serving and standbys and any(e.get("event") == "serving" for e in standbys[0].events):
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"round {round_}: {[p.describe() for p in cluster.processes]}")
+            assert serving[0] in others  # the standby took over; the dead one's folder serves as the standby
+            state = ask_cluster(urls, "test-revive", lambda nc: ask_state(nc, "u0"))
+            assert state["role"] == "primary" and state["pid"] == serving[0].pid
+        assert any("started again as the unit's standby" in line for line in cluster.exited())
+    finally:
+        cluster.stop()
+    assert all(gone(p.pid) for p in cluster.processes if p.pid is not None)

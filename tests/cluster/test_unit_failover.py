@@ -127,7 +127,7 @@ def test_a_held_lease_cannot_be_taken(nats_cluster: LocalNats, tmp_path: Path, n
 
 def test_a_paused_primary_is_fenced_off_when_it_goes_on(nats_cluster: LocalNats, tmp_path: Path,
                                                         nodes: list[UnitNode]):
-    primary, standby = primary_and_standby(nats_cluster.urls, tmp_path, nodes, "north")
+    primary, standby = primary_and_standby(nats_cluster.urls, tmp_path, nodes, "north", "--exit-on-step-down")
     for b in range(3):
         assert "results" in primary.execute(checkouts_batch(b))
     primary.signal(signal.SIGSTOP)
@@ -155,3 +155,28 @@ def test_a_paused_primary_is_fenced_off_when_it_goes_on(nats_cluster: LocalNats,
     assert checkouts == 4 * CHECKOUTS_PER_BATCH
     retried = standby.execute(checkouts_batch(4))["results"]
     assert {r["status"] for r in retried} == {201}  # new at the new primary: the late batch never landed
+
+
+def test_a_primary_that_lost_its_lease_follows_as_the_standby_and_serves_again(
+        nats_cluster: LocalNats, tmp_path: Path, nodes: list[UnitNode]):
+    """No unit goes dark because its primary stepped down: the paused one
+    comes back as the new primary's standby, and serves when that one dies."""
+    primary, standby = primary_and_standby(nats_cluster.urls, tmp_path, nodes, "south")
+    for b in range(2):
+        assert "results" in primary.execute(checkouts_batch(b))
+    primary.signal(signal.SIGSTOP)
+    standby.wait_event("serving", limits.unit_failover_s_max, role="primary")
+    first = standby.execute(checkouts_batch(2))["results"]
+    assert first[0]["status"] == 201
+    primary.signal(signal.SIGCONT)
+    primary.wait_event("stepped_down", 30)
+    primary.wait_event("rejoining", 30)
+    primary.wait_event("serving", START_S, role="standby")
+
+    standby.signal(signal.SIGKILL)
+    primary.wait_event("serving", limits.unit_failover_s_max + START_S, role="primary")
+    state = primary.request({"ask": "state"})
+    last, digest, checkouts = replayed_hash(nats_cluster.urls, "south", tmp_path / "primary")
+    assert (last, digest) == (state["seq"], state["state_hash"])
+    assert checkouts == 3 * CHECKOUTS_PER_BATCH  # every acknowledged batch, once
+    assert primary.execute(checkouts_batch(2))["results"] == first  # a retry answers its first result
