@@ -185,3 +185,21 @@ def test_engine_declares_a_field_column_for_each_field_of_its_tables(small_catal
     assert engine.c_amount.data.tolist() == [5, 6, 7] and engine.c_amount.size == 3
     engine.c_amount.data[1] = 9  # a write through the column lands in the table
     assert engine.checkouts.rows["amount"].tolist() == [5, 9, 7]
+
+
+def test_touching_every_page_keeps_every_byte():
+    """Engine.prefault writes every page of a restored table with its own
+    bytes: the content must not change (columns.touch_pages)."""
+    from double11.engine.columns import touch_pages
+
+    rng = np.random.default_rng(5)
+    for n in (1, 4095, 4096, 4097, 3 * 4096 + 17):
+        data = rng.integers(0, 256, size=n, dtype=np.uint8)
+        buf = data.copy()
+        touch_pages(buf)
+        assert np.array_equal(buf, data)
+    table = np.zeros((1 << 12, 2), dtype=np.uint64)
+    table[::7, 0] = np.arange(1, len(table[::7]) + 1, dtype=np.uint64)
+    before = table.copy()
+    touch_pages(table)
+    assert np.array_equal(table, before)

@@ -19,6 +19,18 @@ from typing import Any, overload
 import numpy as np
 
 
+def touch_pages(buf: np.ndarray) -> None:
+    """Writes every page of `buf` (its bytes as they are), so that no later
+    write to it pays a page fault: a restored table's free room, prefaulted as
+    a new one's is."""
+    raw = buf.reshape(-1).view(np.uint8)
+    pages = raw[::_PAGE_BYTES]
+    np.bitwise_or(pages, 0, out=pages)  # a write (an assignment of a view to itself is skipped by NumPy)
+
+
+_PAGE_BYTES = 4096
+
+
 def _zeros(dtype: np.dtype, capacity: int, prefault: bool) -> np.ndarray:
     # untouched capacity costs address space only: the OS maps pages on first write
     buf = np.zeros(max(capacity, 16), dtype=dtype)
@@ -50,6 +62,9 @@ class _Growable:
             grown[: self.size] = self._buf[: self.size]
             self._buf = grown
         return self._buf
+
+    def prefault(self) -> None:
+        touch_pages(self._buf)
 
     def refill(self, size: int, capacity: int) -> np.ndarray:
         """A fresh, zeroed buffer of `capacity` rows whose first `size` are in use;

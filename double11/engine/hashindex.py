@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from double11.engine.columns import touch_pages
 from double11.engine.compiled import inline, kernel
 from double11.engine.prefetch import prefetch
 
@@ -94,6 +95,9 @@ class HashIndex:
         if prefault:
             self.table.fill(0)
         self.size = 0
+
+    def prefault(self) -> None:
+        touch_pages(self.table)
 
     def _alloc(self, bits: int) -> None:
         self._bits = bits

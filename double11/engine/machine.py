@@ -372,6 +372,14 @@ class Engine:
 
     # The buffers the compiled loop works on, each with room for the batch:
     # the loop appends in place and reports the new counts in `sizes`.
+    def prefault(self) -> None:
+        """Every page of the tables and indexes written (a restored engine:
+        FestivalConfig.prefault_memory says why)."""
+        for table in self.tables().values():
+            table.prefault()
+        self.buyer_index.prefault()
+        self.idem_index.prefault()
+
     def growing_tables(self) -> tuple:
         """What grows, in the order of the rows of `sizes` (tx.S_*)."""
         ledger = self.ledger

@@ -111,6 +111,8 @@ def read_engine(snap: Snapshot) -> Engine:
             _read_rows(snap, name, table, s["capacity"][name])
     for name, index in _indexes(engine).items():
         index.__setstate__({"entries": snap.array(name), **s["indexes"][name]})
+    if config.prefault_memory:  # the free room written now, as a new engine's, not on the first batches
+        engine.prefault()
     kinds = {name: (offset, count) for name, (offset, count) in s["counters"].items()}
     if kinds != engine.counters.kinds or s["stock_offset"] != engine.stock_offset:
         raise UnreadableData(f"{snap.path}: its scarce counters {kinds} do not match the catalog's "
