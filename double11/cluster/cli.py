@@ -1,5 +1,7 @@
 """`double11 cluster up | status | down`: a cluster of units on NATS
-JetStream, on this machine, for trials and tests (local_cluster.py).
+JetStream, on this machine, for trials and tests (local_cluster.py);
+`cluster front`, the HTTP front on a cluster; `cluster init`, a cluster's
+slot map and units' catalogs made once, for a cluster on several machines.
 
 `up` starts the cluster's supervisor in the background (`up --foreground`,
 its output in DATA/supervisor.log) and returns once every unit's primary and
@@ -36,7 +38,8 @@ LOCALHOST = "127.0.0.1"  # where a local cluster's processes listen (local_clust
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("cluster", help="a cluster of units on NATS JetStream on this machine: up, status, down")
+    group = sub.add_parser("cluster", help="units on NATS JetStream: up, status, down (on this machine); front; "
+                                           "init (a cluster on several machines)")
     commands = group.add_subparsers(dest="cluster_command", required=True)
     data_help = "the cluster's folder (default ./cluster)"
     up = commands.add_parser("up", help="start a local NATS cluster and each unit's primary and standby, in the "
@@ -82,6 +85,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     front.add_argument("--token-key", help="the token key's file (default: DATA/access.key)")
     front.add_argument("--open", action="store_true", help="take no tokens: every route open (a trial only)")
     front.set_defaults(run=_front)
+
+    init = commands.add_parser("init", help="make a cluster on several machines: its slot map in NATS and each "
+                                            "unit's catalog (the whole catalog with its share of the stock)")
+    init.add_argument("--urls", type=urls_arg, required=True, help="the NATS cluster's client URLs, comma separated")
+    init.add_argument("--units", type=int_in(1, limits.cluster_units_max), required=True, help="how many units")
+    init.add_argument("--catalog", type=existing_folder, required=True, help="the festival's catalog folder")
+    init.add_argument("--out", required=True, help="where each unit's catalog is written: OUT/<unit>/")
+    init.set_defaults(run=_init)
 
 
 # ------------------------------------------------------------------ up
@@ -200,6 +211,31 @@ def _front(args: argparse.Namespace) -> int:
     from double11.cluster.front import front_main
 
     return front_main(args.urls, args.catalog, args.host, args.port, args.data, args.token_key, args.open)
+
+
+def _init(args: argparse.Namespace) -> int:
+    """The slot map written once (a second init of another shape is refused:
+    the units' ids and buyers follow the first), then the units' catalogs."""
+    from double11.catalog.files import load_catalog, save_catalog
+    from double11.cluster.buckets import BucketUnavailable
+    from double11.cluster.local_cluster import unit_names
+    from double11.cluster.quotas import unit_catalogs
+    from double11.cluster.slots import SlotMap, save_slot_map
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise CommandFailed(f"{out} is not empty: give an empty or new folder for the units' catalogs", 2)
+    names = unit_names(args.units)
+    catalog = load_catalog(args.catalog)
+    try:
+        save_slot_map(args.urls, SlotMap.even(names))
+    except (ValueError, BucketUnavailable, OSError, TimeoutError) as exc:
+        raise CommandFailed(f"the slot map could not be written at {', '.join(args.urls)}: {exc}", 1) from None
+    for name, share in zip(names, unit_catalogs(catalog, args.units)):
+        save_catalog(share, out / name)
+    print(f"units {', '.join(names)}: slot map written; their catalogs in {out}{os.sep}<unit>. Start each unit's "
+          f"primary with --catalog {out}{os.sep}<unit> (docs/cluster.md, \"On several machines\")")
+    return 0
 
 
 # ------------------------------------------------------------------ status
