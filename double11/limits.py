@@ -202,9 +202,10 @@ unit_primary_lease_wait_s = 2 * unit_lease_ttl_s
 # `cluster up`: every unit's nodes serving (imports, kernels compiled first
 # after an engine edit, a stream replayed)
 cluster_start_s_max = 300.0
-# a unit node's clean close after SIGTERM (requests in flight answered, last
-# figures published, lease given up) before it is killed
-unit_stop_s_max = 30.0
+# a unit node's clean close after SIGTERM (requests in flight answered, last figures
+# published, its snapshot put in the object store at about 60 MB/s, lease given up)
+# before it is killed
+unit_stop_s_max = 120.0
 # `cluster down`: the supervisor stopping the standbys, the primaries, then NATS
 cluster_stop_s_max = 2 * unit_stop_s_max + nats_stop_s_max + 20
 # `cluster up` on one machine: each unit is two engine processes
@@ -238,3 +239,4 @@ unit_snapshot_every_s = 600.0
 # a local cluster's supervisor looks this often for unit nodes that died, and
 # starts each again as its unit's standby (cluster/local_cluster.py)
 unit_revive_poll_s = 0.5
+rebalance_retry_s = 1.0  # after a round that failed (a unit failing over, a bucket electing its leader)

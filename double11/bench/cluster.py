@@ -76,7 +76,7 @@ def cluster_bench(args: argparse.Namespace) -> int:
     cluster = LocalCluster(extra=[ProcessSpec("rebalancer", "rebalancer", [
         sys.executable, "-m", "double11.cluster.rebalancer_node", "--urls", "{urls}",
         "--catalog", str(workdir / "catalog")], ready_event="rebalancing")],
-        new_unit_args=["--expected-checkouts", str(unit_sizing(args.seconds, args.units))])
+        new_unit_args=["--expected-checkouts", str(unit_sizing(args.seconds + 2 * FAULT_LOAD_S, args.units))])
     try:
         say(f"double11 bench --cluster: {args.skus:,} skus of {args.merchants:,} merchants, {os.cpu_count()} cores, "
             f"3 NATS nodes, {args.units} units with standbys")

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import TextIO
 
 import msgspec
+import nats.errors
 import nats.js.errors
 import numpy as np
 from nats.aio.client import Client
@@ -41,6 +42,8 @@ from double11.cluster.urls import urls_arg
 from double11.errors import Double11Error
 
 TRANSFERS_BUCKET = "d11-transfers"
+# what a round may meet while the cluster heals: said, and the next round tries again
+_PASSING = (nats.errors.Error, TimeoutError, OSError, Double11Error)
 
 
 class NatsUnits:
@@ -104,9 +107,19 @@ def run(urls: list[str], sku_ids: np.ndarray, out: TextIO) -> int:
     try:
         rebalancer = Rebalancer(units, units, sku_ids, epoch=secrets.token_hex(4))
         _say(out, {"event": "rebalancing", "units": list(units.slot_map.units)})
+        failing = False
         while True:
             began = time.monotonic()
-            done = rebalancer.round()
+            try:
+                if failing:  # a transfer cut short by the failure is in the journal: finished first
+                    rebalancer.finish_unfinished()
+                done = rebalancer.round()
+            except _PASSING as exc:  # a unit failing over, a bucket electing its leader: the next round
+                _say(out, {"event": "round_failed", "reason": f"{type(exc).__name__}: {exc}"})
+                failing = True
+                time.sleep(limits.rebalance_retry_s)
+                continue
+            failing = False
             if done.moved or done.dropped:
                 _say(out, {"event": "moved", "transfers": done.moved, "units": done.units_moved,
                            "dropped": done.dropped})
