@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import errno
 import re
 import secrets
@@ -111,9 +112,20 @@ class LoopThread:
     def close(self) -> None:
         if self.loop.is_closed():
             return
+        # what is still waiting (a lease being taken at a stop) is cancelled, not
+        # left to be "destroyed but pending" in the process's output
+        with contextlib.suppress(Exception):
+            self.submit(_cancel_the_rest()).result(limits.nats_stop_s_max)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def connect(urls: list[str]) -> Client:
