@@ -7,6 +7,11 @@ end-of-day report.  Ctrl-C, SIGTERM or SIGHUP stops sending, waits for the
 answers to what is in flight, and stops the server with SIGTERM, which makes
 everything acknowledged durable before it exits.  The server stops when this
 command ends, however it ends (lifecycle.follow_parent).
+
+With --cluster the day runs on a local cluster instead (festival_cluster.py):
+NATS, --units units each with a primary and a standby, and the cluster's HTTP
+front on the same port; the same replay, big screen and report, without the
+promotions, which a cluster does not serve yet.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from pathlib import Path
 
 import httpx
 
-from double11.cli import port_number, positive_float
+from double11 import limits
+from double11.cli import int_in, port_number, positive_float
 from double11.config import FestivalConfig
 from double11.lifecycle import (
     CommandFailed,
@@ -50,6 +56,8 @@ PREROLL_REAL_S = 5.0
 # the first start on a machine compiles the engine (25-30 s here) before it answers
 SERVER_READY_S = 180.0
 SERVER_STOP_S = 30.0
+# a local cluster starts in seconds on a quiet machine, in more than a minute on a busy one
+CLUSTER_START_S = 60.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", help="write the HTML report here (default DATA/report.html)")
     parser.add_argument("--linger", action="store_true",
                         help="keep the server and big screen up after the day, until Ctrl-C")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run the day on a local cluster (NATS and units by buyer) rather than one server")
+    parser.add_argument("--units", type=int_in(1, limits.local_cluster_units_max), default=2,
+                        help="with --cluster: the cluster's units (default 2)")
+    parser.add_argument("--cluster-start-s", type=positive_float, default=CLUSTER_START_S,
+                        help=f"with --cluster: real seconds its start may take; the festival's midnight comes "
+                             f"that long plus {PREROLL_REAL_S:g} s after the command starts "
+                             f"(default {CLUSTER_START_S:g})")
     add_traffic_options(parser)
     return parser
 
@@ -94,8 +110,12 @@ def _tokens(log_dir: Path, real_hours: float) -> tuple[str, str]:
     return tokens.issue_in(log_dir, Role.gateway, ttl_s=ttl_s), tokens.issue_in(log_dir, Role.operator, ttl_s=ttl_s)
 
 
+def _clock_start_ms(speedup: float) -> int:
+    return FestivalConfig().festival_start_ms - int(PREROLL_REAL_S * speedup * 1000)
+
+
 def _start_server(args, data: Path, catalog_dir: str) -> subprocess.Popen:
-    start_ms = FestivalConfig().festival_start_ms - int(PREROLL_REAL_S * args.speedup * 1000)
+    start_ms = _clock_start_ms(args.speedup)
     cmd = [sys.executable, "-m", "double11", "serve", "--port", str(args.port),
            "--data", str(data / "log"), "--speedup", f"{args.speedup:g}",
            "--clock-start", str(start_ms), "--catalog", catalog_dir, "--scale", f"{args.scale:g}"]
@@ -122,6 +142,54 @@ def _wait_ready(server: subprocess.Popen, url: str, data: Path) -> None:
         time.sleep(0.1)
     raise CommandFailed(f"the server did not answer within {SERVER_READY_S:.0f} s "
                         f"(its log: {data / 'server.log'})", 1)
+
+
+class _Server:
+    """`double11 serve` in a subprocess, as the festival runs it on one machine."""
+
+    def __init__(self, args, data: Path, catalog_dir: str) -> None:
+        self.data = data
+        self.process = _start_server(args, data, catalog_dir)
+
+    def wait_ready(self, url: str) -> None:
+        print("starting the server (the first start on a machine also compiles the engine: about half a "
+              "minute)", file=sys.stderr, flush=True)
+        _wait_ready(self.process, url, self.data)
+
+    def settled_stats(self, stats: dict, summary: dict) -> dict:
+        return stats  # one engine's stats hold every answer it gave
+
+    def stop(self) -> str:
+        return f"server stopped ({stop_server(self.process)})"
+
+
+NO_PROMOTIONS = "promotions are not served on a cluster yet: the day runs without them"
+
+
+class _Cluster:
+    """The day's local cluster (festival_cluster.py), started in this process."""
+
+    def __init__(self, args, data: Path, catalog_dir: str, plan: plans.Plan) -> None:
+        from double11.festival_cluster import FestivalCluster  # NATS's client only when asked for
+
+        self.args, self.catalog_dir = args, catalog_dir
+        self.midnight_real_ms = time.time_ns() // 1_000_000 + int((args.cluster_start_s + PREROLL_REAL_S) * 1000)
+        # each unit's tables sized for twice its share of the day, so none grows mid-rush
+        self.expected_checkouts = max(2 * len(plan) // args.units, 1 << 12)
+        self.cluster = FestivalCluster(data / "cluster", args.units, args.port, args.speedup)
+
+    def wait_ready(self, url: str) -> None:
+        print(f"starting a local cluster ({self.args.units} units, 3 NATS nodes); the festival's midnight comes in "
+              f"{self.args.cluster_start_s + PREROLL_REAL_S:g} s", file=sys.stderr, flush=True)
+        self.cluster.start(self.catalog_dir, _clock_start_ms(self.args.speedup), self.midnight_real_ms,
+                           self.expected_checkouts, self.args.scale)
+        print(NO_PROMOTIONS, file=sys.stderr, flush=True)
+
+    def settled_stats(self, stats: dict, summary: dict) -> dict:
+        return self.cluster.settled_stats(stats, summary)
+
+    def stop(self) -> str:
+        return self.cluster.stop()
 
 
 def stop_server(server: subprocess.Popen) -> int:
@@ -157,14 +225,14 @@ def festival_main(argv: list[str]) -> int:
         raise CommandFailed(f"--data {data} is in use by a running festival ({user}): stop it or pass another --data")
     year = profile(args.year)
     view, catalog_dir = _catalog(args, data)
-    plan = plans.build(year, args.scale, args.seed, view)  # before the server's clock runs
+    # before the server's clock runs; a cluster does not serve the promotions yet
+    plan = plans.build(year, args.scale, args.seed, view, with_promotions=not args.cluster)
     url = f"http://127.0.0.1:{args.port}"
-    gateway, operator = _tokens(data / "log", args.hours / args.speedup)
-    server = _start_server(args, data, catalog_dir)
+    gateway, operator = _tokens(data / ("cluster" if args.cluster else "log"), args.hours / args.speedup)
+    server: _Server | _Cluster = _Cluster(args, data, catalog_dir, plan) if args.cluster else \
+        _Server(args, data, catalog_dir)
     try:
-        print("starting the server (the first start on a machine also compiles the engine: about half a "
-              "minute)", file=sys.stderr, flush=True)
-        _wait_ready(server, url, data)
+        server.wait_ready(url)
         print(f"big screen: {url}/?scale={args.scale:g}&year={args.year}", flush=True)
         print(f"operator token (curl -H 'Authorization: Bearer <token>' {url}/v1/...): {operator}", flush=True)
         print(start_line(args.year, args.scale, plan, args.hours, args.speedup) + "; Ctrl-C stops cleanly",
@@ -174,7 +242,9 @@ def festival_main(argv: list[str]) -> int:
             tally, stats = asyncio.run(simulate(url, view, plan, args.speedup, bar, hours=args.hours,
                                                 token=gateway, operator_token=operator))
         except ReplayRefused as refused:  # its own server's day: only if it started far too slowly
-            print(f"double11 festival: {refused}", file=sys.stderr, flush=True)
+            hint = f" (the cluster took more than --cluster-start-s {args.cluster_start_s:g} to start)" \
+                if args.cluster else ""
+            print(f"double11 festival: {refused}{hint}", file=sys.stderr, flush=True)
             return 2
         bar.finish()
         warning = lag_warning(tally.max_lag_ms, tally.speedup)
@@ -184,11 +254,11 @@ def festival_main(argv: list[str]) -> int:
         (data / "simulator.json").write_text(json.dumps(summary, indent=2))
         from double11.report.cli import write_report
 
+        stats = server.settled_stats(stats, summary)
         # tally.hours: those asked for, or those it got through when stopped early
         write_report(stats, summary, args.scale, args.year, Path(args.report or data / "report.html"), tally.hours)
         if args.linger:
             asyncio.run(_linger(url))
     finally:
-        code = stop_server(server)
-        print(f"server stopped ({code}); data in {data}{os.sep}", file=sys.stderr)
+        print(f"{server.stop()}; data in {data}{os.sep}", file=sys.stderr)
     return 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import zlib
 from typing import Any
 
@@ -121,14 +122,15 @@ class UnitFigures(msgspec.Struct, array_like=True, frozen=True):
     arrays: list[Packed]  # in ARRAYS' order
     per_second: list[Series]  # in PER_SECOND's order
     promotions: dict[str, Any]  # promotions/views.figures of the unit
+    speedup: float = 1.0  # the unit's festival clock: festival seconds per real second (last: older senders)
 
 
 def unit_figures(unit: str, seq: int, now_ms: int, stats: FestivalStats,
-                 promotions: dict[str, Any] | None = None) -> UnitFigures:
+                 promotions: dict[str, Any] | None = None, speedup: float = 1.0) -> UnitFigures:
     """The figures of `stats` (read while the engine stands still)."""
     return UnitFigures(check_unit(unit), seq, now_ms, [int(getattr(stats, name)) for name in SCALARS],
                        [Packed.of(getattr(stats, name)) for name in ARRAYS],
-                       [Series.of(getattr(stats, name)) for name in PER_SECOND], promotions or {})
+                       [Series.of(getattr(stats, name)) for name in PER_SECOND], promotions or {}, speedup)
 
 
 def encode(figures: UnitFigures) -> bytes:
@@ -166,7 +168,7 @@ def read_figures(festival: Festival, unit: str) -> UnitFigures:
         return log.next_seq - 1, now, copied(engine.stats), promotion_views.figures(engine)
 
     seq, now, stats, promotions = festival.reads.at_rest(read)
-    return unit_figures(unit, seq, now, stats, promotions)  # packed once the state goes on
+    return unit_figures(unit, seq, now, stats, promotions, festival.clock.speedup)  # packed once the state goes on
 
 
 def copied(stats: FestivalStats) -> FestivalStats:
@@ -364,6 +366,8 @@ class FiguresAggregator:
         self.received = 0  # publications taken in, kept or not
         self.refused = 0  # publications that did not fit this festival
         self._changed = threading.Condition()
+        # the latest clock a unit published: (its now_ms, time.monotonic() when it came, its speedup)
+        self._clock: tuple[int, float, float] | None = None
         self._io = LoopThread("double11-figures-aggregator")
         try:
             self._nc: Client = self._io.call(self._subscribe(urls), limits.stream_connect_s_max)
@@ -388,6 +392,8 @@ class FiguresAggregator:
             figures = decode(data)  # outside the lock: views go on meanwhile
             with self._changed:
                 kept = self.sum.take(figures)
+                if kept and (self._clock is None or figures.now_ms >= self._clock[0]):
+                    self._clock = (figures.now_ms, time.monotonic(), figures.speedup)
         except FiguresMismatch as exc:
             logger.warning("figures ignored: %s", exc)
             with self._changed:
@@ -404,6 +410,22 @@ class FiguresAggregator:
     def view(self, now_ms: int | None = None) -> dict[str, Any]:
         with self._changed:
             return self.sum.view(now_ms)
+
+    def speedup(self) -> float:
+        """The units' clocks' pace, as their latest figures say it (1.0 before any)."""
+        with self._changed:
+            return self._clock[2] if self._clock is not None else 1.0
+
+    def clock_ms(self) -> int:
+        """The units' festival clock now: the latest one published, run on at
+        its pace since it came.  A publication is up to limits.figures_publish_s
+        old, minutes of festival time at a replay's speedup: a client pacing
+        itself on the stats' `at` would fall that far behind."""
+        with self._changed:
+            if self._clock is None:
+                return self.sum.now_ms()
+            published_ms, came, speedup = self._clock
+            return published_ms + int((time.monotonic() - came) * 1000 * speedup)
 
     def wait_received(self, count: int, timeout_s: float) -> bool:
         """Whether `count` publications were taken in (kept or not) within timeout_s."""

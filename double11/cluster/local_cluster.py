@@ -196,9 +196,12 @@ def _write_atomically(path: Path, text: str) -> None:
 class LocalCluster:
     """A cluster's processes on this machine, supervised by this process."""
 
-    def __init__(self, extra: list[ProcessSpec] | None = None, new_unit_args: list[str] | None = None) -> None:
+    def __init__(self, extra: list[ProcessSpec] | None = None, new_unit_args: list[str] | None = None,
+                 speedup: float = 1.0) -> None:
         self.extra = list(extra or [])
         self.new_unit_args = list(new_unit_args or [])  # node.py flags for a new unit's primary (its tables' size)
+        self.speedup = speedup  # the units' clocks: festival seconds per real second (a unit keeps its own)
+        self.clock_real_start_ms: int | None = None
         self.data: Path | None = None
         self.nats: LocalNats | None = None
         self.slot_map: SlotMap | None = None
@@ -220,12 +223,15 @@ class LocalCluster:
 
     # ------------------------------------------------------------ starting
     def start(self, data_dir: str | Path, nodes: int = 3, units: int = 2, catalog: Catalog | str | Path | None = None,
-              clock_start_ms: int | None = None, nats_port: int | None = None) -> tuple[list[str], SlotMap]:
+              clock_start_ms: int | None = None, nats_port: int | None = None,
+              clock_real_start_ms: int | None = None) -> tuple[list[str], SlotMap]:
         """Starts the cluster in data_dir (again, if it ran there before) and
         returns once every process serves: the NATS URLs and the slot map.
         A new unit's stock is its share of `catalog`'s (a generated demo
         catalog when None); nats_port: the first of the nodes' 3 x nodes
-        ports (default: free ones)."""
+        ports (default: free ones).  New units' clocks read clock_start_ms
+        at the real instant clock_real_start_ms (ms since the Unix epoch;
+        None: each when it opens), running at the cluster's speedup."""
         if not limits.stream_replicas <= nodes <= limits.local_cluster_nodes_max:
             raise CommandFailed(f"a local cluster has {limits.stream_replicas} to {limits.local_cluster_nodes_max} "
                                 f"NATS nodes (each unit's stream has {limits.stream_replicas} replicas), got {nodes}")
@@ -242,6 +248,7 @@ class LocalCluster:
                 self._place_ports(nats_port)
             self.units = names = unit_names(units)
             self.clock_start_ms = int(previous.get("clock_start_ms") or clock_start_ms or time.time() * 1000)
+            self.clock_real_start_ms = clock_real_start_ms
             self.nats.start()
             self._recorded = True
             self._write_state("starting")
@@ -320,11 +327,13 @@ class LocalCluster:
         if new:
             argv += ["--catalog", str(self._folder(unit, "catalog")), "--clock-start-ms", str(self.clock_start_ms),
                      *self.new_unit_args]
+            if self.clock_real_start_ms is not None:
+                argv += ["--clock-real-start-ms", str(self.clock_real_start_ms)]
         return ClusterProcess(f"{unit}-{role}", role, unit, argv, self._folder(unit, role).with_suffix(".log"))
 
     def _node_argv(self, unit: str, folder: Path, role: str) -> list[str]:
         return [sys.executable, "-m", "double11.cluster.node", "--urls", ",".join(self.urls), "--unit", unit,
-                "--data", str(folder), "--role", role, "--no-stdin"]
+                "--data", str(folder), "--role", role, "--no-stdin", "--speedup", repr(self.speedup)]
 
     def _extra(self, spec: ProcessSpec) -> ClusterProcess:
         assert self.data is not None

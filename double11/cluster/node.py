@@ -40,12 +40,14 @@ import signal
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from double11 import limits
 from double11.catalog.files import load_catalog
+from double11.cli import positive_float, positive_fraction
 from double11.cluster.lease import LeaseHeld, LeaseUnavailable, UnitLease
 from double11.cluster.nats_local import NatsUnavailable
 from double11.cluster.snapshots import publish_snapshot
@@ -184,14 +186,26 @@ def _primary(args: argparse.Namespace, lease: UnitLease, service: UnitService) -
     lease.acquire(wait_s=limits.unit_primary_lease_wait_s)
     catalog = load_catalog(args.catalog) if args.catalog else None
     # as serve's engine: every page of the tables written at the start, not on the first batches
-    config = FestivalConfig(prefault_memory=True, **({"expected_checkouts": args.expected_checkouts}
-                                                    if args.expected_checkouts else {}))
+    overrides: dict[str, Any] = _scaled(args.scale)
+    if args.expected_checkouts:
+        overrides["expected_checkouts"] = args.expected_checkouts
+    config = FestivalConfig(prefault_memory=True, **overrides)
     festival = open_unit(args.urls, args.unit, Path(args.data), catalog=catalog, config=config,
-                         clock_start_ms=args.clock_start_ms, lease=lease)
+                         speedup=args.speedup, clock_start_ms=args.clock_start_ms, lease=lease)
+    if args.clock_start_ms is not None and args.clock_real_start_ms is not None:
+        anchor_clock(festival, args.clock_real_start_ms)
     service.serve(festival)
     _say(sys.stdout, {"event": "serving", "role": "primary", "unit": args.unit,
                       "seq": festival.stream_log.next_seq - 1})
     return festival
+
+
+def _scaled(scale: str | None) -> dict[str, int]:
+    """A new unit's config fields for --scale (its figures count merchant clubs at that fraction)."""
+    if scale is None:
+        return {}
+    fraction = Fraction(scale).limit_denominator(10**12)
+    return {"scale_num": fraction.numerator, "scale_den": fraction.denominator}
 
 
 def _promoted(args: argparse.Namespace, lease: UnitLease, service: UnitService) -> UnitFestival:
@@ -200,11 +214,22 @@ def _promoted(args: argparse.Namespace, lease: UnitLease, service: UnitService) 
     service.follow(standby)
     _say(sys.stdout, {"event": "serving", "role": "standby", "unit": args.unit, "seq": standby.seq})
     waited = time.monotonic()
-    festival = standby.promote(lease, Path(args.data))
+    festival = standby.promote(lease, Path(args.data), speedup=args.speedup)
     service.serve(festival)
     _say(sys.stdout, {"event": "serving", "role": "primary", "unit": args.unit, "promoted": True,
                       "seq": festival.stream_log.next_seq - 1, "waited_s": round(time.monotonic() - waited, 3)})
     return festival
+
+
+def anchor_clock(festival: UnitFestival, real_start_ms: int) -> None:
+    """The new unit's clock reads its start at the real instant real_start_ms
+    rather than at its opening: units opened one after another, or before the
+    rest of their cluster serves, then run one clock (nothing was stamped by it
+    yet: the unit serves nothing before this).  Kept in the folder's clock.json,
+    which its standby copies."""
+    festival.clock.real_start_ms = real_start_ms  # the object the festival's parts share
+    assert festival.data_dir is not None
+    (festival.data_dir / "clock.json").write_text(json.dumps(festival.clock.to_dict()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -241,10 +266,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=("primary", "standby"), required=True)
     p.add_argument("--catalog", help="catalog folder, for a unit that has no snapshot yet (a primary's)")
     p.add_argument("--clock-start-ms", type=int, help="the festival clock's start, for a new unit")
+    p.add_argument("--clock-real-start-ms", type=int,
+                   help="with --clock-start-ms: the real instant (ms since the Unix epoch) at which the clock reads "
+                        "it (default: when the unit opens)")
+    p.add_argument("--speedup", type=positive_float, default=1.0,
+                   help="festival seconds per real second, for a new unit's clock (a unit keeps its clock's)")
     p.add_argument("--exit-on-step-down", action="store_true",
                    help="a primary that lost its lease exits (status 3) rather than follow the unit as its standby")
     p.add_argument("--expected-checkouts", type=int,
                    help="checkouts a new unit's tables are sized for (a table that grows pauses the unit)")
+    p.add_argument("--scale", type=positive_fraction,
+                   help="a new unit's festival at this fraction of real size (as serve --scale)")
     p.add_argument("--snapshot-every-s", type=float, default=limits.unit_snapshot_every_s,
                    help="between the primary's snapshots to the object store (the stream is trimmed below them)")
     p.add_argument("--no-stdin", dest="stdin", action="store_false",
