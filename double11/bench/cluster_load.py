@@ -7,7 +7,8 @@ Besides the rates and latencies it measures:
 - stranded refusals: a hot SKU's out_of_stock answered by a buyer's unit
   while, at the watcher's next read of every unit's stock, another unit
   still held some of it (the quotas' cost: issue 25 wants under 1% of the
-  hot SKUs' sales);
+  hot SKUs' sales).  Once no unit holds a hot SKU the clients stop ordering
+  it, as the plain bench's do (the app greys it out);
 - a unit's resume time after a fault: a probe sends one checkout of a buyer
   of that unit every PROBE_EVERY_S and the longest gap between two answers
   is the time the unit was away.
@@ -69,12 +70,15 @@ class StockWatch:
     def __init__(self, nc: Client, units: tuple[str, ...], hot_rows: int) -> None:
         self.nc, self.units, self.hot_rows = nc, units, hot_rows
         self.reads: list[tuple[float, np.ndarray]] = []  # (time, (units, hot_rows) available)
+        self.sold_out = np.zeros(0, dtype=np.int64)  # hot rows no unit holds any more
 
     async def run(self, until: float) -> None:
         while time.perf_counter() < until:
             t = time.perf_counter()
             reports = await asyncio.gather(*(ask_stock(self.nc, u) for u in self.units))
-            self.reads.append((t, np.stack([r.available[:self.hot_rows] for r in reports])))
+            held = np.stack([r.available[:self.hot_rows] for r in reports])
+            self.reads.append((t, held))
+            self.sold_out = np.flatnonzero(held.sum(axis=0) == 0)  # greyed out in the app: no more orders
             await asyncio.sleep(STOCK_WATCH_EVERY_S)
 
     def stranded(self, refusals: list[tuple[float, int, int]]) -> int:
@@ -102,7 +106,11 @@ async def load(urls: list[str], sku_ids: np.ndarray, seconds: float, batch: int,
 
         async def one_client(k: int) -> None:
             work = Workload(sku_ids, seed=seed + k, key_space=seed + k + 1)
+            dropped = 0
             while time.perf_counter() < stop_at:
+                if len(watch.sold_out) > dropped:  # as the plain bench's clients: sold out, no longer ordered
+                    dropped = len(watch.sold_out)
+                    work.drop_skus(sku_ids[watch.sold_out])
                 checkouts = work.checkouts(batch)
                 res = await timed(cluster, checkouts, figures)
                 ok = res["code"] == _OK

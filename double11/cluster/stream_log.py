@@ -428,10 +428,12 @@ class StreamReader:
             except nats.errors.Error as exc:  # a replica catching up, no leader yet: the reader's caller retries
                 raise StreamLogError(errno.EAGAIN, f"the stream {self.stream} could not be read at record "
                                      f"{self.expected}: {type(exc).__name__}: {exc}") from exc
-        out = []
+        out: list[tuple[int, int, memoryview]] = []
         for msg in self._io.call(fetch(), wait_s * 2 + limits.stream_ack_wait_s):
             stream_seq = msg.metadata.sequence.stream
             seq, now_ms = RECORD_HEAD.unpack_from(msg.data)
+            if stream_seq > self.expected and seq == stream_seq and not out:  # trimmed past what we hold
+                raise StreamTrimmed(self.stream, self.expected - 1, stream_seq)
             if stream_seq != self.expected or seq != stream_seq:
                 raise StreamLogError(errno.EIO, f"the stream {self.stream} gave record {seq} at position "
                                      f"{stream_seq} where record {self.expected} belongs")

@@ -12,9 +12,11 @@ trimmed below the oldest snapshot the object store keeps.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from double11 import limits
 from double11.catalog import Catalog
 from double11.cluster.lease import LeasedStreamLog, UnitLease
 from double11.cluster.snapshots import BUCKET, fetch_latest
@@ -58,18 +60,25 @@ def open_unit(urls: list[str], unit: str, data_dir: str | Path, catalog: Catalog
     (held: lease.py), its log takes no record once the lease is not held.  Raises
     StreamTrimmed if the stream no longer holds the records after the latest snapshot."""
     logs: list[StreamLog] = []
-    fetch_latest(urls, unit, Path(data_dir))
 
     def open_log(seq: int) -> StreamLog:
         logs.append(StreamLog(urls, unit, seq + 1) if lease is None else LeasedStreamLog(urls, unit, seq + 1, lease))
         return logs[0]
 
-    try:
-        festival = UnitFestival.recover(
-            Path(data_dir), catalog, config, speedup, clock_start_ms,
-            lambda engine, seq: replay_stream(engine, urls, unit, seq), open_log)
-    except StreamTrimmed as exc:
-        raise trimmed_beyond(exc, unit, data_dir) from exc
+    deadline = time.monotonic() + limits.stream_connect_s_max
+    while True:
+        fetch_latest(urls, unit, Path(data_dir))
+        try:
+            festival = UnitFestival.recover(
+                Path(data_dir), catalog, config, speedup, clock_start_ms,
+                lambda engine, seq: replay_stream(engine, urls, unit, seq), open_log)
+            break
+        except StreamTrimmed as exc:
+            # the stream was trimmed below a snapshot in the object store: a cluster just
+            # started again may not show that bucket yet; looked for again for a while
+            if time.monotonic() > deadline:
+                raise trimmed_beyond(exc, unit, data_dir) from exc
+            time.sleep(limits.unit_lease_poll_s * 5)
     festival.urls, festival.unit, festival.stream_log = list(urls), unit, logs[0]
     return festival
 
