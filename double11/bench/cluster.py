@@ -76,6 +76,7 @@ def say(text: str) -> None:
 
 def cluster_bench(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="double11-bench-cluster-"))
+    kept = False  # the folder, after a failure (its logs, the units' snapshots and streams)
     cluster = LocalCluster(extra=[ProcessSpec("rebalancer", "rebalancer", [
         sys.executable, "-m", "double11.cluster.rebalancer_node", "--urls", "{urls}",
         "--catalog", str(workdir / "catalog")], ready_event="rebalancing")],
@@ -129,9 +130,14 @@ def cluster_bench(args: argparse.Namespace) -> int:
     except CommandFailed as exc:
         say(f"double11 bench --cluster: {exc}")
         return exc.status if hasattr(exc, "status") else 1
+    except BaseException:
+        say(f"double11 bench --cluster: its folder is kept for a look: {workdir}")
+        kept = True
+        raise
     finally:
         cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def _hot_sold(urls: list[str], units: tuple[str, ...], rows: int) -> int:

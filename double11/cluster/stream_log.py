@@ -67,6 +67,10 @@ class StreamLogError(OSError):
     refusal): a storage fault for the festival (503 until it reopens)."""
 
 
+class StreamGap(StreamLogError):
+    """A reader was given a record past the one it expects: read again from there."""
+
+
 class StreamTrimmed(StreamLogError):
     """The stream no longer holds the records right after a snapshot: it was
     trimmed below a later snapshot (cluster/snapshots.py), so replaying it
@@ -432,8 +436,12 @@ class StreamReader:
         for msg in self._io.call(fetch(), wait_s * 2 + limits.stream_ack_wait_s):
             stream_seq = msg.metadata.sequence.stream
             seq, now_ms = RECORD_HEAD.unpack_from(msg.data)
-            if stream_seq > self.expected and seq == stream_seq and not out:  # trimmed past what we hold
-                raise StreamTrimmed(self.stream, self.expected - 1, stream_seq)
+            if stream_seq > self.expected and seq == stream_seq:
+                # records skipped in delivery (a pull that expired with messages on their way,
+                # which a consumer without acks does not send again), or trimmed: the caller
+                # reads again from `expected`, where a trimmed stream says so (StreamTrimmed)
+                raise StreamGap(errno.EAGAIN, f"the stream {self.stream} gave record {seq} where record "
+                                f"{self.expected} belongs")
             if stream_seq != self.expected or seq != stream_seq:
                 raise StreamLogError(errno.EIO, f"the stream {self.stream} gave record {seq} at position "
                                      f"{stream_seq} where record {self.expected} belongs")
@@ -463,7 +471,13 @@ def stream_replay(urls: list[str], unit: str, after_seq: int,
     try:
         last = reader.last_seq()
         while reader.expected <= last:
-            records = reader.fetch()
+            try:
+                records = reader.fetch()
+            except StreamGap:  # read again from the record expected (StreamTrimmed if it is gone)
+                expected = reader.expected
+                reader.close()
+                reader = StreamReader(urls, unit, expected - 1, replicas)
+                continue
             if not records:
                 raise StreamLogError(errno.ETIMEDOUT, f"the stream {reader.stream} gave no record "
                                      f"{reader.expected} of {last} within {limits.stream_replay_wait_s:g} s")
