@@ -64,6 +64,7 @@ CLUSTER_FILE = "cluster.json"
 LOCK_FILE = "supervisor.lock"
 PRIMARY, STANDBY = "primary", "standby"
 LOCALHOST = "127.0.0.1"  # where LocalNats's nodes listen
+REVIVED_NICENESS = 10  # a unit node started again after it died (LocalCluster.revive)
 
 
 def unit_names(units: int) -> list[str]:
@@ -424,7 +425,10 @@ class LocalCluster:
                 continue
             proc.revived = True
             folder = Path(proc.argv[proc.argv.index("--data") + 1])
-            again = ClusterProcess(proc.name, STANDBY, proc.unit, self._node_argv(proc.unit, folder, STANDBY),
+            # at a lower priority: while it reads the stream to catch up, the unit's new
+            # primary, on the same cores here, serves first
+            again = ClusterProcess(proc.name, STANDBY, proc.unit,
+                                   ["nice", "-n", str(REVIVED_NICENESS), *self._node_argv(proc.unit, folder, STANDBY)],
                                    proc.log)
             self._launch(again)
             said.append(f"{proc.unit}'s node in {folder.name} (pid {proc.pid}) died: started again as the "
