@@ -289,7 +289,7 @@ def _print(result: dict) -> None:
     say(f"u0 resumed {f['resume_after_primary_kill_s']:.2f} s after its primary's SIGKILL, "
         f"{f['resume_after_stream_leader_kill_s']:.2f} s after its stream leader's")
     failed = [name for name, ok in m["checks"].items() if not ok]
-    say("after the run, each unit recovered from its snapshot: "
+    say("after the run, each unit recovered from its snapshot and stream: "
         + ("every check holds" if not failed else "FAILED: " + "; ".join(failed))
         + f" ({len(m['checks'])} checks; {m['transfers_finished_at_the_end']} transfer(s) the stopped rebalancer "
           "left half done, finished)")
