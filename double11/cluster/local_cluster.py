@@ -290,6 +290,7 @@ class LocalCluster:
         assert self.nats is not None
         count = len(self.nats.nodes)
         ports = free_nats_ports(first, count)
+        self.nats.ports_chosen_here = False  # the user's: a port taken is said, not moved
         for k, node in enumerate(self.nats.nodes):
             node.client_port, node.cluster_port, node.http_port = ports[k], ports[count + k], ports[2 * count + k]
 

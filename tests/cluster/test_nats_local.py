@@ -52,6 +52,7 @@ def test_the_nodes_die_with_the_process_that_started_them(tmp_path: Path):
 
 def test_a_node_that_cannot_start_is_said_in_one_line_and_stops_the_others(tmp_path: Path):
     cluster = LocalNats(tmp_path / "nats", nodes=3)
+    cluster.ports_chosen_here = False  # ports the caller placed (cluster up --nats-port): not moved
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", cluster.nodes[1].client_port))
         taken.listen(1)
@@ -74,3 +75,21 @@ def test_a_killed_node_comes_back_and_the_cluster_agrees_on_a_leader(nats_cluste
     assert nats_cluster.node_named(leader) in range(3)
     assert os.path.exists(nats_cluster.nodes[0].config_path)
     assert 'sync_interval: "always"' in nats_cluster.nodes[0].config_path.read_text()
+
+
+def test_a_port_taken_before_a_node_binds_it_is_chosen_again(tmp_path: Path):
+    """The ports are chosen free, then bound by the nodes a moment later: one
+    taken meanwhile by another process gets the cluster new ones."""
+    cluster = LocalNats(tmp_path / "nats", nodes=3)
+    taken = cluster.nodes[1].http_port
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", taken))
+    squatter.listen()
+    try:
+        cluster.start()
+        assert cluster.nodes[1].http_port != taken and len(cluster.pids()) == 3
+    finally:
+        pids = cluster.pids()
+        cluster.stop()
+        squatter.close()
+    assert all(gone(pid) for pid in pids)
