@@ -192,22 +192,31 @@ def mark_data_dir(fd: int, state: str) -> None:
     os.pwrite(fd, f"{os.getpid():>10} {state:<8}\n".encode(), 0)
 
 
-def data_dir_user(directory: Path) -> str | None:
-    """Who keeps a new server off this data folder: an engine process that
-    opens or serves it (one that closes lets go soon: a restart waits for it)."""
+def locked_by(path: Path) -> str | None:
+    """What the holder of the lock on `path` wrote at its start (None: no
+    process holds it, or there is no such file)."""
     try:
-        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            words = os.pread(fd, 64, 0).decode(errors="replace").split()
-            if len(words) == 2 and words[1] == CLOSING:
-                return None
-            return f"engine process {words[0]}" if words and words[0].isdigit() else "another engine"
+            return os.pread(fd, 64, 0).decode(errors="replace")
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def data_dir_user(directory: Path) -> str | None:
+    """Who keeps a new server off this data folder: an engine process that
+    opens or serves it (one that closes lets go soon: a restart waits for it)."""
+    text = locked_by(directory / LOCK_FILE)
+    if text is None:
+        return None
+    words = text.split()
+    if len(words) == 2 and words[1] == CLOSING:
+        return None
+    return f"engine process {words[0]}" if words and words[0].isdigit() else "another engine"

@@ -57,7 +57,7 @@ from double11.catalog.files import load_catalog, save_catalog
 from double11.cluster.nats_local import LocalNats
 from double11.cluster.quotas import unit_catalogs
 from double11.cluster.slots import SlotMap, save_slot_map
-from double11.lifecycle import CommandFailed, check_ports_free, child_env
+from double11.lifecycle import CommandFailed, check_ports_free, child_env, locked_by
 from double11.storage import snapshot as snapshots
 
 CLUSTER_FILE = "cluster.json"
@@ -146,20 +146,11 @@ def read_cluster_file(data_dir: Path) -> dict[str, Any] | None:
 
 def running_supervisor(data_dir: Path) -> int | None:
     """The pid of the supervisor running the folder's cluster (None: none runs)."""
-    try:
-        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY)
-    except OSError:
+    text = locked_by(data_dir / LOCK_FILE)
+    if text is None:
         return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    text = text.strip()
+    return int(text) if text.isdigit() else -1
 
 
 def check_shape(data_dir: Path, nodes: int, units: int) -> None:
