@@ -8,6 +8,10 @@ stream is electing a leader (503 storage_unavailable), or the answer did
 not come in time: the idempotency keys make the retry answer the first
 result, so a command is never done twice.  After `limits.cluster_retry_s_max`
 the error is raised.
+
+A promotions definition in a batch (a coupon template, a threshold
+discount, a deal) goes to every unit, in the journal's order
+(definitions.py), between the commands before it and those after it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from nats.aio.client import Client
 from double11 import limits
 from double11.access.roles import OPERATOR, Principal
 from double11.cluster.buckets import open_bucket
-from double11.cluster.router import merge, route
+from double11.cluster.definitions import (
+    DEFINITIONS_BUCKET,
+    Definition,
+    DefinitionSender,
+    Journal,
+    KvJournal,
+    split_batch,
+)
+from double11.cluster.router import joined, merge, route, segments, take
 from double11.cluster.slots import SLOTS_BUCKET, SLOTS_KEY, SlotMap
 from double11.cluster.unit_requests import ask, principal_headers
 from double11.engine.batch import CommandBatch
@@ -40,6 +52,7 @@ class ClusterClient:
     def __init__(self, nc: Client, slot_map: SlotMap) -> None:
         self.nc, self.slot_map = nc, slot_map
         self.retries = 0  # parts sent again (a failover, an election)
+        self._definitions: DefinitionSender | None = None
 
     @classmethod
     async def connect(cls, nc: Client) -> ClusterClient:
@@ -50,11 +63,47 @@ class ClusterClient:
         """A binary batch's binary results, in the cluster's ids; its
         commands sent on behalf of `principal` (the units check whose things
         they name)."""
-        routed = route(CommandBatch.from_bytes(batch), self.slot_map)
+        whole = CommandBatch.from_bytes(batch)
         headers = principal_headers(principal)
+        runs = segments(whole, self.slot_map)
+        if len(runs) <= 1 and not (runs and runs[0][1]):
+            return await self._routed(whole, headers, retry_s_max)
+        results = []
+        for places, defined in runs:
+            part = take(whole, places)
+            if defined:
+                results.append(await self._defined(part, headers, retry_s_max))
+            else:
+                results.append(await self._routed(part, headers, retry_s_max))
+        return joined(results)
+
+    async def _routed(self, batch: CommandBatch, headers: dict[str, str] | None, retry_s_max: float) -> bytes:
+        routed = route(batch, self.slot_map)
         answers = await asyncio.gather(*(self.send(p.unit, "batch", p.batch.to_bytes(), headers, retry_s_max)
                                          for p in routed.parts))
         return merge(routed, list(answers))
+
+    async def _defined(self, batch: CommandBatch, headers: dict[str, str] | None, retry_s_max: float) -> bytes:
+        """One definition's binary results: unit 0's (every unit's are alike)."""
+        units = len(self.slot_map.units)
+        split = split_batch(batch, units)
+        payloads = ([b.to_bytes() for b in split] if split is not None
+                    else [batch.to_bytes()] + [b""] * (units - 1))
+        answers = await self.define(Definition("batch", payloads, headers), retry_s_max)
+        return answers[0]
+
+    async def define(self, definition: Definition, retry_s_max: float = limits.cluster_retry_s_max) -> list[bytes]:
+        """Each unit's answer to a definition sent to every unit in the journal's order."""
+        if self._definitions is None:
+            async def send(unit: int, request: str, payload: bytes, headers: dict[str, str] | None) -> bytes:
+                return await self.send(unit, request, payload, headers, retry_s_max)
+
+            self._definitions = DefinitionSender(await self.journal(), send)
+        return await self._definitions.define(definition)
+
+    async def journal(self) -> Journal:
+        """The definitions' journal (the KV bucket)."""
+        return KvJournal(await open_bucket(self.nc, DEFINITIONS_BUCKET))
 
     async def send(self, unit: int, request: str, data: bytes, headers: dict[str, str] | None = None,
                    retry_s_max: float = limits.cluster_retry_s_max) -> bytes:

@@ -44,6 +44,7 @@ from double11.cluster.stream_log import LoopThread, check_unit, connect
 from double11.config import FestivalConfig
 from double11.engine.stats import FestivalStats, PerSecond
 from double11.promotions import views as promotion_views
+from double11.promotions.spec import DEAL_KINDS
 from double11.service.festival import Festival
 
 logger = logging.getLogger("double11.cluster")
@@ -165,7 +166,7 @@ def read_figures(festival: Festival, unit: str) -> UnitFigures:
             on_its_way.result()  # a failed write raises storage_unavailable: nothing is published
         engine = festival.engine
         now = max(festival.clock.now_ms(), engine.now_ms)
-        return log.next_seq - 1, now, copied(engine.stats), promotion_views.figures(engine)
+        return log.next_seq - 1, now, copied(engine.stats), unit_promotions(engine)
 
     seq, now, stats, promotions = festival.reads.at_rest(read)
     return unit_figures(unit, seq, now, stats, promotions, festival.clock.speedup)  # packed once the state goes on
@@ -276,13 +277,35 @@ def summed_per_second(parts: list[tuple[np.ndarray, np.ndarray]]) -> PerSecond:
     return total
 
 
+def unit_promotions(engine: Any) -> dict[str, Any]:
+    """A unit's promotion figures (promotions/views.figures) and, for the
+    deals sold out on the cluster, every deal's units left in this unit's
+    share and when that share sold out (`DEALS_LEFT`)."""
+    figures = promotion_views.figures(engine)
+    deals = engine.promos.deals
+    rows = deals.rows[:deals.size]
+    sku = engine.catalog.sku_id[rows["sku"]]
+    figures[DEALS_LEFT] = np.stack([rows["qty"] - rows["taken"], rows["sold_out_at"], sku, rows["kind"]],
+                                   axis=1).tolist()
+    return figures
+
+
+# by deal row: [units left in the unit's share, when that share sold out (or -1), the SKU's id, the kind's index]
+DEALS_LEFT = "deals_left"
+
+
 def summed_promotions(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The units' promotion figures added up (promotions/views.figures): counts
-    and amounts summed, by kind where they are by kind; the deals that sold out
-    last, newest first, from all units."""
+    and amounts summed, by kind where they are by kind.  A deal's units are
+    shares too (cluster/definitions.py): it has sold out once every unit's
+    share has, at the last unit's time, so the deals sold out and the latest
+    of them come from every unit's `DEALS_LEFT`."""
     total: dict[str, Any] = {}
+    lefts = [part[DEALS_LEFT] for part in parts if DEALS_LEFT in part]
     for part in parts:
         for key, value in part.items():
+            if key == DEALS_LEFT:
+                continue
             if isinstance(value, dict):
                 into = total.setdefault(key, {})
                 for kind, amount in value.items():
@@ -291,11 +314,28 @@ def summed_promotions(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 total.setdefault(key, []).extend(value)
             else:
                 total[key] = total.get(key, 0) + value
+    if lefts and len(lefts) == len(parts):
+        total["deals_sold_out"], total["deals_sold_out_latest"] = _sold_out_everywhere(lefts)
     latest = total.get("deals_sold_out_latest")
     if latest is not None:
         latest.sort(key=lambda deal: -deal["sold_out_at"])
         del latest[limits.stats_top_n:]
     return total
+
+
+def _sold_out_everywhere(lefts: list[list[list[int]]]) -> tuple[int, list[dict[str, Any]]]:
+    """(how many deals have sold out in every unit's share, the latest of
+    them at the last unit's time, newest first)."""
+    deals = min(len(left) for left in lefts)  # a unit that has not applied the newest definition yet
+    if deals == 0:
+        return 0, []
+    table = np.array([left[:deals] for left in lefts], dtype=np.int64).reshape(len(lefts), deals, 4)
+    at = table[:, :, 1].max(axis=0)
+    out = np.flatnonzero((table[:, :, 0].sum(axis=0) == 0) & (at >= 0))
+    latest = out[np.argsort(-at[out], kind="stable")][:limits.stats_top_n]
+    first = table[0]
+    return len(out), [{"deal": int(row) + 1, "sku": int(first[row, 2]), "kind": DEAL_KINDS[int(first[row, 3])],
+                       "sold_out_at": int(at[row])} for row in latest.tolist()]
 
 
 # ------------------------------------------------------------------ over NATS

@@ -10,9 +10,15 @@ its lines' order), an order's and its checkout's, in fields named
 exist`).  Unit 0's ids are the cluster's unchanged, so its answers pass as
 they are.
 
+A coupon lives in its buyer's unit and is numbered there: its id is the
+unit's too (`coupon` fields, `coupon 5` in words).  Templates, threshold
+discounts and deals have the same id in every unit (definitions.py).
+
 A SKU's stock is split into quotas (quotas.py), so its view is the units'
 views with their counts added (what is for sale, reserved, sold and stocked
-everywhere); the ledger is the units' ledgers added up, account by account.
+everywhere); so are a template's budget and a deal's units (definitions.py):
+their views are summed likewise.  The ledger is the units' ledgers added up,
+account by account.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ import numpy as np
 from double11.cluster.slots import ID_BITS, global_ids, local_ids
 
 _ENC = msgspec.json.Encoder()
-_ID_FIELDS = ("checkout", "order")
-_NAMED_ID = re.compile(r"\b(checkout|order) (\d+)\b")
+_ID_FIELDS = ("checkout", "order", "coupon")
+_NAMED_ID = re.compile(r"\b(checkout|order|coupon) (\d+)\b")
 _LOCAL_ID_END = 1 << ID_BITS
 SKU_COUNTS = ("stock", "reserved", "sold", "stocked")  # a SKU's figures in each unit's view
 
@@ -95,3 +101,29 @@ def summed_ledgers(ledgers: list[dict[str, Any]]) -> dict[str, Any]:
             accounts[name] = accounts.get(name, 0) + int(fen)
     return {"accounts": accounts, "sum": sum(int(ledger["sum"]) for ledger in ledgers),
             "transfers": sum(int(ledger["transfers"]) for ledger in ledgers)}
+
+
+_TEMPLATE_COUNTS = ("granted", "used", "discount_given_fen", "budget_count", "budget_count_left")
+_DEAL_COUNTS = ("qty", "sold", "reserved", "left")
+
+
+def summed_template(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """A coupon template's view (or its creation's answer) from every unit's:
+    its budget's shares and what they did, added up."""
+    total = dict(views[0])
+    for name in _TEMPLATE_COUNTS:
+        total[name] = sum(int(view[name]) for view in views)
+    if total.get("budget_fen") is not None:
+        total["budget_fen_left"] = int(total["budget_fen"]) - total["granted"] * int(total["discount_fen"])
+    return total
+
+
+def summed_deal(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """A deal's view from every unit's: its units' shares added up; sold out
+    when every unit's share is, at the last unit's time."""
+    total = dict(views[0])
+    for name in _DEAL_COUNTS:
+        total[name] = sum(int(view[name]) for view in views)
+    times = [int(view["sold_out_at"]) for view in views if view.get("sold_out_at") is not None]
+    total["sold_out_at"] = max(times) if total["left"] == 0 and times else None
+    return total

@@ -1,15 +1,22 @@
 """A batch of the cluster's commands split by unit, and the units' answers
 put back together in the batch's order.
 
-Routing (slots.py): a checkout goes to its buyer's unit; a pay or cancel to
-the unit its checkout id names, a confirm or refund to the unit its order id
-names (the unit's index rides in the id's high bits); a restock to the SKU's
-home unit (the unit owning the SKU id's slot), from which the rebalancer
-spreads it.  Each unit sees its own local ids; the answers carry the
-cluster's again.  Commands the cluster does not serve yet (the promotions
-area's; `release`, which only the rebalancer sends, to one unit by name:
-not_on_cluster) and ids naming no unit are answered here, changing nothing
-anywhere.
+Routing (slots.py): a checkout and a coupon grant go to their buyer's unit; a
+pay or cancel to the unit its checkout id names, a confirm or refund to the
+unit its order id names (the unit's index rides in the id's high bits); a
+restock to the SKU's home unit (the unit owning the SKU id's slot), from
+which the rebalancer spreads it.  Each unit sees its own local ids; the
+answers carry the cluster's again.  A coupon lives in its buyer's unit, so a
+checkout naming a coupon of another unit is refused here (not_your_coupon:
+it can only be another buyer's), as is one naming a unit that does not
+exist (unknown_coupon).
+
+The promotions' definitions (a coupon template, a threshold discount, a deal)
+go to every unit (`DEFINED`, definitions.py sends them in one order, so each
+has the same id everywhere).  Commands the cluster does not serve (the quota
+moves `release`, `coupon_budget` and `deal_qty`, which only the rebalancer
+sends, to one unit by name: not_on_cluster) and ids naming no unit are
+answered here, changing nothing anywhere.
 
 Pure: no I/O.  `client.py` sends the parts to the units over NATS.
 """
@@ -24,17 +31,27 @@ import numpy as np
 from double11 import areas
 from double11.cluster.slots import SlotMap, global_ids, local_ids, slot_of, unit_of_id
 from double11.engine.batch import CommandBatch, Op
+from double11.engine.refusals import COUPON_REF_CODES
 from double11.engine.wire import COLUMNS, decode_results
 from double11.errors import Result
+from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, THRESHOLD_DISCOUNT
 
 _CHECKOUT, _PAY, _CANCEL, _CONFIRM, _REFUND, _RESTOCK = (
     int(Op.checkout), int(Op.pay), int(Op.cancel), int(Op.confirm), int(Op.refund), int(Op.restock))
 _OK = int(Result.ok)
 _UNKNOWN_CHECKOUT, _UNKNOWN_ORDER = int(Result.unknown_checkout), int(Result.unknown_order)
-# the areas' commands (the promotions', release): a cluster answers them not_on_cluster
-_NOT_SERVED = np.array([number for number in areas.BY_NUMBER if number not in {int(op) for op in Op}], dtype=np.int64)
+_GRANT = GRANT.number
+_GRANT_BUYER_AT = GRANT.arg_at("buyer")
+# the promotions' definitions: every unit holds each one (definitions.py)
+DEFINITIONS = np.array([COUPON_TEMPLATE.number, THRESHOLD_DISCOUNT.number, DEAL.number], dtype=np.int64)
+_SERVED = {int(op) for op in Op} | {_GRANT} | set(DEFINITIONS.tolist())
+# the quota moves (release, coupon_budget, deal_qty): the rebalancer's, to one unit by name
+_NOT_SERVED = np.array([number for number in areas.BY_NUMBER if number not in _SERVED], dtype=np.int64)
+_COUPON_REFS = np.array(sorted(int(code) for code in COUPON_REF_CODES), dtype=np.int64)
+_UNKNOWN_COUPON, _NOT_YOUR_COUPON = int(Result.unknown_coupon), int(Result.not_your_coupon)
 _HEADER = struct.Struct("<4sI")
 NOT_ROUTED = -1
+DEFINED = -2  # a definition: sent to every unit
 
 
 @dataclass
@@ -56,21 +73,60 @@ class Routed:
     batch: CommandBatch  # as sent
 
 
-def units_of(batch: CommandBatch, slot_map: SlotMap) -> tuple[np.ndarray, np.ndarray]:
-    """(unit, refusal) per command: the index of the unit serving it, or
-    NOT_ROUTED with the code it is answered with here."""
-    return units_of_commands(batch.op, batch.target, batch.invalid, slot_map)
+def units_of(batch: CommandBatch, slot_map: SlotMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit, refusal, ref) per command: the index of the unit serving it,
+    DEFINED (every unit), or NOT_ROUTED with the code and ref it is
+    answered with here."""
+    unit, refusal = units_of_commands(batch.op, routing_keys(batch), batch.invalid, slot_map)
+    ref = np.zeros(len(unit), dtype=np.int64)
+    stray = (unit == NOT_ROUTED) & ((refusal == _UNKNOWN_CHECKOUT) | (refusal == _UNKNOWN_ORDER))
+    ref[stray] = batch.target[stray]  # an id naming no unit is the ref of its refusal, as the engine's
+    foreign = _foreign_coupons(batch, unit)
+    refused = np.flatnonzero(foreign >= 0)
+    if len(refused):
+        coupon = batch.arg[foreign[refused]]
+        named = unit_of_id(coupon)
+        unit[refused] = NOT_ROUTED
+        refusal[refused] = np.where((named >= 0) & (named < len(slot_map.units)), _NOT_YOUR_COUPON, _UNKNOWN_COUPON)
+        ref[refused] = coupon
+    return unit, refusal, ref
+
+
+def routing_keys(batch: CommandBatch) -> np.ndarray:
+    """What routes each command: its target (a checkout's buyer, an id, a
+    SKU), or for a grant the buyer in its args."""
+    keys = batch.target.astype(np.int64)
+    grants = np.flatnonzero((batch.op == _GRANT) & (batch.args > _GRANT_BUYER_AT))
+    keys[grants] = batch.arg[batch.arg_starts()[grants] + _GRANT_BUYER_AT]
+    return keys
+
+
+def _foreign_coupons(batch: CommandBatch, unit: np.ndarray) -> np.ndarray:
+    """Per command: the index in `batch.arg` of the first coupon of a
+    routed checkout that names another unit than the buyer's (-1: none)."""
+    first = np.full(len(batch.op), -1, dtype=np.int64)
+    with_coupons = (batch.op == _CHECKOUT) & (batch.args > 0) & (unit >= 0) & (batch.invalid == 0)
+    if not with_coupons.any():
+        return first
+    counts = batch.args.astype(np.int64)
+    owner = np.repeat(np.where(with_coupons, unit, -1), counts)
+    places = np.flatnonzero((owner >= 0) & (unit_of_id(batch.arg) != owner))
+    command = np.repeat(np.arange(len(batch.op)), counts)[places]
+    first[command[::-1]] = places[::-1]  # reversed: the first foreign coupon of each checkout is written last
+    return first
 
 
 def units_of_commands(ops: np.ndarray, target: np.ndarray, invalid: np.ndarray,
                       slot_map: SlotMap) -> tuple[np.ndarray, np.ndarray]:
-    """units_of, from the commands' columns: op, target (a checkout's buyer,
-    an id, a SKU) and invalid (the edge's code for a command of a bad shape, or 0)."""
+    """units_of, from the commands' columns: op, routing key (a checkout's or
+    grant's buyer, an id, a SKU: routing_keys) and invalid (the edge's code
+    for a command of a bad shape, or 0)."""
     op = ops.astype(np.int64)
     unit = np.full(len(op), NOT_ROUTED, dtype=np.int64)
     refusal = np.where(np.isin(op, _NOT_SERVED), int(Result.not_on_cluster), int(Result.unknown_op)).astype(np.uint8)
-    by_buyer = op == _CHECKOUT
-    unit[by_buyer] = slot_map.unit_of_buyer(target[by_buyer])
+    unit[np.isin(op, DEFINITIONS)] = DEFINED
+    by_buyer = (op == _CHECKOUT) | (op == _GRANT)
+    unit[by_buyer] = slot_map.unit_of_buyer(np.maximum(target[by_buyer], 0))
     by_sku = op == _RESTOCK
     unit[by_sku] = slot_map.owner[slot_of(target[by_sku], slot_map.slots)]
     by_id = (op >= _PAY) & (op <= _REFUND)
@@ -84,6 +140,7 @@ def units_of_commands(ops: np.ndarray, target: np.ndarray, invalid: np.ndarray,
     # answers its refusal in the engine's words and logs it as every unit does
     shaped = invalid != 0
     unit[shaped & (unit == NOT_ROUTED) & (op <= _RESTOCK) & (op >= _CHECKOUT)] = 0
+    unit[shaped & (unit == DEFINED)] = 0  # a refused definition makes nothing anywhere: one unit says why
     return unit, refusal
 
 
@@ -114,7 +171,10 @@ def _ranges(starts: np.ndarray, counts: np.ndarray, places: np.ndarray) -> np.nd
 
 
 def route(batch: CommandBatch, slot_map: SlotMap) -> Routed:
-    unit, refusal = units_of(batch, slot_map)
+    """The batch's parts by unit (a batch without definitions: `segments`)."""
+    unit, refusal, ref = units_of(batch, slot_map)
+    if (unit == DEFINED).any():
+        raise ValueError("a definition is sent to every unit on its own (router.segments)")
     parts = []
     for u in range(len(slot_map.units)):
         places = np.flatnonzero(unit == u)
@@ -123,11 +183,31 @@ def route(batch: CommandBatch, slot_map: SlotMap) -> Routed:
         part = take(batch, places)
         by_id = (part.op >= _PAY) & (part.op <= _REFUND)
         part.target = np.where(by_id, local_ids(part.target), part.target)
+        coupons = np.repeat(part.op == _CHECKOUT, part.args.astype(np.int64))
+        part.arg = np.where(coupons, local_ids(part.arg), part.arg)  # every one names this unit (units_of)
         parts.append(Part(u, places, part))
     code = np.where(unit == NOT_ROUTED, refusal, 0).astype(np.uint8)
-    stray = (unit == NOT_ROUTED) & ((refusal == _UNKNOWN_CHECKOUT) | (refusal == _UNKNOWN_ORDER))
-    ref = np.where(stray, batch.target, 0)  # an id naming no unit is the ref of its refusal, as the engine's
-    return Routed(parts, code, ref.astype(np.int64), batch)
+    return Routed(parts, code, ref, batch)
+
+
+def segments(batch: CommandBatch, slot_map: SlotMap) -> list[tuple[np.ndarray, bool]]:
+    """The batch in order as runs of commands routed by unit and single
+    definitions, each (places, whether it is a definition): a definition
+    goes to every unit between what comes before and after it."""
+    return runs(units_of(batch, slot_map)[0])
+
+
+def runs(unit: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """segments, from each command's unit (units_of)."""
+    out: list[tuple[np.ndarray, bool]] = []
+    start = 0
+    for place in [*np.flatnonzero(unit == DEFINED).tolist(), len(unit)]:
+        if place > start:
+            out.append((np.arange(start, place, dtype=np.int64), False))
+        if place < len(unit):
+            out.append((np.array([place], dtype=np.int64), True))
+        start = place + 1
+    return out
 
 
 def merge(routed: Routed, answers: list[bytes]) -> bytes:
@@ -148,12 +228,25 @@ def merge(routed: Routed, answers: list[bytes]) -> bytes:
         # an id the command named comes back as it was sent; a new checkout's id and its orders' get the unit
         by_id = (op >= _PAY) & (op <= _REFUND) & (ref == part.batch.target)
         ref[by_id] = sent[by_id]
-        made = (op == _CHECKOUT) & (cols["code"] == _OK)
-        ref[made] = global_ids(part.unit, ref[made])
+        made = ((op == _CHECKOUT) | (op == _GRANT)) & (cols["code"] == _OK)  # a checkout, a coupon
+        coupon_named = (op == _CHECKOUT) & np.isin(cols["code"], _COUPON_REFS) & (ref > 0)
+        ref[made | coupon_named] = global_ids(part.unit, ref[made | coupon_named])
+        made &= op == _CHECKOUT
         has_orders = made & (cols["orders"] > 0)
         cols["first_order"][has_orders] = global_ids(part.unit, cols["first_order"][has_orders])
         for name, _ in COLUMNS:
             out[name][part.places] = cols[name]
+    return _results_bytes(out, n)
+
+
+def joined(results: list[bytes]) -> bytes:
+    """The binary results of consecutive runs of a batch, as the whole batch's."""
+    got = [decode_results(data) for data in results]
+    out = {name: np.concatenate([g[name] for g in got]).astype(dt) for name, dt in COLUMNS}
+    return _results_bytes(out, len(out["code"]))
+
+
+def _results_bytes(columns: dict[str, np.ndarray], n: int) -> bytes:
     parts = [_HEADER.pack(b"D11R", n)]
-    parts += [np.ascontiguousarray(out[name], dtype=dt).tobytes() for name, dt in COLUMNS]
+    parts += [np.ascontiguousarray(columns[name], dtype=dt).tobytes() for name, dt in COLUMNS]
     return b"".join(parts)

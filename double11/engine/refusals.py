@@ -27,6 +27,7 @@ from double11 import areas, geo, limits
 from double11.engine import commands
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.errors import Result
+from double11.promotions import answers as promotion_answers
 from double11.quotas import answers as quota_answers
 from double11.quotas.spec import RELEASE
 from double11.spec import IDEMPOTENCY_KEY
@@ -192,7 +193,7 @@ def state_message(code: Result, ref: int, batch: CommandBatch, i: int, first_lin
         return _area_message(code, ref, batch, i)
     op, target = OPS[int(batch.op[i])], int(batch.target[i])
     if code in _ABOUT_COUPON:
-        return f"coupon {ref}: {_ABOUT_COUPON[code]}"
+        return coupon_message(code, ref)
     if code in _ABOUT_DEAL:
         return f"deal {ref}: {_ABOUT_DEAL[code]}"
     if code == Result.unknown_sku:
@@ -237,6 +238,14 @@ _ABOUT_COUPON = {
     Result.two_store_coupons: "an earlier coupon of the list is a store coupon of the same merchant",
     Result.min_spend_not_met: "the lines it applies to do not reach its minimum spend",
 }
+# the refusals of a checkout whose ref is one of its coupons' ids (a cluster's router maps it)
+COUPON_REF_CODES = frozenset(_ABOUT_COUPON)
+
+
+def coupon_message(code: Result, coupon: int) -> str:
+    """The words of a checkout's refusal naming one of its coupons."""
+    return f"coupon {coupon}: {_ABOUT_COUPON[code]}"
+
 _ABOUT_DEAL = {
     Result.deal_sold_out: "fewer units left than the checkout asks for",
     Result.deal_buyer_limit: "the buyer would pass its per-buyer limit",
@@ -257,6 +266,8 @@ def _area_message(code: Result, ref: int, batch: CommandBatch, i: int) -> str | 
     target = int(batch.target[i])
     if command is RELEASE:
         return quota_answers.refused(code, target, values["qty"], ref)
+    if command.op in promotion_answers.REFUSED:
+        return promotion_answers.REFUSED[command.op](code, target, values, ref)
     if code == Result.unknown_template:
         return f"template {target} does not exist"
     if code == Result.not_in_window:

@@ -229,12 +229,12 @@ def test_trades_of_both_units_read_as_one_festival(front: Front) -> None:
                       "amount_fen": int(got["amount_fen"][0])},
                      {"op": "confirm", "idempotency_key": "json-3", "order": made[1]["orders"][0]["order"]},
                      {"op": "refund", "idempotency_key": "json-4", "order": made[1]["orders"][1]["order"]},
-                     {"op": "deal", "idempotency_key": "json-5", "sku": 101, "price_fen": 1, "qty": 1,
-                      "per_buyer_max": 1, "from": 0, "until": 1, "kind": "flash"},
+                     {"op": "release", "idempotency_key": "json-5", "sku": 101, "qty": 1},
                      co("json-6", [(102, 3)], buyer=b0)]
     results = front.post("/v1/batch", {"commands": json_commands}).json()["results"]
     assert [r["status"] for r in results] == [201, 200, 200, 200, 200, 501, 201]
-    assert results[5]["body"]["error"]["code"] == "not_on_cluster" and "deal" in results[5]["body"]["error"]["message"]
+    said = results[5]["body"]["error"]
+    assert said["code"] == "not_on_cluster" and "release" in said["message"]
     assert [int(unit_of_id(np.array(results[k]["body"]["checkout"]))) for k in (0, 1, 2, 6)] == [1, 1, 0, 0]
     assert results[3]["body"]["order"] == made[1]["orders"][0]["order"]
     for command, result in zip(json_commands, results, strict=True):
@@ -318,12 +318,138 @@ def test_bad_input_is_answered_as_on_one_machine(front: Front) -> None:
     assert front.get("/v1/checkouts/abc").status_code == 400
     assert front.http.post(front.url + "/v1/checkouts", content=b"{}").status_code == 401
     assert front.post("/v1/batch", {"commands": []}, Role.metrics).status_code == 403
-    # what a cluster does not serve yet: 501 not_on_cluster, naming it
-    refused = front.post("/v1/coupon-templates", {"kind": "platform"}, Role.operator)
+    # what a cluster does not serve (the rebalancer's quota moves): 501 not_on_cluster, naming it
+    refused = front.post("/v1/deals/1/qty", {"qty": 1, "idempotency_key": "dq"}, Role.operator)
     assert refused.status_code == 501 and refused.json()["error"]["code"] == "not_on_cluster"
-    assert "coupon_template" in refused.json()["error"]["message"]
-    assert front.get("/v1/deals/1").status_code == 501
+    assert "deal_qty" in refused.json()["error"]["message"]
     assert front.get("/v1/buyers/7/coupons").json() == {"buyer": 7, "coupons": []}  # the buyer's unit answers
+
+
+# ids (the cluster's carry their unit; the mirror numbers its own) and times (each unit keeps its clock)
+_NUMBERED = {"template", "deal", "threshold", "coupon", "checkout", "order", "granted_at", "expires_at",
+             "sold_out_at"}
+
+
+def _unnumbered(value: Any) -> Any:
+    """An answer without its ids and times."""
+    if isinstance(value, dict):
+        return {k: _unnumbered(v) for k, v in value.items() if k not in _NUMBERED}
+    if isinstance(value, list):
+        return [_unnumbered(v) for v in value]
+    return value
+
+
+def test_promotions_on_the_cluster_read_as_one_festival(front: Front) -> None:
+    """Templates, a threshold and a deal made on every unit through each lane;
+    grants and coupons spent by buyers of both units; every answer, view and
+    the promotions' live figures as one festival's fed the same commands."""
+    one = Festival.open(CATALOG, clock_start_ms=T0)
+    day = 10 * 86_400_000
+    windows = {"grant_from": T0 - day, "grant_until": T0 + day, "use_from": T0 - day, "use_until": T0 + day}
+    (b0,), (b1, b1_other) = front.buyers(0, 1), front.buyers(1, 2)
+    mine: dict[str, int] = {}  # the cluster's ids by name
+    ones: dict[str, int] = {}
+
+    def both(name: str, command: dict[str, Any], answer: httpx.Response | dict[str, Any],
+             id_field: str | None = None) -> dict[str, Any]:
+        got = answer if isinstance(answer, dict) else {"status": answer.status_code, "body": answer.json()}
+        want = one.execute([{**command, **{k: ones[v] for k, v in sent_ids.get(name, {}).items()}}],
+                           now_ms=T0)[0]
+        assert got["status"] == want["status"], (name, got, want)
+        assert _unnumbered(got["body"]) == _unnumbered(want["body"]), name
+        if id_field is not None and got["status"] < 300:
+            mine[name], ones[name] = got["body"][id_field], want["body"][id_field]
+        return got
+
+    sent_ids: dict[str, dict[str, str]] = {}  # a command's id fields, by the name of what they name
+    platform = {"op": "coupon_template", "idempotency_key": "p-tpl", "kind": "platform", "discount_fen": 300,
+                "min_spend_fen": 0, "budget_count": 5, "per_buyer_max": 2, **windows}
+    body = {k: v for k, v in platform.items() if k != "op"}
+    both("platform", platform, front.post("/v1/coupon-templates", body, Role.operator), "template")
+    assert front.post("/v1/coupon-templates", body, Role.operator).json()["template"] == mine["platform"]  # retry
+    capped = {**platform, "idempotency_key": "c-tpl", "budget_count": 9, "budget_fen": 1_000}
+    made = front.post("/v1/batch", {"commands": [capped]}, Role.operator).json()["results"][0]
+    one.execute([capped], now_ms=T0)
+    assert made["status"] == 201  # on a cluster budget_count says what it may grant: 1,000 // 300
+    assert made["body"]["budget_count"] == 3 and made["body"]["budget_fen"] == 1_000
+    store = {**platform, "idempotency_key": "s-tpl", "kind": "store", "merchant": 10, "discount_fen": 100}
+    both("store", store, front.post("/v1/batch", {"commands": [store]}, Role.operator).json()["results"][0],
+         "template")
+    deal = {"op": "deal", "idempotency_key": "deal-1", "sku": 105, "price_fen": 10_000, "qty": 5,
+            "per_buyer_max": 2, "from": T0 - day, "until": T0 + day, "kind": "flash"}
+    got = decode_results(front.post("/v1/batch", encode_commands([deal]).to_bytes(), Role.operator,
+                                    headers=BINARY).content)
+    assert int(got["code"][0]) == 0
+    mine["deal"] = int(got["ref"][0])
+    ones["deal"] = one.execute([deal], now_ms=T0)[0]["body"]["deal"]
+    threshold = {"op": "threshold_discount", "idempotency_key": "th-1", "every_fen": 10_000, "off_fen": 1_000,
+                 "from": T0 - day, "until": T0 + day}
+    both("threshold", threshold, front.post("/v1/threshold-discounts", {k: v for k, v in threshold.items()
+                                                                        if k != "op"}, Role.operator), "threshold")
+
+    # grants by buyers of both units: each coupon in its buyer's unit, its id carrying the unit
+    for name, buyer, template in (("c1", b1, "platform"), ("c0", b0, "platform"), ("s1", b1, "store")):
+        command = {"op": "grant", "idempotency_key": f"g-{name}", "buyer": buyer, "source": "game:cat"}
+        sent_ids[name] = {"template": template}
+        answer = front.post(f"/v1/coupon-templates/{mine[template]}/grants",
+                            {k: v for k, v in command.items() if k != "op"}, Role.buyer, buyer)
+        both(name, {**command, "template": mine[template]}, answer, "coupon")
+        assert int(unit_of_id(np.array(mine[name]))) == int(front.slot_map.unit_of_buyer(np.array([buyer]))[0])
+    grants = [{"op": "grant", "idempotency_key": f"gj-{k}", "template": mine["platform"], "buyer": b,
+               "source": "game:cat"} for k, b in enumerate((b1_other, b0))]
+    for k, result in enumerate(front.post("/v1/batch", {"commands": grants}).json()["results"]):
+        sent_ids[f"j{k}"] = {"template": "platform"}
+        both(f"j{k}", grants[k], result, "coupon")
+
+    # coupons spent: a platform coupon and a store coupon with the deal; another unit's coupon refused
+    spend = co("spend-1", [(105, 2), (102, 3)], buyer=b1, coupons=[mine["c1"], mine["s1"]])
+    one_spend = {**spend, "coupons": [ones["c1"], ones["s1"]]}
+    answer = front.post("/v1/checkouts", {k: v for k, v in spend.items() if k != "op"}, Role.buyer, b1)
+    want = one.execute([one_spend], now_ms=T0)[0]
+    assert answer.status_code == want["status"] == 201
+    assert _unnumbered(answer.json()) == _unnumbered(want["body"]) and answer.json()["amount_fen"] < 20_000 + 300
+    paid = {"idempotency_key": "spend-pay", "amount_fen": answer.json()["amount_fen"]}
+    assert front.post(f"/v1/checkouts/{answer.json()['checkout']}/pay", paid).status_code == 200
+    assert one.execute([{"op": "pay", "checkout": want["body"]["checkout"], **paid}], now_ms=T0)[0]["status"] == 200
+    theirs = co("spend-2", [(102, 1)], buyer=b0, coupons=[mine["c1"]])
+    refused = front.post("/v1/batch", {"commands": [theirs]}).json()["results"][0]
+    assert refused["status"] == 409 and refused["body"]["error"]["code"] == "not_your_coupon"
+    assert str(mine["c1"]) in refused["body"]["error"]["message"]
+    assert one.execute([{**theirs, "coupons": [ones["c1"]]}], now_ms=T0)[0]["body"]["error"]["code"] == \
+        "not_your_coupon"
+
+    # the deal sells out: the rest of its units bought by buyers of unit 0 (its share, and unit 1's was)
+    for k, (buyer, qty) in enumerate(zip(front.buyers(0, 3)[1:], (2, 1), strict=True)):
+        command = co(f"buy-{k}", [(105, qty)], buyer=buyer)
+        answer = front.post("/v1/checkouts", {k: v for k, v in command.items() if k != "op"})
+        assert answer.status_code == one.execute([command], now_ms=T0)[0]["status"] == 201, answer.text
+
+    # the views: a template's and a deal's summed over the units; a coupon's and a buyer's in their unit
+    for path, name in (("/v1/coupon-templates/{}", "platform"), ("/v1/coupon-templates/{}", "store"),
+                       ("/v1/deals/{}", "deal"), ("/v1/threshold-discounts/{}", "threshold"),
+                       ("/v1/coupons/{}", "c1"), ("/v1/coupons/{}", "j0")):
+        got_view = front.get(path.format(mine[name]))
+        assert got_view.status_code == 200, (path, got_view.text)
+        read = {"coupon-templates": "coupon_template", "deals": "deal", "threshold-discounts": "threshold_discount",
+                "coupons": "coupon"}[path.split("/")[2]]
+        assert _unnumbered(got_view.json()) == _unnumbered(one.view(read, ones[name])), path
+    coupons = front.get(f"/v1/buyers/{b1}/coupons", Role.buyer, b1).json()["coupons"]
+    assert [c["coupon"] for c in coupons] == [mine["s1"], mine["c1"]]
+    sold_out = front.get(f"/v1/deals/{mine['deal']}").json()
+    assert (sold_out["sold"], sold_out["reserved"], sold_out["left"]) == (2, 3, 0) and sold_out["sold_out_at"]
+    reference = _unnumbered(one.stats()["promotions"])
+    stats = _wait_for_promotions(front, reference)
+    assert stats == reference and stats["deals_sold_out"] == 1
+    one.close()
+
+
+def _wait_for_promotions(front: Front, reference: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + _FIGURES_S
+    while True:
+        promotions = _unnumbered(front.http.get(front.url + "/v1/stats").json()["promotions"])
+        if promotions == reference or time.monotonic() > deadline:
+            return dict(promotions)
+        time.sleep(0.2)
 
 
 def test_the_big_screen_its_stream_health_and_metrics(front: Front) -> None:
