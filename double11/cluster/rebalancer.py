@@ -1,7 +1,10 @@
-"""The quota rebalancer: moves stock between units before a unit runs out.
+"""The quota rebalancer: moves stock, coupon budgets and deal units between
+units before a unit runs out.
 
-Every `limits.rebalance_period_s` it reads each unit's stock (quotas.
-StockReport) and plans transfers (`plan`, pure): for every SKU that some unit
+Every `limits.rebalance_period_s` it reads each unit's quotas (quotas.
+StockReport) and plans transfers (`plan`, pure), for SKUs, templates and
+deals alike (a template's share is coupons it may grant, a deal's units it
+may sell: definitions.py): for every SKU that some unit
 still holds, each unit is entitled to a share of the units' available stock
 in proportion to its recent sales of it (equal shares before any sale, a
 crumb for a unit not selling it); a unit below `limits.rebalance_low_share` of its share gets the difference from
@@ -11,7 +14,8 @@ buyers, so a unit is rarely refused a sale while another still holds stock (a
 
 A transfer is two logged, idempotent commands, both with the transfer's
 idempotency key: `release` on the giving unit (refused if it no longer has the
-units: the transfer is dropped), then `restock` on the receiving one.  The
+units: the transfer is dropped), then `restock` on the receiving one (for a
+template, `coupon_budget` with -qty then +qty; for a deal, `deal_qty`).  The
 transfer is written to the journal (`d11-transfers` on a cluster) before its
 first command and removed after its last, so a rebalancer that dies between
 the two finishes it on its next start: the release answers its first result
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -41,12 +45,28 @@ _IDLE_WEIGHT = 0.05  # a unit's weight without recent sales of a SKU others are 
 _DEMAND_DECAY = 0.5  # of the recent sales remembered from one round to the next
 
 
+SKU, TEMPLATE, DEAL = "sku", "template", "deal"  # what a transfer moves
+
+
 class Transfer(msgspec.Struct, frozen=True):
     key: str  # the idempotency key of both its commands
-    sku: int  # the SKU's id
+    sku: int  # the SKU's id, or the template's or deal's (kind)
     giver: int  # unit indexes
     taker: int
     qty: int
+    kind: str = SKU
+
+    def commands(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The giving unit's command, then the taking unit's."""
+        key = self.key
+        if self.kind == TEMPLATE:
+            return ({"op": "coupon_budget", "template": self.sku, "count": -self.qty, "idempotency_key": key},
+                    {"op": "coupon_budget", "template": self.sku, "count": self.qty, "idempotency_key": key})
+        if self.kind == DEAL:
+            return ({"op": "deal_qty", "deal": self.sku, "qty": -self.qty, "idempotency_key": key},
+                    {"op": "deal_qty", "deal": self.sku, "qty": self.qty, "idempotency_key": key})
+        return ({"op": "release", "sku": self.sku, "qty": self.qty, "idempotency_key": key},
+                {"op": "restock", "sku": self.sku, "qty": self.qty, "idempotency_key": key})
 
 
 def plan(available: np.ndarray, demand: np.ndarray,
@@ -119,8 +139,8 @@ class Rebalancer:
         self.units, self.journal, self.sku_ids, self.epoch = units, journal, sku_ids, epoch
         self.on_transfer = on_transfer
         self.transfers = 0
-        self._last_sold: np.ndarray | None = None
-        self._demand: np.ndarray | None = None
+        self._last_used: dict[str, np.ndarray] = {}  # by kind: what each unit had used, as last read
+        self._demand: dict[str, np.ndarray] = {}
         self.finish_unfinished()
 
     def finish_unfinished(self) -> None:
@@ -129,32 +149,42 @@ class Rebalancer:
 
     def round(self) -> RoundDone:
         reports = [self.units.stock(u) for u in range(self.units.count())]
-        available = np.stack([r.available for r in reports])
-        sold = np.stack([r.sold for r in reports])
-        recent = sold - self._last_sold if self._last_sold is not None else np.zeros_like(sold)
-        self._last_sold = sold
-        self._demand = recent + (_DEMAND_DECAY * self._demand if self._demand is not None else 0.0)
         done = RoundDone(0, 0, 0)
-        for row, giver, taker, qty in plan(available, self._demand):
+        for kind in (SKU, TEMPLATE, DEAL):
+            self._round_of(kind, reports, done)
+        return done
+
+    def _round_of(self, kind: str, reports: list[StockReport], done: RoundDone) -> None:
+        """One kind's transfers, planned on its columns of the reports."""
+        left, used = _columns(kind, reports)
+        if left.shape[1] == 0:
+            return
+        last = self._last_used.get(kind)
+        # used may fall (a checkout expired, a coupon's checkout cancelled): only what rose is demand
+        recent = np.maximum(used - last, 0) if last is not None and last.shape == used.shape else np.zeros_like(used)
+        self._last_used[kind] = used
+        demand = self._demand.get(kind)
+        decayed = _DEMAND_DECAY * demand if demand is not None and demand.shape == recent.shape else 0.0
+        self._demand[kind] = recent + decayed
+        for row, giver, taker, qty in plan(left, self._demand[kind]):
             self.transfers += 1
-            transfer = Transfer(f"{self.epoch}-{self.transfers}", int(self.sku_ids[row]), giver, taker, qty)
+            item = int(self.sku_ids[row]) if kind == SKU else row + 1
+            transfer = Transfer(f"{self.epoch}-{self.transfers}", item, giver, taker, qty, kind)
             if self.carry_out(transfer):
                 done.moved += 1
                 done.units_moved += qty
             else:
                 done.dropped += 1
-        return done
 
     def carry_out(self, transfer: Transfer) -> bool:
         """The transfer, to its end: True if its units moved."""
         self.journal.put(transfer)
-        released = self._one(transfer.giver, {"op": "release", "sku": transfer.sku, "qty": transfer.qty,
-                                              "idempotency_key": transfer.key})
+        give, take = transfer.commands()
+        released = self._one(transfer.giver, give)
         if released == _OK:
-            restocked = self._one(transfer.taker, {"op": "restock", "sku": transfer.sku, "qty": transfer.qty,
-                                                   "idempotency_key": transfer.key})
-            if restocked != _OK:  # the SKU is in every unit's catalog: only a bug gets here
-                raise RuntimeError(f"transfer {transfer.key}: unit {transfer.taker} refused the restock "
+            restocked = self._one(transfer.taker, take)
+            if restocked != _OK:  # the item is in every unit: only a bug gets here
+                raise RuntimeError(f"transfer {transfer.key}: unit {transfer.taker} refused {take['op']} "
                                    f"({Result(restocked).name}); the journal keeps it")
         self.journal.remove(transfer.key)
         if self.on_transfer is not None:
@@ -164,3 +194,17 @@ class Rebalancer:
     def _one(self, unit: int, command: dict) -> int:
         answer = decode_results(self.units.send(unit, encode_commands([command]).to_bytes()))
         return int(answer["code"][0])
+
+
+def _columns(kind: str, reports: list[StockReport]) -> tuple[np.ndarray, np.ndarray]:
+    """(left, used), each (units, items), of one kind.  Units may report a
+    different number of templates or deals (a definition reaching them one
+    after another): the items all of them hold."""
+    if kind == SKU:
+        pairs = [(r.available, r.sold) for r in reports]
+    elif kind == TEMPLATE:
+        pairs = [(r.coupons_left, r.granted) for r in reports]
+    else:
+        pairs = [(r.deal_left, r.deal_taken) for r in reports]
+    n = min(len(left) for left, _ in pairs)
+    return np.stack([left[:n] for left, _ in pairs]), np.stack([used[:n] for _, used in pairs])

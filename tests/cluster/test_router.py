@@ -101,8 +101,11 @@ def test_the_slot_map_and_stock_report_round_trip() -> None:
     assert SlotMap.from_bytes(m.to_bytes()) == m
     with pytest.raises(ValueError, match="differ"):
         SlotMap.even(["a", "a"])
-    report = StockReport(9, np.array([1, 2]), np.array([3, 4]), np.array([0, 1]))
+    report = StockReport(9, np.array([1, 2]), np.array([3, 4]), np.array([0, 1]), np.array([5]), np.array([6]),
+                         np.array([7, 8, 9]), np.array([0, 0, 1]))
     back = StockReport.from_bytes(report.to_bytes())
     assert back.seq == 9 and back.stocked.tolist() == [3, 4] and back.sold.tolist() == [0, 1]
+    assert (back.coupons_left.tolist(), back.granted.tolist()) == ([5], [6])
+    assert (back.deal_left.tolist(), back.deal_taken.tolist()) == ([7, 8, 9], [0, 0, 1])
     with pytest.raises(ValueError, match="stock report"):
         StockReport.from_bytes(b"D11Q" + bytes(20))

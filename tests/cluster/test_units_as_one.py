@@ -328,3 +328,34 @@ def test_a_hot_sku_sells_out_in_every_unit_with_the_rebalancer() -> None:
         assert both.stranded <= 2, both.stranded
     finally:
         both.close()
+
+
+def test_a_hot_template_and_deal_follow_their_buyers_with_the_rebalancer() -> None:
+    """Buyers of one unit only take a template's coupons and a deal's units:
+    the rebalancer moves the other units' shares to them, so every coupon is
+    granted and every deal unit sold, few refused while others held some."""
+    both = Both(3)
+    try:
+        units = both.cluster.festivals
+        buyers = iter(b for b in range(1, 2_000) if int(both.cluster.slot_map.unit_of_buyer(np.array([b]))[0]) == 0)
+
+        def granted() -> int:
+            return sum(int(f.engine.promos.coupon_templates.rows[0]["granted"]) for f in units)
+
+        def taken() -> int:
+            return sum(int(f.engine.promos.deals.rows[0]["taken"]) for f in units)
+
+        stranded = 0
+        while granted() < 5:  # the platform template t1: 5 coupons split over the 3 units
+            got = both.cluster.execute([grant(both.key(), 1, buyer=next(buyers))])
+            stranded += int(got["code"][0]) != OK
+            both.cluster.rebalancer.round()
+        while taken() < 7:  # the deal d1 on SKU 104: 7 units
+            got = both.cluster.execute([co(both.key(), [(104, 1)], buyer=next(buyers))])
+            stranded += int(got["code"][0]) != OK
+            both.cluster.rebalancer.round()
+        assert all(int(f.engine.promos.deals.rows[0]["qty"]) == int(f.engine.promos.deals.rows[0]["taken"])
+                   for f in units)
+        assert stranded <= 2, stranded
+    finally:
+        both.close()
