@@ -71,7 +71,7 @@ class Result(enum.IntEnum):
     method_not_allowed = 52
     unavailable = 53  # the engine process is not running
     internal = 60  # a bug of ours, never an answer to bad input
-    not_on_cluster = 61  # what a cluster's front does not serve yet (double11/cluster/front_link.py)
+    not_on_cluster = 61  # what a cluster's front does not serve (double11/cluster/front_link.py)
 
 
 # a code's message where nothing more is known; a refused command's answer
@@ -132,8 +132,8 @@ MESSAGES: dict[Result, str] = {
                                  "without its majority): nothing of this request was applied; retry with the "
                                  "same idempotency_key"),
     Result.internal: "internal error; the request may be retried with the same idempotency_key",
-    Result.not_on_cluster: ("a cluster does not serve this yet (the promotions' commands and views, and release, "
-                            "which its rebalancer sends): a festival on one machine (double11 serve) does"),
+    Result.not_on_cluster: ("a cluster does not serve this: its rebalancer moves quotas between units (release, "
+                            "coupon_budget, deal_qty); a festival on one machine (double11 serve) does"),
 }
 
 

@@ -1,7 +1,7 @@
 """`double11 festival --cluster`: the festival's day on a local cluster.
 
 The cluster (cluster/local_cluster.py: 3 NATS nodes, each unit's primary and
-standby, and the HTTP front on the festival's port) runs in this process, so
+standby, the quota rebalancer and the HTTP front on the festival's port) runs in this process, so
 its processes end with the command however it ends.  Its units' clocks run
 at the festival's speedup and read the same instant at the same real moment:
 midnight comes `start_allowance_s` plus festival_cmd's preroll after the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from double11.cluster.cli import front_spec
+from double11.cluster.cli import front_spec, rebalancer_spec
 from double11.cluster.local_cluster import LocalCluster
 from double11.lifecycle import CommandFailed
 
@@ -32,7 +32,7 @@ class FestivalCluster:
     def __init__(self, folder: Path, units: int, port: int, speedup: float) -> None:
         self.folder, self.units, self.port, self.speedup = folder, units, port, speedup
         self.url = f"http://127.0.0.1:{port}"
-        self.cluster = LocalCluster(extra=[front_spec(port, open_access=False)], speedup=speedup)
+        self.cluster = LocalCluster(extra=[front_spec(port, open_access=False), rebalancer_spec()], speedup=speedup)
 
     def start(self, catalog_dir: str, clock_start_ms: int, midnight_real_ms: int, expected_checkouts: int,
               scale: float) -> None:

@@ -9,9 +9,9 @@ everything acknowledged durable before it exits.  The server stops when this
 command ends, however it ends (lifecycle.follow_parent).
 
 With --cluster the day runs on a local cluster instead (festival_cluster.py):
-NATS, --units units each with a primary and a standby, and the cluster's HTTP
-front on the same port; the same replay, big screen and report, without the
-promotions, which a cluster does not serve yet.
+NATS, --units units each with a primary and a standby, the quota rebalancer
+and the cluster's HTTP front on the same port; the same replay, promotions,
+big screen and report.
 """
 
 from __future__ import annotations
@@ -163,9 +163,6 @@ class _Server:
         return f"server stopped ({stop_server(self.process)})"
 
 
-NO_PROMOTIONS = "promotions are not served on a cluster yet: the day runs without them"
-
-
 class _Cluster:
     """The day's local cluster (festival_cluster.py), started in this process."""
 
@@ -183,7 +180,6 @@ class _Cluster:
               f"{self.args.cluster_start_s + PREROLL_REAL_S:g} s", file=sys.stderr, flush=True)
         self.cluster.start(self.catalog_dir, _clock_start_ms(self.args.speedup), self.midnight_real_ms,
                            self.expected_checkouts, self.args.scale)
-        print(NO_PROMOTIONS, file=sys.stderr, flush=True)
 
     def settled_stats(self, stats: dict, summary: dict) -> dict:
         return self.cluster.settled_stats(stats, summary)
@@ -225,8 +221,7 @@ def festival_main(argv: list[str]) -> int:
         raise CommandFailed(f"--data {data} is in use by a running festival ({user}): stop it or pass another --data")
     year = profile(args.year)
     view, catalog_dir = _catalog(args, data)
-    # before the server's clock runs; a cluster does not serve the promotions yet
-    plan = plans.build(year, args.scale, args.seed, view, with_promotions=not args.cluster)
+    plan = plans.build(year, args.scale, args.seed, view)  # before the server's clock runs
     url = f"http://127.0.0.1:{args.port}"
     gateway, operator = _tokens(data / ("cluster" if args.cluster else "log"), args.hours / args.speedup)
     server: _Server | _Cluster = _Cluster(args, data, catalog_dir, plan) if args.cluster else \

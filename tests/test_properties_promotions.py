@@ -1,7 +1,8 @@
 """The engine against the reference model (tests/model/reference.py) on random streams
 mixing promotions (docs/promotions.md: coupon templates of both kinds with small
 budgets and per-buyer limits, thresholds, deals with few units, grants, checkouts
-with coupons) with the core's commands: every result, every view and the
+with coupons, templates' budgets and deals' units moved up and down, deals sold
+out and opened again) with the core's commands: every result, every view and the
 invariants after every batch; recovery gives back the same state.
 
 As in tests/test_properties.py, streams are abstract recipes turned into commands
@@ -25,7 +26,9 @@ from model import (
     cancel,
     co,
     confirm,
+    coupon_budget,
     deal,
+    deal_qty,
     grant,
     pay,
     refund,
@@ -108,8 +111,16 @@ confirm_r = st.tuples(st.just("confirm"), pick)
 refund_r = st.tuples(st.just("refund"), pick)
 restock_r = st.tuples(st.just("restock"), sku_choice, st.integers(1, 4))
 release_r = st.tuples(st.just("release"), sku_choice, st.integers(1, 4))  # stock taken from under a deal, too
+# a template's budget or a deal's units moved: often more taken out than is left, or a sold-out deal reopened
+moved = st.sampled_from([-4, -3, -2, -1, -1, 1, 1, 2])
+budget_r = st.tuples(st.just("coupon_budget"), pick, moved)
+deal_qty_r = st.tuples(st.just("deal_qty"), pick, moved)
+# checkouts of what an open deal has left (each by a buyer without units of it, within its per-buyer
+# limit), then units moved on that deal: a deal sold out and opened again
+sell_out_r = st.tuples(st.just("sell_out"), pick, st.sampled_from([1, 1, 2, -1]))
 base_r = weighted((4, checkout_r), (4, pay_r), (1, cancel_r), (2, confirm_r), (2, refund_r), (1, restock_r),
-                  (1, release_r), (2, template_r), (1, threshold_r), (2, deal_r), (4, grant_r))
+                  (1, release_r), (2, template_r), (1, threshold_r), (2, deal_r), (4, grant_r), (1, budget_r),
+                  (1, deal_qty_r), (1, sell_out_r))
 retry_r = st.tuples(st.just("retry"), st.integers(0, 40))
 reuse_r = st.tuples(st.just("reuse"), st.integers(0, 40), base_r)
 bad_r = st.tuples(st.just("bad"), base_r, st.integers(0, 1000), st.booleans())
@@ -155,6 +166,19 @@ PROMOTION_DEFECTS: dict[str, list] = {
         lambda c: {**c, "source": "x" * 33},
         lambda c: _without(c, "buyer"),
     ],
+    "coupon_budget": [
+        lambda c: {**c, "count": 0},
+        lambda c: {**c, "count": -1_000_000_001},
+        lambda c: {**c, "count": "1"},
+        lambda c: {**c, "template": 0},
+        lambda c: _without(c, "count"),
+    ],
+    "deal_qty": [
+        lambda c: {**c, "qty": 0},
+        lambda c: {**c, "qty": 1_000_000_001},
+        lambda c: {**c, "deal": -1},
+        lambda c: _without(c, "qty"),
+    ],
     "checkout": [
         *DEFECTS["checkout"],
         lambda c: {**c, "coupons": [1, 1]},
@@ -176,6 +200,7 @@ class Driver:
         self.model = model
         self.now = START
         self.keys = 0
+        self.sold_out = 0  # the deal the last sell_out recipe took units of
         self.history: list = []  # every command sent, in order
         self.log: list = []  # (now, commands) of every batch, for repro messages
 
@@ -245,6 +270,19 @@ class Driver:
         if kind == "grant":
             _, p, buyer, source = r
             return grant(key, self._pick(len(s.templates), p), buyer=buyer, source=source)
+        if kind == "coupon_budget":
+            return coupon_budget(key, self._pick(len(s.templates), r[1]), r[2])
+        if kind == "deal_qty":
+            return deal_qty(key, self.sold_out if r[1] == "sold_out" else self._pick(len(s.deals), r[1]), r[2])
+        if kind in ("sell_out", "sell_more"):
+            if kind == "sell_out":  # the newest deal open now with units left, else the one picked
+                open_ = [d for d in s.deals.values() if d["from"] <= now < d["until"] and s._deal_left(d) > 0]
+                self.sold_out = open_[-1]["deal"] if open_ else self._pick(len(s.deals), r[1])
+            d = s.deals.get(self.sold_out)
+            if d is None:
+                return co(key, [(UNKNOWN_SKU, 1)])
+            buyer = next((b for b in BUYERS if not s.deal_units_of.get((d["deal"], b))), BUYERS[0])
+            return co(key, [(d["sku"], max(1, min(s._deal_left(d), d["per_buyer_max"])))], buyer=buyer)
         raise AssertionError(kind)
 
     def concrete(self, r: tuple, s: ReferenceFestival) -> Any:
@@ -266,13 +304,22 @@ class Driver:
             return defects[which % len(defects)](cmd)
         return self.build(r, s)
 
+    @staticmethod
+    def steps(r: tuple) -> list[tuple]:
+        """the recipes a recipe stands for"""
+        if r[0] == "buy":
+            return [r[1], ("pay", 0, "right")]
+        if r[0] == "sell_out":
+            return [r, ("sell_more",), ("sell_more",), ("deal_qty", "sold_out", r[2])]
+        return [r]
+
     def send(self, batch: tuple) -> None:
         delta, recipes = batch
         self.now += delta
         scratch = copy.deepcopy(self.model)
         cmds = []
         for r in recipes:
-            for step in ([r[1], ("pay", 0, "right")] if r[0] == "buy" else [r]):
+            for step in self.steps(r):
                 cmd = self.concrete(step, scratch)
                 scratch.execute([copy.deepcopy(cmd)], self.now)
                 cmds.append(cmd)

@@ -6,7 +6,22 @@ from __future__ import annotations
 import copy
 
 import pytest
-from model import T0, UNKNOWN_SKU, cancel, co, code_of, confirm, deal, grant, pay, refund, small_catalog, template
+from model import (
+    T0,
+    UNKNOWN_SKU,
+    cancel,
+    co,
+    code_of,
+    confirm,
+    coupon_budget,
+    deal,
+    deal_qty,
+    grant,
+    pay,
+    refund,
+    small_catalog,
+    template,
+)
 from model import threshold as threshold_cmd
 from model.reference import DISCOUNT_KINDS, ReferenceFestival, allocate
 
@@ -682,6 +697,36 @@ def test_deal_units_come_back_on_cancel_expiry_and_refund():
     assert m.stats()["promotions"]["deals_sold_out"] == 1
     sku = got(m.sku(104))
     assert sku["stock"] + sku["reserved"] + sku["sold"] == sku["stocked"]
+
+
+def test_deal_qty_takes_out_only_units_left_and_units_added_reopen_a_sold_out_deal():
+    m = fresh()
+    run_ok(m, [deal("d", 104, 300, qty=2, per_buyer_max=2), co("a", [(104, 1)])])
+    assert codes(m.execute([deal_qty("q1", 1, -2), deal_qty("q2", 9, 1)], T0)) == ["deal_sold_out", "unknown_deal"]
+    assert run_ok(m, [deal_qty("q3", 1, -1)])[0] == {"status": 200, "body": {"deal": 1, "qty": -1, "deal_qty": 1}}
+    assert (got(m.deal(1))["left"], got(m.deal(1))["sold_out_at"]) == (0, None)  # taken out: not sold out
+    run_ok(m, [deal_qty("q4", 1, 1), co("b", [(104, 1)])])  # the last unit taken by a checkout: sold out
+    assert got(m.deal(1))["sold_out_at"] == T0 and m.stats()["promotions"]["deals_sold_out"] == 1
+    run_ok(m, [deal_qty("q5", 1, 1)], T0 + 1)
+    assert (got(m.deal(1))["left"], got(m.deal(1))["sold_out_at"]) == (1, None)
+    assert m.stats()["promotions"]["deals_sold_out"] == 0
+    assert [code_of(r) for r in m.execute([deal_qty("q6", 1, 0), deal_qty("q7", 1, 10**9 + 1)], T0 + 1)] == [
+        "invalid_quantity", "invalid_quantity"]
+
+
+def test_coupon_budget_takes_out_only_coupons_not_granted_and_leaves_budget_fen():
+    m = fresh()
+    run_ok(m, [template("t", budget_count=2, budget_fen=3000, per_buyer_max=5), grant("g1", 1)])
+    assert codes(m.execute([coupon_budget("b1", 1, -2), coupon_budget("b2", 2, 1)], T0)) == [
+        "budget_exhausted", "unknown_template"]
+    assert run_ok(m, [coupon_budget("b3", 1, -1)])[0]["body"] == {"template": 1, "count": -1, "budget_count": 1}
+    assert code_of(m.execute([grant("g2", 1)], T0)[0]) == "budget_exhausted"
+    run_ok(m, [coupon_budget("b4", 1, 5), grant("g3", 1), grant("g4", 1)])
+    assert code_of(m.execute([grant("g5", 1)], T0)[0]) == "budget_exhausted"  # budget_fen: 3 coupons' worth
+    t = got(m.coupon_template(1))
+    assert (t["budget_count"], t["granted"], t["budget_fen"], t["budget_count_left"]) == (6, 3, 3000, 3)
+    # the create command's retry answers the template as created
+    assert run_ok(m, [template("t", budget_count=2, budget_fen=3000, per_buyer_max=5)])[0]["body"]["budget_count"] == 2
 
 
 def test_paid_deal_units_count_for_the_buyer_limit():

@@ -25,7 +25,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,8 +38,9 @@ from double11.bench.workload import Workload
 from double11.catalog.files import save_catalog
 from double11.catalog.generate import popularity_weights
 from double11.cluster.buckets import BucketUnavailable
+from double11.cluster.cli import rebalancer_spec
 from double11.cluster.client import ClusterClient
-from double11.cluster.local_cluster import PRIMARY, LocalCluster, ProcessSpec
+from double11.cluster.local_cluster import PRIMARY, LocalCluster
 from double11.cluster.nats_local import LocalNats
 from double11.cluster.rebalancer import Rebalancer
 from double11.cluster.rebalancer_node import NatsUnits
@@ -77,9 +77,7 @@ def say(text: str) -> None:
 def cluster_bench(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="double11-bench-cluster-"))
     kept = False  # the folder, after a failure (its logs, the units' snapshots and streams)
-    cluster = LocalCluster(extra=[ProcessSpec("rebalancer", "rebalancer", [
-        sys.executable, "-m", "double11.cluster.rebalancer_node", "--urls", "{urls}",
-        "--catalog", str(workdir / "catalog")], ready_event="rebalancing")],
+    cluster = LocalCluster(extra=[rebalancer_spec(workdir / "catalog")],
         new_unit_args=["--expected-checkouts", str(unit_sizing(args.seconds, args.units))])
     try:
         say(f"double11 bench --cluster: {args.skus:,} skus of {args.merchants:,} merchants, {os.cpu_count()} cores, "

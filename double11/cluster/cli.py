@@ -62,6 +62,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                          "DATA/access.key: double11 tokens issue --data DATA)")
     up.add_argument("--open", action="store_true",
                     help="the front takes no tokens: every route open to whoever reaches the port")
+    up.add_argument("--no-rebalancer", action="store_true",
+                    help="keep each unit's quotas as first split (no rebalancer: a test's exact figures)")
     up.add_argument("--foreground", action="store_true", help="run the supervisor here, until Ctrl-C or SIGTERM")
     up.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # the background `up`'s pipe
     up.set_defaults(run=_up)
@@ -131,11 +133,22 @@ def front_spec(port: int, open_access: bool) -> Any:
     return ProcessSpec("front", "front", argv + (["--open"] if open_access else []))
 
 
+def rebalancer_spec(catalog: str | Path = Path("{data}") / "units" / "u0" / "catalog") -> Any:
+    """The quota rebalancer as `up` starts it (a local_cluster.ProcessSpec):
+    the SKU ids from `catalog` (by default unit u0's: every unit's holds them all)."""
+    from double11.cluster.local_cluster import ProcessSpec
+
+    return ProcessSpec("rebalancer", "rebalancer", [
+        sys.executable, "-m", "double11.cluster.rebalancer_node", "--urls", "{urls}", "--catalog", str(catalog)],
+        ready_event="rebalancing")
+
+
 def _supervise(args: argparse.Namespace) -> int:
     """The supervisor: starts the cluster, says so, and keeps it until Ctrl-C or SIGTERM."""
     from double11.cluster.local_cluster import LocalCluster
 
-    cluster = LocalCluster(extra=[front_spec(args.front_port, args.open)])
+    cluster = LocalCluster(extra=[front_spec(args.front_port, args.open)] +
+                           ([] if args.no_rebalancer else [rebalancer_spec()]))
     try:
         cluster.start(args.data, args.nodes, args.units, args.catalog, args.clock_start, args.nats_port)
         started = _started(Path(args.data), cluster.urls, cluster.units, args.front_port)
@@ -175,6 +188,8 @@ def _start_supervisor(args: argparse.Namespace) -> int:
             "--nodes", str(args.nodes), "--units", str(args.units), "--front-port", str(args.front_port)]
     if args.open:
         argv.append("--open")
+    if args.no_rebalancer:
+        argv.append("--no-rebalancer")
     for option, value in (("--catalog", args.catalog), ("--clock-start", args.clock_start),
                           ("--nats-port", args.nats_port)):
         if value is not None:

@@ -102,7 +102,8 @@ _read_buyer = msgspec.json.Decoder(_Buyer).decode
 
 def not_served(what: str) -> tuple[int, bytes]:
     return _NOT_ON_CLUSTER, _ENC.encode(error_body(Result.not_on_cluster, message=(
-        f"{what} is not served on a cluster yet: a festival on one machine (double11 serve) serves it")))
+        f"{what} is not served on a cluster: its rebalancer moves the quotas between units; a festival on one "
+        "machine (double11 serve) serves it")))
 
 
 class ClusterFestival:

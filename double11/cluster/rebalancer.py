@@ -43,6 +43,7 @@ logger = logging.getLogger("double11.cluster.rebalancer")
 _OK = int(Result.ok)
 _IDLE_WEIGHT = 0.05  # a unit's weight without recent sales of a SKU others are selling
 _DEMAND_DECAY = 0.5  # of the recent sales remembered from one round to the next
+_SHARE_TOLERANCE = 1e-6  # units: shares computed alike in floating point may differ by their rounding
 
 
 SKU, TEMPLATE, DEAL = "sku", "template", "deal"  # what a transfer moves
@@ -90,7 +91,10 @@ def plan(available: np.ndarray, demand: np.ndarray,
     # the giver keeps the whole units of its own share; the taker gets up to its share, rounded up
     spare = available[giver, cols] - np.floor(share[giver, cols]).astype(np.int64)
     qty = np.minimum(np.ceil(need[taker, cols]).astype(np.int64), spare)
-    moves = np.flatnonzero(low & (qty > 0) & (taker != giver) & (total > 0))
+    # and the giver is left no further below its share than the taker was: two units of equal
+    # shares do not pass an odd unit back and forth round after round
+    settles = need[taker, cols] > need[giver, cols] + qty + _SHARE_TOLERANCE
+    moves = np.flatnonzero(low & settles & (qty > 0) & (taker != giver) & (total > 0))
     if len(moves) > limits.rebalance_transfers_per_round_max:  # the neediest first
         moves = moves[np.argsort(-need[taker[moves], moves])[:limits.rebalance_transfers_per_round_max]]
     return [(int(s), int(giver[s]), int(taker[s]), int(qty[s])) for s in moves]
@@ -200,8 +204,8 @@ def _columns(kind: str, reports: list[StockReport]) -> tuple[np.ndarray, np.ndar
     """(left, used), each (units, items), of one kind.  Units may report a
     different number of templates or deals (a definition reaching them one
     after another): the items all of them hold."""
-    if kind == SKU:
-        pairs = [(r.available, r.sold) for r in reports]
+    if kind == SKU:  # used: reserved and sold (a transfer moves stocked and available alike)
+        pairs = [(r.available, r.stocked - r.available) for r in reports]
     elif kind == TEMPLATE:
         pairs = [(r.coupons_left, r.granted) for r in reports]
     else:

@@ -40,6 +40,7 @@ from double11.cluster.stream_log import LoopThread, connect
 from double11.cluster.unit_requests import ask_stock
 from double11.cluster.urls import urls_arg
 from double11.errors import Double11Error
+from double11.lifecycle import follow_parent
 
 TRANSFERS_BUCKET = "d11-transfers"
 # what a round may meet while the cluster heals: said, and the next round tries again
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--catalog", required=True, help="the cluster's catalog folder (the SKU ids)")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    follow_parent(signal.SIGTERM)  # started by a cluster's supervisor or a command: stops when it dies
     try:
         return run(args.urls, load_catalog(args.catalog).sku_id, sys.stdout)
     except KeyboardInterrupt:

@@ -43,7 +43,7 @@ from double11.engine.refusals import OUT_OF_STOCK_LINE_BITS
 from double11.engine.status import Status
 from double11.errors import Result
 from double11.promotions import kernels as promo
-from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, THRESHOLD_DISCOUNT
+from double11.promotions.spec import COUPON_BUDGET, COUPON_TEMPLATE, DEAL, DEAL_QTY, GRANT, THRESHOLD_DISCOUNT
 from double11.quotas import kernels as quota
 from double11.quotas.spec import RELEASE
 
@@ -55,6 +55,7 @@ RESERVED, PAID, CANCELLED, EXPIRED, SETTLED, REFUNDED = (
     int(Status.settled), int(Status.refunded))
 TEMPLATE, THRESHOLD, DEAL_, GRANT_ = (
     COUPON_TEMPLATE.number, THRESHOLD_DISCOUNT.number, DEAL.number, GRANT.number)
+BUDGET, DEAL_QTY_ = COUPON_BUDGET.number, DEAL_QTY.number
 RELEASE_ = RELEASE.number
 MOBILE = int(Channel.mobile)
 J_PAYMENT, J_SETTLEMENT, J_COMMISSION, J_REFUND = (
@@ -182,6 +183,10 @@ def apply_batch(cmd, line, arg, now_ms, commission_bps, sizes, totals, code, ref
             c, r = promo.create_threshold(a, arg, now_ms, thresholds, threshold_merchants, psizes, open_threshold)
         elif o == DEAL_:
             c, r = promo.create_deal(a, arg, now_ms, skus, available, deals, psizes)
+        elif o == BUDGET:
+            c, r = promo.coupon_budget(target[i], a, n_args[i], arg, templates, psizes)
+        elif o == DEAL_QTY_:
+            c, r = promo.deal_qty(target[i], a, n_args[i], arg, deals, psizes, pfigures)
         elif o == RELEASE_:
             c, r = quota.release(target[i], target_row[i], a, n_args[i], arg, available, sku_stocked)
         else:

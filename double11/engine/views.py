@@ -9,6 +9,7 @@ import numpy as np
 
 from double11 import areas, geo
 from double11.engine import refusals
+from double11.engine.area_commands import values_of
 from double11.engine.batch import Channel, CommandBatch, Op
 from double11.engine.machine import Engine, Status
 from double11.errors import Result, error_body
@@ -44,7 +45,15 @@ def _result(engine: Engine, batch: CommandBatch, i: int, code: int, ref: int) ->
     """The (code, body) answer to command i of a batch, done (code 0),
     but a created checkout (`results` builds those for the whole batch at once)."""
     number = int(batch.op[i])
-    created = promotion_views.CREATED.get(areas.BY_NUMBER[number].op)
+    command = areas.BY_NUMBER[number]
+    from_sent = promotion_views.FROM_SENT.get(command.op)
+    if from_sent is not None:  # its answer reads what it sent, too
+        start = int(batch.arg_starts()[i])
+        values = values_of(command, batch.arg[start:start + int(batch.args[i])])
+        body = from_sent(engine, int(batch.target[i]), values, ref)
+        assert body is not None, "a thing just created or moved has a view"
+        return command.success, body
+    created = promotion_views.CREATED.get(command.op)
     if created is not None:
         body = created(engine, ref)
         assert body is not None, "a thing just created has a view"

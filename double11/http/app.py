@@ -100,6 +100,8 @@ ROUTES: tuple[str, ...] = (
     "/v1/deals",
     "/v1/coupon-templates/{template}/grants",
     "/v1/skus/{sku}/release",
+    "/v1/coupon-templates/{template}/budget",
+    "/v1/deals/{deal}/qty",
     "/v1/coupon-templates/{template}",
     "/v1/coupons/{coupon}",
     "/v1/buyers/{buyer}/coupons",

@@ -7,8 +7,10 @@ from double11.access.roles import BUYERS, MERCHANTS
 from double11.errors import Result
 from double11.promotions import views
 from double11.promotions.spec import (
+    COUPON_BUDGET,
     COUPON_TEMPLATE,
     DEAL,
+    DEAL_QTY,
     GRANT,
     THRESHOLD_DISCOUNT,
     BuyerCoupons,
@@ -20,7 +22,7 @@ from double11.promotions.spec import (
 from double11.spec import Area, Read
 
 PROMOTIONS = Area(
-    "promotions", (COUPON_TEMPLATE, THRESHOLD_DISCOUNT, DEAL, GRANT),
+    "promotions", (COUPON_TEMPLATE, THRESHOLD_DISCOUNT, DEAL, GRANT, COUPON_BUDGET, DEAL_QTY),
     tables=("coupon_templates", "coupons", "thresholds", "threshold_merchants", "deals", "deal_takers",
             "checkout_coupons", "checkout_promos", "line_promos", "order_promos", "buyer_promos",
             "promotion_figures"),

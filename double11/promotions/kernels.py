@@ -3,6 +3,9 @@ engine's batch loop (double11/engine/transitions.py) in batch order.
 
 - the operator commands (`create_template`, `create_threshold`,
   `create_deal`) and `grant`: each checks, then writes one record;
+- `coupon_budget` and `deal_qty`: an operator's (or a cluster's rebalancer's)
+  move of a template's budget or a deal's units, up, or down by what is not
+  yet granted or taken, all or none;
 - `price_checkout`: a checkout's refusals (coupons, deals, minimum spends)
   and its prices (pricing.py), before any stock is taken;
 - `commit_checkout`: the coupons reserved and the deal units taken, once the
@@ -22,7 +25,7 @@ from double11.engine.compiled import inline, kernel
 from double11.engine.prefetch import prefetch
 from double11.errors import Result
 from double11.promotions import pricing
-from double11.promotions.spec import COUPON_TEMPLATE, DEAL, GRANT, STORE, THRESHOLD_DISCOUNT
+from double11.promotions.spec import COUPON_BUDGET, COUPON_TEMPLATE, DEAL, DEAL_QTY, GRANT, STORE, THRESHOLD_DISCOUNT
 from double11.promotions.tables import (
     F_DEAL,
     F_GRANTED,
@@ -38,7 +41,8 @@ from double11.promotions.tables import (
 )
 
 # plain ints: Numba freezes module globals as compile-time constants
-OK = int(Result.ok)
+OK, UNKNOWN_OP = int(Result.ok), int(Result.unknown_op)
+UNKNOWN_DEAL = int(Result.unknown_deal)
 UNKNOWN_MERCHANT, UNKNOWN_SKU, UNKNOWN_TEMPLATE, UNKNOWN_COUPON = (
     int(Result.unknown_merchant), int(Result.unknown_sku), int(Result.unknown_template), int(Result.unknown_coupon))
 INVALID_DEAL, WINDOW_OVERLAPS = int(Result.invalid_deal), int(Result.window_overlaps)
@@ -64,6 +68,8 @@ HA_EVERY, HA_OFF, HA_FROM, HA_UNTIL, HA_MERCHANTS = (THRESHOLD_DISCOUNT.arg_at(n
 DA_SKU, DA_PRICE, DA_QTY, DA_PER_BUYER, DA_FROM, DA_UNTIL, DA_KIND = (DEAL.arg_at(n) for n in (
     "sku", "price_fen", "qty", "per_buyer_max", "from", "until", "kind"))
 GA_BUYER, GA_SOURCE = GRANT.arg_at("buyer"), GRANT.arg_at("source")
+BUDGET_ARGS, BA_COUNT = len(COUPON_BUDGET.arg_fields), COUPON_BUDGET.arg_at("count")
+QTY_ARGS, QA_QTY = len(DEAL_QTY.arg_fields), DEAL_QTY.arg_at("qty")
 
 # rows of `psizes`: how many of each promotions table exist (PromotionTables.growing)
 (P_TEMPLATES, P_COUPONS, P_THRESHOLDS, P_THRESHOLD_MERCHANTS, P_DEALS, P_DEAL_TAKERS, P_CHECKOUT_COUPONS,
@@ -167,6 +173,54 @@ def create_deal(a, arg, now, skus, available, deals, psizes):
     sku.deal_head = row + 1
     psizes[P_DEALS] = row + 1
     return OK, row + 1
+
+
+# ---------------------------------------------------- budgets and units moved
+@kernel
+def coupon_budget(template_id, a, n_args, arg, templates, psizes):
+    """Adds count (its arg) to template `template_id`'s budget_count, or
+    takes -count coupons not yet granted out of it, all or none (its
+    budget_fen stays).  Returns (code, ref): ref is the budget_count after
+    (OK), the coupons it could still grant (budget_exhausted: fewer than
+    -count) or the template's id (unknown_template)."""
+    if n_args != BUDGET_ARGS:
+        # only a batch that skipped validation (a forged log record) gets
+        # here: its args are not this command's, so none is read
+        return UNKNOWN_OP, 0
+    row = template_id - 1
+    if row < 0 or row >= psizes[P_TEMPLATES]:
+        return UNKNOWN_TEMPLATE, template_id
+    count = arg[a + BA_COUNT]
+    t = templates[row]
+    left = t.budget_count - t.granted
+    if left < -count:
+        return BUDGET_EXHAUSTED, left
+    t.budget_count += count
+    return OK, t.budget_count
+
+
+@kernel
+def deal_qty(deal_id, a, n_args, arg, deals, psizes, figures):
+    """Adds qty (its arg) to deal `deal_id`'s units, opening it again if it
+    had sold out, or takes -qty units not yet taken (reserved or sold) out
+    of it, all or none; taking units out never marks it sold out.  Returns
+    (code, ref): ref is the deal's qty after (OK), the units it had left
+    (deal_sold_out: fewer than -qty) or the deal's id (unknown_deal)."""
+    if n_args != QTY_ARGS:
+        return UNKNOWN_OP, 0  # a forged record, as in coupon_budget
+    row = deal_id - 1
+    if row < 0 or row >= psizes[P_DEALS]:
+        return UNKNOWN_DEAL, deal_id
+    qty = arg[a + QA_QTY]
+    d = deals[row]
+    left = d.qty - d.taken
+    if left < -qty:
+        return DEAL_SOLD_OUT, left
+    d.qty += qty
+    if qty > 0 and d.sold_out_at != NEVER_:
+        d.sold_out_at = NEVER_
+        figures[F_SOLD_OUT] -= 1
+    return OK, d.qty
 
 
 @inline

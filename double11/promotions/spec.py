@@ -1,13 +1,16 @@
 """The promotions area's commands, declared (the vocabulary: double11/spec.py).
 
-Operators create coupon templates, threshold discounts and deals; games and
-apps grant coupons to buyers (the area as a whole, with its views: area.py).  A checkout spends coupons through its own
+Operators create coupon templates, threshold discounts and deals, and move a
+template's budget and a deal's units up or down (`coupon_budget`,
+`deal_qty`); games and apps grant coupons to buyers (the area as a whole,
+with its views: area.py).  A checkout spends coupons through its own
 `coupons` field (double11/engine/commands.py).  Every field here travels in
 a batch's args, laid out by `Command.arg_fields`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -210,3 +213,51 @@ GRANT = Command(
     GRANT_FIELDS, Result.created, CouponView,
     (Result.unknown_template, Result.not_in_window, Result.budget_exhausted, Result.buyer_limit_reached),
     number=19, in_args=True, allowed=BUYERS, owner="buyer")
+
+
+# -------------------------------------------- budgets and units moved (issue 25)
+# A signed count: positive adds, negative takes out what is not yet granted
+# (taken), all or none.  Its bounds are symmetric and 0 would move nothing:
+# the bound's words leave 0 out, and the command's check refuses it in them.
+def _signed(name: str, meaning: str, most: int) -> Field:
+    return Field(name, "integer", meaning, Result.invalid_quantity, low=-most, high=most,
+                 bound_words=f"-{most}..-1 or 1..{most}")
+
+
+def _nonzero(field: Field) -> Callable[[dict[str, Any]], str | None]:
+    def check(v: dict[str, Any]) -> str | None:
+        return f"{field.name} must be {field.wanted}, got 0" if v[field.name] == 0 else None
+
+    return check
+
+
+BUDGET_COUNT = _signed(
+    "count", "coupons added to the template's budget_count, or (negative) taken out of it: coupons not yet "
+    "granted, all or none; its budget_fen, if it has one, stays as it is", limits.coupon_budget_count_max)
+DEAL_QTY_MOVED = _signed(
+    "qty", "units added to the deal's qty (a sold-out deal opens again), or (negative) taken out of it: units "
+    "not yet taken by a checkout, all or none", limits.deal_qty_max)
+
+
+class BudgetMoved(msgspec.Struct):
+    template: int
+    count: int
+    budget_count: int  # the template's budget_count after the move (its view's)
+
+
+class DealQtyMoved(msgspec.Struct):
+    deal: int
+    qty: int
+    deal_qty: int  # the deal's qty after the move (its view's `qty`)
+
+
+COUPON_BUDGET = Command(
+    "coupon_budget", "/v1/coupon-templates/{template}/budget",
+    "Add coupons to a template's budget, or take out coupons not yet granted",
+    (id_field("template", "the coupon template", where="path"), BUDGET_COUNT, IDEMPOTENCY_KEY), Result.ok,
+    BudgetMoved, (Result.unknown_template, Result.budget_exhausted), number=21, in_args=True,
+    check=_nonzero(BUDGET_COUNT))  # the operator's alone
+DEAL_QTY = Command(
+    "deal_qty", "/v1/deals/{deal}/qty", "Add units to a deal, or take out units not yet taken",
+    (id_field("deal", "the deal", where="path"), DEAL_QTY_MOVED, IDEMPOTENCY_KEY), Result.ok, DealQtyMoved,
+    (Result.unknown_deal, Result.deal_sold_out), number=22, in_args=True, check=_nonzero(DEAL_QTY_MOVED))

@@ -4,11 +4,14 @@ orders and lines.  Read between batches (service/reads.py), never in the loop.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from double11 import limits
+from double11.promotions import answers
+from double11.promotions.answers import Values
 from double11.promotions.spec import DEAL_KINDS, TEMPLATE_KINDS
 from double11.promotions.tables import COUPON_STATUS, DISCOUNT_KINDS, F_GRANTED, F_SOLD_OUT, F_USED, HELD, NEVER
 from double11.spec import string_of
@@ -185,19 +188,22 @@ def deals_sold_out_latest(engine: Any) -> list[dict[str, Any]]:
 
 # A command that creates a thing answers the thing as it was created (its
 # counters at zero), whatever later commands of its batch did to it, so that
-# a retry reads the same answer as the first try did.
-def template_as_created(engine: Any, template_id: int) -> dict[str, Any] | None:
+# a retry reads the same answer as the first try did.  A template's
+# budget_count and a deal's qty are read from the command as sent: a
+# coupon_budget or a deal_qty may have moved them since.
+def template_as_created(engine: Any, template_id: int, values: Values) -> dict[str, Any] | None:
     view = template(engine, template_id)
     if view is not None:
-        view |= {"granted": 0, "used": 0, "discount_given_fen": 0, "budget_count_left": view["budget_count"],
-                 "budget_fen_left": view["budget_fen"]}
+        budget = values["budget_count"]
+        view |= {"budget_count": budget, "granted": 0, "used": 0, "discount_given_fen": 0,
+                 "budget_count_left": budget, "budget_fen_left": view["budget_fen"]}
     return view
 
 
-def deal_as_created(engine: Any, deal_id: int) -> dict[str, Any] | None:
+def deal_as_created(engine: Any, deal_id: int, values: Values) -> dict[str, Any] | None:
     view = deal(engine, deal_id)
     if view is not None:
-        view |= {"sold": 0, "reserved": 0, "left": view["qty"], "sold_out_at": None}
+        view |= {"qty": values["qty"], "sold": 0, "reserved": 0, "left": values["qty"], "sold_out_at": None}
     return view
 
 
@@ -209,6 +215,14 @@ def coupon_as_created(engine: Any, coupon_id: int) -> dict[str, Any] | None:
     return view
 
 
-# the answer of each command that creates a thing, by op
-CREATED = {"coupon_template": template_as_created, "threshold_discount": threshold, "deal": deal_as_created,
-           "grant": coupon_as_created}
+# the answer of each command that creates a thing, read from its id alone, by op
+CREATED = {"threshold_discount": threshold, "grant": coupon_as_created}
+# the answer of each command that reads what it sent too, by op: (engine, its
+# path id, its values as sent, its result's ref) -> body.  Operators' commands
+# alone: decoding a command's values costs more than a grant's answer may.
+FROM_SENT: dict[str, Callable[[Any, int, Values, int], dict[str, Any] | None]] = {
+    "coupon_template": lambda engine, _target, values, ref: template_as_created(engine, ref, values),
+    "deal": lambda engine, _target, values, ref: deal_as_created(engine, ref, values),
+    "coupon_budget": lambda _engine, target, values, ref: answers.budget_moved(target, values, ref),
+    "deal_qty": lambda _engine, target, values, ref: answers.qty_moved(target, values, ref),
+}

@@ -98,7 +98,8 @@ def test_up_status_a_batch_to_each_unit_and_down(tmp_path: Path, catalog: Path):
         by_role: dict[str, list[dict[str, Any]]] = {}
         for proc in status["processes"]:
             by_role.setdefault(proc["role"], []).append(proc)
-        assert [len(by_role.get(role, [])) for role in ("supervisor", "nats", "primary", "standby")] == [1, 3, 2, 2]
+        assert [len(by_role.get(role, [])) for role in ("supervisor", "nats", "primary", "standby", "rebalancer")] == \
+            [1, 3, 2, 2, 1]
         assert all(proc["alive"] for proc in status["processes"]), status["processes"]
         assert {proc["unit"] for proc in by_role["primary"]} == {proc["unit"] for proc in by_role["standby"]} == \
             {"u0", "u1"}

@@ -1,6 +1,7 @@
 """The HTTP front on a cluster (double11/cluster/front_link.py), as a user
 runs it: `double11 cluster up` (3 NATS nodes, 2 units with standbys, the
-front), then HTTP with tokens.  Commands of buyers of both units, their ids
+front; no rebalancer, so that each unit's quotas stay as split and every
+answer is the one festival's), then HTTP with tokens.  Commands of buyers of both units, their ids
 carrying the unit, retries, batches across units answered in order; views,
 the ledger and /v1/stats equal to one festival fed the same commands; bad
 input answered as on one machine; the big screen; a unit's primary killed."""
@@ -100,7 +101,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     up = _double11("cluster", "up", "--data", str(data), "--catalog", str(base / "catalog"), "--clock-start",
-                   str(T0), "--front-port", str(port), timeout_s=_UP_S)
+                   str(T0), "--front-port", str(port), "--no-rebalancer", timeout_s=_UP_S)
     assert up.returncode == 0, up.stderr + (data / "supervisor.log").read_text()
     assert f"HTTP: http://127.0.0.1:{port}/" in up.stdout
     pids = [proc["pid"] for proc in _status(data)["processes"]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from model import T0, cancel, co, pay, restock, small_catalog
 from units_in_process import UnitsInProcess  # tests/cluster/units_in_process.py
 
@@ -94,6 +96,27 @@ def test_plan_follows_demand_and_moves_the_last_units() -> None:
     assert moves == [(0, 1, 0, 1)]  # the last units go to where the buyers are; nothing for SKU 1
     shares = split_stock(np.array([7, 0, 2]), 3)
     assert shares.sum(axis=0).tolist() == [7, 0, 2] and shares[:, 0].tolist() == [3, 2, 2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 7), min_size=4, max_size=4), min_size=2, max_size=4),
+       st.lists(st.integers(0, 3), min_size=4, max_size=4))
+def test_plan_settles_once_demand_is_still(holdings: list[list[int]], demand_units: list[int]) -> None:
+    """Moves applied, then planned again on the same demand, any number of
+    times: the plan runs dry (no unit passes units back and forth), and no
+    move ever takes more than its giver holds."""
+    available = np.array(holdings, dtype=np.int64)
+    demand = np.zeros(available.shape)
+    demand[[d % len(holdings) for d in demand_units], np.arange(4)] = 1.0
+    for _ in range(3 * len(holdings)):
+        moves = plan(available, demand)
+        for sku, giver, taker, qty in moves:
+            assert 0 < qty <= available[giver, sku]
+            available[giver, sku] -= qty
+            available[taker, sku] += qty
+        if not moves:
+            break
+    assert plan(available, demand) == [], available
 
 
 def test_the_slot_map_and_stock_report_round_trip() -> None:

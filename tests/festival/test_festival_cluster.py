@@ -1,6 +1,7 @@
 """End to end: `double11 festival --cluster` replays the first hour of the day on a
-local cluster (NATS, two units, the HTTP front): the report is written from the
-front's figures, the day had GMV, and no process of the cluster outlives the command."""
+local cluster (NATS, two units, the rebalancer, the HTTP front), promotions
+included: the report is written from the front's figures, the day had GMV, and
+no process of the cluster outlives the command."""
 
 from __future__ import annotations
 
@@ -46,14 +47,15 @@ def test_festival_on_a_cluster_writes_its_report_and_leaves_no_process(tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=CLUSTER_START_S + 240)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:]
-    assert "promotions are not served on a cluster yet: the day runs without them" in out
     assert f"big screen: http://127.0.0.1:{port}/?scale=1e-05&year=2017" in out
-    assert "cluster stopped (8 processes)" in out  # 3 NATS nodes, 2 primaries, 2 standbys, the front
+    assert "cluster stopped (9 processes)" in out  # 3 NATS nodes, 2 primaries, 2 standbys, the rebalancer, the front
     report = (data / "report.html").read_text()
     assert "11.11" in report
     acked = json.loads((data / "simulator.json").read_text())
     assert acked["gmv_fen"] > 0 and acked["payments"] > 0
-    assert not any(key.startswith(("coupon", "deal", "grant", "threshold")) for key in acked["sent"])
+    answers = acked["answers"]  # the promotions made on every unit, coupons granted by the buyers' units
+    assert all(answers.get(f"{op} 201 ok", 0) > 0 for op in ("coupon_template", "deal", "threshold_discount", "grant"))
+    assert answers.get("grant 409 budget_exhausted", 0) < 0.05 * answers["grant 201 ok"], answers  # the rebalancer
     # the report's figures are the units' (through the front), every acknowledged payment in them
     assert f"11.11 Global Shopping Festival: RMB {acked['gmv_fen'] / 100:,.0f} of GMV by" in out
     assert processes_naming(data) == []

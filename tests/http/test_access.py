@@ -118,6 +118,11 @@ CASES: list[tuple[str, str, Request, dict[str, int]]] = [
     # a stock quota moved away (double11/quotas): the cluster's rebalancer, as the operator; not even the SKU's merchant
     ("release", "POST", lambda w: (f"/v1/skus/{SKU}/release", {"qty": 1, "idempotency_key": key()}),
      {"operator": 200}),
+    # a template's budget or a deal's units moved (issue 25): the operator's alone, not even the template's merchant
+    ("coupon budget", "POST", lambda w: (f"/v1/coupon-templates/{w.store_template}/budget",
+                                         {"count": 1, "idempotency_key": key()}), {"operator": 200}),
+    ("deal qty", "POST", lambda w: (f"/v1/deals/{w.deal}/qty", {"qty": 1, "idempotency_key": key()}),
+     {"operator": 200}),
     ("store template", "POST",
      lambda w: ("/v1/coupon-templates", template(key(), kind="store", merchant=MERCHANT)),
      {"operator": 201, "merchant": 201, "other_merchant": 403}),

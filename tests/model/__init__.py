@@ -131,6 +131,16 @@ def grant(key: str, template: int, buyer: int = 7, source: str = "game:catch-the
     return {"op": "grant", "idempotency_key": key, "template": template, "buyer": buyer, "source": source}
 
 
+def coupon_budget(key: str, template: int, count: int) -> dict:
+    """count coupons added to the template's budget (negative: taken out)"""
+    return {"op": "coupon_budget", "idempotency_key": key, "template": template, "count": count}
+
+
+def deal_qty(key: str, deal: int, qty: int) -> dict:
+    """qty units added to the deal (negative: taken out)"""
+    return {"op": "deal_qty", "idempotency_key": key, "deal": deal, "qty": qty}
+
+
 def code_of(result: dict) -> str:
     """'ok' for a 2xx, else the error code."""
     if result["status"] < 400:

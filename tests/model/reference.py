@@ -128,8 +128,9 @@ P11 A coupon reserved before its use_until stays good for that checkout's
     held again (and shows "expired" once now >= use_until).  A coupon's view
     status is read at the festival's now (the latest batch's now).
 P12 A deal's sold_out_at is the batch's now when a checkout first takes its
-    last unit (reserved, so left == 0); it is never cleared, even if units
-    come back.  stats' deals_sold_out counts the deals with a sold_out_at.
+    last unit (reserved, so left == 0); units coming back do not clear it,
+    units added by deal_qty do (P15).  stats' deals_sold_out counts the
+    deals with a sold_out_at.
 P13 stats["promotions"] = {"discounts_fen": {deal, store_coupon, threshold,
     platform_coupon}, "coupons_granted", "coupons_used", "deals_sold_out"};
     discounts_fen and coupons_used grow at payment only; coupons_granted at
@@ -138,6 +139,18 @@ P14 A checkout costs at least 1 fen: a coupon takes off at most what leaves
     the whole checkout 1 fen to pay (so `pay`, whose amount_fen is 1 or
     more, can always pay it).  A create command answers the thing as created
     (counters at zero), whatever later commands of its batch did to it.
+P15 coupon_budget: template (an id, invalid_request), count (int,
+    -10^9..-1 or 1..10^9, else invalid_quantity; 0 included), in that
+    order.  unknown_template, then budget_exhausted when count < 0 and the
+    template may still grant fewer than -count coupons (budget_count -
+    granted; budget_fen plays no part and does not change); else
+    budget_count += count, answer 200 {"template", "count", "budget_count":
+    after}.  deal_qty: deal (an id), qty (as count); unknown_deal, then
+    deal_sold_out when qty < 0 and the deal has fewer than -qty units left
+    (qty - sold - reserved); else qty += qty, and a positive qty clears
+    sold_out_at (the deal is open again); answer 200 {"deal", "qty",
+    "deal_qty": after}.  Taking units out never sets sold_out_at.  Both
+    refusals of each are remembered.
 Quotas (double11/quotas; docs/cluster.md, "Stock quotas")
 ---------------------------------------------------------
 Q1  release: sku (an id, invalid_request), qty (int 1..1_000_000_000, else
@@ -163,7 +176,7 @@ from double11.errors import Result, error_body
 from double11.statuses import HTTP_STATUS
 
 CORE_OPS = ("checkout", "pay", "cancel", "confirm", "refund", "restock")
-PROMOTION_OPS = ("coupon_template", "threshold_discount", "deal", "grant")
+PROMOTION_OPS = ("coupon_template", "threshold_discount", "deal", "grant", "coupon_budget", "deal_qty")
 QUOTA_OPS = ("release",)
 OPS = CORE_OPS + PROMOTION_OPS + QUOTA_OPS
 CHANNELS = ("mobile", "pc")
@@ -329,6 +342,14 @@ def _deal_fields(cmd: dict) -> tuple:
     return (sku, price, qty, per_buyer, start, until, kind)
 
 
+def _moved(cmd: dict, name: str, most: int) -> int:
+    """a signed count of coupons or units moved: never 0"""
+    v = _int_in(cmd, name, -most, most, Result.invalid_quantity)
+    if v == 0:
+        raise ShapeError(Result.invalid_quantity)
+    return v
+
+
 def _grant_fields(cmd: dict) -> tuple:
     template = _id(cmd, "template")
     buyer = _id(cmd, "buyer")
@@ -372,6 +393,10 @@ def parse(cmd: Any) -> tuple[str, str, tuple]:
         fields = _threshold_fields(cmd)
     elif op == "deal":
         fields = _deal_fields(cmd)
+    elif op == "coupon_budget":
+        fields = (_id(cmd, "template"), _moved(cmd, "count", template_budget_count_max))
+    elif op == "deal_qty":
+        fields = (_id(cmd, "deal"), _moved(cmd, "qty", deal_qty_max))
     elif op == "release":
         fields = (
             _id(cmd, "sku"),
@@ -924,6 +949,26 @@ class ReferenceFestival:
                              "state": "held", "granted_at": self.clock, "checkout": None}
         t["granted"] += 1
         return ok(201, self.coupon(cid) or {})
+
+    def _coupon_budget(self, template: int, count: int) -> dict:
+        t = self.templates.get(template)
+        if t is None:
+            return err(Result.unknown_template)
+        if t["budget_count"] - t["granted"] < -count:
+            return err(Result.budget_exhausted)
+        t["budget_count"] += count
+        return ok(200, {"template": template, "count": count, "budget_count": t["budget_count"]})
+
+    def _deal_qty(self, deal: int, qty: int) -> dict:
+        d = self.deals.get(deal)
+        if d is None:
+            return err(Result.unknown_deal)
+        if self._deal_left(d) < -qty:
+            return err(Result.deal_sold_out)
+        d["qty"] += qty
+        if qty > 0:
+            d["sold_out_at"] = None
+        return ok(200, {"deal": deal, "qty": qty, "deal_qty": d["qty"]})
 
     # reads ----------------------------------------------------------------
     def sku(self, sku: int) -> dict | None:
