@@ -73,9 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="keep the server and big screen up after the day, until Ctrl-C")
     parser.add_argument("--cluster", action="store_true",
                         help="run the day on a local cluster (NATS and units by buyer) rather than one server")
-    parser.add_argument("--units", type=int_in(1, limits.local_cluster_units_max), default=2,
+    parser.add_argument("--units", type=int_in(1, limits.local_cluster_units_max), default=None,
                         help="with --cluster: the cluster's units (default 2)")
-    parser.add_argument("--cluster-start-s", type=positive_float, default=CLUSTER_START_S,
+    parser.add_argument("--cluster-start-s", type=positive_float, default=None,
                         help=f"with --cluster: real seconds its start may take; the festival's midnight comes "
                              f"that long plus {PREROLL_REAL_S:g} s after the command starts "
                              f"(default {CLUSTER_START_S:g})")
@@ -208,7 +208,14 @@ async def _linger(url: str) -> None:
 
 
 def festival_main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.cluster:
+        for flag, value in (("--units", args.units), ("--cluster-start-s", args.cluster_start_s)):
+            if value is not None:
+                parser.error(f"{flag} is for a day on a cluster: add --cluster")
+    args.units = args.units or 2
+    args.cluster_start_s = CLUSTER_START_S if args.cluster_start_s is None else args.cluster_start_s
     interrupt_on_stop_signals()  # SIGTERM and SIGHUP: as Ctrl-C
     check_ports_free("127.0.0.1", [args.port])  # said now, not after the catalog and the server's start
     data = Path(args.data or Path("data") / time.strftime("festival-%Y%m%d-%H%M%S"))

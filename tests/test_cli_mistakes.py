@@ -77,6 +77,8 @@ USAGE = [  # (arguments, what argparse's one line says)
     (["festival", "--speedup", "0"], "argument --speedup: must be more than 0, got 0"),
     (["festival", "--hours", "25"], "argument --hours: must be more than 0 and at most 24, got 25"),
     (["festival", "--port", "-1"], "argument --port: must be 1 to 65,535, got -1"),
+    (["festival", "--units", "3"], "--units is for a day on a cluster: add --cluster"),
+    (["festival", "--cluster-start-s", "30"], "--cluster-start-s is for a day on a cluster: add --cluster"),
     (["simulate", "--scale", "-1"], "argument --scale: must be more than 0 and at most 1, got -1"),
     (["simulate", "--hours", "0"], "argument --hours: must be more than 0 and at most 24, got 0"),
     (["simulate", "--speedup", "0"], "argument --speedup: must be more than 0, got 0"),
