@@ -143,7 +143,7 @@ PROMOTION_DEFECTS: dict[str, list] = {
         lambda c: {**c, "kind": "shop"},
         lambda c: {**c, "discount_fen": 0},
         lambda c: _without(c, "min_spend_fen"),
-        lambda c: {**c, "budget_count": 0},
+        lambda c: {**c, "budget_count": -1},
         lambda c: {**c, "use_until": c["use_from"]},
         lambda c: {**c, "per_buyer_max": 1001},
         lambda c: {**c, "budget_fen": c["discount_fen"] - 1},
@@ -155,7 +155,7 @@ PROMOTION_DEFECTS: dict[str, list] = {
         lambda c: {**c, "every_fen": "1000"},
     ],
     "deal": [
-        lambda c: {**c, "qty": 0},
+        lambda c: {**c, "qty": -1},
         lambda c: {**c, "per_buyer_max": 1000},
         lambda c: {**c, "kind": "auction"},
         lambda c: {**c, "sku": 0},

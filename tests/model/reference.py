@@ -305,7 +305,7 @@ def _template_fields(cmd: dict) -> tuple:
         merchant = None
     discount = _int_in(cmd, "discount_fen", 1, promotion_fen_max, bad)
     min_spend = _int_in(cmd, "min_spend_fen", 0, promotion_fen_max, bad)
-    budget_count = _int_in(cmd, "budget_count", 1, template_budget_count_max, bad)
+    budget_count = _int_in(cmd, "budget_count", 0, template_budget_count_max, bad)
     budget_fen = _optional_int(cmd, "budget_fen", 0, template_budget_fen_max, 0, bad)
     if budget_fen != 0 and budget_fen < discount:
         raise ShapeError(bad)
@@ -333,7 +333,7 @@ def _deal_fields(cmd: dict) -> tuple:
     bad = Result.invalid_deal
     sku = _id(cmd, "sku", bad)
     price = _int_in(cmd, "price_fen", 1, promotion_fen_max, bad)
-    qty = _int_in(cmd, "qty", 1, deal_qty_max, bad)
+    qty = _int_in(cmd, "qty", 0, deal_qty_max, bad)
     per_buyer = _int_in(cmd, "per_buyer_max", 1, deal_per_buyer_max, bad)
     start, until = _time(cmd, "from", bad), _time(cmd, "until", bad)
     kind = _choice(cmd, "kind", DEAL_KINDS, bad)
