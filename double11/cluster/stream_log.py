@@ -191,11 +191,6 @@ def _is_transient(exc: BaseException) -> bool:
 class StreamLog:
     """The command log of unit `unit` on the cluster at `urls`; the next record is `next_seq`."""
 
-    # append only hands the record to the sender (durability.Durability.write_beside appends
-    # under the festival's lock and leaves the log thread only the sync): records are in
-    # flight together, each answered about one replication round trip after it was applied
-    appends_at_once = True
-
     def __init__(self, urls: list[str], unit: str, next_seq: int, replicas: int = limits.stream_replicas) -> None:
         self.unit = check_unit(unit)
         self.stream = stream_name(unit)
@@ -206,7 +201,6 @@ class StreamLog:
         self.retries = 0  # records sent again (a leader change, a lost connection)
         self.writer = secrets.token_hex(6)
         self._unconfirmed: collections.deque[_Record] = collections.deque()
-        self._unconfirmed_lock = threading.Lock()  # appended by the engine's thread, confirmed by the log's
         self._io = LoopThread(f"double11-stream-{unit}")
         try:
             self._nc, self._js = self._io.call(self._open(urls, replicas), limits.stream_connect_s_max * 2)
@@ -241,8 +235,7 @@ class StreamLog:
                                  f"{limits.nats_payload_bytes_max:,} (limits.nats_payload_bytes_max)")
         record = _Record(seq, data, {"Nats-Msg-Id": f"{self.unit}:{seq}:{self.writer}",
                                      "Nats-Expected-Last-Sequence": str(seq - 1)})
-        with self._unconfirmed_lock:
-            self._unconfirmed.append(record)
+        self._unconfirmed.append(record)
         self._io.loop.call_soon_threadsafe(self._enqueue, record)
         self.next_seq = seq + 1
         self.bytes_written += len(data)
@@ -267,8 +260,7 @@ class StreamLog:
         """Returns once the stream holds every record appended so far (group
         commit: one call covers many); raises StreamLogError if it did not take
         one within limits.stream_retry_s_max."""
-        with self._unconfirmed_lock:
-            records = list(self._unconfirmed)
+        records = list(self._unconfirmed)
         if records:
             try:
                 self._io.call(self._confirm(records), limits.stream_retry_s_max + 2 * limits.stream_ack_wait_s)
@@ -277,9 +269,8 @@ class StreamLog:
             except Exception as exc:
                 raise StreamLogError(errno.ETIMEDOUT, f"the stream {self.stream} did not confirm record "
                                      f"{records[0].seq}: {type(exc).__name__}: {exc}") from exc
-            with self._unconfirmed_lock:
-                for _ in records:
-                    self._unconfirmed.popleft()
+            for _ in records:
+                self._unconfirmed.popleft()
         self.syncs += 1
 
     async def _confirm(self, records: list[_Record]) -> None:

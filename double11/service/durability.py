@@ -119,26 +119,16 @@ class Durability:
         batch's record is written after it is applied, when no record is on
         its way: handing it to a thread and back cost more time than the
         fsync itself when the CPUs are busy (measured: about 2 ms against
-        0.4 ms per batch of single requests).  Not for a log that replicates
-        (a unit's stream): its round trip would hold the lock."""
+        0.4 ms per batch of single requests)."""
         return self.log is not None and commands < limits.log_inline_commands_max and (
-            self._last_write is None or self._last_write.done()) and not getattr(self.log, "appends_at_once", False)
+            self._last_write is None or self._last_write.done())
 
     def write_beside(self, now_ms: int, batch: CommandBatch) -> Future | None:
         """Hands the batch's record to the log thread (under the lock, before
-        the apply); the future says when it is on disk (None: no log).
-
-        A log that sends a record without waiting (`appends_at_once`: a unit's
-        stream) is appended here, in apply order, and the log thread only
-        waits for it: the records of batches applied one after another are
-        replicated together, not one round trip after another."""
+        the apply); the future says when it is on disk (None: no log)."""
         if self.log is None:
             return None
-        if getattr(self.log, "appends_at_once", False):
-            self._append(now_ms, batch)
-            written = self._last_write = self._io.submit(self._sync)
-        else:
-            written = self._last_write = self._io.submit(self.write, now_ms, batch)
+        written = self._last_write = self._io.submit(self.write, now_ms, batch)
         return written
 
     def refuse_after_failure(self) -> None:
@@ -153,26 +143,13 @@ class Durability:
         return last if last is not None and not last.done() else None
 
     def write(self, now_ms: int, batch: CommandBatch) -> None:
-        self._append(now_ms, batch)
-        self._sync()
-
-    def _append(self, now_ms: int, batch: CommandBatch) -> None:
         if self.log_failure is not None:  # never a record after a lost one: replay would skip a batch
             raise storage_unavailable(self.log_failure)
         log = self.log
         assert log is not None, "written only by a festival with a log (apply)"
         try:
             log.append(now_ms, batch.to_bytes())
-        except BaseException as exc:
-            self._fault(exc)
-            raise storage_unavailable(exc) from exc
-
-    def _sync(self) -> None:
-        if self.log_failure is not None:  # a record before this one was lost: this one is not there either
-            raise storage_unavailable(self.log_failure)
-        assert self.log is not None
-        try:
-            self.log.sync()
+            log.sync()
         except BaseException as exc:
             self._fault(exc)
             raise storage_unavailable(exc) from exc
