@@ -88,7 +88,11 @@ def _all_gone(pids: list[int], timeout_s: float = 60) -> bool:
     return True
 
 
-def test_up_status_a_batch_to_each_unit_and_down(tmp_path: Path, catalog: Path):
+def test_up_status_a_batch_to_each_unit_a_killed_supervisor_up_again_and_down(tmp_path: Path, catalog: Path):
+    """One cluster's life, in one test since each start of a cluster is most of this
+    file's time: up, status and a batch to each unit; its supervisor SIGKILLed takes
+    every process with it; up again from the NATS nodes' stores and each unit's snapshot
+    and stream; down; then nothing runs and another shape is refused."""
     data = tmp_path / "cluster"
     up = _up(data, catalog)
     assert f"double11 cluster down --data {data}" in up.stdout
@@ -115,11 +119,24 @@ def test_up_status_a_batch_to_each_unit_and_down(tmp_path: Path, catalog: Path):
         again = double11("cluster", "up", "--data", str(data), "--catalog", str(catalog))
         assert again.returncode == 1
         assert one_line(again).startswith(f"double11 cluster up: a cluster already runs in {data} (supervisor pid")
+
+        # the supervisor SIGKILLed: nothing of the cluster outlives it
+        os.kill(_pids(status)[0], signal.SIGKILL)
+        assert _all_gone(_pids(status)), [p for p in status["processes"] if not gone(p["pid"])]
+        assert double11("cluster", "status", "--data", str(data)).returncode == 1
+
+        # the same cluster again: the NATS nodes from their stores, each unit from its snapshot and stream
+        _up(data, catalog)
+        restarted = _status(data)
+        assert not set(_pids(restarted)) & set(_pids(status))
+        for unit in ("u0", "u1"):
+            assert _checkout(restarted["urls"], unit, f"first-{unit}") == (Result.ok, 1)  # its first answer
+        assert _checkout(restarted["urls"], "u1", "after-the-kill") == (Result.ok, 2)
     finally:
         down = double11("cluster", "down", "--data", str(data), timeout_s=180)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.startswith(f"stopped the cluster in {data}: its supervisor (pid {_pids(status)[0]})")
-    assert all(gone(pid) for pid in _pids(status)), [p for p in status["processes"] if not gone(p["pid"])]
+    assert down.stdout.startswith(f"stopped the cluster in {data}: its supervisor (pid {_pids(restarted)[0]})")
+    assert all(gone(pid) for pid in _pids(restarted)), [p for p in restarted["processes"] if not gone(p["pid"])]
 
     for command in ("status", "down"):
         after = double11("cluster", command, "--data", str(data))
@@ -130,28 +147,6 @@ def test_up_status_a_batch_to_each_unit_and_down(tmp_path: Path, catalog: Path):
     assert other_shape.returncode == 2
     assert one_line(other_shape) == (f"double11 cluster up: {data} holds a cluster of 3 NATS nodes and 2 units, "
                                      "not 3 and 3: start it with --nodes 3 --units 2, or use another folder")
-
-
-def test_nothing_outlives_a_killed_supervisor_and_the_cluster_starts_again(tmp_path: Path, catalog: Path):
-    data = tmp_path / "cluster"
-    _up(data, catalog)
-    status = _status(data)
-    assert _checkout(status["urls"], "u1", "before-the-kill") == (Result.ok, 1)
-    supervisor = _pids(status)[0]
-    os.kill(supervisor, signal.SIGKILL)
-    assert _all_gone(_pids(status)), [p for p in status["processes"] if not gone(p["pid"])]
-    assert double11("cluster", "status", "--data", str(data)).returncode == 1
-
-    # the same cluster again: the NATS nodes from their stores, each unit from its snapshot and stream
-    _up(data, catalog)
-    restarted = _status(data)
-    try:
-        assert not set(_pids(restarted)) & set(_pids(status))
-        assert _checkout(restarted["urls"], "u1", "before-the-kill") == (Result.ok, 1)  # its first answer
-        assert _checkout(restarted["urls"], "u1", "after-the-kill") == (Result.ok, 2)
-    finally:
-        assert double11("cluster", "down", "--data", str(data), timeout_s=180).returncode == 0
-    assert all(gone(pid) for pid in _pids(restarted))
 
 
 USAGE = [  # (arguments, argparse's error line)
