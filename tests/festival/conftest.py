@@ -46,6 +46,18 @@ def serve_help_works() -> None:
         pytest.skip(f"`double11 serve` is not available yet: {r.stderr[-300:]}")
 
 
+@pytest.fixture(scope="session")
+def kernels_compiled() -> None:
+    """Every engine kernel in the Numba cache before a test starts engine processes whose
+    start it waits a fixed time for: each loads them then instead of compiling them (on a
+    fresh clone), so a start's allowance covers starting processes, not compiling."""
+    from double11.engine.warm_up import compile_kernels
+    from double11.link.engine import warm_up_link
+
+    compile_kernels()
+    warm_up_link()
+
+
 @pytest.fixture
 def live_server(tmp_path, serve_help_works):
     from double11.catalog.files import save_catalog
