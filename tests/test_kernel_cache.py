@@ -139,44 +139,48 @@ STOCK_CHECK = "if available[c] < qty[j]:"
 ONE_UNIT_LOOSER = "if available[c] < qty[j] - 1:"
 
 
-@pytest.mark.slow  # compiles the engine's loop three times
+@pytest.mark.slow  # compiles the engine's loop three times, two of them at once
 def test_the_kernel_follows_a_change_to_a_helper_it_inlines(tmp_path):
-    copy = _copy(tmp_path)
+    # two copies of the package: one whose own folder takes the cache, where the helper
+    # changes; one whose own folder cannot take it, which falls back to the user's cache
+    # folder.  Each compile is a process of its own, so the copies' runs go two at a time
+    copy, read_only = _copy(tmp_path / "a"), _copy(tmp_path / "b")
     user_cache = tmp_path / "user-cache"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("NUMBA_")}
-    env |= {"PYTHONPATH": os.pathsep.join([str(copy.parent), str(TESTS)]), "PYTHONDONTWRITEBYTECODE": "1",
-            "XDG_CACHE_HOME": str(user_cache)}
     in_tree = copy / "__pycache__" / "kernels"
+    # as root, permissions do not stop writes, so a file is in the way of its cache
+    # folder, which fails the same way as a read-only folder
+    (read_only / "__pycache__").write_text("")
 
-    def run() -> dict:
-        out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=tmp_path,
-                             env=env, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
-        found = json.loads(out.stdout.strip().splitlines()[-1])
-        assert Path(found["package"]).resolve().parent == copy
+    def start(package: Path) -> tuple[Path, subprocess.Popen[str]]:
+        env = {name: value for name, value in os.environ.items() if not name.startswith("NUMBA_")}
+        env |= {"PYTHONPATH": os.pathsep.join([str(package.parent), str(TESTS)]), "PYTHONDONTWRITEBYTECODE": "1",
+                "XDG_CACHE_HOME": str(user_cache)}
+        return package, subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+
+    def results(*started: tuple[Path, subprocess.Popen[str]]) -> list[dict]:
+        ended = [(package, proc, *proc.communicate(timeout=600)) for package, proc in started]  # all, then checked
+        found = []
+        for package, proc, out, err in ended:
+            assert proc.returncode == 0, err[-3000:]
+            found.append(json.loads(out.strip().splitlines()[-1]))
+            assert Path(found[-1]["package"]).resolve().parent == package
         return found
 
-    first = run()
-    assert (first["code"], first["compiled"]) == ("out_of_stock", 1)
+    first_found, back_found = results(start(copy), start(read_only))
+    assert (first_found["code"], first_found["compiled"]) == ("out_of_stock", 1)
+    # the copy whose own folder cannot take the cache: the user's cache folder, the same key
+    assert (back_found["code"], back_found["compiled"]) == ("out_of_stock", 1)
+    assert Path(back_found["cache"]).is_relative_to(user_cache)
+    assert Path(back_found["cache"]).parent.name == Path(first_found["cache"]).parent.name, \
+        "the same source, another key"
 
     _edit(copy / "engine" / "counters.py", STOCK_CHECK, ONE_UNIT_LOOSER)
-    looser = run()
-    assert looser["code"] == "ok", "the loop ran the cached stock check, not the one in counters.py"
-    assert looser["compiled"] == 1
+    looser_found, warm_found = results(start(copy), start(read_only))
+    assert looser_found["code"] == "ok", "the loop ran the cached stock check, not the one in counters.py"
+    assert looser_found["compiled"] == 1
     # in the package's own folder, each key apart, the old one gone
-    assert Path(first["cache"]).parent.parent == in_tree
-    assert [p.name for p in in_tree.iterdir()] == [Path(looser["cache"]).parent.name], "the old key stayed"
-
-    # back, in a package whose own folder cannot take the cache (read-only:
-    # as root, permissions do not stop writes, so a file is in the way of
-    # its cache folder, which fails the same way): the user's cache folder
-    _edit(copy / "engine" / "counters.py", ONE_UNIT_LOOSER, STOCK_CHECK)
-    shutil.rmtree(copy / "__pycache__")
-    (copy / "__pycache__").write_text("")
-    back = run()
-    assert (back["code"], back["compiled"]) == ("out_of_stock", 1)
-    assert Path(back["cache"]).is_relative_to(user_cache)
-    assert Path(back["cache"]).parent.name == Path(first["cache"]).parent.name, "the same source, another key"
-
-    warm = run()
-    assert (warm["code"], warm["loaded"], warm["compiled"]) == ("out_of_stock", 1, 0)
+    assert Path(first_found["cache"]).parent.parent == in_tree
+    assert [p.name for p in in_tree.iterdir()] == [Path(looser_found["cache"]).parent.name], "the old key stayed"
+    # and from the user's cache folder, loaded the next time
+    assert (warm_found["code"], warm_found["loaded"], warm_found["compiled"]) == ("out_of_stock", 1, 0)
