@@ -1,10 +1,9 @@
-"""A local NATS cluster per test (double11/cluster/nats_local.py) or per
-module, and the unit nodes a test starts (unit_nodes.py), stopped afterwards,
-passed or failed, and checked gone: no process outlives its test (its module's)."""
+"""A local NATS cluster per test (double11/cluster/nats_local.py), and the
+unit nodes a test starts (unit_nodes.py), stopped afterwards, passed or
+failed, and checked gone: no process outlives its test."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from unit_nodes import UnitNode  # tests/cluster/unit_nodes.py
 from double11.cluster.nats_local import LocalNats
 
 
-@contextlib.contextmanager
-def _running(folder: Path) -> Iterator[LocalNats]:
-    cluster = LocalNats(folder, nodes=3).start()
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[LocalNats]:
+    cluster = LocalNats(tmp_path / "nats", nodes=3).start()
     pids = cluster.pids()
     assert len(pids) == 3
     try:
@@ -26,19 +25,6 @@ def _running(folder: Path) -> Iterator[LocalNats]:
         pids += cluster.pids()  # nodes restarted by the test run under new pids
         cluster.stop()
     assert all(gone(pid) for pid in pids), f"nats-server processes left: {[p for p in pids if not gone(p)]}"
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[LocalNats]:
-    with _running(tmp_path / "nats") as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def module_nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNats]:
-    """One cluster for a module's tests, where none stops a node and each names streams of its own."""
-    with _running(tmp_path_factory.mktemp("nats")) as cluster:
-        yield cluster
 
 
 @pytest.fixture
