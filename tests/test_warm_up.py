@@ -7,8 +7,8 @@ folder: a fresh clone), in a fresh interpreter: every cached kernel but the
 few that serving never calls is compiled by the warm-up; then a festival on
 a catalog read from files takes every lane of the engine process (single
 requests, JSON and binary batches and views through the link, the in-process
-API, a restart that loads its snapshot and one that replays its log), and no
-kernel may gain a compiled signature meanwhile.
+API, a restart that loads its snapshot and one that replays its log, a promotion
+among its records), and no kernel may gain a compiled signature meanwhile.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def kernels():
 
 warmed = {name: len(k.signatures) for name, k in kernels().items()}
 
+from double11 import limits
 from double11.catalog.files import load_catalog, save_catalog
 from double11.catalog.generate import generate_catalog
 from double11.config import FestivalConfig
@@ -137,7 +138,12 @@ festival = Festival.open(catalog, data_dir=data, config=config)
 uvloop.run(through_the_link(festival))
 festival.close(snapshot=True)
 festival = Festival.open(catalog, data_dir=data, config=config)  # loads the snapshot
-festival.execute([command("after", skus[0])])
+# and a promotion naming a SKU (its id looked up into a row), so the replay below
+# applies a read-only batch from the log whose args the engine rewrote
+after = festival.execute([command("after", skus[0]),
+                          {"op": "deal", "idempotency_key": "after-deal", "sku": skus[1], "price_fen": 1, "qty": 1,
+                           "per_buyer_max": 1, "from": 0, "until": limits.festival_time_ms_max, "kind": "flash"}])
+assert [a["status"] for a in after] == [201, 201], after
 festival.close(snapshot=False)
 festival = Festival.open(catalog, data_dir=data, config=config)  # and replays the log
 festival.close(snapshot=False)

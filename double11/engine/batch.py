@@ -96,6 +96,9 @@ class CommandBatch:
     def __post_init__(self) -> None:
         if len(self.args) != len(self.op):  # a batch made without args: none
             self.args = np.zeros(len(self.op), dtype=np.uint8)
+            # read-only as the other columns when they are (a version 1 record replayed):
+            # the compiled loop is compiled once for each mix of read-only columns it meets
+            self.args.flags.writeable = self.op.flags.writeable
 
     def __len__(self) -> int:
         return len(self.op)

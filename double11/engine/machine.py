@@ -312,6 +312,9 @@ class Engine:
             rows[at["merchant"]] = self.merchant_index.lookup(rows[at["merchant"]].astype(np.uint64))
         if at["sku"]:
             rows[at["sku"]] = self.sku_index.lookup(rows[at["sku"]])
+        # read-only as the batch's args when they are (a log record or a stream's replayed):
+        # the compiled loop is compiled once for each mix of read-only arrays it meets
+        rows.flags.writeable = batch.arg.flags.writeable
         return rows
 
     def _run(self, looked: _LookedUp) -> tuple[np.ndarray, np.ndarray]:

@@ -120,6 +120,7 @@ def _promotions(engine: Engine, now: int) -> None:
     code, ref = engine.apply(binary, now)
     views.results(engine, binary, code, ref, 0, len(code))
     coupons = ref[4:].tolist()
+    engine.apply(CommandBatch.from_bytes(setup.to_bytes(), trusted=True), now)  # as replayed (read-only): retries
     priced = encode_commands([{**_checkout("q", 1, 2), "coupons": coupons[:2]},
                               {**_checkout("r", 2), "coupons": coupons[2:3]}])
     code, ref = engine.apply(priced, now)
