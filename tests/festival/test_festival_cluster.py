@@ -18,7 +18,7 @@ FESTIVAL = "import sys; from double11.festival_cmd import festival_main; sys.exi
 # the cluster's start on a loaded 2-core machine, its kernels already in the cache
 # (kernels_compiled): the festival's midnight comes this long after the command starts
 # however soon the cluster serves, so anything beyond the start is waited out
-CLUSTER_START_S = 45
+CLUSTER_START_S = 30
 
 
 def processes_naming(folder: Path) -> list[str]:
