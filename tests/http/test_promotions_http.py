@@ -219,7 +219,7 @@ _AT = 1_510_329_600_000
      "kind must be 'flash' or 'group_buy' or 'livestream', got 'mega'"),
     ("/v1/deals", {"sku": 101, "price_fen": 100, "per_buyer_max": 1, "from": _AT, "until": _AT + 1,
                    "kind": "flash", "idempotency_key": "b11"}, "invalid_deal",
-     f"qty is missing (1..{limits.deal_qty_max})"),
+     f"qty is missing (0..{limits.deal_qty_max})"),
     ("/v1/coupon-templates/1/grants", {"buyer": 7, "source": "", "idempotency_key": "b12"}, "invalid_request",
      "source must be 1..32 printable ASCII characters, got ''"),
     ("/v1/coupon-templates/1/grants", {"buyer": 7, "source": "s" * 33, "idempotency_key": "b13"},
