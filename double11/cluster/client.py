@@ -95,11 +95,12 @@ class ClusterClient:
     async def define(self, definition: Definition, retry_s_max: float = limits.cluster_retry_s_max) -> list[bytes]:
         """Each unit's answer to a definition sent to every unit in the journal's order."""
         if self._definitions is None:
-            async def send(unit: int, request: str, payload: bytes, headers: dict[str, str] | None) -> bytes:
-                return await self.send(unit, request, payload, headers, retry_s_max)
+            self._definitions = DefinitionSender(await self.journal())
 
-            self._definitions = DefinitionSender(await self.journal(), send)
-        return await self._definitions.define(definition)
+        async def send(unit: int, request: str, payload: bytes, headers: dict[str, str] | None) -> bytes:
+            return await self.send(unit, request, payload, headers, retry_s_max)
+
+        return await self._definitions.define(definition, send)
 
     async def journal(self) -> Journal:
         """The definitions' journal (the KV bucket)."""

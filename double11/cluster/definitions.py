@@ -29,6 +29,7 @@ Pure but for `DefinitionSender`, which sends over the units it is given.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -100,14 +101,8 @@ def split_batch(batch: CommandBatch, units: int) -> list[CommandBatch] | None:
     for share in split:
         arg = batch.arg.copy()
         arg[_SPLIT_AT[op]] = share
-        out.append(CommandBatch(**{**_columns(batch), "arg": arg}))
+        out.append(dataclasses.replace(batch, arg=arg))
     return out
-
-
-def _columns(batch: CommandBatch) -> dict[str, Any]:
-    return {name: getattr(batch, name) for name in (
-        "op", "invalid", "channel", "lines", "country", "key", "target", "amount", "args", "sku", "qty", "arg",
-        "notes", "role", "actor")}
 
 
 # --------------------------------------------------------------- the journal
@@ -160,39 +155,38 @@ Send = Callable[[int, str, bytes, "dict[str, str] | None"], Awaitable[bytes]]
 class DefinitionSender:
     """Sends definitions to every unit in the journal's order (see the module)."""
 
-    def __init__(self, journal: Journal, send: Send) -> None:
-        self.journal, self.send = journal, send
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
         self._next: int | None = None
 
-    async def define(self, definition: Definition) -> list[bytes]:
-        """Each unit's answer (empty where it was not sent), in unit order."""
+    async def define(self, definition: Definition, send: Send) -> list[bytes]:
+        """Each unit's answer (empty where it was not sent), in unit order;
+        `send` reaches a unit (and says how long a failing one is waited for)."""
         value = msgspec.msgpack.encode(definition)
         slot = self._next if self._next is not None else await self.journal.last() + 1
         while not await self.journal.take(slot, value):
             slot += 1
         self._next = slot + 1
         if slot > 1:
-            await self.finish(slot - 1)
-        answers = await self._send_all(definition)
+            await self.finish(slot - 1, send)
+        answers = await _send_all(definition, send)
         definition.done = True
         await self.journal.write(slot, msgspec.msgpack.encode(definition))
         return answers
 
-    async def finish(self, slot: int) -> None:
+    async def finish(self, slot: int, send: Send) -> None:
         """Slot `slot` sent to every unit, unless it is known done."""
         value = await self.journal.read(slot)
         if value is None:
             return
         earlier = msgspec.msgpack.decode(value, type=Definition)
         if not earlier.done:
-            await self._send_all(earlier)
+            await _send_all(earlier, send)
 
-    async def _send_all(self, definition: Definition) -> list[bytes]:
-        answers = []
-        for unit, payload in enumerate(definition.payloads):
-            answers.append(await self.send(unit, definition.request, payload, definition.headers)
-                           if payload else b"")
-        return answers
+
+async def _send_all(definition: Definition, send: Send) -> list[bytes]:
+    return [await send(unit, definition.request, payload, definition.headers) if payload else b""
+            for unit, payload in enumerate(definition.payloads)]
 
 
 class KvJournal:

@@ -44,16 +44,16 @@ def test_a_sender_that_died_midway_is_finished_by_the_next_definitions_sender() 
     units, journal = Units(3), MemoryJournal()
 
     async def run() -> None:
-        first, second = DefinitionSender(journal, units.send), DefinitionSender(journal, units.send)
-        assert await first.define(_definition("a", 3)) == [b"1", b"1", b"1"]
+        first, second = DefinitionSender(journal), DefinitionSender(journal)
+        assert await first.define(_definition("a", 3), units.send) == [b"1", b"1", b"1"]
         units.fail_after = 1  # "b" reaches unit 0 only
         with pytest.raises(ConnectionError):
-            await first.define(_definition("b", 3))
+            await first.define(_definition("b", 3), units.send)
         units.fail_after = None
         assert units.applied == [["a", "b"], ["a"], ["a"]]
         # another front's definition: slot 3, after slot 2 is finished everywhere
-        assert await second.define(_definition("c", 3)) == [b"3", b"3", b"3"]
-        assert await first.define(_definition("d", 3)) == [b"4", b"4", b"4"]
+        assert await second.define(_definition("c", 3), units.send) == [b"3", b"3", b"3"]
+        assert await first.define(_definition("d", 3), units.send) == [b"4", b"4", b"4"]
 
     asyncio.run(run())
     assert units.applied == [["a", "b", "c", "d"]] * 3
@@ -63,8 +63,9 @@ def test_concurrent_senders_keep_one_order() -> None:
     units, journal = Units(2), MemoryJournal()
 
     async def run() -> list[list[bytes]]:
-        senders = [DefinitionSender(journal, units.send) for _ in range(4)]
-        return list(await asyncio.gather(*(senders[k % 4].define(_definition(f"d{k}", 2)) for k in range(12))))
+        senders = [DefinitionSender(journal) for _ in range(4)]
+        defined = (senders[k % 4].define(_definition(f"d{k}", 2), units.send) for k in range(12))
+        return list(await asyncio.gather(*defined))
 
     answers = asyncio.run(run())
     assert units.applied[0] == units.applied[1] and len(units.applied[0]) == 12
