@@ -58,7 +58,14 @@ from double11.cluster.front_ids import (
     unit_id,
     with_cluster_ids,
 )
-from double11.cluster.router import DEFINITIONS, NOT_ROUTED, runs, units_of, units_of_commands
+from double11.cluster.router import (
+    DEFINITIONS,
+    NOT_ROUTED,
+    foreign_coupon_codes,
+    runs,
+    units_of,
+    units_of_commands,
+)
 from double11.cluster.slots import unit_of_id
 from double11.cluster.stream_log import connect
 from double11.cluster.unit_requests import SINGLE, VIEW, answer_of, ask, principal_headers
@@ -364,7 +371,8 @@ class ClusterFestival:
         for coupon in coupons:
             named = int(unit_of_id(np.array([coupon], dtype=np.int64))[0]) if 0 < coupon <= limits.id_max else unit
             if named != unit:
-                code = Result.not_your_coupon if 0 <= named < len(self.slot_map.units) else Result.unknown_coupon
+                units = len(self.slot_map.units)
+                code = Result(int(foreign_coupon_codes(np.array([coupon], dtype=np.int64), units)[0]))
                 return code, _ENC.encode(error_body(code, message=coupon_message(code, coupon)))
         return None
 

@@ -85,11 +85,18 @@ def units_of(batch: CommandBatch, slot_map: SlotMap) -> tuple[np.ndarray, np.nda
     refused = np.flatnonzero(foreign >= 0)
     if len(refused):
         coupon = batch.arg[foreign[refused]]
-        named = unit_of_id(coupon)
         unit[refused] = NOT_ROUTED
-        refusal[refused] = np.where((named >= 0) & (named < len(slot_map.units)), _NOT_YOUR_COUPON, _UNKNOWN_COUPON)
+        refusal[refused] = foreign_coupon_codes(coupon, len(slot_map.units))
         ref[refused] = coupon
     return unit, refusal, ref
+
+
+def foreign_coupon_codes(coupons: np.ndarray, units: int) -> np.ndarray:
+    """The refusal of a checkout naming each coupon, which is not in the
+    buyer's unit: not_your_coupon where it names another unit of the cluster
+    (a coupon there is another buyer's), unknown_coupon where it names none."""
+    named = unit_of_id(coupons)
+    return np.where((named >= 0) & (named < units), _NOT_YOUR_COUPON, _UNKNOWN_COUPON).astype(np.uint8)
 
 
 def routing_keys(batch: CommandBatch) -> np.ndarray:
