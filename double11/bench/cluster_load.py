@@ -101,11 +101,13 @@ async def load(urls: list[str], sku_ids: np.ndarray, seconds: float, batch: int,
     try:
         cluster = await ClusterClient.connect(nc)
         watch = StockWatch(nc, cluster.slot_map.units, hot_rows)
+        # made before the clock starts: each draws its SKU pool, which the first batches would wait for
+        works = [Workload(sku_ids, seed=seed + k, key_space=seed + k + 1) for k in range(clients)]
         started = figures.started = time.perf_counter()
         stop_at = started + seconds
 
         async def one_client(k: int) -> None:
-            work = Workload(sku_ids, seed=seed + k, key_space=seed + k + 1)
+            work = works[k]
             dropped = 0
             while time.perf_counter() < stop_at:
                 if len(watch.sold_out) > dropped:  # as the plain bench's clients: sold out, no longer ordered

@@ -157,7 +157,10 @@ def take(batch: CommandBatch, places: np.ndarray) -> CommandBatch:
     args = batch.args.astype(np.int64)
     line_idx = _ranges(np.cumsum(lines) - lines, lines, places)
     arg_idx = _ranges(np.cumsum(args) - args, args, places)
-    notes = {k: batch.notes[int(p)] for k, p in enumerate(places) if int(p) in batch.notes}
+    notes = {}
+    if batch.notes:  # rare (a command the edge refused): found without a Python loop over the batch
+        noted = np.flatnonzero(np.isin(places, np.fromiter(batch.notes, dtype=np.int64)))
+        notes = {int(k): batch.notes[int(places[k])] for k in noted}
     role = batch.role[places] if len(batch.role) else batch.role
     actor = batch.actor[places] if len(batch.actor) else batch.actor
     return CommandBatch(op=batch.op[places], invalid=batch.invalid[places], channel=batch.channel[places],

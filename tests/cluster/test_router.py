@@ -11,8 +11,10 @@ from units_in_process import UnitsInProcess  # tests/cluster/units_in_process.py
 
 from double11.cluster.quotas import StockReport, split_stock
 from double11.cluster.rebalancer import MemoryJournal, Rebalancer, Transfer, plan
+from double11.cluster.router import take
 from double11.cluster.slots import SlotMap, global_ids, local_ids, unit_of_id
 from double11.config import FestivalConfig
+from double11.engine.encode import encode_commands
 from double11.errors import Result
 
 CONFIG = FestivalConfig(payment_timeout_ms=60_000, commission_bps=250)
@@ -132,3 +134,16 @@ def test_the_slot_map_and_stock_report_round_trip() -> None:
     assert (back.deal_left.tolist(), back.deal_taken.tolist()) == ([7, 8, 9], [0, 0, 1])
     with pytest.raises(ValueError, match="stock report"):
         StockReport.from_bytes(b"D11Q" + bytes(20))
+
+
+def test_a_part_keeps_the_notes_of_its_commands_at_their_new_places() -> None:
+    """A command the edge refused carries its note (the refusal's words) into its unit's part."""
+    batch = encode_commands([{"op": "pay", "checkout": 1, "amount_fen": 5, "idempotency_key": "a"},
+                             {"op": "pay", "checkout": "x", "amount_fen": 5, "idempotency_key": "b"},
+                             {"op": "pay", "checkout": 3, "idempotency_key": "c"},
+                             {"op": "pay", "checkout": 4, "amount_fen": 5, "idempotency_key": "d"}])
+    assert sorted(batch.notes) == [1, 2]
+    part = take(batch, np.array([0, 2, 3]))
+    assert part.notes == {1: batch.notes[2]}
+    assert take(batch, np.array([1])).notes == {0: batch.notes[1]}
+    assert take(batch, np.array([0, 3])).notes == {}
