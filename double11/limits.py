@@ -224,6 +224,9 @@ rebalance_period_s = 0.1  # between two reads of every unit's stock
 # it to (its part of the units' recent sales), and gets quota moved to it
 rebalance_low_share = 0.5
 rebalance_transfers_per_round_max = 4096  # quota transfers sent in one round (each a release and a restock)
+# a unit's last stock reports kept (quotas.ReportsSent), so that each asker (the rebalancer, a
+# watcher), asking every rebalance_period_s, is sent only what changed since its last one
+stock_reports_kept = 4
 # the cluster's client (double11/cluster/client.py): one try's wait for a unit's
 # answer, and how long it sends a part again while the unit fails over
 unit_answer_s_max = 5.0

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from nats.aio.client import Client
 
+from double11.bench.run import OfferSchedule
 from double11.bench.workload import Workload
 from double11.cluster.client import ClusterClient
+from double11.cluster.quotas import StockReport
 from double11.cluster.stream_log import connect
 from double11.cluster.unit_requests import ask_stock
 from double11.engine.batch import CommandBatch
@@ -71,11 +73,14 @@ class StockWatch:
         self.nc, self.units, self.hot_rows = nc, units, hot_rows
         self.reads: list[tuple[float, np.ndarray]] = []  # (time, (units, hot_rows) available)
         self.sold_out = np.zeros(0, dtype=np.int64)  # hot rows no unit holds any more
+        self.last: list[StockReport | None] = [None] * len(units)  # each unit's last report (read: its changes)
 
     async def run(self, until: float) -> None:
         while time.perf_counter() < until:
             t = time.perf_counter()
-            reports = await asyncio.gather(*(ask_stock(self.nc, u) for u in self.units))
+            reports = await asyncio.gather(*(ask_stock(self.nc, u, since=last)
+                                             for u, last in zip(self.units, self.last)))
+            self.last = list(reports)
             held = np.stack([r.available[:self.hot_rows] for r in reports])
             self.reads.append((t, held))
             self.sold_out = np.flatnonzero(held.sum(axis=0) == 0)  # greyed out in the app: no more orders
@@ -95,7 +100,11 @@ class StockWatch:
 
 
 async def load(urls: list[str], sku_ids: np.ndarray, seconds: float, batch: int, clients: int,
-               hot_rows: int, seed: int = 500) -> tuple[LoadFigures, StockWatch]:
+               hot_rows: int, seed: int = 500, offered_per_s: float | None = None) -> tuple[LoadFigures, StockWatch]:
+    """Each client sends a batch of checkouts, then their payments, again and
+    again: as fast as the cluster answers (its most), or, given
+    offered_per_s, with its checkouts offered at that rate over all the
+    clients (the latency at that rate, as a gateway pacing its traffic sees it)."""
     figures = LoadFigures()
     nc = await connect(urls)
     try:
@@ -105,6 +114,7 @@ async def load(urls: list[str], sku_ids: np.ndarray, seconds: float, batch: int,
         works = [Workload(sku_ids, seed=seed + k, key_space=seed + k + 1) for k in range(clients)]
         started = figures.started = time.perf_counter()
         stop_at = started + seconds
+        schedule = OfferSchedule(started, stop_at, offered_per_s) if offered_per_s else None
 
         async def one_client(k: int) -> None:
             work = works[k]
@@ -113,6 +123,11 @@ async def load(urls: list[str], sku_ids: np.ndarray, seconds: float, batch: int,
                 if len(watch.sold_out) > dropped:  # as the plain bench's clients: sold out, no longer ordered
                     dropped = len(watch.sold_out)
                     work.drop_skus(sku_ids[watch.sold_out])
+                if schedule is not None:  # its moment to go (a batch late goes at once)
+                    slot = schedule.take(batch)
+                    if slot is None:
+                        break
+                    await asyncio.sleep(max(0.0, slot - time.perf_counter()))
                 checkouts = work.checkouts(batch)
                 res = await timed(cluster, checkouts, figures)
                 ok = res["code"] == _OK

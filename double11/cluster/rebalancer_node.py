@@ -52,6 +52,7 @@ class NatsUnits:
 
     def __init__(self, urls: list[str]) -> None:
         self._io = LoopThread("double11-rebalancer")
+        self._last: dict[int, StockReport] = {}  # each unit's last report
         try:
             self._nc: Client = self._io.call(connect(urls), limits.stream_connect_s_max)
             self.slot_map: SlotMap = self._io.call(slot_map_of(self._nc), limits.stream_connect_s_max * 2)
@@ -65,7 +66,11 @@ class NatsUnits:
         return len(self.slot_map.units)
 
     def stock(self, unit: int) -> StockReport:
-        return self._io.call(ask_stock(self._nc, self.slot_map.units[unit]), limits.unit_request_s_max)
+        """The unit's quotas: what changed since the last read, applied to it."""
+        report = self._io.call(ask_stock(self._nc, self.slot_map.units[unit], since=self._last.get(unit)),
+                               limits.unit_request_s_max)
+        self._last[unit] = report
+        return report
 
     def send(self, unit: int, batch: bytes) -> bytes:
         return self._io.call(send_to_unit(self._nc, self.slot_map.units[unit], batch),

@@ -4,7 +4,8 @@ While it is its unit's primary, a node answers:
 - `d11.unit.<unit>.batch`: a binary batch (engine/batch.py's wire bytes,
   `application/x-double11-batch`, in the unit's local ids: the router turns
   the cluster's ids into them, slots.py) -> the binary results (engine/wire.py);
-- `d11.unit.<unit>.stock`: -> the unit's quotas.StockReport, as bytes;
+- `d11.unit.<unit>.stock`: nothing, or `{"since": <report id>}` -> the
+  unit's quotas.StockReport, as bytes (whole, or the changes since that report);
 - `d11.unit.<unit>.state`: `{"hash": true}` or nothing -> JSON
   {"unit", "role", "pid", "seq"} (and "state_hash" when asked for);
 - `d11.unit.<unit>.config`: -> the festival's config (config.FestivalConfig) as JSON;
@@ -126,8 +127,13 @@ async def ask_batch(nc: Client, unit: str, batch: bytes, timeout_s: float = limi
     return await ask(nc, unit, "batch", batch, timeout_s)
 
 
-async def ask_stock(nc: Client, unit: str, timeout_s: float = limits.unit_request_s_max) -> StockReport:
-    return StockReport.from_bytes(await ask(nc, unit, "stock", b"", timeout_s))
+async def ask_stock(nc: Client, unit: str, timeout_s: float = limits.unit_request_s_max,
+                    since: StockReport | None = None) -> StockReport:
+    """The unit's quotas now; given the last report the asker had of that
+    unit (`since`), only what changed is sent (whole when the unit no longer
+    keeps that report: another primary, too many askers between)."""
+    payload = json.dumps({"since": since.report_id}).encode() if since is not None and since.report_id else b""
+    return StockReport.from_bytes(await ask(nc, unit, "stock", payload, timeout_s), since)
 
 
 async def ask_state(nc: Client, unit: str, with_hash: bool = False,

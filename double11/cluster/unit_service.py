@@ -43,7 +43,7 @@ from nats.js import JetStreamContext
 
 from double11 import limits
 from double11.cluster.figures import FiguresPublisher
-from double11.cluster.quotas import StockReport
+from double11.cluster.quotas import ReportsSent, StockReport
 from double11.cluster.standby import Standby, state_hash
 from double11.cluster.stream_log import LoopThread, check_unit, connect, stream_name
 from double11.cluster.unit import UnitFestival
@@ -65,8 +65,8 @@ logger = logging.getLogger("double11.cluster")
 Handler = Callable[[Msg], Awaitable[bytes]]
 
 
-def _stock_report(festival: UnitFestival) -> StockReport:  # under the read barrier: no batch half applied
-    return StockReport.of(festival.engine, festival.stream_log.next_seq - 1)
+def _stock_report(festival: UnitFestival, report_id: int) -> StockReport:  # under the read barrier
+    return StockReport.of(festival.engine, festival.stream_log.next_seq - 1, report_id)
 
 
 def _state(festival: UnitFestival, with_hash: bool) -> dict[str, Any]:  # under the read barrier
@@ -74,6 +74,20 @@ def _state(festival: UnitFestival, with_hash: bool) -> dict[str, Any]:  # under 
     if with_hash:
         state["state_hash"] = state_hash(festival.engine)
     return state
+
+
+def _since(payload: bytes) -> int:
+    """The report a stock request says its asker holds (0: none: a whole report)."""
+    if not payload.strip():
+        return 0
+    try:
+        asked = json.loads(payload)
+    except ValueError:
+        asked = None
+    since = asked.get("since") if isinstance(asked, dict) else None
+    if type(since) is not int or since < 0:
+        raise Double11Error(Result.invalid_request, message='a stock request is empty or {"since": <report id>}')
+    return since
 
 
 def _wants_hash(payload: bytes) -> bool:
@@ -100,6 +114,7 @@ class UnitService:
         self._subscriptions: list[Subscription] = []
         self._requests: set[asyncio.Task[None]] = set()
         self._reads = FestivalReads()
+        self._reports = ReportsSent()
         self._io = LoopThread(f"double11-service-{unit}")
         try:
             self._nc, self._js = self._io.call(self._open(), limits.stream_connect_s_max * 2)
@@ -250,9 +265,10 @@ class UnitService:
         return msgspec.json.encode({"results": await festival.submit(commands, principal)})
 
     async def _stock(self, msg: Msg) -> bytes:
-        festival = self._serving()
-        report: StockReport = await festival.read(_stock_report, festival)
-        return report.to_bytes()
+        """The unit's quotas: whole, or what changed since a report the asker holds ({"since": id})."""
+        festival, since = self._serving(), _since(msg.data)
+        report: StockReport = await festival.read(_stock_report, festival, self._reports.new_id())
+        return self._reports.answer(report, since)
 
     async def _state(self, msg: Msg) -> bytes:
         festival = self._serving()

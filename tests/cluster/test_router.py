@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from model import T0, cancel, co, pay, restock, small_catalog
 from units_in_process import UnitsInProcess  # tests/cluster/units_in_process.py
 
-from double11.cluster.quotas import StockReport, split_stock
-from double11.cluster.rebalancer import MemoryJournal, Rebalancer, Transfer, plan
+from double11.cluster.quotas import ReportsSent, StockReport, split_stock
+from double11.cluster.rebalancer import MemoryJournal, Planner, Rebalancer, Transfer, plan
 from double11.cluster.router import take
 from double11.cluster.slots import SlotMap, global_ids, local_ids, unit_of_id
 from double11.config import FestivalConfig
@@ -134,6 +134,67 @@ def test_the_slot_map_and_stock_report_round_trip() -> None:
     assert (back.deal_left.tolist(), back.deal_taken.tolist()) == ([7, 8, 9], [0, 0, 1])
     with pytest.raises(ValueError, match="stock report"):
         StockReport.from_bytes(b"D11Q" + bytes(20))
+
+
+def test_a_stock_report_is_sent_as_the_rows_changed_since_the_one_its_asker_holds() -> None:
+    rng = np.random.default_rng(3)
+    sent = ReportsSent(kept=2)
+
+    def report(available: np.ndarray) -> StockReport:
+        return StockReport(7, available, available + 5, np.zeros(len(available), dtype=np.int64),
+                           np.array([4]), np.array([1]), report_id=sent.new_id())
+
+    first = report(rng.integers(0, 100, 1000))
+    whole = sent.answer(first)
+    held = StockReport.from_bytes(whole)
+    assert held.report_id == first.report_id and held.available.tolist() == first.available.tolist()
+    later = first.available.copy()
+    later[[3, 500]] += 1
+    second = report(later)
+    changes = sent.answer(second, since_id=held.report_id)
+    assert len(changes) < len(whole) // 20  # two rows, not a thousand
+    back = StockReport.from_bytes(changes, held)
+    assert back.report_id == second.report_id
+    for column in ("available", "stocked", "sold", "coupons_left", "granted"):
+        assert getattr(back, column).tolist() == getattr(second, column).tolist(), column
+    with pytest.raises(ValueError, match="changes since report"):
+        StockReport.from_bytes(changes)  # the report they are changes to is needed
+    with pytest.raises(ValueError, match="changes since report"):
+        StockReport.from_bytes(changes, back)
+    # a report no longer kept (or another process's: its ids have another prefix) is answered whole
+    sent.answer(report(later))
+    sent.answer(report(later))
+    assert StockReport.from_bytes(sent.answer(report(later), since_id=first.report_id)).report_id
+    assert len(sent.answer(report(later), since_id=ReportsSent().new_id())) == len(whole)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 7), st.integers(-3, 30)), min_size=1, max_size=40),
+       st.integers(2, 3))
+def test_the_rebalancer_plans_what_plan_would_on_every_item(events: list[tuple[int, int, int]], units: int) -> None:
+    """Round after round, planning only the items that may have changed
+    gives the moves that planning every item gives."""
+    items = 8
+    left = np.full((units, items), 6, dtype=np.int64)
+    used = np.zeros((units, items), dtype=np.int64)
+    planner = Planner()
+    demand, last_used = np.zeros((units, items)), None
+    for unit, item, qty in events:
+        unit %= units
+        if 0 < qty <= 20:  # a sale (above 20: a quiet round)
+            sold = min(qty, int(left[unit, item]))
+            left[unit, item] -= sold
+            used[unit, item] += sold
+        elif qty < 0:  # a restock to one unit
+            left[unit, item] += -qty
+        demand = (0 if last_used is None else np.maximum(used - last_used, 0)) + 0.5 * demand  # the first: a baseline
+        demand[demand < 1e-3] = 0.0
+        last_used = used.copy()
+        moves, _ = planner.moves(left.copy(), used.copy())
+        assert moves == plan(left, demand)
+        for row, giver, taker, moved in moves:
+            left[giver, row] -= moved
+            left[taker, row] += moved
 
 
 def test_a_part_keeps_the_notes_of_its_commands_at_their_new_places() -> None:

@@ -24,7 +24,7 @@ from double11 import limits
 from double11.cluster import figures
 from double11.cluster.nats_local import LocalNats
 from double11.cluster.stream_log import LoopThread, connect
-from double11.cluster.unit_requests import ask_batch, ask_state, ask_status, ask_stock, gather, unit_subject
+from double11.cluster.unit_requests import ask, ask_batch, ask_state, ask_status, ask_stock, gather, unit_subject
 from double11.engine.encode import encode_commands
 from double11.engine.wire import decode_results
 from double11.errors import Double11Error, Result
@@ -126,6 +126,11 @@ def test_a_primary_answers_batches_stock_state_and_status_over_nats(nats_cluster
     # the checkouts hold their units (reserved, not sold until paid)
     assert (stock.stocked[_SKU_ROW], stock.sold[_SKU_ROW]) == (10**8, 0)
     assert stock.available[_SKU_ROW] == 10**8 - batches * CHECKOUTS_PER_BATCH
+    # asked again with the report held: only what changed comes, the same report once applied
+    again = asker(lambda nc: ask_stock(nc, "east", since=stock))
+    assert again.report_id != stock.report_id and again.available.tolist() == stock.available.tolist()
+    with pytest.raises(Double11Error, match="since"):
+        asker(lambda nc: ask(nc, "east", "stock", b'{"since": "x"}'))
 
     # the standby does not answer the unit's requests: one reply, the primary's
     replies = asker(lambda nc: gather(nc, unit_subject("east", "state"), b"", wait_s=1.0))
