@@ -127,8 +127,6 @@ def _bench(args: argparse.Namespace) -> int:
     if args.cluster:
         from double11.bench.cluster import cluster_bench
 
-        if args.batch_orders_per_s is None:
-            args.batch_orders_per_s = 900_000
         return cluster_bench(args)
     from double11.bench.run import bench_main
 
@@ -211,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-orders-per-s", type=positive_int,
                        help="the most checkouts a second the batch load offers, and what its server is sized for: "
                             "it holds every order in memory (default: bench.run.BATCH_LOAD_SIZED_FOR_ORDERS_PER_S, "
-                            "900,000)")
+                            "900,000; with --cluster, the cluster's load is then offered at this rate too, and "
+                            "without it, as fast as the cluster answers)")
     bench.add_argument("--no-promotions", dest="promotions", action="store_false",
                        help="skip the promotions mix (coupons, threshold, flash deals) for a quicker run")
     bench.add_argument("--promo-seconds", type=positive_float,

@@ -87,13 +87,15 @@ def cluster_bench(args: argparse.Namespace) -> int:
         demand = popularity_weights(args.skus)[:bench.FLASH_DEALS] * CLUSTER_ORDERS_PER_S * 1.5 * args.seconds
         catalog.sku_stock[:bench.FLASH_DEALS] = np.ceil(demand * 0.5).astype(np.int64)
         save_catalog(catalog, workdir / "catalog", fmt="parquet")
-        result: dict = {"units": args.units, "nats_nodes": 3}
+        result: dict = {"units": args.units, "nats_nodes": 3, "offered_per_s": args.batch_orders_per_s}
         say("starting the cluster ...")
         urls, slot_map = cluster.start(workdir / "cluster", nodes=3, units=args.units, catalog=workdir / "catalog",
                                        clock_start_ms=bench.FESTIVAL_START_MS)
-        say(f"cluster load, {args.seconds:.0f} s, {args.connections} clients:")
+        offered = args.batch_orders_per_s  # None: as fast as the cluster answers
+        say(f"cluster load, {args.seconds:.0f} s, {args.connections} clients, "
+            + (f"{offered:,} checkouts/s offered:" if offered else "each as fast as it is answered:"))
         figures, watch = asyncio.run(load(urls, catalog.sku_id, args.seconds, args.batch, args.connections,
-                                          bench.FLASH_DEALS))
+                                          bench.FLASH_DEALS, offered_per_s=offered))
         summary = figures.summary()
         stranded = watch.stranded(figures.hot_refusals)
         hot_sold = int(asyncio.run(_hot_sold(urls, slot_map.units, bench.FLASH_DEALS)))
@@ -113,6 +115,8 @@ def cluster_bench(args: argparse.Namespace) -> int:
         # (docs/performance.md, "The bench's own order")
         if args.single:
             say(f"one machine (double11 serve), {args.seconds:.0f} s of batches:")
+            if args.batch_orders_per_s is None:
+                args.batch_orders_per_s = bench.BATCH_LOAD_SIZED_FOR_ORDERS_PER_S
             server = bench.Server(workdir / "catalog", workdir / "single-data", args.port,
                                   expected_checkouts=bench.batch_load_sizing(args.batch_orders_per_s, args.seconds))
             try:

@@ -4,6 +4,7 @@ started beside the units, and everything stopped in order."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from cluster_processes import gone  # tests/cluster/cluster_processes.py
 from model import T0, small_catalog
 from nats.aio.client import Client
 
+from double11.bench.cluster_load import load
 from double11.cluster.local_cluster import LocalCluster, ProcessSpec
 from double11.cluster.quotas import StockReport
 from double11.cluster.slots import load_slot_map
@@ -46,6 +48,12 @@ def test_a_cluster_in_process_with_a_process_of_the_callers(tmp_path: Path):
 
         reports = ask_cluster(urls, "test-local-cluster", stock)
         assert [int(r.stocked[_SKU_ROW]) for r in reports] == [501, 500]  # the quotas sum to the stock
+
+        # the benchmark's load, offered at a rate: 50 checkouts a batch, 500 a second for 1 s
+        # (unpaced, its two clients send a batch every few milliseconds)
+        figures, _ = asyncio.run(load(urls, small_catalog().sku_id, 1.0, 50, 2, hot_rows=1, offered_per_s=500))
+        assert 2 <= len(figures.latencies_ms) <= 2 * 10  # ten batches of checkouts, each with its payments
+        assert figures.checkouts > 0 and figures.payments == figures.checkouts
         written = json.loads((data / "cluster.json").read_text())
         assert written["state"] == "serving" and written["units"] == ["u0", "u1"]
         pids = [proc.pid for proc in cluster.processes] + [node.process.pid for node in cluster.nats.nodes
