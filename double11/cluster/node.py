@@ -58,6 +58,7 @@ from double11.cluster.unit_service import UnitService
 from double11.cluster.urls import urls_arg
 from double11.config import FestivalConfig
 from double11.errors import Double11Error, Result, error_body
+from double11.gc_tuning import freeze_what_exists
 from double11.lifecycle import follow_parent
 
 STEPPED_DOWN = 3  # the exit status of a primary that lost its lease
@@ -194,6 +195,7 @@ def _primary(args: argparse.Namespace, lease: UnitLease, service: UnitService) -
                          speedup=args.speedup, clock_start_ms=args.clock_start_ms, lease=lease)
     if args.clock_start_ms is not None and args.clock_real_start_ms is not None:
         anchor_clock(festival, args.clock_real_start_ms)
+    freeze_what_exists()  # as the engine process: the collector's full passes off the request path
     service.serve(festival)
     _say(sys.stdout, {"event": "serving", "role": "primary", "unit": args.unit,
                       "seq": festival.stream_log.next_seq - 1})
@@ -212,9 +214,11 @@ def _promoted(args: argparse.Namespace, lease: UnitLease, service: UnitService) 
     """A standby that follows the stream until the lease lapses, then the primary."""
     standby = Standby.from_snapshot(args.urls, args.unit, Path(args.data))
     service.follow(standby)
+    freeze_what_exists()
     _say(sys.stdout, {"event": "serving", "role": "standby", "unit": args.unit, "seq": standby.seq})
     waited = time.monotonic()
     festival = standby.promote(lease, Path(args.data), speedup=args.speedup)
+    gc.freeze()  # the festival made at promotion: frozen too, without a full pass while its unit waits
     service.serve(festival)
     _say(sys.stdout, {"event": "serving", "role": "primary", "unit": args.unit, "promoted": True,
                       "seq": festival.stream_log.next_seq - 1, "waited_s": round(time.monotonic() - waited, 3)})
@@ -249,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
             # is its unit's standby now, from its snapshot and the stream, so a unit never goes dark
             # because its only engine stepped down
             del festival
+            gc.unfreeze()  # the old festival's objects were frozen with the rest: freed now
             gc.collect()
             _say(sys.stdout, {"event": "rejoining", "unit": unit, "role": "standby"})
             role = "standby"
