@@ -156,7 +156,9 @@ stream_dedup_window_s = 120  # retried publishes within this window are dropped 
 stream_connect_s_max = 20  # the client's first connection to the cluster and the stream's creation
 stream_replay_wait_s = 5.0  # one fetch of records while a stream is read back
 stream_replay_fetch_records_max = 256  # records asked for in one fetch while reading back
-standby_fetch_wait_s = 1.0  # a standby's wait for new records before it looks again (and whether to stop)
+# a standby's wait for new records before it looks again, and whether to stop: a promotion
+# waits for it, once its primary, dead, sends no more
+standby_fetch_wait_s = 0.25
 # A unit's snapshots in the cluster's object store (double11/cluster/snapshots.py).
 # Snapshots kept per unit; the stream is trimmed below the oldest.  Two, so a
 # machine that fetched the latest can still replay the stream after it while
@@ -230,6 +232,9 @@ stock_reports_kept = 4
 # the cluster's client (double11/cluster/client.py): one try's wait for a unit's
 # answer, and how long it sends a part again while the unit fails over
 unit_answer_s_max = 5.0
+# an answer later than this: the client asks whether the unit still has a primary (a SIGKILL
+# leaves a request unanswered; client.answer_while_alive)
+unit_alive_check_s = 1.0
 cluster_retry_s_max = 60.0
 # a cluster's HTTP front (double11/cluster/front_link.py): a request waits this
 # long for its unit (a failover: unit_failover_s_max) before its 503; a unit's

@@ -17,6 +17,7 @@ discount, a deal) goes to every unit, in the journal's order
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -36,7 +37,7 @@ from double11.cluster.definitions import (
 )
 from double11.cluster.router import joined, merge, route, segments, take
 from double11.cluster.slots import SLOTS_BUCKET, SLOTS_KEY, SlotMap
-from double11.cluster.unit_requests import ask, principal_headers
+from double11.cluster.unit_requests import ALIVE, ask, principal_headers
 from double11.engine.batch import CommandBatch
 from double11.errors import Double11Error, Result
 
@@ -124,7 +125,7 @@ async def send_to_unit(nc: Client, unit: str, data: bytes, on_retry: Callable[[]
     deadline = time.monotonic() + retry_s_max
     while True:
         try:
-            return await ask(nc, unit, request, data, limits.unit_answer_s_max, headers)
+            return await answer_while_alive(nc, unit, request, data, headers)
         except _RETRIED as exc:
             error: BaseException = exc
         except Double11Error as exc:
@@ -136,3 +137,25 @@ async def send_to_unit(nc: Client, unit: str, data: bytes, on_retry: Callable[[]
                                 f"{retry_s_max:g} s ({type(error).__name__}: {error})")
         on_retry()
         await asyncio.sleep(limits.unit_lease_poll_s)
+
+
+async def answer_while_alive(nc: Client, unit: str, request: str, data: bytes,
+                             headers: dict[str, str] | None = None) -> bytes:
+    """One try: the unit's answer within limits.unit_answer_s_max, or the
+    try ends with NoRespondersError as soon as nobody serves the unit any
+    more.  A primary killed after it took a request never answers it, and
+    its unit's subjects lose their only subscriber with its connection: a
+    request pending longer than limits.unit_alive_check_s asks whether the
+    unit is served, so a try ends about when its primary died, not
+    unit_answer_s_max after it was sent (the wait that set a failover's
+    time, not the standby's promotion)."""
+    asked = asyncio.ensure_future(ask(nc, unit, request, data, limits.unit_answer_s_max, headers))
+    try:
+        while True:
+            done, _ = await asyncio.wait({asked}, timeout=limits.unit_alive_check_s)
+            if done:
+                return asked.result()
+            with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):  # served, only slow: wait on
+                await ask(nc, unit, ALIVE, b"", limits.unit_alive_check_s)
+    finally:
+        asked.cancel()

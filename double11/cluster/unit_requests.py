@@ -9,6 +9,7 @@ While it is its unit's primary, a node answers:
 - `d11.unit.<unit>.state`: `{"hash": true}` or nothing -> JSON
   {"unit", "role", "pid", "seq"} (and "state_hash" when asked for);
 - `d11.unit.<unit>.config`: -> the festival's config (config.FestivalConfig) as JSON;
+- `d11.unit.<unit>.alive`: -> nothing: the unit has a primary (no responders: none now);
 and, for a cluster's HTTP front (front_link.py), what the engine process
 answers the front on one machine (link/engine.py), the answer after a
 result code (ANSWER_CODE: the code the front says as an HTTP status):
@@ -54,7 +55,8 @@ from double11.errors import Double11Error, Result
 ERROR_HEADER = "D11-Error"
 PRINCIPAL_HEADER = "D11-Principal"
 STATUS_SUBJECT = "d11.cluster.status"
-UNIT_REQUESTS = ("batch", "stock", "state", "config", "single", "view", "commands")
+ALIVE = "alive"  # the request a client asks while its answer is late (client.answer_while_alive)
+UNIT_REQUESTS = ("batch", "stock", "state", "config", "single", "view", "commands", ALIVE)
 SINGLE = struct.Struct("<Bq")  # a single request's op and the id in its path (0: a checkout)
 VIEW = struct.Struct("<Hq")  # a view's number and the id it reads
 ANSWER_CODE = struct.Struct("<H")  # before an answer's body: its result code

@@ -48,6 +48,7 @@ from double11.cluster.standby import Standby, state_hash
 from double11.cluster.stream_log import LoopThread, check_unit, connect, stream_name
 from double11.cluster.unit import UnitFestival
 from double11.cluster.unit_requests import (
+    ALIVE,
     ERROR_HEADER,
     SINGLE,
     STATUS_SUBJECT,
@@ -146,7 +147,7 @@ class UnitService:
     async def _subscribe(self) -> None:
         handlers: dict[str, Handler] = {"batch": self._batch, "stock": self._stock, "state": self._state,
                                         "config": self._config, "single": self._single, "view": self._view,
-                                        "commands": self._commands}
+                                        "commands": self._commands, ALIVE: self._alive}
         for request, handler in handlers.items():
             self._subscriptions.append(await self._nc.subscribe(unit_subject(self.unit, request),
                                                                 cb=self._spawning(handler)))
@@ -219,6 +220,9 @@ class UnitService:
 
     async def _batch(self, msg: Msg) -> bytes:
         return await self._serving().submit_binary(msg.data, principal_of(msg))
+
+    async def _alive(self, msg: Msg) -> bytes:
+        return b""  # subscribed only while it serves: an answer says the unit has a primary
 
     async def _config(self, msg: Msg) -> bytes:
         return msgspec.json.encode(self._serving().engine.config)
