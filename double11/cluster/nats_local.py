@@ -36,6 +36,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -127,6 +128,7 @@ class LocalNats:
         self.folder = Path(folder)
         self.binary = server_binary()
         self.ports_chosen_here = network is None  # and not placed by the caller since (LocalCluster --nats-port)
+        self._launcher: ThreadPoolExecutor | None = None  # the nodes' parent thread (_launch)
         self.nodes = []
         for k in range(nodes):
             name = f"n{k + 1}"
@@ -185,6 +187,9 @@ class LocalNats:
         deadline = time.monotonic() + limits.nats_stop_s_max
         for node in self.nodes:
             self._reap(node, deadline)
+        if self._launcher is not None:
+            self._launcher.shutdown()
+            self._launcher = None
 
     def kill(self, k: int) -> None:
         """SIGKILL of node k (its store stays: `restart` brings it back)."""
@@ -279,9 +284,15 @@ class LocalNats:
         if node.output is not None:
             node.output.close()
         node.output = open(node.folder / "output.log", "ab")  # noqa: SIM115 (kept open for the node's life)
-        node.process = subprocess.Popen([str(self.binary), "-c", str(node.config_path)], stdin=subprocess.DEVNULL,
-                                        stdout=node.output, stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=functools.partial(_die_with_parent, node.namespace))
+        # started from a thread of ours that lives as long as this object: a node dies with the
+        # *thread* that forked it (PR_SET_PDEATHSIG), and a caller's thread may end sooner (a node
+        # restarted from asyncio.to_thread died with that pool's worker)
+        if self._launcher is None:
+            self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="double11-nats-launcher")
+        node.process = self._launcher.submit(
+            subprocess.Popen, [str(self.binary), "-c", str(node.config_path)], stdin=subprocess.DEVNULL,
+            stdout=node.output, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=functools.partial(_die_with_parent, node.namespace)).result()
 
     @staticmethod
     def _signal(node: Node, signum: int) -> None:

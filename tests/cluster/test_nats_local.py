@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +76,18 @@ def test_a_killed_node_comes_back_and_the_cluster_agrees_on_a_leader(nats_cluste
     assert nats_cluster.node_named(leader) in range(3)
     assert os.path.exists(nats_cluster.nodes[0].config_path)
     assert 'sync_interval: "always"' in nats_cluster.nodes[0].config_path.read_text()
+
+
+def test_a_node_restarted_from_a_thread_outlives_that_thread(nats_cluster: LocalNats):
+    """A node dies with the thread that started it (PR_SET_PDEATHSIG): the
+    bench restarts one from asyncio.to_thread, whose worker ends soon after."""
+    nats_cluster.kill(1)
+    restarting = threading.Thread(target=nats_cluster.restart, args=(1,))
+    restarting.start()
+    restarting.join()
+    time.sleep(1.0)  # a node killed with its thread is gone within this
+    assert nats_cluster.nodes[1].running()
+    nats_cluster.wait_ready()
 
 
 def test_a_port_taken_before_a_node_binds_it_is_chosen_again(tmp_path: Path):
