@@ -399,3 +399,17 @@ def test_the_promotions_mix_runs_unless_skipped():
     assert parser.parse_args(["bench"]).promotions is True
     assert parser.parse_args(["bench", "--no-promotions"]).promotions is False
     assert parser.parse_args(["bench", "--promo-seconds", "5"]).promo_seconds == 5.0
+
+
+def test_sold_out_skus_are_no_longer_drawn_and_the_rest_keep_their_popularity():
+    ids = np.arange(1, 1_001, dtype=np.int64) * 7
+    before = Workload(ids, seed=4).checkouts(50_000).sku
+    work = Workload(ids, seed=4)
+    work.drop_skus(ids[:3])  # the three hottest
+    after = work.checkouts(50_000).sku
+    assert not np.isin(after, ids[:3]).any() and np.isin(before, ids[:3]).mean() > 0.1
+    # the next two SKUs' counts keep their ratio (each a few thousand draws)
+    ratio = lambda skus: (skus == ids[3]).sum() / (skus == ids[4]).sum()  # noqa: E731
+    assert ratio(after) == pytest.approx(ratio(before), rel=0.1)
+    work.drop_skus(ids)  # every SKU sold out: the last ones stay drawn rather than none
+    assert not np.isin(work.checkouts(100).sku, ids[:3]).any()
