@@ -79,28 +79,30 @@ def _state(festival: UnitFestival, with_hash: bool) -> dict[str, Any]:  # under 
 
 def _since(payload: bytes) -> int:
     """The report a stock request says its asker holds (0: none: a whole report)."""
-    if not payload.strip():
-        return 0
-    try:
-        asked = json.loads(payload)
-    except ValueError:
-        asked = None
-    since = asked.get("since") if isinstance(asked, dict) else None
-    if type(since) is not int or since < 0:
-        raise Double11Error(Result.invalid_request, message='a stock request is empty or {"since": <report id>}')
-    return since
+    since = _field(payload, "since", 0, None, lambda value: type(value) is int and value >= 0,
+                   'a stock request is empty or {"since": <report id>}')
+    return int(since)
 
 
 def _wants_hash(payload: bytes) -> bool:
+    return bool(_field(payload, "hash", False, False, lambda value: isinstance(value, bool),
+                       'a state request is empty or {"hash": true}'))
+
+
+def _field(payload: bytes, name: str, empty: Any, absent: Any, valid: Callable[[Any], bool], words: str) -> Any:
+    """One field of a request that is nothing or a JSON object: `empty` for
+    nothing, `absent` where the object lacks it; anything not `valid` is
+    refused in `words`."""
     if not payload.strip():
-        return False
+        return empty
     try:
         asked = json.loads(payload)
     except ValueError:
         asked = None
-    if not isinstance(asked, dict) or not isinstance(asked.get("hash", False), bool):
-        raise Double11Error(Result.invalid_request, message='a state request is empty or {"hash": true}')
-    return bool(asked.get("hash", False))
+    value = asked.get(name, absent) if isinstance(asked, dict) else None
+    if not isinstance(asked, dict) or not valid(value):
+        raise Double11Error(Result.invalid_request, message=words)
+    return value
 
 
 class UnitService:
