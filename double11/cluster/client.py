@@ -36,17 +36,12 @@ from double11.cluster.definitions import (
     split_batch,
 )
 from double11.cluster.router import joined, merge, route, segments, take
-from double11.cluster.slots import SLOTS_BUCKET, SLOTS_KEY, SlotMap
+from double11.cluster.slots import SlotMap, read_slot_map
 from double11.cluster.unit_requests import ALIVE, ask, principal_headers
 from double11.engine.batch import CommandBatch
 from double11.errors import Double11Error, Result
 
 _RETRIED = (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError)
-
-
-async def slot_map_of(nc: Client) -> SlotMap:
-    entry = await (await open_bucket(nc, SLOTS_BUCKET)).get(SLOTS_KEY)
-    return SlotMap.from_bytes(entry.value or b"")
 
 
 class ClusterClient:
@@ -57,7 +52,7 @@ class ClusterClient:
 
     @classmethod
     async def connect(cls, nc: Client) -> ClusterClient:
-        return cls(nc, await slot_map_of(nc))
+        return cls(nc, await read_slot_map(nc))
 
     async def submit(self, batch: bytes, principal: Principal = OPERATOR,
                      retry_s_max: float = limits.cluster_retry_s_max) -> bytes:

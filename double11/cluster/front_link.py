@@ -45,7 +45,7 @@ from nats.aio.client import Client
 from double11 import areas, limits
 from double11.access.roles import OPERATOR, Principal
 from double11.catalog import Catalog
-from double11.cluster.client import ClusterClient, slot_map_of
+from double11.cluster.client import ClusterClient
 from double11.cluster.definitions import Definition, split_command
 from double11.cluster.figures import FiguresAggregator
 from double11.cluster.front_ids import (
@@ -66,7 +66,7 @@ from double11.cluster.router import (
     units_of,
     units_of_commands,
 )
-from double11.cluster.slots import unit_of_id
+from double11.cluster.slots import read_slot_map, unit_of_id
 from double11.cluster.stream_log import connect
 from double11.cluster.unit_requests import SINGLE, VIEW, answer_of, ask, principal_headers
 from double11.config import FestivalConfig
@@ -129,7 +129,7 @@ class ClusterFestival:
         (for the figures' view), and the units' published figures."""
         nc = await asyncio.wait_for(connect(urls), limits.stream_connect_s_max)
         try:
-            client = ClusterClient(nc, await slot_map_of(nc))
+            client = ClusterClient(nc, await read_slot_map(nc))
             config = msgspec.json.decode(await client.send(0, "config", b""), type=FestivalConfig)
             aggregator = await asyncio.get_running_loop().run_in_executor(
                 None, FiguresAggregator, urls, catalog, config)

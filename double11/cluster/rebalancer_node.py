@@ -32,10 +32,10 @@ from nats.js.kv import KeyValue
 from double11 import limits
 from double11.catalog.files import load_catalog
 from double11.cluster.buckets import BucketUnavailable, open_bucket
-from double11.cluster.client import send_to_unit, slot_map_of
+from double11.cluster.client import send_to_unit
 from double11.cluster.quotas import StockReport
 from double11.cluster.rebalancer import Rebalancer, Transfer
-from double11.cluster.slots import SlotMap
+from double11.cluster.slots import SlotMap, read_slot_map
 from double11.cluster.stream_log import LoopThread, connect
 from double11.cluster.unit_requests import ask_stock
 from double11.cluster.urls import urls_arg
@@ -55,7 +55,7 @@ class NatsUnits:
         self._last: dict[int, StockReport] = {}  # each unit's last report
         try:
             self._nc: Client = self._io.call(connect(urls), limits.stream_connect_s_max)
-            self.slot_map: SlotMap = self._io.call(slot_map_of(self._nc), limits.stream_connect_s_max * 2)
+            self.slot_map: SlotMap = self._io.call(read_slot_map(self._nc), limits.stream_connect_s_max * 2)
             self._journal: KeyValue = self._io.call(open_bucket(self._nc, TRANSFERS_BUCKET),
                                                     limits.stream_connect_s_max * 2)
         except BaseException:

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 
 from double11 import limits
 from double11.cluster.buckets import open_bucket
-from double11.cluster.stream_log import ask_cluster, check_unit
+from double11.cluster.stream_log import ask_cluster, check_unit, when_ready
 
 ID_BITS = limits.unit_id_bits
 LOCAL_ID_MASK = (1 << ID_BITS) - 1
@@ -118,23 +118,32 @@ def save_slot_map(urls: list[str], slot_map: SlotMap) -> None:
     units' ids and their buyers follow the first)."""
     async def save(nc: Client) -> None:
         bucket = await open_bucket(nc, SLOTS_BUCKET)
-        try:
-            await bucket.create(SLOTS_KEY, slot_map.to_bytes())
-        except nats.js.errors.KeyWrongLastSequenceError:
-            held = SlotMap.from_bytes((await bucket.get(SLOTS_KEY)).value or b"")
-            if held != slot_map:
-                raise ValueError(f"the cluster already has a slot map, for units {list(held.units)}") from None
+
+        async def create_or_read() -> SlotMap | None:
+            try:
+                await bucket.create(SLOTS_KEY, slot_map.to_bytes())
+                return None
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return SlotMap.from_bytes((await bucket.get(SLOTS_KEY)).value or b"")
+
+        # A bucket just made may not answer puts yet (no responders while its
+        # stream is placed, on a busy machine): tried again, as the streams are.
+        held = await when_ready(nc, create_or_read)
+        if held is not None and held != slot_map:
+            raise ValueError(f"the cluster already has a slot map, for units {list(held.units)}")
 
     ask_cluster(urls, "double11-slots", save)
 
 
-def load_slot_map(urls: list[str]) -> SlotMap:
-    async def load(nc: Client) -> SlotMap:
-        bucket = await open_bucket(nc, SLOTS_BUCKET)
-        try:
-            entry = await bucket.get(SLOTS_KEY)
-        except nats.js.errors.KeyNotFoundError:
-            raise LookupError("the cluster has no slot map yet (double11 cluster up makes it)") from None
-        return SlotMap.from_bytes(entry.value or b"")
+async def read_slot_map(nc: Client) -> SlotMap:
+    """The cluster's map, read on `nc` (LookupError when it has none yet)."""
+    bucket = await open_bucket(nc, SLOTS_BUCKET)
+    try:
+        entry = await when_ready(nc, lambda: bucket.get(SLOTS_KEY))
+    except nats.js.errors.KeyNotFoundError:
+        raise LookupError("the cluster has no slot map yet (double11 cluster up makes it)") from None
+    return SlotMap.from_bytes(entry.value or b"")
 
-    return ask_cluster(urls, "double11-slots", load)
+
+def load_slot_map(urls: list[str]) -> SlotMap:
+    return ask_cluster(urls, "double11-slots", read_slot_map)

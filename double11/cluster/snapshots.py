@@ -49,7 +49,7 @@ from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
 from double11 import limits
-from double11.cluster.stream_log import _is_transient, _when_ready, ask_cluster, check_unit, stream_name
+from double11.cluster.stream_log import ask_cluster, check_unit, is_transient, stream_name, when_ready
 from double11.storage import fsync_dir
 from double11.storage import snapshot as snapshot_files
 
@@ -93,7 +93,7 @@ def _transfer_s(size_bytes: int) -> float:
 
 def _transient(exc: BaseException) -> bool:
     # nats-py raises its not-found errors without a status code, which reads as transient
-    return not isinstance(exc, nats.js.errors.NotFoundError) and _is_transient(exc)
+    return not isinstance(exc, nats.js.errors.NotFoundError) and is_transient(exc)
 
 
 async def _retrying(attempt: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
@@ -127,7 +127,7 @@ async def _bucket(nc: Client, create: bool) -> ObjectStore | None:
                                        storage=api.StorageType.FILE, replicas=limits.stream_replicas)
         return await js.create_object_store(BUCKET, config=config)
 
-    return await _when_ready(nc, open_it)
+    return await when_ready(nc, open_it)
 
 
 async def _unit_snapshots(store: ObjectStore, unit: str) -> dict[int, api.ObjectInfo]:

@@ -165,7 +165,7 @@ class _Record:
     sent: asyncio.Future[asyncio.Future[api.PubAck]] | None = field(default=None)  # set on the loop
 
 
-async def _when_ready(nc: Client, attempt: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+async def when_ready(nc: Client, attempt: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     """attempt(), tried again while a cluster just started still places its
     streams (a transient error, for up to stream_connect_s_max); the
     connection is closed if it fails for good."""
@@ -174,13 +174,13 @@ async def _when_ready(nc: Client, attempt: Callable[[], Coroutine[Any, Any, _T]]
         try:
             return await attempt()
         except Exception as exc:
-            if time.monotonic() > deadline or not _is_transient(exc):
+            if time.monotonic() > deadline or not is_transient(exc):
                 await nc.close()
                 raise
             await asyncio.sleep(0.2)
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """Errors a leader change or a lost connection gives: the record is sent again."""
     if isinstance(exc, nats.js.errors.APIError):
         return exc.err_code == _DUPLICATE_IN_PROCESS or (
@@ -215,7 +215,7 @@ class StreamLog:
     async def _open(self, urls: list[str], replicas: int) -> tuple[Client, JetStreamContext]:
         nc = await connect(urls)
         js = nc.jetstream(timeout=limits.stream_ack_wait_s)
-        info = await _when_ready(nc, lambda: ensure_stream(js, self.unit, replicas))
+        info = await when_ready(nc, lambda: ensure_stream(js, self.unit, replicas))
         last = info.state.last_seq
         if last != self.next_seq - 1:
             await nc.close()
@@ -281,7 +281,7 @@ class StreamLog:
                 ack_future = await record.sent
                 ack = await asyncio.wait_for(asyncio.shield(ack_future), limits.stream_ack_wait_s)
             except Exception as exc:
-                if not (_is_transient(exc) or _wrong_last(exc)):
+                if not (is_transient(exc) or _wrong_last(exc)):
                     raise StreamLogError(errno.EIO, f"the stream {self.stream} refused record {record.seq}: "
                                          f"{exc}") from exc
                 if record.sent.done() and not record.sent.exception():
@@ -306,7 +306,7 @@ class StreamLog:
                     raise StreamLogError(errno.EIO, f"the stream {self.stream} does not end at record "
                                          f"{record.seq - 1} and holds no record {record.seq} of this log's: "
                                          f"another writer wrote there") from exc
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise StreamLogError(errno.EIO, f"the stream {self.stream} refused record {record.seq}: "
                                          f"{exc}") from exc
                 await asyncio.sleep(0.1)
@@ -410,7 +410,7 @@ class StreamReader:
                 raise StreamTrimmed(self.stream, self.expected - 1, info.state.first_seq)
             return await js.pull_subscribe(subject_of(self.unit), stream=self.stream, config=config)
 
-        return nc, js, await _when_ready(nc, subscribe)
+        return nc, js, await when_ready(nc, subscribe)
 
     def last_seq(self) -> int:
         async def last() -> int:
