@@ -164,7 +164,7 @@ def finish_transfers(cluster: LocalCluster, urls: list[str], sku_ids: np.ndarray
         try:
             units = NatsUnits(urls)
             try:
-                left = len(units.unfinished())
+                left = sum(len(transfers) for transfers in units.unfinished())
                 Rebalancer(units, units, sku_ids, epoch="bench-end")  # finishes what its journal holds
                 if units.unfinished():
                     raise CommandFailed("the rebalancer's journal still holds transfers after they were finished", 1)

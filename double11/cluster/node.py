@@ -220,8 +220,12 @@ def _promoted(args: argparse.Namespace, lease: UnitLease, service: UnitService) 
     festival = standby.promote(lease, Path(args.data), speedup=args.speedup)
     gc.freeze()  # the festival made at promotion: frozen too, without a full pass while its unit waits
     service.serve(festival)
+    # when (time.time()) it took the lease, had read the stream to its end and fenced it, and
+    # served: what a failover's time is made of, beside the moment the old primary stopped
     _say(sys.stdout, {"event": "serving", "role": "primary", "unit": args.unit, "promoted": True,
-                      "seq": festival.stream_log.next_seq - 1, "waited_s": round(time.monotonic() - waited, 3)})
+                      "seq": festival.stream_log.next_seq - 1, "waited_s": round(time.monotonic() - waited, 3),
+                      "lease_taken_at": round(standby.lease_taken_at, 3), "fenced_at": round(standby.fenced_at, 3),
+                      "serving_at": round(time.time(), 3)})
     return festival
 
 

@@ -15,12 +15,14 @@ buyers, so a unit is rarely refused a sale while another still holds stock (a
 A transfer is two logged, idempotent commands, both with the transfer's
 idempotency key: `release` on the giving unit (refused if it no longer has the
 units: the transfer is dropped), then `restock` on the receiving one (for a
-template, `coupon_budget` with -qty then +qty; for a deal, `deal_qty`).  The
-transfer is written to the journal (`d11-transfers` on a cluster) before its
-first command and removed after its last, so a rebalancer that dies between
-the two finishes it on its next start: the release answers its first result
-and the restock is sent.  While a transfer is in flight its units are in
-neither unit's quota; once every transfer is done the quotas sum to the stock.
+template, `coupon_budget` with -qty then +qty; for a deal, `deal_qty`).  A
+round's transfers go together: one batch of releases to each giving unit,
+then one of restocks to each taking unit.  They are written to the journal
+(`d11-transfers` on a cluster) before the first command and removed after the
+last, so a rebalancer that dies between the two finishes them on its next
+start: the releases answer their first results and the restocks are sent.
+While a transfer is in flight its units are in neither unit's quota; once
+every transfer is done the quotas sum to the stock.
 """
 
 from __future__ import annotations
@@ -148,24 +150,24 @@ class Units(Protocol):
 
 
 class Journal(Protocol):
-    """Transfers begun and not yet finished, kept where a restart finds them."""
+    """Rounds of transfers begun and not yet finished, kept where a restart finds them."""
 
-    def put(self, transfer: Transfer) -> None: ...
+    def put(self, key: str, transfers: list[Transfer]) -> None: ...
     def remove(self, key: str) -> None: ...
-    def unfinished(self) -> list[Transfer]: ...
+    def unfinished(self) -> list[list[Transfer]]: ...
 
 
 class MemoryJournal:
     def __init__(self) -> None:
-        self.open: dict[str, Transfer] = {}
+        self.open: dict[str, list[Transfer]] = {}
 
-    def put(self, transfer: Transfer) -> None:
-        self.open[transfer.key] = transfer
+    def put(self, key: str, transfers: list[Transfer]) -> None:
+        self.open[key] = list(transfers)
 
     def remove(self, key: str) -> None:
         self.open.pop(key, None)
 
-    def unfinished(self) -> list[Transfer]:
+    def unfinished(self) -> list[list[Transfer]]:
         return list(self.open.values())
 
 
@@ -186,54 +188,79 @@ class Rebalancer:
         self.finish_unfinished()
 
     def finish_unfinished(self) -> None:
-        for transfer in self.journal.unfinished():
-            self.carry_out(transfer)
+        for transfers in self.journal.unfinished():
+            self.carry_out_all(transfers)
 
     def round(self) -> RoundDone:
         reports = [self.units.stock(u) for u in range(self.units.count())]
-        done = RoundDone(0, 0, 0)
+        transfers: list[Transfer] = []
+        planned: list[tuple[Planner, np.ndarray, bool]] = []
         for kind in (SKU, TEMPLATE, DEAL):
-            self._round_of(kind, reports, done)
-        return done
+            transfers += self._transfers_of(kind, reports, planned)
+        moved = self.carry_out_all(transfers)
+        for planner, items, capped in planned:  # planned again next round only if the round was capped
+            planner.again = items if capped else items[:0]
+        return RoundDone(sum(moved), len(moved) - sum(moved),
+                         sum(t.qty for t, ok in zip(transfers, moved) if ok))
 
-    def _round_of(self, kind: str, reports: list[StockReport], done: RoundDone) -> None:
+    def _transfers_of(self, kind: str, reports: list[StockReport],
+                      planned: list[tuple[Planner, np.ndarray, bool]]) -> list[Transfer]:
         """One kind's transfers, planned on its columns of the reports."""
         left, used = _columns(kind, reports)
         if left.shape[1] == 0:
-            return
+            return []
         planner = self._planners.setdefault(kind, Planner())
         moves, items = planner.moves(left, used)
-        capped = len(moves) >= limits.rebalance_transfers_per_round_max
         planner.again = items  # planned again next round unless every move is carried out
+        planned.append((planner, items, len(moves) >= limits.rebalance_transfers_per_round_max))
+        transfers = []
         for row, giver, taker, qty in moves:
             self.transfers += 1
             item = int(self.sku_ids[row]) if kind == SKU else row + 1
-            transfer = Transfer(f"{self.epoch}-{self.transfers}", item, giver, taker, qty, kind)
-            if self.carry_out(transfer):
-                done.moved += 1
-                done.units_moved += qty
-            else:
-                done.dropped += 1
-        planner.again = items if capped else items[:0]
+            transfers.append(Transfer(f"{self.epoch}-{self.transfers}", item, giver, taker, qty, kind))
+        return transfers
 
     def carry_out(self, transfer: Transfer) -> bool:
-        """The transfer, to its end: True if its units moved."""
-        self.journal.put(transfer)
-        give, take = transfer.commands()
-        released = self._one(transfer.giver, give)
-        if released == _OK:
-            restocked = self._one(transfer.taker, take)
-            if restocked != _OK:  # the item is in every unit: only a bug gets here
-                raise RuntimeError(f"transfer {transfer.key}: unit {transfer.taker} refused {take['op']} "
-                                   f"({Result(restocked).name}); the journal keeps it")
-        self.journal.remove(transfer.key)
-        if self.on_transfer is not None:
-            self.on_transfer(transfer, released == _OK)
-        return released == _OK
+        """One transfer, to its end: True if its units moved."""
+        return self.carry_out_all([transfer])[0]
 
-    def _one(self, unit: int, command: dict) -> int:
-        answer = decode_results(self.units.send(unit, encode_commands([command]).to_bytes()))
-        return int(answer["code"][0])
+    def carry_out_all(self, transfers: list[Transfer]) -> list[bool]:
+        """Transfers, each to its end: whether its units moved.  A round's
+        transfers are one journal entry, one batch of releases for each giving
+        unit, then one batch of restocks for each taking unit: a few logged
+        requests however many transfers there are (one at a time, a transfer
+        cost four replicated writes in turn, and a round of thousands took
+        minutes).  A rerun after a crash answers each release its first result."""
+        if not transfers:
+            return []
+        key = f"round-{transfers[0].key}"  # a transfer's key is the cluster's only: so is its round's
+        self.journal.put(key, transfers)
+        released = self._send_each(transfers, 0)
+        moved = [code == _OK for code in released]
+        taken = [t for t, ok in zip(transfers, moved) if ok]
+        for transfer, code in zip(taken, self._send_each(taken, 1)):
+            if code != _OK:  # the item is in every unit: only a bug gets here
+                raise RuntimeError(f"transfer {transfer.key}: unit {transfer.taker} refused "
+                                   f"{transfer.commands()[1]['op']} ({Result(code).name}); the journal keeps it")
+        self.journal.remove(key)
+        if self.on_transfer is not None:
+            for transfer, ok in zip(transfers, moved):
+                self.on_transfer(transfer, ok)
+        return moved
+
+    def _send_each(self, transfers: list[Transfer], step: int) -> list[int]:
+        """Each transfer's command of `step` (0: the giver's, 1: the taker's)
+        sent to its unit, one batch to each unit; their result codes, in order."""
+        codes = [0] * len(transfers)
+        by_unit: dict[int, list[int]] = {}
+        for i, transfer in enumerate(transfers):
+            by_unit.setdefault(transfer.taker if step else transfer.giver, []).append(i)
+        for unit, places in by_unit.items():
+            batch = encode_commands([transfers[i].commands()[step] for i in places])
+            answer = decode_results(self.units.send(unit, batch.to_bytes()))
+            for i, code in zip(places, answer["code"].tolist()):
+                codes[i] = int(code)
+        return codes
 
 
 def _columns(kind: str, reports: list[StockReport]) -> tuple[np.ndarray, np.ndarray]:

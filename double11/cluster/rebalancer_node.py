@@ -77,14 +77,14 @@ class NatsUnits:
                              limits.cluster_retry_s_max + limits.unit_answer_s_max)
 
     # rebalancer.Journal, in the bucket
-    def put(self, transfer: Transfer) -> None:
-        self._io.call(self._journal.put(transfer.key, msgspec.json.encode(transfer)), limits.unit_request_s_max)
+    def put(self, key: str, transfers: list[Transfer]) -> None:
+        self._io.call(self._journal.put(key, msgspec.json.encode(transfers)), limits.unit_request_s_max)
 
     def remove(self, key: str) -> None:
         self._io.call(self._journal.purge(key), limits.unit_request_s_max)
 
-    def unfinished(self) -> list[Transfer]:
-        async def read() -> list[Transfer]:
+    def unfinished(self) -> list[list[Transfer]]:
+        async def read() -> list[list[Transfer]]:
             try:
                 keys = await self._journal.keys()
             except nats.js.errors.NoKeysError:
@@ -96,7 +96,8 @@ class NatsUnits:
                 except nats.js.errors.KeyNotFoundError:
                     continue
                 if entry.value:
-                    out.append(msgspec.json.decode(entry.value, type=Transfer))
+                    held = msgspec.json.decode(entry.value, type=list[Transfer] | Transfer)
+                    out.append(held if isinstance(held, list) else [held])  # one transfer: an older rebalancer's
             return out
 
         return self._io.call(read(), limits.unit_request_s_max)

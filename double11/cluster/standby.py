@@ -69,6 +69,7 @@ class Standby:
         self.seq = seq
         self.snapshot_seq = seq  # the local snapshot it started from
         self.error: BaseException | None = None  # what stopped it, if anything did
+        self.lease_taken_at = self.fenced_at = 0.0  # a promotion's moments (time.time()), for its event
         self._applied = threading.Condition()
         self._stop = threading.Event()
         self._reader = StreamReader(self.urls, unit, seq)
@@ -156,6 +157,7 @@ class Standby:
                     raise
             if self.error is not None:
                 raise self.error
+        self.lease_taken_at = time.time()
         self._stop.set()
         self._thread.join()
         if self.error is not None:
@@ -165,6 +167,7 @@ class Standby:
             log = self._fence(lease, clock.now_ms())
         finally:
             self._reader.close()
+        self.fenced_at = time.time()
         festival = UnitFestival(self.engine, Path(data_dir), log, clock)
         festival.durability.snapshot_seq = self.snapshot_seq
         festival.urls, festival.unit, festival.stream_log = list(self.urls), self.unit, log

@@ -14,6 +14,7 @@ from double11.cluster.rebalancer import MemoryJournal, Planner, Rebalancer, Tran
 from double11.cluster.router import take
 from double11.cluster.slots import SlotMap, global_ids, local_ids, unit_of_id
 from double11.config import FestivalConfig
+from double11.engine.batch import CommandBatch
 from double11.engine.encode import encode_commands
 from double11.errors import Result
 
@@ -73,7 +74,7 @@ def test_a_restock_goes_to_the_skus_home_unit(units: UnitsInProcess) -> None:
 def test_a_transfer_left_half_done_is_finished_by_the_next_rebalancer(units: UnitsInProcess) -> None:
     transfer = Transfer("t1", 102, 0, 2, 5)
     journal = MemoryJournal()
-    journal.put(transfer)  # the rebalancer died after the release
+    journal.put("round-t1", [transfer])  # the rebalancer died after the release
     release = {"op": "release", "sku": 102, "qty": 5, "idempotency_key": "t1"}
     assert units.execute_on(0, release) == Result.ok
     stocked = [int(f.engine.sku_stocked[1]) for f in units.festivals]
@@ -81,6 +82,51 @@ def test_a_transfer_left_half_done_is_finished_by_the_next_rebalancer(units: Uni
     Rebalancer(units, journal, units.festivals[0].engine.catalog.sku_id, epoch="again")
     after = [int(f.engine.sku_stocked[1]) for f in units.festivals]
     assert after == [stocked[0], stocked[1], stocked[2] + 5] and not journal.unfinished()
+
+
+def test_a_rounds_transfers_go_as_one_batch_to_each_unit(units: UnitsInProcess) -> None:
+    """Releases in one batch to each giver, then restocks in one to each
+    taker, whatever the round holds; one refused release (the giver had too
+    few) is dropped alone, and the quotas still sum to the stock."""
+    skus = units.festivals[0].engine.catalog.sku_id
+    stocked = np.array([f.engine.sku_stocked for f in units.festivals])
+    sent: list[tuple[int, int]] = []  # (unit, commands)
+    real_send = units.send
+
+    def counted(unit: int, batch: bytes) -> bytes:
+        sent.append((unit, len(CommandBatch.from_bytes(batch))))
+        return real_send(unit, batch)
+
+    units.send = counted  # type: ignore[method-assign]
+    held = np.flatnonzero(stocked[0] > 0)  # the SKUs unit 0 holds some of
+    assert len(held) >= 3
+    transfers = [Transfer(f"t{k}", int(skus[row]), 0, 1 + k % 2, 1) for k, row in enumerate(held)]
+    transfers.append(Transfer("too-many", int(skus[held[0]]), 2, 0, 10_000))
+    journal = MemoryJournal()
+    moved = Rebalancer(units, journal, skus, epoch="e").carry_out_all(transfers)
+    assert moved == [True] * len(held) + [False] and not journal.unfinished()
+    # releases: one batch to unit 0 (every SKU), one to unit 2 (the refused one); restocks: one to 1, one to 2
+    assert sorted(sent) == sorted([(0, len(held)), (2, 1), (1, (len(held) + 1) // 2), (2, len(held) // 2)])
+    after = np.array([f.engine.sku_stocked for f in units.festivals])
+    assert np.array_equal(after.sum(axis=0), stocked.sum(axis=0))
+    assert np.array_equal(after[0][held], stocked[0][held] - 1)
+
+
+def test_a_round_cut_between_its_releases_and_restocks_is_finished_once(units: UnitsInProcess) -> None:
+    skus = units.festivals[0].engine.catalog.sku_id
+    stocked = np.array([f.engine.sku_stocked for f in units.festivals]).sum(axis=0)
+    rows = np.flatnonzero(np.array(units.festivals[1].engine.sku_stocked) >= 1)[:3]
+    assert len(rows) == 3
+    transfers = [Transfer(f"c{k}", int(skus[row]), 1, 0, 1) for k, row in enumerate(rows)]
+    journal = MemoryJournal()
+    journal.put("round-c0", transfers)
+    for t in transfers[:2]:  # the crash: two of the three releases landed
+        assert units.execute_on(1, t.commands()[0]) == Result.ok
+    Rebalancer(units, journal, skus, epoch="next")  # finishes the round: the two answered from their first results
+    after = np.array([f.engine.sku_stocked for f in units.festivals])
+    assert np.array_equal(after.sum(axis=0), stocked) and not journal.unfinished()
+    Rebalancer(units, journal, skus, epoch="again")  # nothing left: nothing moves twice
+    assert np.array_equal(np.array([f.engine.sku_stocked for f in units.festivals]), after)
 
 
 def test_a_release_beyond_what_a_unit_has_is_dropped(units: UnitsInProcess) -> None:
