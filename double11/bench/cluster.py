@@ -166,8 +166,9 @@ def finish_transfers(cluster: LocalCluster, urls: list[str], sku_ids: np.ndarray
             try:
                 left = sum(len(transfers) for transfers in units.unfinished())
                 Rebalancer(units, units, sku_ids, epoch="bench-end")  # finishes what its journal holds
-                if units.unfinished():
-                    raise CommandFailed("the rebalancer's journal still holds transfers after they were finished", 1)
+                if still := units.unfinished():
+                    raise CommandFailed(f"the rebalancer's journal still holds {len(still)} round(s) after they "
+                                        f"were finished (first: {still[0][:3]})", 1)
                 return left
             finally:
                 units.close()

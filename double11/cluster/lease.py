@@ -132,6 +132,51 @@ class UnitLease:
         self._valid_until = sent + limits.unit_lease_ttl_s - limits.unit_lease_guard_s
         self._renewer = asyncio.get_running_loop().create_task(self._renew())
 
+    def retake(self, wait_s: float) -> bool:
+        """Takes the lease again after it lapsed unrenewed (renewals nobody
+        answered: the bucket electing a leader after its node died, or this
+        engine paused), unless another engine took it meanwhile: False then,
+        or if the bucket did not answer within wait_s.  A primary that gets it
+        back goes on with its state, where stepping down would have left its
+        unit to a standby (perhaps one still replaying the stream)."""
+        return self._io.call(self._retake(wait_s), wait_s + limits.stream_connect_s_max)
+
+    async def _retake(self, wait_s: float) -> bool:
+        await self._stop_renewing()
+        deadline = time.monotonic() + wait_s
+        while True:
+            sent = time.monotonic()
+            try:
+                self.revision = await self._kv.create(self.unit, self.value)
+                break
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+                taken = await self._ours_again()  # held: ours (not yet dropped) or another engine's
+                if taken is not None:
+                    if not taken:
+                        return False
+                    break
+            except (nats.errors.Error, TimeoutError):  # no quorum yet: try again
+                pass
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(limits.unit_lease_poll_s / 2)
+        self.lost = None
+        self._valid_until = sent + limits.unit_lease_ttl_s - limits.unit_lease_guard_s
+        self._renewer = asyncio.get_running_loop().create_task(self._renew())
+        return True
+
+    async def _ours_again(self) -> bool | None:
+        """The key is held: renewed if it is still this engine's entry (True),
+        False if another engine's, None if that could not be told now."""
+        try:
+            entry = await self._kv.get(self.unit)
+            if entry.value != self.value or entry.revision is None:
+                return False
+            self.revision = await self._kv.update(self.unit, self.value, last=entry.revision)
+            return True
+        except (nats.errors.Error, TimeoutError):  # dropped meanwhile, or no answer: try again
+            return None
+
     async def holder_now(self) -> str:
         try:
             return _describe((await self._kv.get(self.unit)).value or b"")
@@ -234,6 +279,11 @@ class LeasedStreamLog(StreamLog):
     def __init__(self, urls: list[str], unit: str, next_seq: int, lease: UnitLease, **kwargs: Any) -> None:
         self.lease = lease
         super().__init__(urls, unit, next_seq, **kwargs)
+
+    def unwritable(self) -> str | None:
+        if self.lease.held():
+            return None
+        return f"{self.lease.why_not_held()}; this engine takes no commands for unit {self.unit} until it holds it"
 
     def append(self, now_ms: int, payload: bytes | memoryview) -> int:
         if not self.lease.held():

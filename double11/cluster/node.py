@@ -52,7 +52,7 @@ from double11.cluster.lease import LeaseHeld, LeaseUnavailable, UnitLease
 from double11.cluster.nats_local import NatsUnavailable
 from double11.cluster.snapshots import publish_snapshot
 from double11.cluster.standby import Standby, state_hash
-from double11.cluster.stream_log import StreamLogError, check_unit
+from double11.cluster.stream_log import StreamLogError, check_unit, stream_info
 from double11.cluster.unit import UnitFestival, open_unit
 from double11.cluster.unit_service import UnitService
 from double11.cluster.urls import urls_arg
@@ -127,6 +127,8 @@ def serve(festival: UnitFestival, lease: UnitLease, service: UnitService, lines:
             elif line:
                 number += 1
             failure = festival.log_failure
+            if failure is None and not lease.held() and _took_back(festival, lease, out):
+                continue
             if failure is not None or not lease.held():  # another engine leads the unit, or will once the lease lapses
                 reason = lease.why_not_held() if not lease.held() else str(failure)
                 service.stop_serving("stepping_down")
@@ -141,6 +143,27 @@ def serve(festival: UnitFestival, lease: UnitLease, service: UnitService, lines:
         raise
     _close(festival, lease, service, snapshots)
     return 0
+
+
+def _took_back(festival: UnitFestival, lease: UnitLease, out: TextIO) -> bool:
+    """The lease lapsed unrenewed (its bucket electing a leader, or this
+    process paused): taken back if no other engine took it meanwhile, and
+    kept if the stream still ends at this festival's last record (batches
+    are refused with 503 meanwhile, before they change anything: the log's
+    `unwritable`).  Otherwise let go: the primary steps down."""
+    reason = lease.why_not_held()
+    if not lease.retake(wait_s=limits.unit_failover_s_max):
+        return False
+    try:
+        festival.durability.written()  # the records on their way when it lapsed: in the stream, or a fault
+        last = stream_info(festival.urls, festival.unit).state.last_seq
+    except Exception:  # noqa: BLE001 (a storage fault, or the stream not answering: as any lost lease)
+        last = -1
+    if festival.log_failure is None and last == festival.stream_log.next_seq - 1:
+        _say(out, {"event": "lease_taken_back", "unit": festival.unit, "seq": last, "reason": reason})
+        return True
+    lease.release()  # another engine wrote after this one's last record: it leads the unit
+    return False
 
 
 def _close(festival: UnitFestival, lease: UnitLease, service: UnitService, snapshots: Snapshots | None) -> None:

@@ -43,7 +43,11 @@ from double11.errors import Result
 
 logger = logging.getLogger("double11.cluster.rebalancer")
 _OK = int(Result.ok)
-_IDLE_WEIGHT = 0.05  # a unit's weight without recent sales of a SKU others are selling
+# every unit's weight beside its demand (units of recent sales): equal shares before any
+# sale, and a SKU selling a unit or two a round no longer swings its shares from one
+# unit to the other round after round (a transfer each way), while a hot SKU's shares
+# follow its sales
+_PRIOR_WEIGHT = 1.0
 _DEMAND_DECAY = 0.5  # of the recent sales remembered from one round to the next
 _SHARE_TOLERANCE = 1e-6  # units: shares computed alike in floating point may differ by their rounding
 _DEMAND_FLOOR = 1e-3  # units of decayed demand below which an item counts as not selling
@@ -83,8 +87,7 @@ def plan(available: np.ndarray, demand: np.ndarray,
     total = available.sum(axis=0)
     # each unit's weight: its demand, plus a little so that a unit selling
     # nothing keeps a crumb; equal weights where no unit sold anything yet
-    selling = demand.sum(axis=0) > 0
-    weight = demand + np.where(selling, _IDLE_WEIGHT, 1.0)[None, :]
+    weight = demand + _PRIOR_WEIGHT
     share = total[None, :] * weight / weight.sum(axis=0)[None, :]
     need = share - available  # > 0: below its share
     cols = np.arange(available.shape[1])

@@ -336,6 +336,9 @@ class StreamLog:
         below the oldest snapshot kept in the cluster's object store, once one
         is published there (cluster/snapshots.py)."""
 
+    def unwritable(self) -> str | None:
+        return None  # a leader change is waited out by sending again (a LeasedStreamLog says its lease)
+
     def cut_back(self) -> str:
         """After a failed sync: nothing more is sent, and says what the stream
         may hold.  A record sent but not confirmed may still land (its

@@ -74,6 +74,7 @@ class Log(Protocol):
     def drop_segments_before(self, first_seq: int) -> None: ...
     def cut_back(self) -> str: ...
     def close(self) -> None: ...
+    def unwritable(self) -> str | None: ...  # why no record may be written now (None: it may)
 
 
 def _reason(exc: BaseException) -> str:
@@ -134,6 +135,16 @@ class Durability:
     def refuse_after_failure(self) -> None:
         if self.log_failure is not None:
             raise storage_unavailable(self.log_failure)
+
+    def refuse_unwritable(self) -> None:
+        """Refuses a batch before it is applied when the log says it would
+        take no record now (a unit's primary lease not held this moment):
+        nothing changes, and the festival goes on once it may write again;
+        found only at the write, the batch would be in the state and not in
+        the log, a storage fault."""
+        why = self.log.unwritable() if self.log is not None else None
+        if why is not None:
+            raise Double11Error(Result.storage_unavailable, detail=why)
 
     def unsynced(self) -> Future | None:
         """The last record still on its way to disk (asked under the lock):

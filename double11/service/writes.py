@@ -46,6 +46,7 @@ class Writes:
             if len(batch.role):  # sent by tokens: each command checked against its sender, as the state is now
                 access_commands.refuse(batch, self.engine)
             now = max(int(now), self.engine.now_ms)  # the engine's clock never goes back
+            durability.refuse_unwritable()
             inline = durability.writes_after(len(batch))
             written = None if inline else durability.write_beside(now, batch)
             growing = self.engine.must_grow(len(batch), len(batch.sku), batch)

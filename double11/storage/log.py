@@ -125,6 +125,9 @@ class CommandLog:
                              os.POSIX_FADV_DONTNEED)
             self._uncached_bytes = whole_pages_end
 
+    def unwritable(self) -> str | None:
+        return None  # a folder's log: a failing disk is found by writing
+
     def cut_back(self) -> str:
         """After a failed write or sync: the segment cut back to its last
         synced record, so that neither a torn record nor one whose sync
