@@ -114,23 +114,10 @@ class UnitLease:
         self._io.call(self._acquire(wait_s), wait_s + limits.stream_connect_s_max)
 
     async def _acquire(self, wait_s: float) -> None:
-        deadline = time.monotonic() + wait_s
-        while True:
-            sent = time.monotonic()
-            try:
-                self.revision = await self._kv.create(self.unit, self.value)
-                break
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
-                holder = await self.holder_now()  # (not found: it lapsed while create looked at it)
-            except (nats.errors.Error, TimeoutError) as exc:  # no quorum now: try again
-                holder = f"nobody known ({type(exc).__name__})"
-            if time.monotonic() >= deadline:
-                raise LeaseHeld(f"unit {self.unit}'s primary lease is held by {holder}; it lapses "
-                                f"{limits.unit_lease_ttl_s:g} s after its holder stops renewing it")
-            await asyncio.sleep(limits.unit_lease_poll_s)
-        self.lost = None
-        self._valid_until = sent + limits.unit_lease_ttl_s - limits.unit_lease_guard_s
-        self._renewer = asyncio.get_running_loop().create_task(self._renew())
+        holder = await self._take(wait_s, retaking=False)
+        if holder is not None:
+            raise LeaseHeld(f"unit {self.unit}'s primary lease is held by {holder}; it lapses "
+                            f"{limits.unit_lease_ttl_s:g} s after its holder stops renewing it")
 
     def retake(self, wait_s: float) -> bool:
         """Takes the lease again after it lapsed unrenewed (renewals nobody
@@ -139,10 +126,16 @@ class UnitLease:
         or if the bucket did not answer within wait_s.  A primary that gets it
         back goes on with its state, where stepping down would have left its
         unit to a standby (perhaps one still replaying the stream)."""
-        return self._io.call(self._retake(wait_s), wait_s + limits.stream_connect_s_max)
+        async def retake() -> bool:
+            await self._stop_renewing()
+            return await self._take(wait_s, retaking=True) is None
 
-    async def _retake(self, wait_s: float) -> bool:
-        await self._stop_renewing()
+        return self._io.call(retake(), wait_s + limits.stream_connect_s_max)
+
+    async def _take(self, wait_s: float, retaking: bool) -> str | None:
+        """Creates the key, tried until wait_s (retaking: this engine's own
+        entry, not yet dropped, renewed instead; another engine's ends the
+        try at once): None once the lease is held, else who holds it."""
         deadline = time.monotonic() + wait_s
         while True:
             sent = time.monotonic()
@@ -150,20 +143,21 @@ class UnitLease:
                 self.revision = await self._kv.create(self.unit, self.value)
                 break
             except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
-                taken = await self._ours_again()  # held: ours (not yet dropped) or another engine's
-                if taken is not None:
-                    if not taken:
-                        return False
+                ours = await self._ours_again() if retaking else None
+                if ours:
                     break
-            except (nats.errors.Error, TimeoutError):  # no quorum yet: try again
-                pass
+                holder = await self.holder_now()  # (not found: it lapsed while create looked at it)
+                if ours is False:
+                    return holder
+            except (nats.errors.Error, TimeoutError) as exc:  # no quorum now: try again
+                holder = f"nobody known ({type(exc).__name__})"
             if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(limits.unit_lease_poll_s / 2)
+                return holder
+            await asyncio.sleep(limits.unit_lease_poll_s / 2 if retaking else limits.unit_lease_poll_s)
         self.lost = None
         self._valid_until = sent + limits.unit_lease_ttl_s - limits.unit_lease_guard_s
         self._renewer = asyncio.get_running_loop().create_task(self._renew())
-        return True
+        return None
 
     async def _ours_again(self) -> bool | None:
         """The key is held: renewed if it is still this engine's entry (True),
