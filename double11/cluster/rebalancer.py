@@ -6,9 +6,10 @@ StockReport) and plans transfers (`plan`, pure), for SKUs, templates and
 deals alike (a template's share is coupons it may grant, a deal's units it
 may sell: definitions.py): for every SKU that some unit
 still holds, each unit is entitled to a share of the units' available stock
-in proportion to its recent sales of it (equal shares before any sale, a
-crumb for a unit not selling it); a unit below `limits.rebalance_low_share` of its share gets the difference from
-the unit holding most above its own share.  A hot SKU's quota follows its
+in proportion to its recent sales of it plus one unit (equal shares before
+any sale, and shares that a sale or two do not swing); a unit below
+`limits.rebalance_low_share` of its share gets the difference from the unit
+holding most above its own share.  A hot SKU's quota follows its
 buyers, so a unit is rarely refused a sale while another still holds stock (a
 *stranded* refusal).
 
@@ -85,9 +86,7 @@ def plan(available: np.ndarray, demand: np.ndarray,
     if units < 2:
         return []
     total = available.sum(axis=0)
-    # each unit's weight: its demand, plus a little so that a unit selling
-    # nothing keeps a crumb; equal weights where no unit sold anything yet
-    weight = demand + _PRIOR_WEIGHT
+    weight = demand + _PRIOR_WEIGHT  # equal where no unit sold anything yet
     share = total[None, :] * weight / weight.sum(axis=0)[None, :]
     need = share - available  # > 0: below its share
     cols = np.arange(available.shape[1])

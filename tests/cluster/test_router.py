@@ -137,6 +137,15 @@ def test_a_release_beyond_what_a_unit_has_is_dropped(units: UnitsInProcess) -> N
     assert sum(int(f.engine.sku_stocked[1]) for f in units.festivals) == 40
 
 
+def test_a_sale_or_two_does_not_swing_a_skus_shares_but_a_hot_skus_follow_its_buyers() -> None:
+    """A SKU selling a unit a round in one unit, then in the other, moved its
+    stock back and forth every round (a crumb of weight for the unit not
+    selling); at full speed 4,000 transfers a round on the bench."""
+    available = np.array([[4, 6], [6, 4]])  # (units, skus): SKU 0 sells in unit 0, SKU 1 in unit 1
+    assert plan(available, np.array([[1.0, 0.0], [0.0, 1.0]])) == []  # the crumb moved all 6 of each
+    assert plan(np.array([[2], [8]]), np.array([[1000.0], [0.0]])) == [(0, 1, 0, 8)]
+
+
 def test_plan_follows_demand_and_moves_the_last_units() -> None:
     available = np.array([[0, 5], [1, 5], [1, 5]])
     demand = np.array([[3.0, 0], [0, 0], [0, 0]])
