@@ -11,6 +11,7 @@ an overload or a broken connection) is applied once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -115,6 +116,10 @@ class Simulation:
         self.tally = Tally(hours=min(hours, 24.0), speedup=speedup)
         self.run_id = f"sim{plan.profile.year}-{plan.seed}-{plan.scale:g}"
         self.heap: list[tuple[int, int, Pending]] = []
+        # the pacing loop's wake-up: set when a command comes due sooner than the loop
+        # planned to wake (a checkout's answer schedules its payment, perhaps due at once)
+        self._sooner = asyncio.Event()
+        self._wake_at_ms = 0
         self.seq = itertools.count()
         self.accepted: dict[int, dict] = {}  # plan index -> checkout answer body
         self.spending: dict[int, list[Coupon]] = {}  # plan index -> the coupons its accepted checkout holds
@@ -257,6 +262,8 @@ class Simulation:
 
     def _push(self, p: Pending) -> None:
         heapq.heappush(self.heap, (p.due_ms, next(self.seq), p))
+        if p.due_ms < self._wake_at_ms:
+            self._sooner.set()
 
     def _push_new(self, p: Pending) -> None:
         if p.due_ms >= self.end_ms:  # due after the replayed hours: never sent
@@ -486,7 +493,14 @@ class Simulation:
                 break
             nxt = min(self.start_ms + int(at[i]) if i < len(at) else 1 << 62,
                       self.heap[0][0] if self.heap else 1 << 62)
-            await asyncio.sleep(min(max(self.clock.real_seconds_until(nxt), tick_s), RESYNC_S))
+            # until the next command is due, or one is scheduled sooner: slept through, a
+            # payment scheduled by an answer waited up to RESYNC_S once no checkout was left
+            # to wake for (600 s of festival time at 600x, the end of festival --cluster's hour)
+            self._wake_at_ms, delay_s = nxt, min(max(self.clock.real_seconds_until(nxt), tick_s), RESYNC_S)
+            self._sooner.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sooner.wait(), delay_s)
+            self._wake_at_ms = 0
         if self.in_flight:  # stop sending, but let what is on the wire be answered
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         if resync is not None:

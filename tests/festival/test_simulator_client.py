@@ -353,3 +353,23 @@ def test_a_replay_stopped_early_covers_the_minutes_it_got_through():
     tally = _run_in_thread(run())
     assert tally.hours == stopped_hours(fake.reads[-1] - START, 24.0) < 0.5
     assert tally.summary(2e-6)["hours"] == tally.hours
+
+
+def test_a_payment_scheduled_by_an_answer_is_sent_when_due_not_at_the_next_resync():
+    """With no checkout left to wake for, the pacing loop slept up to a
+    second (RESYNC_S) while an answer scheduled a payment due sooner: at
+    600x, 600 s of festival time late (festival --cluster's lag warning).
+    Here the replay's 3.6 s hold one checkout (at 1.2 s) and its payment
+    (due at 2.5 s), at 60x: slept through, the payment went at about 60 s."""
+    view = _small_view()
+    plan = plans.build(profile(2017), 2e-6, 1, view)
+    hours = 0.001
+    fake = SlowFake(view, speedup=60.0)
+
+    async def run():
+        async with httpx.AsyncClient(base_url="http://fake", transport=httpx.MockTransport(fake.handle)) as http:
+            return await Simulation(plan, view, http, 60.0, hours=hours).run(asyncio.Event())
+
+    tally = _run_in_thread(run())
+    assert tally.sent["checkout"] == 1 and tally.sent["pay"] == tally.payments == 1
+    assert tally.max_lag_ms < 20_000, tally.max_lag_ms  # a third of a real second at 60x
