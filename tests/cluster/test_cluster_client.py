@@ -37,8 +37,16 @@ def test_a_try_ends_once_nobody_serves_the_unit_not_when_its_wait_runs_out(nats_
         await primary.subscribe(unit_subject("u9", "batch"), cb=take)
         await primary.subscribe(unit_subject("u9", ALIVE), cb=alive)
         await primary.flush()
+        # the client may be on another node, which learns of the subscriptions over the
+        # cluster's routes a moment later: no responders until then
+        for _ in range(100):
+            try:
+                await client.request(unit_subject("u9", ALIVE), b"", timeout=1.0)
+                break
+            except nats.errors.NoRespondersError:
+                await asyncio.sleep(0.1)
         trying = asyncio.ensure_future(answer_while_alive(client, "u9", "batch", b"a batch"))
-        await taken.wait()
+        await asyncio.wait_for(taken.wait(), 30)
         await asyncio.sleep(limits.unit_alive_check_s * 2.5)  # asked twice whether u9 is served: it is
         assert not trying.done()
         await primary.close()  # a SIGKILL's closed socket: the unit's subscriptions go with it
