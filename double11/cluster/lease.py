@@ -43,7 +43,15 @@ from nats.js.kv import KeyValue
 
 from double11 import limits
 from double11.cluster.buckets import BucketUnavailable, open_bucket
-from double11.cluster.stream_log import LoopThread, StreamLog, StreamLogError, ask_cluster, check_unit, connect
+from double11.cluster.stream_log import (
+    LoopThread,
+    StreamLog,
+    StreamLogError,
+    ask_cluster,
+    check_unit,
+    connect,
+    is_wrong_last_sequence,
+)
 
 LEASE_BUCKET = "d11-leases"
 
@@ -226,13 +234,27 @@ class UnitLease:
         """Stops renewing and deletes the key if it is still ours (a standby takes over at once)."""
         async def release() -> None:
             await self._stop_renewing()
-            if self.held():
+            if self.revision > 0:
                 with contextlib.suppress(nats.errors.Error, TimeoutError):  # if not deleted, it lapses by itself
-                    await self._kv.delete(self.unit, last=self.revision)
+                    await self._delete_ours()
             self.revision = 0
             self.lost = f"unit {self.unit}'s primary lease was given up"
         if not self._io.loop.is_closed():
             self._io.call(release(), limits.stream_ack_wait_s * 2)
+
+    async def _delete_ours(self) -> None:
+        """Deletes the key at the revision of this engine's entry.  That may be
+        newer than self.revision: a renewal cancelled by _stop_renewing after
+        it was sent still lands.  Conditioned on the revision read, so another
+        engine's entry is never deleted."""
+        try:
+            await self._kv.delete(self.unit, last=self.revision)
+        except nats.js.errors.APIError as exc:
+            if not is_wrong_last_sequence(exc):  # (delete, unlike update, does not translate it)
+                raise
+            entry = await self._kv.get(self.unit)
+            if entry.value == self.value and entry.revision is not None:
+                await self._kv.delete(self.unit, last=entry.revision)
 
     async def _stop_renewing(self) -> None:
         if self._renewer is not None:

@@ -281,7 +281,7 @@ class StreamLog:
                 ack_future = await record.sent
                 ack = await asyncio.wait_for(asyncio.shield(ack_future), limits.stream_ack_wait_s)
             except Exception as exc:
-                if not (is_transient(exc) or _wrong_last(exc)):
+                if not (is_transient(exc) or is_wrong_last_sequence(exc)):
                     raise StreamLogError(errno.EIO, f"the stream {self.stream} refused record {record.seq}: "
                                          f"{exc}") from exc
                 if record.sent.done() and not record.sent.exception():
@@ -300,7 +300,7 @@ class StreamLog:
                                               headers=record.headers)
             except Exception as exc:
                 last_error = exc
-                if _wrong_last(exc):  # the stream is past seq - 1: is this record there already?
+                if is_wrong_last_sequence(exc):  # the stream is past seq - 1: is this record there already?
                     if await self._holds(record):
                         return api.PubAck(stream=self.stream, seq=record.seq, duplicate=True)
                     raise StreamLogError(errno.EIO, f"the stream {self.stream} does not end at record "
@@ -378,7 +378,7 @@ def _stop_on(io: Any, stop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         io.close()
 
 
-def _wrong_last(exc: BaseException) -> bool:
+def is_wrong_last_sequence(exc: BaseException) -> bool:
     return isinstance(exc, nats.js.errors.APIError) and exc.err_code == _WRONG_LAST_SEQUENCE
 
 

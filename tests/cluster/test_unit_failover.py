@@ -126,6 +126,22 @@ def test_a_held_lease_cannot_be_taken(nats_cluster: LocalNats, tmp_path: Path, n
         other.close()
 
 
+def test_a_renewal_cut_short_by_release_does_not_keep_the_lease(nats_cluster: LocalNats):
+    """release() cancels the renewer; a renewal it had already sent lands
+    without its answer, so the holder's revision is one behind (this failed a
+    CI run: the key outlived its release)."""
+    holder = UnitLease(nats_cluster.urls, "north")
+    try:
+        holder.acquire()
+        seen = holder.revision
+        landed = holder._io.call(holder._kv.update("north", holder.value, last=seen), 10)  # answer "lost"
+        assert landed > seen == holder.revision
+        holder.release()
+        assert lease_holder(nats_cluster.urls, "north") is None
+    finally:
+        holder.close()
+
+
 def test_a_paused_primary_is_fenced_off_when_it_goes_on(nats_cluster: LocalNats, tmp_path: Path,
                                                         nodes: list[UnitNode]):
     primary, standby = primary_and_standby(nats_cluster.urls, tmp_path, nodes, "north", "--exit-on-step-down")
