@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from child_signals import default_stop_signals  # tests/child_signals.py
 
 from double11.catalog.files import load_catalog, save_catalog
 from double11.catalog.generate import generate_catalog
@@ -243,7 +244,7 @@ def _festival(tmp_path: Path, catalog_dir: Path) -> tuple[subprocess.Popen, str]
     port = free_port()
     proc = double11("festival", "--port", str(port), "--data", str(tmp_path / "festival"),
                     "--catalog", str(catalog_dir), "--speedup", "600", "--scale", "1e-5", "--seed", "2",
-                    log=tmp_path / "festival.log")
+                    log=tmp_path / "festival.log", preexec_fn=default_stop_signals)
     return proc, f"http://127.0.0.1:{port}"
 
 

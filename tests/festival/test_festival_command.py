@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+from child_signals import default_stop_signals  # tests/child_signals.py
 from festival_live import LiveServer, free_port  # tests/festival/festival_live.py
 
 FESTIVAL = "import sys; from double11.festival_cmd import festival_main; sys.exit(festival_main(sys.argv[1:]))"
@@ -22,7 +23,7 @@ def test_ctrl_c_stops_cleanly_and_loses_nothing_acknowledged(tmp_path, serve_hel
     proc = subprocess.Popen(
         [sys.executable, "-c", FESTIVAL, "--port", str(port), "--data", str(data), "--speedup", "600",
          "--scale", "1e-5", "--seed", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_stop_signals)
     # wait for the midnight rush to be under way, then press Ctrl-C
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
