@@ -139,3 +139,21 @@ def test_a_fault_under_the_group_commit_answers_503_and_no_later_record_is_writt
         assert again.stats()["checkouts"] == 2
     finally:
         again.close()
+
+
+def test_written_through_is_where_the_log_has_the_state_and_none_after_a_fault(tmp_path):
+    """What a stepped-down unit primary asks before its engine goes on as the
+    standby (cluster/node.py `_let_go`): the log's last record once every
+    applied batch is in it; None once one is not."""
+    assert Festival.open(small_catalog(), config=CONFIG).durability.written_through() is None  # no log
+    festival = Festival.open(small_catalog(), data_dir=tmp_path, config=CONFIG)
+    try:
+        assert festival.log is not None
+        for n in range(3):
+            assert festival.execute([co(f"k{n}", [(101, 1)])])[0]["status"] == 201
+        assert festival.durability.written_through() == festival.log.next_seq - 1 >= 3
+        festival.log.files = FailingFiles("sync", 0)
+        refused(festival.execute, [co("lost", [(101, 1)])])  # applied, its record lost
+        assert festival.durability.written_through() is None
+    finally:
+        festival.abandon()

@@ -21,8 +21,11 @@ node this way):
 A refusal is {"id": ..., "error": {"code", "message"}}.  Events are JSON
 lines too: {"event": "serving", "role": ...} once the node serves in a role,
 {"event": "stepped_down", "reason": ...} when a primary finds its lease gone
-or its log failed (it unsubscribes first, then exits with status 3: another
-engine leads the unit, or will once the lease it no longer renews lapses).
+or its log failed (it unsubscribes first: another engine leads the unit, or
+will once the lease it no longer renews lapses).  It then follows the unit as
+its standby, {"event": "rejoining", "from": ...}: on its own engine when every
+batch it applied is in the stream, else from the latest snapshot; with
+--exit-on-step-down it exits with status 3 instead.
 End of input, or SIGTERM, closes the unit (requests in flight answered, last
 figures published) and gives the lease up, so a standby takes over at once;
 with --no-stdin only SIGTERM does.  Started by a process that asked for it
@@ -135,9 +138,7 @@ def serve(festival: UnitFestival, lease: UnitLease, service: UnitService, lines:
                 if snapshots is not None:
                     snapshots.wait()
                 _say(out, {"event": "stepped_down", "unit": festival.unit, "reason": reason})
-                festival.abandon()
-                festival.stream_log.cut_back()  # nothing more goes to the stream from here
-                return STEPPED_DOWN
+                return STEPPED_DOWN  # (the caller lets go of the festival: _let_go)
     except SystemExit:  # SIGTERM: closed as at the end of input, then the status says the signal
         _close(festival, lease, service, snapshots)
         raise
@@ -164,6 +165,21 @@ def _took_back(festival: UnitFestival, lease: UnitLease, out: TextIO) -> bool:
         return True
     lease.release()  # another engine wrote after this one's last record: it leads the unit
     return False
+
+
+def _let_go(festival: UnitFestival) -> int | None:
+    """A festival that stepped down let go of: nothing more goes to the
+    stream from it.  Returns the stream position its engine is exactly at
+    when every batch it applied is in the stream (None after a storage
+    fault: a batch applied and not written, or refused by the new primary's
+    fence): its unit's standby may go on from there, instead of from the
+    last snapshot and all the stream since (up to unit_snapshot_every_s of
+    records, tens of seconds under load in which a second fault would find
+    no standby ready)."""
+    through = festival.durability.written_through()
+    festival.abandon()
+    festival.stream_log.cut_back()
+    return through
 
 
 def _close(festival: UnitFestival, lease: UnitLease, service: UnitService, snapshots: Snapshots | None) -> None:
@@ -233,9 +249,11 @@ def _scaled(scale: str | None) -> dict[str, int]:
     return {"scale_num": fraction.numerator, "scale_den": fraction.denominator}
 
 
-def _promoted(args: argparse.Namespace, lease: UnitLease, service: UnitService) -> UnitFestival:
-    """A standby that follows the stream until the lease lapses, then the primary."""
-    standby = Standby.from_snapshot(args.urls, args.unit, Path(args.data))
+def _promoted(args: argparse.Namespace, lease: UnitLease, service: UnitService,
+              standby: Standby | None = None) -> UnitFestival:
+    """A standby (given, or from the latest snapshot) that follows the stream
+    until the lease lapses, then the primary."""
+    standby = standby or Standby.from_snapshot(args.urls, args.unit, Path(args.data))
     service.follow(standby)
     freeze_what_exists()
     _say(sys.stdout, {"event": "serving", "role": "standby", "unit": args.unit, "seq": standby.seq})
@@ -250,6 +268,21 @@ def _promoted(args: argparse.Namespace, lease: UnitLease, service: UnitService) 
                       "lease_taken_at": round(standby.lease_taken_at, 3), "fenced_at": round(standby.fenced_at, 3),
                       "serving_at": round(time.time(), 3)})
     return festival
+
+
+def _following_on(args: argparse.Namespace, festival: UnitFestival, through: int | None) -> Standby | None:
+    """The unit's standby on the engine that stepped down, from the stream
+    position it is exactly at; None (the latest snapshot, then) when its state
+    may hold a batch the stream does not, or the stream was trimmed past it
+    (a snapshot of the new primary's) or not read."""
+    if through is None:
+        return None
+    try:
+        return Standby(args.urls, festival.unit, festival.engine, through, snapshot_seq=festival.snapshot_seq)
+    except Exception as exc:  # noqa: BLE001 (said; the snapshot's way is always there)
+        print(f"double11 node {festival.unit}: following on from record {through} failed ({exc}); "
+              "from the latest snapshot instead", file=sys.stderr, flush=True)
+        return None
 
 
 def anchor_clock(festival: UnitFestival, real_start_ms: int) -> None:
@@ -271,18 +304,24 @@ def run(args: argparse.Namespace) -> int:
         service = UnitService(args.urls, unit, data)
         role = args.role
         lines = _lines(sys.stdin if args.stdin else None)  # one reader for every role it serves in
+        standby: Standby | None = None
         while True:
-            festival = _primary(args, lease, service) if role == "primary" else _promoted(args, lease, service)
+            festival = _primary(args, lease, service) if role == "primary" else \
+                _promoted(args, lease, service, standby)
             status = serve(festival, lease, service, lines, sys.stdout, Snapshots(festival, args.snapshot_every_s))
-            if status != STEPPED_DOWN or args.exit_on_step_down:
+            if status != STEPPED_DOWN:
+                return status
+            through = _let_go(festival)
+            if args.exit_on_step_down:
                 return status
             # its lease lapsed (the lease bucket electing a leader outlasts the lease; a pause): it
-            # is its unit's standby now, from its snapshot and the stream, so a unit never goes dark
-            # because its only engine stepped down
+            # is its unit's standby now, so a unit never goes dark because its only engine stepped down
+            standby = _following_on(args, festival, through)
             del festival
             gc.unfreeze()  # the old festival's objects were frozen with the rest: freed now
             gc.collect()
-            _say(sys.stdout, {"event": "rejoining", "unit": unit, "role": "standby"})
+            _say(sys.stdout, {"event": "rejoining", "unit": unit, "role": "standby",
+                              "from": "the latest snapshot" if standby is None else f"its engine at record {through}"})
             role = "standby"
     finally:
         if service is not None:

@@ -61,13 +61,14 @@ def state_hash(engine: Engine) -> str:
 
 
 class Standby:
-    """Follows unit `unit`'s stream from `engine` at record `seq` (a snapshot's)."""
+    """Follows unit `unit`'s stream from `engine` at record `seq` (a snapshot's,
+    or a stepped-down primary's own position: its engine goes on)."""
 
-    def __init__(self, urls: list[str], unit: str, engine: Engine, seq: int) -> None:
+    def __init__(self, urls: list[str], unit: str, engine: Engine, seq: int, snapshot_seq: int | None = None) -> None:
         self.urls, self.unit = list(urls), unit
         self.engine = engine
         self.seq = seq
-        self.snapshot_seq = seq  # the local snapshot it started from
+        self.snapshot_seq = seq if snapshot_seq is None else snapshot_seq  # the folder's latest snapshot
         self.error: BaseException | None = None  # what stopped it, if anything did
         self.lease_taken_at = self.fenced_at = 0.0  # a promotion's moments (time.time()), for its event
         self._applied = threading.Condition()

@@ -188,6 +188,20 @@ class Durability:
             self._fault(exc)
             raise storage_unavailable(exc) from exc
 
+    def written_through(self) -> int | None:
+        """The log's last record, once every batch applied so far is in the
+        log (the state is then exactly what the log replays to); None after
+        a storage fault (the state may hold a batch the log does not) or
+        without a log.  Under the state's lock: nothing is applied meanwhile."""
+        if self.log is None:
+            return None
+        with self._lock:
+            try:
+                self.written()
+            except Double11Error:
+                return None
+            return None if self.log_failure is not None else self.log.next_seq - 1
+
     # --------------------------------------------------------------- snapshots
     def snapshot(self, engine: Engine) -> None:
         """Writes the whole state and starts a new log segment; older segments go.

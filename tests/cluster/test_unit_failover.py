@@ -177,7 +177,8 @@ def test_a_paused_primary_is_fenced_off_when_it_goes_on(nats_cluster: LocalNats,
 def test_a_primary_that_lost_its_lease_follows_as_the_standby_and_serves_again(
         nats_cluster: LocalNats, tmp_path: Path, nodes: list[UnitNode]):
     """No unit goes dark because its primary stepped down: the paused one
-    comes back as the new primary's standby, and serves when that one dies."""
+    comes back as the new primary's standby, on its own engine, and serves
+    when that one dies with every acknowledged batch (the state = a replay)."""
     primary, standby = primary_and_standby(nats_cluster.urls, tmp_path, nodes, "south")
     for b in range(2):
         assert "results" in primary.execute(checkouts_batch(b))
@@ -187,7 +188,8 @@ def test_a_primary_that_lost_its_lease_follows_as_the_standby_and_serves_again(
     assert first[0]["status"] == 201
     primary.signal(signal.SIGCONT)
     primary.wait_event("stepped_down", 30)
-    primary.wait_event("rejoining", 30)
+    # every batch it applied is in the stream: its engine goes on, no snapshot and replay
+    assert primary.wait_event("rejoining", 30)["from"] == "its engine at record 2"
     primary.wait_event("serving", START_S, role="standby")
 
     standby.signal(signal.SIGKILL)
