@@ -3,6 +3,7 @@ the primary SIGKILLed under load, a second would-be primary, a paused primary.""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -199,6 +200,48 @@ def test_a_primary_that_lost_its_lease_follows_as_the_standby_and_serves_again(
     assert (last, digest) == (state["seq"], state["state_hash"])
     assert checkouts == 3 * CHECKOUTS_PER_BATCH  # every acknowledged batch, once
     assert primary.execute(checkouts_batch(2))["results"] == first  # a retry answers its first result
+
+
+@pytest.mark.parametrize("pause_after_s", [0.0, 0.02, 0.1])
+def test_a_primary_paused_with_batches_in_flight_rejoins_and_serves_every_acknowledged_batch(
+        nats_cluster: LocalNats, tmp_path: Path, nodes: list[UnitNode], pause_after_s: float):
+    """Paused with batches on their way, the primary finds the lease gone when
+    it goes on. Either every batch it applied is in the stream, and its
+    engine goes on as the standby, or one was refused by the new primary's
+    fence, and it starts again from the snapshot. Which one depends on the
+    moment. Either way, once the new primary is killed, it serves a state
+    equal to the stream's replay, with each acknowledged batch in it once."""
+    unit = f"west{int(pause_after_s * 1000)}"
+    primary, standby = primary_and_standby(nats_cluster.urls, tmp_path, nodes, unit)
+    for b in range(10):
+        assert "results" in primary.execute(checkouts_batch(b))
+    in_flight = range(10, 20)
+    assert primary.process.stdin is not None
+    for b in in_flight:  # sent, not waited for
+        primary.process.stdin.write(json.dumps({"id": 1000 + b, "commands": checkouts_batch(b)}) + "\n")
+    primary.process.stdin.flush()
+    time.sleep(pause_after_s)
+    primary.signal(signal.SIGSTOP)
+    standby.wait_event("serving", limits.unit_failover_s_max, role="primary")
+    assert standby.execute(checkouts_batch(100))["results"][0]["status"] == 201
+    primary.signal(signal.SIGCONT)
+    primary.wait_event("stepped_down", 30)
+    rejoined = primary.wait_event("rejoining", 30)["from"]
+    assert rejoined == "the latest snapshot" or rejoined.startswith("its engine at record ")
+    primary.wait_event("serving", START_S, role="standby")
+    standby.signal(signal.SIGKILL)
+    primary.wait_event("serving", limits.unit_failover_s_max + START_S, role="primary")
+    state = primary.request({"ask": "state"})  # after every line sent before it: each one answered
+    answers = {line["id"] - 1000: line for line in primary.passed if line.get("id", 0) >= 1000}
+    assert sorted(answers) == list(in_flight)
+    acknowledged = [b for b, answer in answers.items() if "results" in answer]
+    assert all(answers[b]["error"]["code"] == "storage_unavailable" for b in in_flight if b not in acknowledged)
+    print(f"paused {pause_after_s} s after sending: rejoined from {rejoined}; acknowledged {acknowledged}")
+    last, digest, checkouts = replayed_hash(nats_cluster.urls, unit, tmp_path / "primary")
+    assert (last, digest) == (state["seq"], state["state_hash"])
+    assert checkouts == (10 + len(acknowledged) + 1) * CHECKOUTS_PER_BATCH  # each acknowledged batch, once
+    for b in acknowledged:  # a retry answers its first result
+        assert primary.execute(checkouts_batch(b))["results"] == answers[b]["results"]
 
 
 def test_a_primary_whose_lease_lapsed_unrenewed_takes_it_back_and_goes_on(nats_cluster: LocalNats, tmp_path: Path,

@@ -85,6 +85,7 @@ class UnitNode:
             line = self.next_line(max(0.01, deadline - time.monotonic()))
             if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
                 return line
+            self.passed.append(line)  # answers and other events: kept for the test
 
     def request(self, message: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
         """Sends one request and returns its answer (requests are answered in order)."""
