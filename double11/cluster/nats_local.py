@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import http.client
 import json
 import os
 import shutil
@@ -77,10 +78,15 @@ def server_binary() -> Path:
 _PORT_TRIES = 3  # a start whose chosen ports were taken meanwhile, tried again with others
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _free_ports(host: str, count: int) -> list[int]:
+    """`count` ports free now, all different: held open together while chosen
+    (one at a time, the kernel may hand the same port out twice, and two of
+    a cluster's listeners then collide)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def _die_with_parent(namespace: str | None = None) -> None:  # runs in the child between fork and exec
@@ -130,11 +136,12 @@ class LocalNats:
         self.ports_chosen_here = network is None  # and not placed by the caller since (LocalCluster --nats-port)
         self._launcher: ThreadPoolExecutor | None = None  # the nodes' parent thread (_launch)
         self.nodes = []
+        ports = _free_ports(host, 3 * nodes) if network is None else []
         for k in range(nodes):
             name = f"n{k + 1}"
             if network is None:
-                ports = (_free_port(host), _free_port(host), _free_port(host))
-                self.nodes.append(Node(name, *ports, self.folder / name, host))
+                client, cluster, http_port = ports[3 * k:3 * k + 3]
+                self.nodes.append(Node(name, client, cluster, http_port, self.folder / name, host))
             else:
                 self.nodes.append(Node(name, *_PORTS_IN_A_NAMESPACE, self.folder / name, network.addresses[k],
                                        network.namespaces[k]))
@@ -165,9 +172,9 @@ class LocalNats:
                 # every node gets new ones (the routes name them all)
                 if not (self.ports_chosen_here and self._port_was_taken()) or attempt == _PORT_TRIES - 1:
                     raise
-                for node in self.nodes:
-                    node.client_port, node.cluster_port, node.http_port = (
-                        _free_port(node.host), _free_port(node.host), _free_port(node.host))
+                ports = _free_ports(self.nodes[0].host, 3 * len(self.nodes))
+                for k, node in enumerate(self.nodes):
+                    node.client_port, node.cluster_port, node.http_port = ports[3 * k:3 * k + 3]
             except BaseException:
                 self.stop()
                 raise
@@ -251,7 +258,8 @@ class LocalNats:
         try:
             with urllib.request.urlopen(f"http://{node.host}:{node.http_port}/{endpoint}", timeout=2) as answer:
                 return dict(json.loads(answer.read()))
-        except (OSError, urllib.error.URLError, ValueError):
+        except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException):
+            # (not HTTP: another server on the port, the node failing to bind it: seen exited next)
             return None
 
     # ------------------------------------------------------------ internals

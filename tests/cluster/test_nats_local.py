@@ -106,3 +106,21 @@ def test_a_port_taken_before_a_node_binds_it_is_chosen_again(tmp_path: Path):
         cluster.stop()
         squatter.close()
     assert all(gone(pid) for pid in pids)
+
+
+def test_a_monitor_port_that_is_another_nodes_client_port_gets_new_ports(tmp_path: Path):
+    """Two listeners of one cluster on one port (ports chosen one at a time
+    could repeat): the node that cannot bind its monitor port exits, and a
+    NATS greeting where the monitor's HTTP belongs is not a crash of the
+    start (it failed a CI run: BadStatusLine) but a start again on new ports."""
+    cluster = LocalNats(tmp_path / "nats", nodes=3)
+    ports = [p for node in cluster.nodes for p in (node.client_port, node.cluster_port, node.http_port)]
+    assert len(set(ports)) == len(ports)  # chosen together: all different
+    cluster.nodes[2].http_port = cluster.nodes[0].client_port
+    try:
+        cluster.start()
+        assert cluster.nodes[2].http_port != cluster.nodes[0].client_port and len(cluster.pids()) == 3
+    finally:
+        pids = cluster.pids()
+        cluster.stop()
+    assert all(gone(pid) for pid in pids)
