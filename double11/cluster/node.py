@@ -155,12 +155,12 @@ def _took_back(festival: UnitFestival, lease: UnitLease, out: TextIO) -> bool:
     reason = lease.why_not_held()
     if not lease.retake(wait_s=limits.unit_failover_s_max):
         return False
+    through = festival.durability.written_through()  # the records on their way when it lapsed: in, or a fault
     try:
-        festival.durability.written()  # the records on their way when it lapsed: in the stream, or a fault
         last = stream_info(festival.urls, festival.unit).state.last_seq
-    except Exception:  # noqa: BLE001 (a storage fault, or the stream not answering: as any lost lease)
+    except Exception:  # noqa: BLE001 (the stream not answering: as any lost lease)
         last = -1
-    if festival.log_failure is None and last == festival.stream_log.next_seq - 1:
+    if through is not None and last == through:
         _say(out, {"event": "lease_taken_back", "unit": festival.unit, "seq": last, "reason": reason})
         return True
     lease.release()  # another engine wrote after this one's last record: it leads the unit
